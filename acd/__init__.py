@@ -1,0 +1,1 @@
+"""Automatic call distribution: presence, queues, strategies, the dispatcher (issue 4)."""

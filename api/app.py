@@ -1,0 +1,96 @@
+"""The aiohttp application: routes, middlewares, OpenAPI, metrics, and the collaborators it owns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from api import extensions, health, tokens, users
+from api.errors import error_middleware
+from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
+from api.openapi import openapi_document
+from api.routing import API_PREFIX, CONTEXT_KEY, RouteTable
+from core.context import PhoneRegistrations, ServiceContext
+from core.db import create_engine, create_session_factory
+from core.events import EventBus
+from core.metrics import Metrics
+from core.settings import Settings
+from extensions.numbering import OwnerType
+from extensions.phones import count_extensions_by_holder
+from pbx.kamailio import KamailioRpc
+
+ROUTE_TABLES: list[RouteTable] = [health.routes, users.routes, extensions.routes, tokens.routes]
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(
+    settings: Settings, registrations: PhoneRegistrations | None = None
+) -> web.Application:
+    """The app opens its database, Redis and edge clients on start-up and closes them on cleanup."""
+    app = web.Application(
+        middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    metrics = Metrics()
+    app[_METRICS] = metrics
+    routes = [route for table in ROUTE_TABLES for route in table.routes]
+    document = openapi_document(routes, extra_paths=OPENAPI_PATHS)
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        counts = await count_extensions_by_holder(request.app[CONTEXT_KEY])
+        for holder in OwnerType:
+            metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def collaborators(app: web.Application) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        redis = Redis.from_url(settings.redis_url)
+        edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+        app[CONTEXT_KEY] = ServiceContext(
+            settings=settings,
+            sessions=create_session_factory(engine),
+            redis=redis,
+            events=EventBus(redis, metrics.events_published),
+            metrics=metrics,
+            registrations=registrations or edge,
+        )
+        hub = EventHub(redis)
+        await hub.start()
+        app[HUB_KEY] = hub
+        yield
+        await hub.stop()
+        await edge.close()
+        await redis.aclose()
+        await engine.dispose()
+
+    app.cleanup_ctx.append(collaborators)
+    for table in ROUTE_TABLES:
+        table.install(app)
+    app.router.add_get(API_PREFIX + "/openapi.json", openapi)
+    app.router.add_get(API_PREFIX + "/events", event_stream)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+_METRICS = web.AppKey("metrics", Metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[_METRICS]
+    metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+    metrics.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+    return response

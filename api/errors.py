@@ -1,0 +1,102 @@
+"""The single mapping from errors to HTTP answers: {"error": {"code", "message", "field"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+
+log = structlog.get_logger(__name__)
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Unauthorized: 401,
+}
+CODE_BY_HTTP_STATUS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body. `errors` lists each invalid field when there are several."""
+
+    code: str
+    message: str
+    field: str | None = None
+    errors: list[ErrorDetail] | None = None
+    holder: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class RequestInvalid(InvalidInput):
+    code = "validation_error"
+
+
+def validation_failed(exc: ValidationError) -> RequestInvalid:
+    details = [
+        ErrorDetail(
+            code=err["type"],
+            message=err["msg"],
+            field=".".join(str(part) for part in err["loc"]) or None,
+        )
+        for err in exc.errors()
+    ]
+    first = details[0]
+    error = RequestInvalid(f"{first.field}: {first.message}" if first.field else first.message)
+    error.field = first.field
+    error.details = {"errors": [d.model_dump() for d in details]}
+    return error
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return web.json_response(body, status=status)
+
+
+def _status_of(error: DomainError) -> int:
+    for kind, status in STATUS_BY_ERROR.items():
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except DomainError as error:
+        extra: dict[str, Any] = {"field": error.field, **error.details}
+        response = error_response(_status_of(error), error.code, error.message, **extra)
+        if isinstance(error, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pbx"'
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = CODE_BY_HTTP_STATUS.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        # Last resort: a bug must answer 500 in our error shape and leave a traceback in the log.
+        log.exception("unhandled_api_error", method=request.method, path=request.path)
+        return error_response(500, "internal_error", "internal error; see the service log")

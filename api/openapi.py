@@ -1,0 +1,104 @@
+"""The OpenAPI 3.1 document, built from the same route table and pydantic models that serve."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from api.errors import ErrorResponse
+from api.routing import API_PREFIX, Route
+
+_REF = "#/components/schemas/{model}"
+_ERROR_TEXT = {
+    401: "Missing, unknown or revoked token",
+    403: "The token's role may not do this",
+    404: "No such resource",
+    409: "Conflicts with the current state (e.g. extension taken)",
+    422: "Invalid input; `error.field` names the field",
+}
+
+
+def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorResponse}
+    for route in routes:
+        models.update(m for m in (route.body, route.response) if m is not None)
+    entries: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, mode)
+        for m in sorted(models, key=lambda m: m.__name__)
+        for mode in ("validation", "serialization")
+    ]
+    refs, top = models_json_schema(entries, ref_template=_REF)
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[(model, mode)])
+
+    paths: dict[str, Any] = dict(extra_paths)
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "tags": [route.tag],
+            "operationId": route.handler.__name__,
+            "responses": _responses(route, ref),
+        }
+        parameters = _path_parameters(route) + _query_parameters(route)
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(route.body, "validation")}},
+            }
+        operation["security"] = [{"bearer": []}] if route.roles is not None else []
+        if route.roles is not None:
+            roles = ", ".join(sorted(r.value for r in route.roles))
+            self_note = "; a user may also act on themself" if route.allow_self else ""
+            operation["description"] = f"Roles: {roles}{self_note}."
+        paths.setdefault(API_PREFIX + route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Contact-center PBX API", "version": version("pbx")},
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _responses(route: Route, ref: Any) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if route.response is not None:
+        responses[str(route.status)] = {
+            "description": "Success",
+            "content": {"application/json": {"schema": ref(route.response, "serialization")}},
+        }
+    else:
+        responses[str(route.status if route.status != 200 else 204)] = {"description": "Done"}
+    for status in route.errors:
+        responses[str(status)] = {
+            "description": _ERROR_TEXT[status],
+            "content": {"application/json": {"schema": ref(ErrorResponse, "serialization")}},
+        }
+    return responses
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+        for n in names
+    ]
+
+
+def _query_parameters(route: Route) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]

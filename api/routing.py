@@ -1,0 +1,141 @@
+"""The route table: each route names its schemas and roles; they validate and feed OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.auth import authenticated_principal
+from api.errors import validation_failed
+from core.context import ServiceContext
+from core.errors import Forbidden, InvalidInput
+from extensions.roles import Role
+from extensions.tokens import Principal
+
+API_PREFIX = "/api/v1"
+CONTEXT_KEY = web.AppKey("context", ServiceContext)
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+ANY_ROLE = frozenset(Role)
+STAFF = frozenset({Role.ADMIN, Role.SUPERVISOR})
+ADMIN = frozenset({Role.ADMIN})
+
+
+@dataclass
+class ApiRequest:
+    """What a handler needs: validated input, the caller, and the service context."""
+
+    ctx: ServiceContext
+    principal: Principal | None
+    path: dict[str, int]
+    body: Any
+    query: Any
+    raw: web.Request
+
+
+Handler = Callable[[ApiRequest], Awaitable[BaseModel | None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    roles: frozenset[Role] | None  # None: no token needed
+    # An operator may act on their own user id ({user_id} in the path) despite `roles`.
+    allow_self: bool = False
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+
+
+@dataclass
+class RouteTable:
+    routes: list[Route] = field(default_factory=list)
+
+    def add(self, method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(method=method, path=path, handler=handler, **options))
+            return handler
+
+        return register
+
+    def install(self, app: web.Application) -> None:
+        for route in self.routes:
+            # Ids are digits only, so /users/abc is a 404, never a parse error downstream.
+            pattern = _PATH_PARAM.sub(r"{\1:\\d{1,18}}", API_PREFIX + route.path)
+            app.router.add_route(route.method, pattern, _endpoint(route))
+
+
+def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT_KEY]
+        path = {name: int(value) for name, value in request.match_info.items()}
+        principal = None
+        if route.roles is not None:
+            principal = await authenticated_principal(ctx, request)
+            _authorize(route, principal, path)
+        api_request = ApiRequest(
+            ctx=ctx,
+            principal=principal,
+            path=path,
+            body=await _parse_body(route, request),
+            query=_parse_query(route, request),
+            raw=request,
+        )
+        result = await route.handler(api_request)
+        if result is None:
+            return web.Response(status=204 if route.status == 200 else route.status)
+        return web.json_response(
+            text=result.model_dump_json(), status=route.status, content_type="application/json"
+        )
+
+    return endpoint
+
+
+def _authorize(route: Route, principal: Principal, path: dict[str, int]) -> None:
+    assert route.roles is not None
+    if principal.role in route.roles:
+        return
+    if (
+        route.allow_self
+        and principal.user_id is not None
+        and path.get("user_id") == principal.user_id
+    ):
+        return
+    raise Forbidden(f"role {principal.role.value} may not {route.summary.lower()}")
+
+
+async def _parse_body(route: Route, request: web.Request) -> BaseModel | None:
+    if route.body is None:
+        return None
+    text = await request.text()
+    try:
+        data = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object")
+    try:
+        return route.body.model_validate(data)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+def _parse_query(route: Route, request: web.Request) -> BaseModel | None:
+    if route.query is None:
+        return None
+    try:
+        return route.query.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_failed(exc) from None

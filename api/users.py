@@ -1,0 +1,225 @@
+"""Users resource: /users, /users/{user_id}, and each user's extension and SIP password."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from extensions import phones, users
+from extensions.numbering import EXTENSION_PATTERN
+from extensions.roles import Role
+
+routes = RouteTable()
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ExtensionNumber = Annotated[str, Field(pattern=EXTENSION_PATTERN, examples=["1001"])]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    email: EmailStr | None = None
+    role: Role = Role.OPERATOR
+
+
+class UserPatch(BaseModel):
+    """Only the fields sent change. `"active": false` dismisses the user."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    email: EmailStr | None = None
+    role: Role | None = None
+    active: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    role: Role
+    active: bool
+    extension: str | None
+    created_at: datetime
+    updated_at: datetime
+    dismissed_at: datetime | None
+
+    @classmethod
+    def of(cls, record: users.UserRecord) -> UserOut:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class UserListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    active: bool | None = None
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0)
+
+
+class ExtensionAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extension: ExtensionNumber
+
+
+class SipAccountOut(BaseModel):
+    """Where and how the user's desk phone registers. `password` is shown only when issued."""
+
+    username: str
+    password: str | None
+    domain: str
+    registrar: str
+
+
+class ExtensionAssignment(BaseModel):
+    extension: str
+    sip: SipAccountOut
+
+    @classmethod
+    def of(cls, account: phones.SipAccount) -> ExtensionAssignment:
+        return cls(
+            extension=account.username,
+            sip=SipAccountOut.model_validate(account, from_attributes=True),
+        )
+
+
+USER_ERRORS = (401, 403, 404, 422)
+
+
+@routes.add(
+    "POST",
+    "/users",
+    summary="Create a user",
+    tag="users",
+    roles=ADMIN,
+    body=UserCreate,
+    response=UserOut,
+    status=201,
+    errors=(401, 403, 422),
+)
+async def create_user(req: ApiRequest) -> UserOut:
+    body: UserCreate = req.body
+    record = await users.create_user(req.ctx, name=body.name, email=body.email, role=body.role)
+    return UserOut.of(record)
+
+
+@routes.add(
+    "GET",
+    "/users",
+    summary="List users",
+    tag="users",
+    roles=STAFF,
+    query=UserListQuery,
+    response=UserList,
+    errors=(401, 403, 422),
+)
+async def list_users(req: ApiRequest) -> UserList:
+    query: UserListQuery = req.query
+    records, total = await users.list_users(
+        req.ctx, active=query.active, limit=query.limit, offset=query.offset
+    )
+    return UserList(
+        items=[UserOut.of(r) for r in records], total=total, limit=query.limit, offset=query.offset
+    )
+
+
+@routes.add(
+    "GET",
+    "/users/{user_id}",
+    summary="Read a user",
+    tag="users",
+    roles=STAFF,
+    allow_self=True,
+    response=UserOut,
+    errors=(401, 403, 404),
+)
+async def get_user(req: ApiRequest) -> UserOut:
+    return UserOut.of(await users.get_user(req.ctx, req.path["user_id"]))
+
+
+@routes.add(
+    "PATCH",
+    "/users/{user_id}",
+    summary="Update or dismiss a user",
+    tag="users",
+    roles=ADMIN,
+    body=UserPatch,
+    response=UserOut,
+    errors=USER_ERRORS,
+)
+async def patch_user(req: ApiRequest) -> UserOut:
+    body: UserPatch = req.body
+    sent = body.model_fields_set
+    changes = users.UserChanges(
+        name=body.name,
+        email=body.email,
+        clear_email="email" in sent and body.email is None,
+        role=body.role,
+        active=body.active,
+    )
+    return UserOut.of(await users.update_user(req.ctx, req.path["user_id"], changes))
+
+
+@routes.add(
+    "PUT",
+    "/users/{user_id}/extension",
+    summary="Assign an extension",
+    tag="users",
+    roles=ADMIN,
+    body=ExtensionAssign,
+    response=ExtensionAssignment,
+    errors=(*USER_ERRORS, 409),
+)
+async def assign_extension(req: ApiRequest) -> ExtensionAssignment:
+    body: ExtensionAssign = req.body
+    account = await phones.assign_extension(req.ctx, req.path["user_id"], body.extension)
+    return ExtensionAssignment.of(account)
+
+
+@routes.add(
+    "GET",
+    "/users/{user_id}/extension",
+    summary="Read a user's extension",
+    tag="users",
+    roles=STAFF,
+    allow_self=True,
+    response=ExtensionAssignment,
+    errors=(401, 403, 404),
+)
+async def get_extension(req: ApiRequest) -> ExtensionAssignment:
+    return ExtensionAssignment.of(await phones.get_sip_account(req.ctx, req.path["user_id"]))
+
+
+@routes.add(
+    "DELETE",
+    "/users/{user_id}/extension",
+    summary="Release a user's extension",
+    tag="users",
+    roles=ADMIN,
+    status=204,
+    errors=(401, 403, 404),
+)
+async def release_extension(req: ApiRequest) -> None:
+    await phones.release_extension(req.ctx, req.path["user_id"])
+
+
+@routes.add(
+    "POST",
+    "/users/{user_id}/sip-password",
+    summary="Reset a user's SIP password",
+    tag="users",
+    roles=ADMIN,
+    allow_self=True,
+    response=ExtensionAssignment,
+    errors=(401, 403, 404),
+)
+async def reset_sip_password(req: ApiRequest) -> ExtensionAssignment:
+    return ExtensionAssignment.of(await phones.reset_sip_password(req.ctx, req.path["user_id"]))

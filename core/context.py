@@ -1,0 +1,33 @@
+"""The small set of collaborators every service function gets, passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.events import EventBus
+from core.metrics import Metrics
+from core.settings import Settings
+
+
+class EdgeUnavailable(Exception):
+    """The SIP edge did not answer a control request."""
+
+
+class PhoneRegistrations(Protocol):
+    """The SIP edge's registration table (Kamailio's usrloc); raises EdgeUnavailable."""
+
+    async def drop_registrations(self, username: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    events: EventBus
+    metrics: Metrics
+    registrations: PhoneRegistrations

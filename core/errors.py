@@ -1,0 +1,37 @@
+"""Domain errors with a stable machine-readable code; the API maps each kind to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "error"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details or {}
+
+
+class InvalidInput(DomainError):
+    code = "invalid"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"

@@ -1,0 +1,86 @@
+"""Events: every change is persisted in the same transaction as the change, then published."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UtcDateTime, utcnow
+
+EVENTS_CHANNEL = "pbx:events"
+# Bumped when an event's envelope changes incompatibly; data fields may only be added.
+ENVELOPE_VERSION = 1
+
+log = structlog.get_logger(__name__)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "v": ENVELOPE_VERSION,
+            "id": self.id,
+            "type": self.type,
+            "time": self.occurred_at.isoformat(),
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> Event:
+        return cls(id=row.id, type=row.type, occurred_at=row.occurred_at, data=row.data)
+
+
+class EventBus:
+    """Stage events inside a transaction; publish them to Redis once it has committed."""
+
+    def __init__(self, redis: Redis, published: Counter) -> None:
+        self._redis = redis
+        self._published = published
+
+    async def stage(self, session: AsyncSession, type_: str, data: dict[str, Any]) -> Event:
+        row = EventRow(type=type_, occurred_at=utcnow(), data=data)
+        session.add(row)
+        await session.flush()
+        return Event.from_row(row)
+
+    async def publish(self, *events: Event) -> None:
+        for event in events:
+            self._published.labels(type=event.type).inc()
+            try:
+                await self._redis.publish(EVENTS_CHANNEL, json.dumps(event.envelope()))
+            except RedisError as exc:
+                # The event is already persisted; live subscribers catch up with ?since=<id>.
+                log.error(
+                    "event_publish_failed", event_id=event.id, type=event.type, error=str(exc)
+                )
+
+
+async def events_after(session: AsyncSession, after_id: int, limit: int = 1000) -> list[Event]:
+    rows = await session.scalars(
+        select(EventRow).where(EventRow.id > after_id).order_by(EventRow.id).limit(limit)
+    )
+    return [Event.from_row(row) for row in rows]

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the service, on one registry per application instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "pbx_http_requests_total",
+            "API requests by route template, method and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "pbx_http_request_duration_seconds",
+            "API request duration by route template",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "pbx_events_total",
+            "Events persisted and published, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.websocket_clients = Gauge(
+            "pbx_event_stream_clients", "Open WebSocket event streams", registry=self.registry
+        )
+        self.registration_drop_failures = Counter(
+            "pbx_registration_drop_failures_total",
+            "Times the edge could not be told to drop a phone's registration",
+            registry=self.registry,
+        )
+        self.extensions_assigned = Gauge(
+            "pbx_extensions_assigned",
+            "Extensions in use, by holder type",
+            ["holder"],
+            registry=self.registry,
+        )

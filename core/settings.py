@@ -1,0 +1,143 @@
+"""The one settings object: config.toml, then PBX_* environment overrides, validated once."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "PBX_"
+# PBX_API__PORT=8081 overrides [api] port; the double underscore separates section and key.
+ENV_SECTION_SEPARATOR = "__"
+# Variables that are not config keys (they select the file or carry a secret).
+ENV_NOT_KEYS = frozenset({"PBX_CONFIG", "PBX_ADMIN_TOKEN"})
+
+
+class SettingsError(Exception):
+    """config.toml or an override is invalid; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Section):
+    # Relative paths are resolved against the folder config.toml sits in.
+    dir: Path = Path("data")
+
+
+class DatabaseSettings(_Section):
+    # Empty: an SQLite file <data.dir>/pbx.sqlite3. PostgreSQL: postgresql+asyncpg://user:pw@host/db
+    url: str = ""
+
+
+class RedisSettings(_Section):
+    # managed: the service starts its own redis-server on host:port, its files in <data.dir>/redis.
+    managed: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(6380, ge=1, le=65535)
+    # Used instead of host/port when set (an external Redis); managed must then be false.
+    url: str = ""
+
+
+class SipSettings(_Section):
+    # The Kamailio edge: where phones register and trunks send.
+    host: str = "127.0.0.1"
+    port: int = Field(5060, ge=1, le=65535)
+    # SIP domain and digest realm of every phone account.
+    domain: str = "127.0.0.1"
+    # Kamailio's JSON-RPC over HTTP (loopback only): the service uses it to drop registrations.
+    rpc_port: int = Field(5071, ge=1, le=65535)
+    # Brute-force guard: an address with this many failed digest answers within
+    # auth_ban_seconds is ignored for that long.
+    max_auth_failures: int = Field(30, ge=1)
+    auth_ban_seconds: int = Field(300, ge=1)
+    # Flood guard (pike): more than this many requests from one address in 2 s are dropped.
+    max_requests_per_2s: int = Field(200, ge=1)
+    kamailio_binary: str = "/usr/sbin/kamailio"
+    # Kamailio worker processes per listening socket.
+    children: int = Field(2, ge=1, le=64)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(_Section):
+    data: DataSettings = DataSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    sip: SipSettings = SipSettings()
+    api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
+    # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
+    admin_token: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("PBX_ADMIN_TOKEN must be at least 16 characters")
+        return value
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data.dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data.dir / 'pbx.sqlite3'}"
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url or f"redis://{self.redis.host}:{self.redis.port}/0"
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read config.toml (or PBX_CONFIG, or `path`), apply PBX_SECTION__KEY overrides, validate."""
+    env = os.environ if environ is None else environ
+    config_path = path or Path(env.get("PBX_CONFIG", "config.toml"))
+    raw: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            raw = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_path}: {exc}") from exc
+    elif path is not None or "PBX_CONFIG" in env:
+        raise SettingsError(f"{config_path}: no such file")
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition(ENV_SECTION_SEPARATOR)
+        if not sep or not key:
+            raise SettingsError(f"{name}: expected PBX_<SECTION>__<KEY>, e.g. PBX_API__PORT")
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise SettingsError(f"{name}: [{section}] is not a section")
+        raw[section][key] = value
+    if "PBX_ADMIN_TOKEN" in env:
+        raw["admin_token"] = env["PBX_ADMIN_TOKEN"]
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"{config_path}: {problems}") from exc
+    if settings.redis.url and settings.redis.managed:
+        raise SettingsError(f"{config_path}: redis.url is set, so redis.managed must be false")
+    base = config_path.resolve().parent
+    if not settings.data.dir.is_absolute():
+        settings = settings.model_copy(
+            update={"data": DataSettings(dir=(base / settings.data.dir).resolve())}
+        )
+    return settings

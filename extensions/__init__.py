@@ -1,0 +1,1 @@
+"""Users, the extension namespace, SIP credentials, and the subscriber table Kamailio reads."""

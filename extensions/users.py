@@ -1,0 +1,176 @@
+"""Users: create, read, update, and dismissal (phone off, extension freed, tokens revoked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.context import EdgeUnavailable, ServiceContext
+from core.db import utcnow
+from core.errors import NotFound
+from core.events import Event
+from extensions.models import ApiToken, Extension, User
+from extensions.namespace import free_extension, user_extension
+from extensions.numbering import OwnerType
+from extensions.roles import Role
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    name: str
+    email: str | None
+    role: Role
+    active: bool
+    extension: str | None
+    created_at: datetime
+    updated_at: datetime
+    dismissed_at: datetime | None
+
+    def event_data(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "role": self.role.value,
+            "active": self.active,
+            "extension": self.extension,
+        }
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    """Fields a PATCH may set; None means "leave as is" (email uses `clear_email`)."""
+
+    name: str | None = None
+    email: str | None = None
+    clear_email: bool = False
+    role: Role | None = None
+    active: bool | None = None
+
+
+async def create_user(
+    ctx: ServiceContext, *, name: str, email: str | None, role: Role
+) -> UserRecord:
+    async with ctx.sessions.begin() as session:
+        user = User(name=name, email=email, role=role.value, active=True)
+        session.add(user)
+        await session.flush()
+        record = user_record(user, extension=None)
+        event = await ctx.events.stage(session, "user_created", record.event_data())
+    await ctx.events.publish(event)
+    log.info("user_created", user_id=record.id, role=record.role)
+    return record
+
+
+async def get_user(ctx: ServiceContext, user_id: int) -> UserRecord:
+    async with ctx.sessions() as session:
+        user = await load_user(session, user_id)
+        return user_record(user, await user_extension(session, user_id))
+
+
+async def list_users(
+    ctx: ServiceContext, *, active: bool | None, limit: int, offset: int
+) -> tuple[list[UserRecord], int]:
+    query = select(User, Extension.number).outerjoin(
+        Extension,
+        (Extension.owner_type == OwnerType.USER.value) & (Extension.owner_id == User.id),
+    )
+    count = select(func.count()).select_from(User)
+    if active is not None:
+        query = query.where(User.active == active)
+        count = count.where(User.active == active)
+    async with ctx.sessions() as session:
+        rows = await session.execute(query.order_by(User.id).limit(limit).offset(offset))
+        total = await session.scalar(count)
+        return [user_record(user, number) for user, number in rows], total or 0
+
+
+async def update_user(ctx: ServiceContext, user_id: int, changes: UserChanges) -> UserRecord:
+    events: list[Event] = []
+    released: str | None = None
+    async with ctx.sessions.begin() as session:
+        user = await load_user(session, user_id)
+        if changes.name is not None:
+            user.name = changes.name
+        if changes.email is not None or changes.clear_email:
+            user.email = changes.email
+        if changes.role is not None:
+            user.role = changes.role.value
+        dismissing = changes.active is False and user.active
+        if changes.active is not None:
+            user.active = changes.active
+            user.dismissed_at = utcnow() if not changes.active else None
+        extension = await user_extension(session, user_id)
+        if dismissing:
+            released = extension
+            await _dismiss(session, user_id, extension)
+            extension = None
+        user.updated_at = utcnow()
+        await session.flush()
+        record = user_record(user, extension)
+        if released is not None:
+            events.append(
+                await ctx.events.stage(
+                    session,
+                    "extension_released",
+                    {"extension": released, "holder": {"type": "user", "id": user_id}},
+                )
+            )
+        kind = "user_dismissed" if dismissing else "user_updated"
+        events.append(await ctx.events.stage(session, kind, record.event_data()))
+    if released is not None:
+        await drop_phone_registrations(ctx, released)
+    await ctx.events.publish(*events)
+    log.info(kind, user_id=user_id, released_extension=released)
+    return record
+
+
+async def _dismiss(session: AsyncSession, user_id: int, extension: str | None) -> None:
+    """A dismissed user's phone stops working at once and their API tokens die with them."""
+    if extension is not None:
+        await free_extension(session, extension)
+    await session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    # Queue memberships join here once queues exist (ACD issue).
+
+
+async def drop_phone_registrations(ctx: ServiceContext, username: str) -> None:
+    """Unregister a phone at the edge; its credentials are already gone from the database."""
+    try:
+        await ctx.registrations.drop_registrations(username)
+    except EdgeUnavailable as exc:
+        # The binding expires by itself; the phone can no longer re-register.
+        ctx.metrics.registration_drop_failures.inc()
+        log.error("registration_drop_failed", username=username, error=str(exc))
+
+
+async def load_user(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", details={"user_id": user_id})
+    return user
+
+
+def user_record(user: User, extension: str | None) -> UserRecord:
+    return UserRecord(
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        role=Role(user.role),
+        active=user.active,
+        extension=extension,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        dismissed_at=user.dismissed_at,
+    )

@@ -1,0 +1,1 @@
+"""The SIP user-agent layer."""

@@ -1,0 +1,267 @@
+"""Kamailio, the SIP edge: its config rendered from the settings, its process and its RPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jinja2
+import structlog
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.child_process import ChildProcess, check_ports_free
+from core.context import EdgeUnavailable
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_SECONDS = 15.0
+SHARED_MEMORY_MB = 64
+PRIVATE_MEMORY_MB = 8
+LOCATION_TABLE = "location"
+# Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
+# therefore gives four slashes. Three would leave a path relative to Kamailio's working
+# directory ("/"), and db_set_readonly, which matches the file name exactly, would not apply.
+_SQLITE_PREFIX = "sqlite:///"
+# Hosts and SIP domains go into the config verbatim: host names and IPv4 addresses only.
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9.\-]+$")
+# Characters that would end or break a quoted string in kamailio.cfg.
+_CONFIG_STRING_UNSAFE = re.compile(r'["\\\s]')
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("pbx", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+class KamailioError(Exception):
+    """Kamailio's configuration is invalid or the process did not come up."""
+
+
+class KamailioRpcError(EdgeUnavailable):
+    """A JSON-RPC call failed: no answer, or an error answer (`code` is then Kamailio's)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def kamailio_db_url(database_url: str) -> str:
+    """Translate the service's SQLAlchemy URL into the db_url Kamailio's modules understand."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {database_url!r}") from exc
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ValueError("Kamailio needs an SQLite database file, not an in-memory one")
+        kamailio_url = f"{_SQLITE_PREFIX}{Path(url.database).resolve()}"
+    elif backend == "postgresql":
+        if not url.host or not url.database:
+            raise ValueError("Kamailio needs a PostgreSQL URL with a host and a database name")
+        if url.username and (":" in url.username or "@" in url.username):
+            raise ValueError("Kamailio cannot parse a PostgreSQL user name with ':' or '@'")
+        credentials = ""
+        if url.username:
+            password = f":{url.password}" if url.password else ""
+            credentials = f"{url.username}{password}@"
+        port = f":{url.port}" if url.port else ""
+        kamailio_url = f"postgres://{credentials}{url.host}{port}/{url.database}"
+    else:
+        raise ValueError(f"Kamailio supports SQLite and PostgreSQL, not {backend!r}")
+    if _CONFIG_STRING_UNSAFE.search(kamailio_url):
+        raise ValueError("the database URL must not contain quotes, backslashes or whitespace")
+    return kamailio_url
+
+
+def render_kamailio_config(settings: Settings, run_dir: Path) -> str:
+    """kamailio.cfg for these settings; ValueError if a setting cannot go into it safely."""
+    sip = settings.sip
+    for key, value in (("sip.host", sip.host), ("sip.domain", sip.domain)):
+        if not _CONFIG_NAME.match(value):
+            raise ValueError(f"{key} must be a host name or an IP address, not {value!r}")
+    if sip.rpc_port == sip.port:
+        raise ValueError("sip.rpc_port must differ from sip.port")
+    if _CONFIG_STRING_UNSAFE.search(str(run_dir)):
+        raise ValueError(f"the Kamailio run directory {run_dir} must not contain spaces or quotes")
+    db_url = kamailio_db_url(settings.database_url)
+    sqlite_path = db_url.removeprefix(_SQLITE_PREFIX) if db_url.startswith(_SQLITE_PREFIX) else None
+    return _templates.get_template("kamailio.cfg.j2").render(
+        sip_host=sip.host,
+        sip_port=sip.port,
+        rpc_port=sip.rpc_port,
+        domain=sip.domain,
+        realm=sip.domain,
+        children=sip.children,
+        max_auth_failures=sip.max_auth_failures,
+        auth_ban_seconds=sip.auth_ban_seconds,
+        max_requests_per_2s=sip.max_requests_per_2s,
+        db_module="db_sqlite" if sqlite_path else "db_postgres",
+        db_url=db_url,
+        sqlite_path=sqlite_path,
+        run_dir=run_dir,
+    )
+
+
+class KamailioProcess:
+    """The Kamailio edge as a child of the service, configured from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.config_path = settings.data_dir / "kamailio" / "kamailio.cfg"
+        self.run_dir = settings.data_dir / "kamailio" / "run"
+        self._process: ChildProcess | None = None
+
+    async def start(self) -> None:
+        """Render and check the config, start Kamailio, return once its RPC answers."""
+        sip = self._settings.sip
+        self._require_sqlite_file()
+        check_ports_free(
+            "kamailio",
+            [
+                (sip.host, sip.port, socket.SOCK_DGRAM),
+                (sip.host, sip.port, socket.SOCK_STREAM),
+                ("127.0.0.1", sip.rpc_port, socket.SOCK_STREAM),
+            ],
+        )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_kamailio_config(self._settings, self.run_dir))
+        await self._check_config()
+        process = ChildProcess(
+            "kamailio",
+            [
+                sip.kamailio_binary,
+                "-DD",  # stay in the foreground, as our child
+                "-E",  # log to stderr, which ChildProcess forwards
+                "-f", str(self.config_path),
+                "-Y", str(self.run_dir),
+                "-P", str(self.run_dir / "kamailio.pid"),
+                "-m", str(SHARED_MEMORY_MB),
+                "-M", str(PRIVATE_MEMORY_MB),
+            ],
+        )  # fmt: skip
+        self._process = process
+        await process.start()
+        rpc = KamailioRpc("127.0.0.1", sip.rpc_port)
+        try:
+            await process.wait_ready(rpc.is_answering, READY_TIMEOUT_SECONDS)
+        except BaseException:
+            await process.stop()
+            raise
+        finally:
+            await rpc.close()
+        log.info("kamailio_ready", sip=f"{sip.host}:{sip.port}", rpc_port=sip.rpc_port)
+
+    async def wait(self) -> int:
+        """Return Kamailio's exit code once it exits (for a supervisor)."""
+        if self._process is None:
+            raise RuntimeError("kamailio was not started")
+        return await self._process.wait()
+
+    async def stop(self) -> None:
+        if self._process is not None:
+            await self._process.stop()
+
+    def _require_sqlite_file(self) -> None:
+        # db_sqlite fails to open a missing read-only file in every child, and Kamailio then
+        # stays up half-started instead of exiting.
+        db_url = kamailio_db_url(self._settings.database_url)
+        if db_url.startswith(_SQLITE_PREFIX):
+            path = Path(db_url.removeprefix(_SQLITE_PREFIX))
+            if not path.is_file():
+                raise KamailioError(f"database {path} does not exist: run the migrations first")
+
+    async def _check_config(self) -> None:
+        checker = await asyncio.create_subprocess_exec(
+            self._settings.sip.kamailio_binary,
+            "-c",
+            "-f",
+            str(self.config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await checker.communicate()
+        if checker.returncode != 0:
+            lines = output.decode(errors="replace").splitlines()
+            problems = [line for line in lines if "ERROR" in line or "CRITICAL" in line]
+            detail = "\n".join(problems or lines[-20:])
+            raise KamailioError(f"{self.config_path} is not a valid Kamailio config:\n{detail}")
+
+
+class KamailioRpc:
+    """JSON-RPC over HTTP to Kamailio's jsonrpcs module (xhttp on the loopback RPC port)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+        self.url = f"http://{host}:{port}/RPC"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """The call's result; KamailioRpcError if Kamailio cannot be reached or answers an error."""
+        if self._session is None:
+            # Created on first use: a ClientSession belongs to the running event loop. One
+            # connection per call: Kamailio may drop an idle one, and a POST is never retried.
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(force_close=True)
+            )
+        request = {
+            "jsonrpc": "2.0",
+            "method": method,
+            "params": list(params),
+            "id": next(self._ids),
+        }
+        try:
+            async with self._session.post(self.url, json=request) as response:
+                reply = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise KamailioRpcError(f"Kamailio RPC {method} failed: {exc!r}") from exc
+        if not isinstance(reply, dict):
+            raise KamailioRpcError(f"Kamailio RPC {method}: unexpected answer {reply!r}")
+        error = reply.get("error")
+        if isinstance(error, dict):
+            raise KamailioRpcError(
+                f"Kamailio RPC {method}: {error.get('message')}", code=error.get("code")
+            )
+        if error is not None:
+            raise KamailioRpcError(f"Kamailio RPC {method}: {error!r}")
+        return reply.get("result")
+
+    async def is_answering(self) -> bool:
+        try:
+            await self.call("core.version")
+        except KamailioRpcError:
+            return False
+        return True
+
+    async def registered_contacts(self, username: str) -> list[str]:
+        """Contact URIs registered for an extension (usrloc keys AORs by username alone)."""
+        try:
+            result = await self.call("ul.lookup", LOCATION_TABLE, username)
+        except KamailioRpcError as exc:
+            # usrloc answers an unknown AOR with code 500 "AOR not found in location table".
+            if "not found" in str(exc):
+                return []
+            raise
+        return [entry["Contact"]["Address"] for entry in result["Contacts"]]
+
+    async def drop_registrations(self, username: str) -> None:
+        """Forget every binding of an extension; an extension with none is fine."""
+        await self.call("ul.rm", LOCATION_TABLE, username)

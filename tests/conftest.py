@@ -1,0 +1,120 @@
+"""Session fixtures: a real Redis, a migrated SQLite database, Kamailio and the API, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api.app import create_app
+from core.redis_server import ManagedRedis
+from core.settings import Settings, load_settings
+from migrations import upgrade_database
+from pbx.kamailio import KamailioProcess, KamailioRpc
+from tests.support.api_client import ApiClient
+from tests.support.ports import free_port
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+EMPTY_CONFIG = Path(__file__).parent / "support" / "empty-config.toml"
+
+
+def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
+    """Settings as an operator would write them, every port free on 127.0.0.1."""
+    environ = {
+        "PBX_DATA__DIR": str(data_dir),
+        "PBX_REDIS__PORT": str(free_port()),
+        "PBX_SIP__PORT": str(free_port()),
+        "PBX_SIP__RPC_PORT": str(free_port()),
+        "PBX_API__PORT": str(free_port()),
+        "PBX_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PBX_LOG__LEVEL": "warning",
+    }
+    for section, values in sections.items():
+        for key, value in values.items():
+            environ[f"PBX_{section.upper()}__{key.upper()}"] = str(value)
+    return load_settings(EMPTY_CONFIG, environ)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("pbx-data"))
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> str:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    return settings.database_url
+
+
+@pytest.fixture(scope="session")
+async def redis_server(settings: Settings) -> AsyncIterator[ManagedRedis]:
+    server = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def kamailio(settings: Settings, database: str) -> AsyncIterator[KamailioProcess]:
+    process = KamailioProcess(settings)
+    await process.start()
+    yield process
+    await process.stop()
+
+
+@pytest.fixture(scope="session")
+async def edge_rpc(settings: Settings, kamailio: KamailioProcess) -> AsyncIterator[KamailioRpc]:
+    rpc = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    yield rpc
+    await rpc.close()
+
+
+@pytest.fixture(scope="session")
+async def api_server(
+    settings: Settings, database: str, redis_server: ManagedRedis, kamailio: KamailioProcess
+) -> AsyncIterator[TestServer]:
+    server = TestServer(create_app(settings), host="127.0.0.1", port=settings.api.port)
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def api_base(settings: Settings, api_server: TestServer) -> str:
+    return f"http://127.0.0.1:{settings.api.port}/api/v1"
+
+
+@pytest.fixture
+def admin(http: aiohttp.ClientSession, api_base: str) -> ApiClient:
+    return ApiClient(http, api_base, ADMIN_TOKEN)
+
+
+@pytest.fixture
+def anonymous(http: aiohttp.ClientSession, api_base: str) -> ApiClient:
+    return ApiClient(http, api_base, None)
+
+
+_extensions = itertools.count(2000)
+
+
+@pytest.fixture
+def next_extension() -> Callable[[], str]:
+    """A number no other test of this session uses."""
+    return lambda: str(next(_extensions))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Iterator[Path]:
+    yield Path(__file__).resolve().parent.parent

@@ -1,0 +1,83 @@
+"""The WebSocket event stream: live user/extension events, replay with ?since, role checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import ADMIN_TOKEN
+from tests.support.api_client import ApiClient
+
+
+async def next_event(ws: aiohttp.ClientWebSocketResponse, type_: str) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            message = await ws.receive()
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            envelope: dict[str, Any] = json.loads(message.data)
+            if envelope["type"] == type_:
+                return envelope
+
+
+async def test_user_and_extension_changes_are_published_live(
+    admin: ApiClient,
+    http: aiohttp.ClientSession,
+    api_base: str,
+    next_extension: Callable[[], str],
+) -> None:
+    url = api_base + "/events"
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as ws:
+        user = await admin.new_user("Eve Events")
+        created = await next_event(ws, "user_created")
+        assert created["v"] == 1 and created["data"]["id"] == user["id"]
+        assert {"id", "type", "time", "data"} <= created.keys()
+        number = next_extension()
+        await admin.assign(user["id"], number)
+        assigned = await next_event(ws, "extension_assigned")
+        assert assigned["data"] == {
+            "extension": number,
+            "holder": {"type": "user", "id": user["id"]},
+        }
+        await admin.post(f"/users/{user['id']}/sip-password")
+        assert (await next_event(ws, "sip_password_reset"))["data"]["extension"] == number
+        await admin.patch(f"/users/{user['id']}", {"active": False})
+        released = await next_event(ws, "extension_released")
+        assert released["data"]["extension"] == number
+        dismissed = await next_event(ws, "user_dismissed")
+        assert dismissed["data"]["active"] is False
+        assert dismissed["id"] > released["id"] > assigned["id"] > created["id"]
+
+
+async def test_since_replays_persisted_events_then_goes_live(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str
+) -> None:
+    first = await admin.new_user("Before Connect")
+    url = f"{api_base}/events?token={ADMIN_TOKEN}&since=0&types=user_created"
+    async with http.ws_connect(url) as ws:
+        seen: list[int] = []
+        async with asyncio.timeout(5):
+            while first["id"] not in seen:
+                seen.append(json.loads((await ws.receive()).data)["data"]["id"])
+        later = await admin.new_user("After Connect")
+        assert (await next_event(ws, "user_created"))["data"]["id"] == later["id"]
+
+
+async def test_event_stream_needs_a_staff_token(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str
+) -> None:
+    async with http.get(api_base + "/events") as response:
+        assert response.status == 401
+    operator = await admin.new_user("No Wallboard")
+    token = await admin.token_for(operator["id"])
+    async with http.get(
+        api_base + "/events", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 403
+    async with http.get(
+        api_base + "/events?since=x", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as response:
+        assert response.status == 422

@@ -1,0 +1,428 @@
+"""The Kamailio edge against real phones, and the child processes the service supervises."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from core.child_process import ChildProcess, ChildProcessFailed
+from core.context import EdgeUnavailable
+from core.redis_server import ManagedRedis
+from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings
+from migrations import upgrade_database
+from pbx.kamailio import (
+    KamailioError,
+    KamailioProcess,
+    KamailioRpc,
+    kamailio_db_url,
+    render_kamailio_config,
+)
+from pbx.ua_thread import UserAgentError, UserAgentThread, shared_user_agent
+from tests.support.phone import TestPhone
+from tests.support.ports import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "127.0.0.1"
+BAN_SECONDS = 2
+MAX_FAILURES = 3
+
+
+def edge_settings(data_dir: Path, **sip: int) -> Settings:
+    return Settings(
+        data=DataSettings(dir=data_dir),
+        sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
+    )
+
+
+def database_file(settings: Settings) -> Path:
+    return Path(settings.database_url.removeprefix("sqlite+aiosqlite:///"))
+
+
+def add_subscriber(settings: Settings, username: str, password: str) -> None:
+    ha1 = hashlib.md5(f"{username}:{DOMAIN}:{password}".encode()).hexdigest()
+    with closing(sqlite3.connect(database_file(settings))) as db, db:
+        db.execute(
+            "INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
+            " VALUES (?, ?, '', ?, '')",
+            (username, DOMAIN, ha1),
+        )
+
+
+def remove_subscriber(settings: Settings, username: str) -> None:
+    with closing(sqlite3.connect(database_file(settings))) as db, db:
+        db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
+
+
+def sip_status(port: int, timeout: float, method: str = "OPTIONS") -> int | None:
+    """Status code of the edge's answer to an out-of-dialog request, None if it stays silent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(timeout)
+        local_port = probe.getsockname()[1]
+        call_id = uuid.uuid4().hex
+        request = (
+            f"{method} sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={call_id[16:24]}\r\n"
+            f"To: <sip:127.0.0.1:{port}>\r\n"
+            f"Call-ID: {call_id}@127.0.0.1\r\n"
+            f"CSeq: 1 {method}\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        probe.sendto(request.encode(), ("127.0.0.1", port))
+        try:
+            answer = probe.recv(65535)
+        except TimeoutError:
+            return None
+    return int(answer.split(b" ", 2)[1])
+
+
+async def started_edge(settings: Settings) -> KamailioProcess:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    edge = KamailioProcess(settings)
+    await edge.start()
+    return edge
+
+
+@pytest.fixture(scope="module")
+async def edge_config(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    settings = edge_settings(tmp_path_factory.mktemp("edge"))
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def guarded_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """A second edge that bans quickly, so banning 127.0.0.1 there spares the other tests."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("guarded-edge"),
+        max_auth_failures=MAX_FAILURES,
+        auth_ban_seconds=BAN_SECONDS,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def rpc(edge_config: Settings) -> AsyncIterator[KamailioRpc]:
+    client = KamailioRpc("127.0.0.1", edge_config.sip.rpc_port)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def user_agent() -> UserAgentThread:
+    return shared_user_agent()
+
+
+@pytest.fixture
+def phone(user_agent: UserAgentThread) -> Iterator[Callable[[], TestPhone]]:
+    phones: list[TestPhone] = []
+
+    def make() -> TestPhone:
+        phones.append(TestPhone(user_agent))
+        return phones[-1]
+
+    yield make
+    for each in phones:
+        each.close()
+
+
+async def register(
+    make_phone: Callable[[], TestPhone],
+    settings: Settings,
+    user: str,
+    password: str,
+    answer_within: float = 5.0,
+) -> int:
+    return await make_phone().register(
+        user, password, DOMAIN, settings.sip.host, settings.sip.port, timeout=answer_within
+    )
+
+
+@pytest.mark.sip
+async def test_phone_with_the_right_password_registers_and_is_located(
+    edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1001", "right-secret")
+    desk = phone()
+    code = await desk.register("1001", "right-secret", DOMAIN, "127.0.0.1", edge_config.sip.port)
+    assert code == 200
+    contacts = await rpc.registered_contacts("1001")
+    assert len(contacts) == 1 and contacts[0].startswith("sip:1001@127.0.0.1:")
+    await desk.unregister()
+    assert await rpc.registered_contacts("1001") == []
+
+
+@pytest.mark.sip
+async def test_wrong_password_is_refused(
+    edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1002", "right-secret")
+    assert await register(phone, edge_config, "1002", "wrong-secret") == 401
+    assert await register(phone, edge_config, "1999", "no-such-user") == 401
+    assert await rpc.registered_contacts("1002") == []
+
+
+@pytest.mark.sip
+async def test_deleted_subscriber_cannot_register_with_old_credentials(
+    edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1003", "old-secret")
+    assert await register(phone, edge_config, "1003", "old-secret") == 200
+    remove_subscriber(edge_config, "1003")
+    assert await register(phone, edge_config, "1003", "old-secret") == 401
+
+
+@pytest.mark.sip
+async def test_dropped_registrations_leave_no_binding(
+    edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1004", "secret-1004")
+    assert await register(phone, edge_config, "1004", "secret-1004") == 200
+    assert await rpc.registered_contacts("1004")
+    await rpc.drop_registrations("1004")
+    assert await rpc.registered_contacts("1004") == []
+    await rpc.drop_registrations("1004")  # nothing left to drop is fine
+
+
+@pytest.mark.sip
+async def test_credentials_of_another_extension_are_forbidden(
+    edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1005", "secret-1005")
+    desk = phone()
+    code = await desk.register(
+        "1006", "secret-1005", DOMAIN, "127.0.0.1", edge_config.sip.port, auth_username="1005"
+    )
+    assert code == 403
+
+
+@pytest.mark.sip
+async def test_edge_answers_options_and_refuses_other_requests(edge_config: Settings) -> None:
+    port = edge_config.sip.port
+    assert await asyncio.to_thread(sip_status, port, 2.0) == 200
+    # Calls are not routed yet: an INVITE from nobody in particular is refused outright.
+    assert await asyncio.to_thread(sip_status, port, 2.0, "INVITE") == 403
+
+
+@pytest.mark.sip
+async def test_rpc_and_metrics_only_on_the_rpc_port(edge_config: Settings) -> None:
+    sip, rpc_port = edge_config.sip, edge_config.sip.rpc_port
+    request = {"jsonrpc": "2.0", "method": "core.version", "id": 1}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{rpc_port}/RPC", json=request) as reply:
+            assert "kamailio" in (await reply.json(content_type=None))["result"]
+        async with http.get(f"http://127.0.0.1:{rpc_port}/metrics") as reply:
+            assert reply.status == 200 and "kamailio_" in await reply.text()
+        async with http.get(f"http://127.0.0.1:{rpc_port}/elsewhere") as reply:
+            assert reply.status == 404
+        # The SIP port also accepts TCP, but never serves RPC.
+        async with http.post(f"http://127.0.0.1:{sip.port}/RPC", json=request) as reply:
+            assert reply.status == 403
+
+
+@pytest.mark.sip
+async def test_rpc_to_a_stopped_edge_raises_edge_unavailable() -> None:
+    client = KamailioRpc("127.0.0.1", free_port())
+    try:
+        with pytest.raises(EdgeUnavailable):
+            await client.drop_registrations("1001")
+    finally:
+        await client.close()
+
+
+@pytest.mark.sip
+async def test_address_goes_silent_after_too_many_wrong_answers(
+    guarded_edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    settings = guarded_edge_config
+    add_subscriber(settings, "2001", "right-secret")
+    for _ in range(MAX_FAILURES):
+        assert await register(phone, settings, "2001", "guess") == 401
+    # Banned: even the right password and a plain OPTIONS get no answer at all.
+    with pytest.raises(TimeoutError):
+        await register(phone, settings, "2001", "right-secret", answer_within=1.0)
+    assert await asyncio.to_thread(sip_status, settings.sip.port, 0.5) is None
+    banned_at = time.monotonic()
+    while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
+        assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
+    assert await register(phone, settings, "2001", "right-secret") == 200
+
+
+@pytest.mark.sip
+@pytest.mark.parametrize(
+    "database_url",
+    ["", "postgresql+asyncpg://pbx:secret@127.0.0.1:5432/pbx"],
+    ids=["sqlite", "postgresql"],
+)
+async def test_rendered_config_passes_kamailio_check(tmp_path: Path, database_url: str) -> None:
+    settings = edge_settings(tmp_path).model_copy(
+        update={"database": DatabaseSettings(url=database_url)}
+    )
+    config = tmp_path / "kamailio.cfg"
+    config.write_text(render_kamailio_config(settings, tmp_path / "run"))
+    check = await asyncio.create_subprocess_exec(
+        settings.sip.kamailio_binary,
+        "-c",
+        "-f",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await check.communicate()
+    assert check.returncode == 0, output.decode()
+
+
+async def test_kamailio_refuses_to_start_without_a_migrated_database(tmp_path: Path) -> None:
+    with pytest.raises(KamailioError, match="run the migrations"):
+        await KamailioProcess(edge_settings(tmp_path)).start()
+
+
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [
+        ("sqlite+aiosqlite:////var/lib/pbx/pbx.sqlite3", "sqlite:////var/lib/pbx/pbx.sqlite3"),
+        ("sqlite:////srv/pbx.sqlite3", "sqlite:////srv/pbx.sqlite3"),
+        ("postgresql+asyncpg://pbx:pw@db.local:5433/pbx", "postgres://pbx:pw@db.local:5433/pbx"),
+        ("postgresql://pbx@10.0.0.5/pbx", "postgres://pbx@10.0.0.5/pbx"),
+    ],
+)
+def test_kamailio_db_url_translates_service_urls(database_url: str, expected: str) -> None:
+    assert kamailio_db_url(database_url) == expected
+
+
+def test_kamailio_db_url_makes_a_relative_sqlite_path_absolute() -> None:
+    assert kamailio_db_url("sqlite+aiosqlite:///data/pbx.sqlite3") == (
+        f"sqlite:///{Path.cwd() / 'data' / 'pbx.sqlite3'}"
+    )
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "mysql+aiomysql://pbx:pw@127.0.0.1/pbx",
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///:memory:",
+        "postgresql+asyncpg://pbx:pw@/pbx",
+        'postgresql+asyncpg://pbx:p"w@127.0.0.1/pbx',
+        "not a url",
+    ],
+)
+def test_kamailio_db_url_rejects_what_kamailio_cannot_use(database_url: str) -> None:
+    with pytest.raises(ValueError):
+        kamailio_db_url(database_url)
+
+
+async def test_managed_redis_starts_answers_and_stops(tmp_path: Path) -> None:
+    server = ManagedRedis("127.0.0.1", free_port(), tmp_path / "redis")
+    await server.start()
+    client = Redis.from_url(server.url)
+    try:
+        assert await client.set("greeting", "hello")
+        assert await client.get("greeting") == b"hello"
+    finally:
+        await client.aclose()
+    await server.stop()
+    await server.stop()  # idempotent
+    assert (tmp_path / "redis" / "appendonlydir").is_dir()
+
+
+async def test_managed_redis_on_a_taken_port_fails_clearly(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = ManagedRedis("127.0.0.1", port, tmp_path / "redis")
+        with pytest.raises(ChildProcessFailed, match=f"127.0.0.1:{port}.*in use"):
+            await server.start()
+
+
+async def test_child_exiting_before_ready_reports_its_output() -> None:
+    child = ChildProcess("broken", ["/bin/sh", "-c", "echo loading; echo bad config >&2; exit 3"])
+    await child.start()
+
+    async def never_ready() -> bool:
+        return False
+
+    with pytest.raises(ChildProcessFailed, match=r"(?s)exited with code 3.*bad config"):
+        await child.wait_ready(never_ready, timeout=5.0)
+    assert child.returncode == 3
+    assert child.last_output == ["loading", "bad config"]
+
+
+async def test_child_not_ready_in_time_fails_and_stop_escalates_to_kill() -> None:
+    child = ChildProcess("stubborn", ["/bin/sh", "-c", "trap '' TERM; echo up; sleep 30"])
+    await child.start()
+
+    async def never_ready() -> bool:
+        return False
+
+    with pytest.raises(ChildProcessFailed, match=r"not ready after 0\.3 s"):
+        await child.wait_ready(never_ready, timeout=0.3)
+    await child.stop(timeout=0.3)
+    assert child.returncode == -signal.SIGKILL
+    await child.stop()
+
+
+async def test_child_dies_with_its_parent(tmp_path: Path) -> None:
+    parent_script = (
+        "import asyncio, os, sys\n"
+        "from core.child_process import ChildProcess\n"
+        "async def main():\n"
+        "    child = ChildProcess('sleeper', ['sleep', '60'])\n"
+        "    await child.start()\n"
+        "    print(child.pid, file=sys.stderr, flush=True)  # stdout carries the log\n"
+        "    os._exit(1)  # a crash: no cleanup runs\n"
+        "asyncio.run(main())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        parent_script,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    _, errors = await parent.communicate()
+    child_pid = int(errors.split()[0])
+    deadline = time.monotonic() + 5
+    while _is_alive(child_pid):
+        assert time.monotonic() < deadline, f"child {child_pid} outlived its parent"
+        await asyncio.sleep(0.05)
+
+
+def _is_alive(pid: int) -> bool:
+    # The orphan is reaped by init (or a subreaper); a zombie counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_user_agent_is_one_per_process(user_agent: UserAgentThread) -> None:
+    assert user_agent.running and user_agent.sip_port > 0
+    with pytest.raises(UserAgentError, match="already runs"):
+        UserAgentThread().start()
+    assert user_agent.run(lambda: os.getpid()) == os.getpid()

@@ -1,0 +1,25 @@
+"""Free loopback ports for the services a test starts."""
+
+from __future__ import annotations
+
+import socket
+
+_handed_out: set[int] = set()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free for both TCP and UDP on 127.0.0.1, never the same one twice per test run."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port in _handed_out:
+            continue
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, other) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port

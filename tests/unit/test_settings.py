@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from core.settings import SettingsError, load_settings
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
+
+
+def test_shipped_config_listens_on_loopback_with_documented_ports() -> None:
+    settings = load_settings(REPO_CONFIG, environ={})
+    assert settings.sip.host == "127.0.0.1" and settings.sip.port == 5060
+    assert settings.api.host == "127.0.0.1" and settings.api.port == 8080
+    assert settings.data_dir == REPO_CONFIG.parent / "data"
+    assert (
+        settings.database_url
+        == f"sqlite+aiosqlite:///{REPO_CONFIG.parent / 'data' / 'pbx.sqlite3'}"
+    )
+
+
+def test_environment_overrides_single_keys() -> None:
+    settings = load_settings(
+        REPO_CONFIG, environ={"PBX_API__PORT": "9090", "PBX_SIP__DOMAIN": "pbx.example.com"}
+    )
+    assert settings.api.port == 9090
+    assert settings.sip.domain == "pbx.example.com"
+    assert settings.sip.port == 5060
+
+
+def test_pbx_config_selects_another_file(tmp_path: Path) -> None:
+    config = tmp_path / "other.toml"
+    config.write_text('[api]\nport = 8181\n[data]\ndir = "state"\n')
+    settings = load_settings(environ={"PBX_CONFIG": str(config)})
+    assert settings.api.port == 8181
+    assert settings.data_dir == tmp_path / "state"
+
+
+def test_admin_token_comes_from_the_environment_only() -> None:
+    token = "x" * 32
+    assert load_settings(REPO_CONFIG, environ={"PBX_ADMIN_TOKEN": token}).admin_token == token
+    assert load_settings(REPO_CONFIG, environ={}).admin_token is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"PBX_API__PORT": "eighty"}, "api.port"),
+        ({"PBX_API__PORT": "70000"}, "api.port"),
+        ({"PBX_API__NOPE": "1"}, "api.nope"),
+        ({"PBX_NOSECTION": "1"}, "PBX_<SECTION>__<KEY>"),
+        ({"PBX_ADMIN_TOKEN": "short"}, "admin_token"),
+        ({"PBX_REDIS__URL": "redis://x:1/0"}, "redis.managed"),
+        ({"PBX_LOG__LEVEL": "loud"}, "log.level"),
+    ],
+)
+def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment.replace("<", ".").replace(">", ".")):
+        load_settings(REPO_CONFIG, environ=environ)
+
+
+def test_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(environ={"PBX_CONFIG": str(tmp_path / "missing.toml")})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[api\nport = 1")
+    with pytest.raises(SettingsError, match=r"broken\.toml"):
+        load_settings(broken, environ={})
