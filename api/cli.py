@@ -68,7 +68,10 @@ def migrate(config: Path | None) -> None:
 def render_kamailio(config: Path | None) -> None:
     """Print the Kamailio configuration rendered from the settings."""
     settings = _settings(config)
-    click.echo(render_kamailio_config(settings, run_dir=settings.data_dir / "kamailio" / "run"))
+    kamailio_dir = settings.data_dir / "kamailio"
+    click.echo(
+        render_kamailio_config(settings, kamailio_dir / "run", kamailio_dir / "dispatcher.list")
+    )
 
 
 class _ChildDied(Exception):

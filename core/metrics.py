@@ -40,3 +40,33 @@ class Metrics:
             ["holder"],
             registry=self.registry,
         )
+        self.calls = Counter(
+            "pbx_calls_total",
+            "Finished calls by direction and disposition",
+            ["direction", "disposition"],
+            registry=self.registry,
+        )
+        self.active_calls = Gauge(
+            "pbx_active_calls",
+            "Calls in progress by direction",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.worker_legs_in_use = Gauge(
+            "pbx_worker_legs_in_use",
+            "Call legs in use across the media workers",
+            registry=self.registry,
+        )
+        self.worker_legs_capacity = Gauge(
+            "pbx_worker_legs_capacity",
+            "Call legs the live media workers can hold",
+            registry=self.registry,
+        )
+        self.workers_alive = Gauge(
+            "pbx_workers_alive", "Media worker processes running", registry=self.registry
+        )
+        self.worker_restarts = Gauge(
+            "pbx_worker_restarts",
+            "Media worker restarts since the service started",
+            registry=self.registry,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -63,6 +64,40 @@ class SipSettings(_Section):
     children: int = Field(2, ge=1, le=64)
 
 
+class WorkerSettings(_Section):
+    # Media worker processes (one PJSUA2 endpoint each). A bridged call takes two legs of one
+    # worker; the wheel caps a worker at 4 legs, so 10 workers serve 20 bridged calls.
+    count: int = Field(10, ge=1, le=500)
+    host: str = "127.0.0.1"
+    # Worker i listens for SIP on first_sip_port + i and sends RTP from
+    # first_rtp_port + i * rtp_ports_per_worker.
+    first_sip_port: int = Field(5080, ge=1, le=65535)
+    first_rtp_port: int = Field(20000, ge=1, le=65535)
+    rtp_ports_per_worker: int = Field(40, ge=8, le=1000)
+
+
+class CallSettings(_Section):
+    # Greeting digits: wait this long after a digit for the next one.
+    inter_digit_timeout: float = Field(3.0, gt=0, le=30)
+    # After the greeting ends with nothing dialled, wait this long before the default route.
+    wait_after_greeting: float = Field(4.0, ge=0, le=60)
+    # Unknown extension: the caller may try again this many times before the default route.
+    unknown_extension_retries: int = Field(2, ge=0, le=10)
+    # A ringing phone that does not answer within this goes to the no-answer route.
+    ring_timeout: float = Field(30.0, gt=0, le=600)
+
+
+class TrunkSettings(_Section):
+    # Unauthenticated INVITEs are accepted only from these addresses (the SIP provider).
+    sources: list[str] = ["127.0.0.1"]
+    # Where outbound calls go, e.g. "sip:provider.example.com:5060"; empty: no outbound calls.
+    uri: str = ""
+    username: str = ""
+    password: str = ""
+    # Register at the provider with username/password (most providers want it).
+    registration: bool = False
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -80,6 +115,9 @@ class Settings(_Section):
     sip: SipSettings = SipSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    workers: WorkerSettings = WorkerSettings()
+    calls: CallSettings = CallSettings()
+    trunk: TrunkSettings = TrunkSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 
@@ -103,6 +141,13 @@ class Settings(_Section):
         return self.redis.url or f"redis://{self.redis.host}:{self.redis.port}/0"
 
 
+def _json_list(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name}: not a JSON list: {exc}") from exc
+
+
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read config.toml (or PBX_CONFIG, or `path`), apply PBX_SECTION__KEY overrides, validate."""
     env = os.environ if environ is None else environ
@@ -123,7 +168,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise SettingsError(f"{name}: expected PBX_<SECTION>__<KEY>, e.g. PBX_API__PORT")
         if not isinstance(raw.setdefault(section, {}), dict):
             raise SettingsError(f"{name}: [{section}] is not a section")
-        raw[section][key] = value
+        # Lists are given as JSON: PBX_TRUNK__SOURCES='["192.0.2.10", "192.0.2.11"]'.
+        raw[section][key] = _json_list(name, value) if value.startswith("[") else value
     if "PBX_ADMIN_TOKEN" in env:
         raw["admin_token"] = env["PBX_ADMIN_TOKEN"]
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-EXTENSION_PATTERN = r"^[0-9]{1,4}$"
+MAX_EXTENSION_LENGTH = 4
+EXTENSION_PATTERN = rf"^[0-9]{{1,{MAX_EXTENSION_LENGTH}}}$"
 _EXTENSION_RE = re.compile(EXTENSION_PATTERN)
 
 

@@ -181,3 +181,32 @@ def _account(sip: SipSettings, number: str, password: str | None) -> SipAccount:
         domain=sip.domain,
         registrar=f"sip:{sip.host}:{sip.port}",
     )
+
+
+@dataclass(frozen=True)
+class Reachable:
+    """An extension a call can ring: an active user's phone."""
+
+    extension: str
+    user_id: int
+    name: str
+
+
+async def reachable_user(ctx: ServiceContext, number: str) -> Reachable | None:
+    query = (
+        select(User.id, User.name)
+        .join(
+            Extension,
+            (Extension.owner_type == OwnerType.USER.value) & (Extension.owner_id == User.id),
+        )
+        .where(Extension.number == number, User.active.is_(True))
+    )
+    async with ctx.sessions() as session:
+        row = (await session.execute(query)).first()
+    return None if row is None else Reachable(extension=number, user_id=row.id, name=row.name)
+
+
+async def dialable_extensions(ctx: ServiceContext) -> frozenset[str]:
+    """Every number a caller may dial in the shared namespace (users now; queues, menus later)."""
+    async with ctx.sessions() as session:
+        return frozenset(await session.scalars(select(Extension.number)))

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 TERMINATOR = "#"
-MAX_EXTENSION_LENGTH = 4
 
 
 class Outcome(Enum):

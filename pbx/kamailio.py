@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import re
 import socket
@@ -17,7 +18,7 @@ from sqlalchemy.exc import ArgumentError
 
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
-from core.settings import Settings
+from core.settings import Settings, WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -85,9 +86,24 @@ def kamailio_db_url(database_url: str) -> str:
     return kamailio_url
 
 
-def render_kamailio_config(settings: Settings, run_dir: Path) -> str:
+def worker_targets(workers: WorkerSettings) -> list[str]:
+    """The SIP URIs of the media workers: worker i listens on first_sip_port + i."""
+    return [f"sip:{workers.host}:{workers.first_sip_port + i}" for i in range(workers.count)]
+
+
+def render_dispatcher_list(workers: WorkerSettings) -> str:
+    """Kamailio dispatcher set 1: one line per media worker."""
+    return "".join(f"1 {target}\n" for target in worker_targets(workers))
+
+
+def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: Path) -> str:
     """kamailio.cfg for these settings; ValueError if a setting cannot go into it safely."""
     sip = settings.sip
+    for source in settings.trunk.sources:
+        try:
+            ipaddress.ip_address(source)
+        except ValueError:
+            raise ValueError(f"trunk.sources: {source!r} is not an IP address") from None
     for key, value in (("sip.host", sip.host), ("sip.domain", sip.domain)):
         if not _CONFIG_NAME.match(value):
             raise ValueError(f"{key} must be a host name or an IP address, not {value!r}")
@@ -111,6 +127,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path) -> str:
         db_url=db_url,
         sqlite_path=sqlite_path,
         run_dir=run_dir,
+        dispatcher_list=dispatcher_list,
+        trunk_sources=settings.trunk.sources,
     )
 
 
@@ -121,6 +139,7 @@ class KamailioProcess:
         self._settings = settings
         self.config_path = settings.data_dir / "kamailio" / "kamailio.cfg"
         self.run_dir = settings.data_dir / "kamailio" / "run"
+        self.dispatcher_list = settings.data_dir / "kamailio" / "dispatcher.list"
         self._process: ChildProcess | None = None
 
     async def start(self) -> None:
@@ -136,7 +155,10 @@ class KamailioProcess:
             ],
         )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_kamailio_config(self._settings, self.run_dir))
+        self.dispatcher_list.write_text(render_dispatcher_list(self._settings.workers))
+        self.config_path.write_text(
+            render_kamailio_config(self._settings, self.run_dir, self.dispatcher_list)
+        )
         await self._check_config()
         process = ChildProcess(
             "kamailio",

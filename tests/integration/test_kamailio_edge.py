@@ -29,6 +29,7 @@ from pbx.kamailio import (
     KamailioProcess,
     KamailioRpc,
     kamailio_db_url,
+    render_dispatcher_list,
     render_kamailio_config,
 )
 from pbx.ua_thread import UserAgentError, UserAgentThread, shared_user_agent
@@ -222,8 +223,9 @@ async def test_credentials_of_another_extension_are_forbidden(
 async def test_edge_answers_options_and_refuses_other_requests(edge_config: Settings) -> None:
     port = edge_config.sip.port
     assert await asyncio.to_thread(sip_status, port, 2.0) == 200
-    # Calls are not routed yet: an INVITE from nobody in particular is refused outright.
-    assert await asyncio.to_thread(sip_status, port, 2.0, "INVITE") == 403
+    # An INVITE to no inbound number must come from a phone of ours: challenged.
+    assert await asyncio.to_thread(sip_status, port, 2.0, "INVITE") == 407
+    assert await asyncio.to_thread(sip_status, port, 2.0, "MESSAGE") == 403
 
 
 @pytest.mark.sip
@@ -281,7 +283,9 @@ async def test_rendered_config_passes_kamailio_check(tmp_path: Path, database_ur
         update={"database": DatabaseSettings(url=database_url)}
     )
     config = tmp_path / "kamailio.cfg"
-    config.write_text(render_kamailio_config(settings, tmp_path / "run"))
+    dispatcher_list = tmp_path / "dispatcher.list"
+    dispatcher_list.write_text(render_dispatcher_list(settings.workers))
+    config.write_text(render_kamailio_config(settings, tmp_path / "run", dispatcher_list))
     check = await asyncio.create_subprocess_exec(
         settings.sip.kamailio_binary,
         "-c",
