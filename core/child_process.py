@@ -79,9 +79,14 @@ class ChildProcess:
         *,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        stdin_pipe: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        # A protocol channel: commands on stdin, and extra descriptors (e.g. an event pipe).
+        self._stdin_pipe = stdin_pipe
+        self._pass_fds = tuple(pass_fds)
         self._cwd = cwd
         self._env = dict(env) if env is not None else None
         self._process: asyncio.subprocess.Process | None = None
@@ -99,6 +104,14 @@ class ChildProcess:
         return self._process.returncode if self._process is not None else None
 
     @property
+    def stdin(self) -> asyncio.StreamWriter:
+        """The child's stdin (only with stdin_pipe=True)."""
+        stdin = self._started().stdin
+        if stdin is None:
+            raise RuntimeError(f"{self.name} was started without a stdin pipe")
+        return stdin
+
+    @property
     def last_output(self) -> list[str]:
         return list(self._last_lines)
 
@@ -108,7 +121,7 @@ class ChildProcess:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if self._stdin_pipe else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self._cwd,
@@ -116,6 +129,7 @@ class ChildProcess:
                 start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 limit=_LINE_LIMIT,
+                pass_fds=self._pass_fds,
             )
         except OSError as exc:
             raise ChildProcessFailed(

@@ -51,8 +51,11 @@ class UserAgentThread:
         sip_port: int = 0,
         log_level: int = 1,
         console_log: bool = False,
+        max_calls: int | None = None,
     ) -> None:
         self.host = host
+        # Asked for, not granted: the wheel clamps it (see pbx.worker's capacity probe).
+        self._max_calls = max_calls
         self._requested_port = sip_port
         self._log_level = log_level
         self._console_log = console_log
@@ -123,6 +126,11 @@ class UserAgentThread:
         future: Future[T] = Future()
         self._submit(fn, future)
         return await asyncio.wrap_future(future)
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Run `fn` on the user-agent thread's next turn without waiting (callable from it too:
+        pjsua callbacks use it to act after the callback has returned)."""
+        self._submit(fn, Future())
 
     def keep(self, obj: object) -> int:
         """Hold a strong reference to a pjsua2 object until `release`; returns its handle."""
@@ -213,6 +221,10 @@ class UserAgentThread:
         # stop advancing and RFC 4733 digits are not sent.
         config.medConfig.sndAutoCloseTime = -1
         config.medConfig.clockRate = 8000
+        # Continuous RTP as desk phones and trunks send it; VAD also cut our test tones short.
+        config.medConfig.noVad = True
+        if self._max_calls is not None:
+            config.uaConfig.maxCalls = self._max_calls
         endpoint.libInit(config)
         transport = pj.TransportConfig()
         transport.port = self._requested_port

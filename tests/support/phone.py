@@ -1,8 +1,16 @@
-"""A SIP desk phone for tests: one pjsua2 account on the shared user-agent thread."""
+"""A SIP desk phone for tests: one pjsua2 account on the shared user-agent thread.
+
+It registers, places and takes calls, sends RFC 4733 digits, plays a tone into every call
+(so RTP really flows) and counts the RTP packets it receives.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pjsua2 as pj
 
@@ -16,17 +24,161 @@ def _settle(answer: asyncio.Future[int], code: int) -> None:
         answer.set_result(code)
 
 
-class _PhoneAccount(pj.Account):  # type: ignore[misc]  # pjsua2 has no type hints
-    """Hands the first final answer to each REGISTER back to the asyncio loop waiting for it."""
+TONE = Path("/tmp/pbx-test-phone-tone.wav")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+
+def _tone() -> str:
+    if not TONE.exists():
+        subprocess.run(
+            ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(TONE), "synth", "2", "sine",
+             "600", "vol", "0.3"],
+            check=True,
+        )  # fmt: skip
+    return str(TONE)
+
+
+@dataclass
+class CallProgress:
+    """What the test sees of one call, updated from the user-agent thread."""
+
+    ringing: asyncio.Future[None]
+    answered: asyncio.Future[None]
+    ended: asyncio.Future[int]  # the final SIP status (200 for a normal end after answer)
+    digits: list[str] = field(default_factory=list)
+
+
+class _PhoneCall(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: _PhoneAccount, progress: CallProgress, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self.account = account
+        self.progress = progress
+        self.player: Any = None
+        self.handle = 0
+
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        loop = self.account.loop
+        if info.state == pj.PJSIP_INV_STATE_EARLY:
+            loop.call_soon_threadsafe(_settle, self.progress.ringing, None)
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            loop.call_soon_threadsafe(_settle, self.progress.answered, None)
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            code = int(info.lastStatusCode)
+            loop.call_soon_threadsafe(_settle, self.progress.ended, code)
+            ua = self.account.ua
+            # Released on the thread's next turn: never inside the call's own callback.
+            ua.post(lambda: ua.release(self.handle))
+
+    def onCallMediaState(self, prm: Any) -> None:
+        audio = self._audio()
+        if audio is None:
+            return
+        if self.player is None:
+            self.player = pj.AudioMediaPlayer()
+            self.player.createPlayer(_tone(), 0)
+        self.player.startTransmit(audio)
+        # "The speaker": the bridge only reads (and measures) a port that goes somewhere.
+        audio.startTransmit(pj.Endpoint.instance().audDevManager().getPlaybackDevMedia())
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        digit = prm.digit
+        self.account.loop.call_soon_threadsafe(self.progress.digits.append, digit)
+
+    def _audio(self) -> Any:
+        # Keep the CallInfo alive while reading its media vector (SWIG hands out views).
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                return self.getAudioMedia(index)
+        return None
+
+    def rx_packets(self) -> int:
+        try:
+            return int(self.getStreamStat(0).rtcp.rxStat.pkt)
+        except pj.Error:
+            return 0
+
+
+class _PhoneAccount(pj.Account):  # type: ignore[misc]  # pjsua2 has no type hints
+    """Hands REGISTER answers and incoming calls back to the asyncio loop waiting for them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ua: UserAgentThread) -> None:
         super().__init__()
         self.loop = loop
+        self.ua = ua
         self.answer: asyncio.Future[int] | None = None
+        self.incoming: asyncio.Queue[TestCall] = asyncio.Queue()
+        # None: ring until the test answers; a number: answer with that status at once.
+        self.auto_answer: int | None = None
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:  # pjsua2's callback name
         if self.answer is not None:
             self.loop.call_soon_threadsafe(_settle, self.answer, int(prm.code))
+
+    def onIncomingCall(self, prm: Any) -> None:
+        progress = CallProgress(
+            ringing=self.loop.create_future(),
+            answered=self.loop.create_future(),
+            ended=self.loop.create_future(),
+        )
+        call = _PhoneCall(self, progress, prm.callId)
+        call.handle = self.ua.keep(call)
+        reply = pj.CallOpParam()
+        reply.statusCode = self.auto_answer or 180
+        call.answer(reply)
+        self.loop.call_soon_threadsafe(
+            self.incoming.put_nowait, TestCall(self.ua, call.handle, progress)
+        )
+
+
+class TestCall:
+    """A call of a test phone, driven from asyncio."""
+
+    __test__ = False
+
+    def __init__(self, ua: UserAgentThread, handle: int, progress: CallProgress) -> None:
+        self._ua = ua
+        self._handle = handle
+        self.progress = progress
+
+    async def answer(self, code: int = 200) -> None:
+        def answer() -> None:
+            reply = pj.CallOpParam()
+            reply.statusCode = code
+            self._call().answer(reply)
+
+        await self._ua.run_async(answer)
+
+    async def hangup(self) -> None:
+        await self._ua.run_async(lambda: self._call().hangup(pj.CallOpParam()))
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self._ua.run_async(lambda: self._call().dialDtmf(digits))
+
+    async def rx_level(self) -> int:
+        """Signal level (0-255) of what this phone hears now: silence is near 0."""
+
+        def level() -> int:
+            call = self._ua.kept(self._handle, _PhoneCall)
+            audio = call._audio() if call is not None else None
+            # pjsua2 names levels from the bridge's side: a call port "transmits" into the
+            # bridge what its far end sends, which is what the phone hears.
+            return int(audio.getTxLevel()) if audio is not None else 0
+
+        return await self._ua.run_async(level)
+
+    async def rx_packets(self) -> int:
+        def count() -> int:
+            call = self._ua.kept(self._handle, _PhoneCall)
+            return call.rx_packets() if call is not None else 0
+
+        return await self._ua.run_async(count)
+
+    def _call(self) -> _PhoneCall:
+        call = self._ua.kept(self._handle, _PhoneCall)
+        if call is None:
+            raise RuntimeError("the call has ended")
+        return call
 
 
 class TestPhone:
@@ -34,9 +186,63 @@ class TestPhone:
 
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, user_agent: UserAgentThread | None = None) -> None:
+    def __init__(
+        self, user_agent: UserAgentThread | None = None, *, auto_answer: int | None = None
+    ) -> None:
         self._ua = user_agent or shared_user_agent()
         self._handle: int | None = None
+        self.auto_answer = auto_answer
+
+    async def open_unregistered(self, username: str, domain: str = "127.0.0.1") -> None:
+        """An account that calls and is called directly, without a registrar."""
+        await self._drop_account()
+        loop = asyncio.get_running_loop()
+
+        def create_account() -> int:
+            config = pj.AccountConfig()
+            config.idUri = f"sip:{username}@{domain}"
+            config.sipConfig.transportId = self._ua.transport_id
+            config.mediaConfig.transportConfig.boundAddress = self._ua.host
+            config.mediaConfig.transportConfig.publicAddress = self._ua.host
+            account = _PhoneAccount(loop, self._ua)
+            account.auto_answer = self.auto_answer
+            account.create(config)
+            return self._ua.keep(account)
+
+        self._handle = await self._ua.run_async(create_account)
+
+    @property
+    def address(self) -> str:
+        return f"{self._ua.host}:{self._ua.sip_port}"
+
+    async def call(self, uri: str) -> TestCall:
+        """Place a call from this phone's (registered) account; returns once it is sent."""
+        handle = self._handle
+        if handle is None:
+            raise RuntimeError("register the phone first")
+        loop = asyncio.get_running_loop()
+        progress = CallProgress(
+            ringing=loop.create_future(), answered=loop.create_future(), ended=loop.create_future()
+        )
+
+        def place() -> int:
+            account = self._ua.kept(handle, _PhoneAccount)
+            assert account is not None
+            call = _PhoneCall(account, progress, pj.PJSUA_INVALID_ID)
+            call.handle = self._ua.keep(call)
+            call.makeCall(uri, pj.CallOpParam(True))
+            return int(call.handle)
+
+        return TestCall(self._ua, await self._ua.run_async(place), progress)
+
+    async def next_incoming(self, timeout: float = 10.0) -> TestCall:
+        handle = self._handle
+        if handle is None:
+            raise RuntimeError("register the phone first")
+        account = await self._ua.run_async(lambda: self._ua.kept(handle, _PhoneAccount))
+        assert account is not None
+        async with asyncio.timeout(timeout):
+            return await account.incoming.get()
 
     async def register(
         self,
@@ -45,7 +251,7 @@ class TestPhone:
         domain: str,
         registrar_host: str,
         registrar_port: int,
-        timeout: float = 5.0,  # noqa: ASYNC109  # no answer is an outcome: the account must go
+        timeout: float = 5.0,  # no answer is an outcome: the account must go
         *,
         auth_username: str | None = None,
     ) -> int:
@@ -69,8 +275,9 @@ class TestPhone:
             config.sipConfig.transportId = self._ua.transport_id
             config.mediaConfig.transportConfig.boundAddress = self._ua.host
             config.mediaConfig.transportConfig.publicAddress = self._ua.host
-            account = _PhoneAccount(loop)
+            account = _PhoneAccount(loop, self._ua)
             account.answer = answer
+            account.auto_answer = self.auto_answer
             account.create(config)
             return self._ua.keep(account)
 

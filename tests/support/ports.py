@@ -23,3 +23,25 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 continue
         _handed_out.add(port)
         return port
+
+
+def free_port_block(count: int, start: int = 30000, stop: int = 60000) -> int:
+    """The first of `count` consecutive ports free for TCP and UDP (media workers, RTP)."""
+    candidate = start
+    while candidate + count < stop:
+        block = range(candidate, candidate + count)
+        if not _handed_out.intersection(block) and all(_free_both(p) for p in block):
+            _handed_out.update(block)
+            return candidate
+        candidate += count
+    raise RuntimeError(f"no {count} consecutive free ports between {start} and {stop}")
+
+
+def _free_both(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True

@@ -1,0 +1,230 @@
+"""Call legs as the controller sees them: awaitable handles on a leg living in a media worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pbx.protocol import (
+    Answer,
+    Bridge,
+    Command,
+    Hangup,
+    Play,
+    Record,
+    Reject,
+    SendDtmf,
+    StopPlay,
+    StopRecord,
+)
+
+T = TypeVar("T")
+
+# The worker reports this for a leg it no longer has: it ended meanwhile.
+NO_SUCH_LEG = "no leg "
+WORKER_LOST = "worker lost"
+
+
+class LegGone(Exception):
+    """The leg ended (hung up, or its worker died) before or while a command ran."""
+
+    def __init__(self, leg_id: str) -> None:
+        super().__init__(f"leg {leg_id} is gone")
+        self.leg_id = leg_id
+
+
+class WorkerCommandFailed(Exception):
+    """The worker could not carry a command out (a bad prompt file, a refused dial)."""
+
+
+@dataclass(frozen=True)
+class LegEnd:
+    code: int
+    reason: str
+
+
+@dataclass
+class Playback:
+    # True when a digit, a new prompt, a bridge or the leg's end cut it short.
+    finished: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class Recording:
+    # The seconds recorded, once stopped.
+    finished: asyncio.Future[float] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+# Sends one command built from its command id; raises WorkerCommandFailed or LegGone.
+SendCommand = Callable[[Callable[[int], Command]], Awaitable[None]]
+# Creates an outbound leg in the same worker.
+DialLeg = Callable[["Leg", str, float, str | None, dict[str, str]], Awaitable["Leg"]]
+
+
+class Leg:
+    def __init__(
+        self,
+        *,
+        leg_id: str,
+        worker_id: int,
+        direction: Literal["inbound", "outbound"],
+        from_uri: str,
+        to_uri: str,
+        request_uri: str,
+        headers: dict[str, str],
+        sip_call_id: str | None,
+        send: SendCommand,
+        dial: DialLeg,
+    ) -> None:
+        self.id = leg_id
+        self.worker_id = worker_id
+        self.direction = direction
+        self.from_uri = from_uri
+        self.to_uri = to_uri
+        self.request_uri = request_uri
+        self.headers = headers
+        self.sip_call_id = sip_call_id
+        loop = asyncio.get_running_loop()
+        self.ringing: asyncio.Future[None] = loop.create_future()
+        self.answered: asyncio.Future[None] = loop.create_future()
+        self.ended: asyncio.Future[LegEnd] = loop.create_future()
+        self._send = send
+        self._dial = dial
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._playbacks: deque[Playback] = deque()
+        self._recording: Recording | None = None
+
+    @property
+    def caller(self) -> str:
+        return _user_part(self.from_uri)
+
+    @property
+    def called(self) -> str:
+        return _user_part(self.request_uri or self.to_uri)
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        await self._command(lambda cid: Answer(cid=cid, leg=self.id))
+
+    async def reject(self, code: int = 486, reason: str | None = None) -> None:
+        await self._command(lambda cid: Reject(cid=cid, leg=self.id, code=code, reason=reason))
+
+    async def hangup(self) -> None:
+        await self._command(lambda cid: Hangup(cid=cid, leg=self.id))
+
+    async def play(self, path: Path, *, loop: bool = False, barge_in: bool = True) -> Playback:
+        playback = Playback()
+        self._playbacks.append(playback)
+        try:
+            await self._command(
+                lambda cid: Play(cid=cid, leg=self.id, path=str(path), loop=loop, barge_in=barge_in)
+            )
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                self._playbacks.remove(playback)
+            raise
+        return playback
+
+    async def stop_playback(self) -> None:
+        if any(not p.finished.done() for p in self._playbacks):
+            await self._command(lambda cid: StopPlay(cid=cid, leg=self.id))
+
+    async def next_digit(self, timeout: float | None) -> str | None:  # noqa: ASYNC109
+        """The next DTMF digit (queued since the leg began); None on timeout or when it ended."""
+        if not self._digits.empty():
+            return self._digits.get_nowait()
+        getter = asyncio.ensure_future(self._digits.get())
+        watched: set[asyncio.Future[object]] = {getter, self.ended}  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
+
+    async def dial(
+        self,
+        uri: str,
+        *,
+        timeout: float,  # noqa: ASYNC109  # the ring timeout: CANCEL after it
+        from_uri: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Leg:
+        """A new outbound leg in this leg's worker; returns once the INVITE is sent."""
+        return await self._dial(self, uri, timeout, from_uri, headers or {})
+
+    async def bridge(self, other: Leg) -> None:
+        await self._command(lambda cid: Bridge(cid=cid, a=self.id, b=other.id))
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self._command(lambda cid: SendDtmf(cid=cid, leg=self.id, digits=digits))
+
+    async def record(self, path: Path) -> Recording:
+        recording = Recording()
+        await self._command(lambda cid: Record(cid=cid, leg=self.id, path=str(path)))
+        self._recording = recording
+        return recording
+
+    async def stop_recording(self) -> None:
+        if self._recording is not None and not self._recording.finished.done():
+            await self._command(lambda cid: StopRecord(cid=cid, leg=self.id))
+
+    async def _command(self, make: Callable[[int], Command]) -> None:
+        if self.ended.done():
+            raise LegGone(self.id)
+        try:
+            await self._send(make)
+        except WorkerCommandFailed as exc:
+            if self.ended.done() or str(exc).startswith(NO_SUCH_LEG):
+                raise LegGone(self.id) from None
+            raise
+
+    # -- events from the worker (called by the pool) --------------------------------------
+
+    def on_ringing(self) -> None:
+        _settle(self.ringing, None)
+
+    def on_answered(self, sip_call_id: str | None) -> None:
+        if sip_call_id:
+            self.sip_call_id = sip_call_id
+        _settle(self.answered, None)
+
+    def on_digit(self, digit: str) -> None:
+        self._digits.put_nowait(digit)
+
+    def on_playback_ended(self, interrupted: bool) -> None:
+        if self._playbacks:
+            _settle(self._playbacks.popleft().finished, interrupted)
+
+    def on_recording_ended(self, seconds: float) -> None:
+        if self._recording is not None:
+            _settle(self._recording.finished, seconds)
+
+    def on_ended(self, end: LegEnd) -> None:
+        while self._playbacks:
+            _settle(self._playbacks.popleft().finished, True)
+        if self._recording is not None:
+            _settle(self._recording.finished, 0.0)
+        _settle(self.ended, end)
+
+
+def _settle(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _user_part(uri: str) -> str:
+    """sip:1001@host:5060;tag=x or "Name" <sip:+4930@host> -> 1001 / +4930."""
+    inner = uri.split("<", 1)[1].split(">", 1)[0] if "<" in uri else uri
+    address = inner.split(":", 1)[1] if ":" in inner else inner
+    return address.split("@", 1)[0] if "@" in address else ""

@@ -1,0 +1,215 @@
+"""The worker protocol: a closed set of small, versioned, immutable messages, one JSON line each.
+
+Commands go from the controller to a media worker and each gets exactly one CommandResult;
+events go from the worker to the controller. Nothing else crosses the process line.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION: Literal[1] = 1
+# The worker answers 503 only for "full": Kamailio then tries the next worker.
+FULL_STATUS = 503
+
+
+class ProtocolError(Exception):
+    """A line that is not a valid message of this protocol version."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+class _Command(_Message):
+    cid: int
+
+
+class Answer(_Command):
+    type: Literal["answer"] = "answer"
+    leg: str
+
+
+class Reject(_Command):
+    type: Literal["reject"] = "reject"
+    leg: str
+    code: int = Field(486, ge=300, le=699)
+    reason: str | None = None
+
+
+class Hangup(_Command):
+    """Ends a leg in any state: BYE once answered, CANCEL while an outbound leg rings."""
+
+    type: Literal["hangup"] = "hangup"
+    leg: str
+
+
+class Play(_Command):
+    type: Literal["play"] = "play"
+    leg: str
+    path: str
+    loop: bool = False
+    # The first DTMF digit stops the prompt (the digit is still reported).
+    barge_in: bool = True
+
+
+class StopPlay(_Command):
+    type: Literal["stop_play"] = "stop_play"
+    leg: str
+
+
+class Dial(_Command):
+    """A new outbound leg in this worker, using the leg reserved with its inbound call."""
+
+    type: Literal["dial"] = "dial"
+    leg: str
+    # The inbound leg whose reserved second leg this one uses (None: a spare leg).
+    parent: str | None = None
+    uri: str
+    from_uri: str | None = None
+    headers: dict[str, str] = {}
+
+
+class Bridge(_Command):
+    type: Literal["bridge"] = "bridge"
+    a: str
+    b: str
+
+
+class SendDtmf(_Command):
+    type: Literal["send_dtmf"] = "send_dtmf"
+    leg: str
+    digits: str = Field(pattern=r"^[0-9*#A-D]{1,32}$")
+
+
+class Record(_Command):
+    """Record what the leg's far end says to a WAV; the controller stops it (StopRecord)."""
+
+    type: Literal["record"] = "record"
+    leg: str
+    path: str
+
+
+class StopRecord(_Command):
+    type: Literal["stop_record"] = "stop_record"
+    leg: str
+
+
+class Shutdown(_Command):
+    type: Literal["shutdown"] = "shutdown"
+
+
+Command = Annotated[
+    Answer
+    | Reject
+    | Hangup
+    | Play
+    | StopPlay
+    | Dial
+    | Bridge
+    | SendDtmf
+    | Record
+    | StopRecord
+    | Shutdown,
+    Field(discriminator="type"),
+]
+
+
+class Hello(_Message):
+    type: Literal["hello"] = "hello"
+    worker_id: int
+    max_legs: int
+    sip_port: int
+    pid: int
+
+
+class CommandResult(_Message):
+    type: Literal["result"] = "result"
+    cid: int
+    ok: bool
+    error: str | None = None
+
+
+class IncomingCall(_Message):
+    type: Literal["incoming_call"] = "incoming_call"
+    leg: str
+    from_uri: str
+    to_uri: str
+    request_uri: str
+    sip_call_id: str
+    headers: dict[str, str] = {}
+
+
+class LegRinging(_Message):
+    type: Literal["leg_ringing"] = "leg_ringing"
+    leg: str
+
+
+class LegAnswered(_Message):
+    type: Literal["leg_answered"] = "leg_answered"
+    leg: str
+    sip_call_id: str | None = None
+
+
+class LegEnded(_Message):
+    type: Literal["leg_ended"] = "leg_ended"
+    leg: str
+    code: int
+    reason: str
+
+
+class DtmfReceived(_Message):
+    type: Literal["dtmf"] = "dtmf"
+    leg: str
+    digit: str
+
+
+class PlaybackEnded(_Message):
+    type: Literal["playback_ended"] = "playback_ended"
+    leg: str
+    interrupted: bool
+
+
+class RecordingEnded(_Message):
+    type: Literal["recording_ended"] = "recording_ended"
+    leg: str
+    path: str
+    seconds: float
+
+
+Event = Annotated[
+    Hello
+    | CommandResult
+    | IncomingCall
+    | LegRinging
+    | LegAnswered
+    | LegEnded
+    | DtmfReceived
+    | PlaybackEnded
+    | RecordingEnded,
+    Field(discriminator="type"),
+]
+
+_commands: TypeAdapter[Command] = TypeAdapter(Command)
+_events: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def encode(message: _Message) -> bytes:
+    return message.model_dump_json().encode() + b"\n"
+
+
+def decode_command(line: bytes | str) -> Command:
+    try:
+        return _commands.validate_json(line)
+    except ValidationError as exc:
+        raise ProtocolError(f"not a command: {exc.errors()[0]['msg']}") from None
+
+
+def decode_event(line: bytes | str) -> Event:
+    try:
+        return _events.validate_json(line)
+    except ValidationError as exc:
+        raise ProtocolError(f"not an event: {exc.errors()[0]['msg']}") from None

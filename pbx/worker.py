@@ -1,0 +1,551 @@
+"""A media worker process: one PJSUA2 endpoint executing the controller's media commands.
+
+Run by the worker pool as `python -m pbx.worker ...`: commands arrive as JSON lines on stdin,
+events leave as JSON lines on the descriptor given by --events-fd (pjsua itself prints to
+stdout). The worker decides nothing about routing; it answers, plays, collects DTMF, dials,
+bridges, records and hangs up when told, and reports what happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pjsua2 as pj
+import structlog
+
+from pbx.protocol import (
+    FULL_STATUS,
+    Answer,
+    Bridge,
+    Command,
+    CommandResult,
+    Dial,
+    DtmfReceived,
+    Hangup,
+    Hello,
+    IncomingCall,
+    LegAnswered,
+    LegEnded,
+    LegRinging,
+    Play,
+    PlaybackEnded,
+    ProtocolError,
+    Record,
+    RecordingEnded,
+    Reject,
+    SendDtmf,
+    Shutdown,
+    StopPlay,
+    StopRecord,
+    _Message,
+    decode_command,
+    encode,
+)
+from pbx.ua_thread import UserAgentThread
+
+log = structlog.get_logger("pbx.worker")
+
+# Ask for far more than any wheel grants; the probe finds what was granted.
+MAX_CALLS_ASKED = 64
+# A caller leg and the agent leg bridged to it must live in one worker (one conference bridge).
+LEGS_PER_INBOUND_CALL = 2
+# Objects pjsua may still touch for a clock tick after stopTransmit (pjproject issue 4526).
+RETIRE_AFTER_S = 1.0
+# A disconnected pj.Call keeps its old call id, and its destructor hangs up whatever call
+# holds that id then: free one only while no live leg uses the id (measured: a probe call
+# freed after its slot was reused hung up the caller on that slot).
+HEADER_PREFIX = "x-pbx-"
+
+
+class CommandFailed(Exception):
+    pass
+
+
+class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
+    """A WAV playing to one leg; reports its end unless it loops."""
+
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_end = on_end
+
+    def onEof2(self) -> None:
+        self._on_end()
+
+
+class WorkerLeg(pj.Call):  # type: ignore[misc]
+    """One call leg; lives on the UA thread and reports its life to the agent."""
+
+    def __init__(
+        self, agent: WorkerAgent, leg_id: str, direction: str, call_id: int, parent: str | None
+    ) -> None:
+        super().__init__(agent.account, call_id)
+        self.agent = agent
+        self.leg_id = leg_id
+        self.direction = direction
+        self.parent = parent
+        self.prompt: Prompt | None = None
+        self.barge_in = False
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recording: tuple[str, float] | None = None
+        self.peer: WorkerLeg | None = None
+        self.ringing_reported = False
+        self.ended = False
+
+    def audio(self) -> Any | None:
+        """The leg's conference port once its media is up."""
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                return self.getAudioMedia(index)
+        return None
+
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_EARLY and self.direction == "outbound":
+            if not self.ringing_reported and info.lastStatusCode in (180, 183):
+                self.ringing_reported = True
+                self.agent.emit(LegRinging(leg=self.leg_id))
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.agent.emit(LegAnswered(leg=self.leg_id, sip_call_id=info.callIdString))
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.agent.leg_disconnected(self, info.lastStatusCode, info.lastReason)
+
+    def onCallMediaState(self, prm: Any) -> None:
+        self.agent.connect_media(self)
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        self.agent.emit(DtmfReceived(leg=self.leg_id, digit=prm.digit))
+        if self.barge_in and self.prompt is not None:
+            self.agent.stop_prompt(self, interrupted=True)
+
+
+class WorkerAccount(pj.Account):  # type: ignore[misc]
+    def __init__(self, agent: WorkerAgent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def onIncomingCall(self, prm: Any) -> None:
+        self.agent.incoming_call(prm)
+
+
+class WorkerAgent:
+    """Everything the worker holds; every method runs on the UA thread."""
+
+    def __init__(
+        self,
+        ua: UserAgentThread,
+        *,
+        worker_id: int,
+        host: str,
+        rtp_port: int,
+        rtp_ports: int,
+        trusted: frozenset[str],
+        trunk_username: str,
+        trunk_password: str,
+        emit: Callable[[_Message], None],
+    ) -> None:
+        self.ua = ua
+        self.worker_id = worker_id
+        self.trusted = trusted
+        self.emit = emit
+        self.legs: dict[str, WorkerLeg] = {}
+        self.max_legs = 0
+        self._probing = False
+        self._retired: list[tuple[float, object]] = []
+        self._leg_numbers = 0
+        config = pj.AccountConfig()
+        config.idUri = f"sip:worker{worker_id}@{host}:{ua.sip_port}"
+        config.sipConfig.transportId = ua.transport_id
+        media = config.mediaConfig.transportConfig
+        media.port = rtp_port
+        media.portRange = rtp_ports
+        media.boundAddress = host
+        media.publicAddress = host
+        if trunk_username:
+            # Answers the provider's digest challenge on outbound calls.
+            config.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", "*", trunk_username, 0, trunk_password)
+            )
+        account = WorkerAccount(self)
+        account.create(config, True)
+        # In the UA registry, so the endpoint shuts it down on its own thread at stop.
+        self._account_handle = ua.keep(account)
+
+    @property
+    def account(self) -> WorkerAccount:
+        account = self.ua.kept(self._account_handle, WorkerAccount)
+        if account is None:
+            raise CommandFailed("the worker is shutting down")
+        return account
+
+    # -- capacity -------------------------------------------------------------------------
+
+    def probe_capacity(self) -> int:
+        """How many legs this process may hold: call ourselves until pjsua refuses.
+
+        The calls we place and receive are refused at once (486 from ourselves), so their
+        slots free within milliseconds; a silent target would hold them until timer B.
+        """
+        self._probing = True
+        target = f"sip:probe@{self.ua.host}:{self.ua.sip_port}"
+        probes: list[pj.Call] = []
+        try:
+            for _ in range(MAX_CALLS_ASKED):
+                call = pj.Call(self.account)
+                try:
+                    call.makeCall(target, pj.CallOpParam(True))
+                except pj.Error:
+                    break
+                probes.append(call)
+            capacity = len(probes)
+            deadline = time.monotonic() + 5.0
+            endpoint = self.ua.endpoint
+            while any(p.isActive() for p in probes) and time.monotonic() < deadline:
+                endpoint.libHandleEvents(10)
+            for _ in range(10):
+                endpoint.libHandleEvents(10)
+        finally:
+            self._probing = False
+        # No live call exists yet, so freeing them now cannot hit a reused call id.
+        probes.clear()
+        gc.collect()
+        self.max_legs = capacity
+        return capacity
+
+    def _legs_reserved(self) -> int:
+        inbound = {leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"}
+        orphans = sum(
+            1 for leg in self.legs.values()
+            if leg.direction == "outbound" and leg.parent not in inbound
+        )  # fmt: skip
+        return LEGS_PER_INBOUND_CALL * len(inbound) + orphans
+
+    # -- calls in ---------------------------------------------------------------------------
+
+    def incoming_call(self, prm: Any) -> None:
+        self._leg_numbers += 1
+        leg = WorkerLeg(self, f"w{self.worker_id}-{self._leg_numbers}", "inbound", prm.callId, None)
+        reply = pj.CallOpParam()
+        source = prm.rdata.srcAddress
+        if self._probing:
+            reply.statusCode = 486
+        elif source not in self.trusted:
+            log.warning("invite_from_untrusted_source", source=source)
+            reply.statusCode = 403
+        elif self._legs_reserved() + LEGS_PER_INBOUND_CALL > self.max_legs:
+            reply.statusCode = FULL_STATUS
+        else:
+            reply.statusCode = 180
+        leg.answer(reply)
+        if reply.statusCode != 180:
+            self._retire(leg)
+            return
+        self.legs[leg.leg_id] = leg
+        request_line, headers = _parse_request(prm.rdata.wholeMsg)
+        info = leg.getInfo()
+        self.emit(
+            IncomingCall(
+                leg=leg.leg_id,
+                from_uri=info.remoteUri,
+                to_uri=info.localUri,
+                request_uri=request_line,
+                sip_call_id=info.callIdString,
+                headers=headers,
+            )
+        )
+
+    def leg_disconnected(self, leg: WorkerLeg, code: int, reason: str) -> None:
+        if leg.ended:
+            return
+        leg.ended = True
+        if leg.recording is not None:
+            self._stop_recording(leg)
+        if leg.prompt is not None:
+            self.stop_prompt(leg, interrupted=True)
+        if leg.peer is not None:
+            leg.peer.peer = None
+            leg.peer = None
+        self.legs.pop(leg.leg_id, None)
+        # Keep the Call object alive past its own callback: freeing it here is unsafe.
+        self._retire(leg)
+        self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def execute(self, command: Command) -> None:
+        self._forget_retired()
+        if isinstance(command, Answer):
+            reply = pj.CallOpParam()
+            reply.statusCode = 200
+            self._leg(command.leg).answer(reply)
+        elif isinstance(command, Reject):
+            reply = pj.CallOpParam()
+            reply.statusCode = command.code
+            if command.reason:
+                reply.reason = command.reason
+            self._leg(command.leg).hangup(reply)
+        elif isinstance(command, Hangup):
+            self._hangup(self._leg(command.leg))
+        elif isinstance(command, Play):
+            self._play(self._leg(command.leg), command)
+        elif isinstance(command, StopPlay):
+            leg = self._leg(command.leg)
+            if leg.prompt is not None:
+                self.stop_prompt(leg, interrupted=True)
+        elif isinstance(command, Dial):
+            self._dial(command)
+        elif isinstance(command, Bridge):
+            self._bridge(self._leg(command.a), self._leg(command.b))
+        elif isinstance(command, SendDtmf):
+            self._leg(command.leg).dialDtmf(command.digits)
+        elif isinstance(command, Record):
+            self._record(self._leg(command.leg), command.path)
+        elif isinstance(command, StopRecord):
+            leg = self._leg(command.leg)
+            if leg.recording is not None:
+                self._stop_recording(leg)
+        elif isinstance(command, Shutdown):
+            self.hangup_all()
+
+    def hangup_all(self) -> None:
+        for leg in list(self.legs.values()):
+            self._hangup(leg)
+
+    def release_all(self) -> None:
+        """Drop every pjsua2 object now, on this thread: one freed after libDestroy aborts."""
+        self.legs.clear()
+        self._retired.clear()
+        gc.collect()
+
+    def _leg(self, leg_id: str) -> WorkerLeg:
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            raise CommandFailed(f"no leg {leg_id}")
+        return leg
+
+    def _hangup(self, leg: WorkerLeg) -> None:
+        reply = pj.CallOpParam()
+        info = leg.getInfo()
+        if leg.direction == "inbound" and info.state < pj.PJSIP_INV_STATE_CONNECTING:
+            reply.statusCode = 480  # an unanswered caller: "not now", not "busy"
+        leg.hangup(reply)
+
+    def _dial(self, command: Dial) -> None:
+        if command.parent is None and self._legs_reserved() + 1 > self.max_legs:
+            raise CommandFailed("no free leg for a call without a parent")
+        leg = WorkerLeg(self, command.leg, "outbound", pj.PJSUA_INVALID_ID, command.parent)
+        call = pj.CallOpParam(True)
+        if command.from_uri:
+            call.txOption.localUri = command.from_uri
+        for name, value in command.headers.items():
+            header = pj.SipHeader()
+            header.hName = name
+            header.hValue = value
+            call.txOption.headers.append(header)
+        self.legs[leg.leg_id] = leg
+        try:
+            leg.makeCall(command.uri, call)
+        except pj.Error:
+            self.legs.pop(leg.leg_id, None)
+            self._retire(leg)
+            raise
+
+    def _bridge(self, a: WorkerLeg, b: WorkerLeg) -> None:
+        for leg in (a, b):
+            if leg.prompt is not None:
+                self.stop_prompt(leg, interrupted=True)
+        a.peer, b.peer = b, a
+        self.connect_media(a)
+
+    def connect_media(self, leg: WorkerLeg) -> None:
+        """(Re)connect a leg's audio once its media is up: to its peer or its prompt."""
+        audio = leg.audio()
+        if audio is None:
+            return
+        if leg.peer is not None:
+            peer_audio = leg.peer.audio()
+            if peer_audio is not None:
+                audio.startTransmit(peer_audio)
+                peer_audio.startTransmit(audio)
+        elif leg.prompt is not None:
+            leg.prompt.startTransmit(audio)
+        if leg.recorder is not None:
+            audio.startTransmit(leg.recorder)
+
+    def _play(self, leg: WorkerLeg, command: Play) -> None:
+        if leg.prompt is not None:
+            self.stop_prompt(leg, interrupted=True)
+        prompt = Prompt(lambda: self._prompt_finished(leg, prompt))
+        prompt.createPlayer(command.path, 0 if command.loop else pj.PJMEDIA_FILE_NO_LOOP)
+        leg.prompt = prompt
+        leg.barge_in = command.barge_in
+        self.connect_media(leg)
+
+    def _prompt_finished(self, leg: WorkerLeg, prompt: Prompt) -> None:
+        # onEof2 runs inside the player's clock tick: stop it on the thread's next turn.
+        def stop() -> None:
+            if leg.prompt is prompt:
+                self.stop_prompt(leg, interrupted=False)
+
+        self.ua.post(stop)
+
+    def stop_prompt(self, leg: WorkerLeg, *, interrupted: bool) -> None:
+        prompt = leg.prompt
+        if prompt is None:
+            return
+        leg.prompt = None
+        audio = leg.audio() if not leg.ended else None
+        if audio is not None:
+            prompt.stopTransmit(audio)
+        self._retire(prompt)
+        self.emit(PlaybackEnded(leg=leg.leg_id, interrupted=interrupted))
+
+    def _record(self, leg: WorkerLeg, path: str) -> None:
+        if leg.recording is not None:
+            raise CommandFailed(f"leg {leg.leg_id} is already recording")
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(path)
+        leg.recorder = recorder
+        leg.recording = (path, time.monotonic())
+        self.connect_media(leg)
+
+    def _stop_recording(self, leg: WorkerLeg) -> None:
+        assert leg.recording is not None and leg.recorder is not None
+        path, started = leg.recording
+        audio = leg.audio() if not leg.ended else None
+        if audio is not None:
+            audio.stopTransmit(leg.recorder)
+        self._retire(leg.recorder)
+        leg.recorder, leg.recording = None, None
+        self.emit(RecordingEnded(leg=leg.leg_id, path=path, seconds=time.monotonic() - started))
+
+    def _retire(self, *objects: object) -> None:
+        now = time.monotonic()
+        self._retired.extend((now, obj) for obj in objects)
+
+    def _forget_retired(self) -> None:
+        cutoff = time.monotonic() - RETIRE_AFTER_S
+        live_ids = {leg.getId() for leg in self.legs.values()}
+        self._retired = [
+            (at, obj)
+            for at, obj in self._retired
+            if at > cutoff or (isinstance(obj, pj.Call) and obj.getId() in live_ids)
+        ]
+
+
+def _parse_request(message: str) -> tuple[str, dict[str, str]]:
+    """The Request-URI and the X-PBX-* headers of a raw INVITE."""
+    head = message.split("\r\n\r\n", 1)[0].split("\r\n")
+    parts = head[0].split(" ")
+    request_uri = parts[1] if len(parts) >= 3 else ""
+    headers: dict[str, str] = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower().startswith(HEADER_PREFIX):
+            headers[_canonical(name.strip())] = value.strip()
+    return request_uri, headers
+
+
+def _canonical(name: str) -> str:
+    return "-".join(part.upper() if part.lower() == "pbx" else part.capitalize()
+                    for part in name.split("-"))  # fmt: skip
+
+
+class EventWriter:
+    """Events from the UA thread and results from the command loop share one descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def __call__(self, message: _Message) -> None:
+        data = encode(message)
+        with self._lock:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pbx.worker", description=__doc__)
+    parser.add_argument("--worker-id", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--sip-port", type=int, required=True)
+    parser.add_argument("--rtp-port", type=int, required=True)
+    parser.add_argument("--rtp-ports", type=int, default=40)
+    parser.add_argument("--events-fd", type=int, required=True)
+    parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
+    parser.add_argument("--trunk-username", default="")
+    parser.add_argument("--pjsua-log-level", type=int, default=1, help="5 shows SIP messages")
+    # The password comes in the environment, never on the command line (ps shows argv).
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+    )
+    emit = EventWriter(args.events_fd)
+    ua = UserAgentThread(
+        host=args.host,
+        sip_port=args.sip_port,
+        max_calls=MAX_CALLS_ASKED,
+        log_level=args.pjsua_log_level,
+        console_log=args.pjsua_log_level > 1,
+    )
+    ua.start()
+    agent = ua.run(
+        lambda: WorkerAgent(
+            ua,
+            worker_id=args.worker_id,
+            host=args.host,
+            rtp_port=args.rtp_port,
+            rtp_ports=args.rtp_ports,
+            trusted=frozenset(args.trusted),
+            trunk_username=args.trunk_username,
+            trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
+            emit=emit,
+        )
+    )
+    max_legs = ua.run(agent.probe_capacity)
+    log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
+    emit(Hello(worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()))
+    try:
+        for line in sys.stdin.buffer:
+            try:
+                command = decode_command(line)
+            except ProtocolError as exc:
+                log.error("bad_command", error=str(exc))
+                continue
+            try:
+                ua.run(lambda command=command: agent.execute(command))  # type: ignore[misc]
+            except (pj.Error, CommandFailed) as exc:
+                reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
+                emit(CommandResult(cid=command.cid, ok=False, error=reason))
+            else:
+                emit(CommandResult(cid=command.cid, ok=True))
+            if isinstance(command, Shutdown):
+                break
+    finally:
+        # The controller is gone or asked us to stop: no call outlives its controller.
+        ua.run(agent.hangup_all)
+        time.sleep(0.2)  # let the BYEs and final answers leave before the endpoint goes
+        ua.run(agent.release_all)
+        ua.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
