@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -9,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from api import extensions, health, tokens, users
+from api import calls, extensions, health, numbers, tokens, users
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
@@ -21,16 +22,25 @@ from core.metrics import Metrics
 from core.settings import Settings
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
+from ivr.flows import CallFlows
 from pbx.kamailio import KamailioRpc
+from pbx.pool import WorkerPool
+from pbx.tones import make_ringback_tone
 
-ROUTE_TABLES: list[RouteTable] = [health.routes, users.routes, extensions.routes, tokens.routes]
+ROUTE_TABLES: list[RouteTable] = [
+    health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes, calls.routes,
+]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(
-    settings: Settings, registrations: PhoneRegistrations | None = None
+    settings: Settings,
+    registrations: PhoneRegistrations | None = None,
+    *,
+    media_workers: bool = True,
 ) -> web.Application:
-    """The app opens its database, Redis and edge clients on start-up and closes them on cleanup."""
+    """The app opens its database, Redis, edge clients and media workers on start-up and
+    closes them on cleanup; `media_workers=False` serves the API alone."""
     app = web.Application(
         middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
@@ -46,6 +56,13 @@ def create_app(
         counts = await count_extensions_by_holder(request.app[CONTEXT_KEY])
         for holder in OwnerType:
             metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
+        pool = request.app.get(POOL_KEY)
+        if pool is not None:
+            live = [w for w in pool.workers if w.alive]
+            metrics.workers_alive.set(len(live))
+            metrics.worker_legs_capacity.set(sum(w.max_legs for w in live))
+            metrics.worker_legs_in_use.set(sum(w.legs_in_use for w in pool.workers))
+            metrics.worker_restarts.set(sum(w.restarts for w in pool.workers))
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -65,7 +82,12 @@ def create_app(
         hub = EventHub(redis)
         await hub.start()
         app[HUB_KEY] = hub
+        pool = await _start_media_workers(app[CONTEXT_KEY], edge) if media_workers else None
+        if pool is not None:
+            app[POOL_KEY] = pool
         yield
+        if pool is not None:
+            await pool.stop()
         await hub.stop()
         await edge.close()
         await redis.aclose()
@@ -81,6 +103,25 @@ def create_app(
 
 
 _METRICS = web.AppKey("metrics", Metrics)
+POOL_KEY = web.AppKey("worker_pool", WorkerPool)
+
+
+async def _start_media_workers(ctx: ServiceContext, edge: KamailioRpc) -> WorkerPool:
+    settings = ctx.settings
+    ringback = await asyncio.to_thread(make_ringback_tone, settings.data_dir / "tones")
+    flows = CallFlows(ctx, edge, ringback)
+    pool = WorkerPool(
+        settings.workers,
+        # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
+        trusted=[f"{settings.sip.host}:{settings.sip.port}"],
+        on_inbound=flows.handle,
+        trunk_username=settings.trunk.username,
+        trunk_password=settings.trunk.password,
+    )
+    await pool.start()
+    return pool
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -24,7 +24,7 @@ _ERROR_TEXT = {
 def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorResponse}
     for route in routes:
-        models.update(m for m in (route.body, route.response) if m is not None)
+        models.update(m for m in (route.body, route.response, route.query) if m is not None)
     entries: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, mode)
         for m in sorted(models, key=lambda m: m.__name__)
@@ -96,7 +96,8 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
 def _query_parameters(route: Route) -> list[dict[str, Any]]:
     if route.query is None:
         return []
-    schema = route.query.model_json_schema()
+    # Enums and nested types of query parameters live in components, like body schemas.
+    schema = route.query.model_json_schema(ref_template=_REF)
     required = set(schema.get("required", []))
     return [
         {"name": name, "in": "query", "required": name in required, "schema": prop}

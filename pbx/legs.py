@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pbx.protocol import (
     Answer,
@@ -139,16 +139,26 @@ class Leg:
         if any(not p.finished.done() for p in self._playbacks):
             await self._command(lambda cid: StopPlay(cid=cid, leg=self.id))
 
-    async def next_digit(self, timeout: float | None) -> str | None:  # noqa: ASYNC109
-        """The next DTMF digit (queued since the leg began); None on timeout or when it ended."""
+    async def next_digit(
+        self,
+        timeout: float | None,  # noqa: ASYNC109  # "no digit" is an answer, not an error
+        *,
+        until: asyncio.Future[Any] | None = None,
+    ) -> str | None:
+        """The next DTMF digit (queued since the leg began); None on timeout, when the leg
+        ended, or when `until` completed first. A digit is never lost: one that arrived is
+        returned even if `until` completed at the same moment."""
         if not self._digits.empty():
             return self._digits.get_nowait()
         getter = asyncio.ensure_future(self._digits.get())
-        watched: set[asyncio.Future[object]] = {getter, self.ended}  # type: ignore[arg-type]
+        watched: set[asyncio.Future[Any]] = {getter, self.ended}
+        if until is not None:
+            watched.add(until)
         try:
             await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not getter.done():
+                # Cancelling a waiting get() leaves any item in the queue.
                 getter.cancel()
         return getter.result() if getter.done() and not getter.cancelled() else None
 

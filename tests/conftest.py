@@ -16,8 +16,9 @@ from core.redis_server import ManagedRedis
 from core.settings import Settings, load_settings
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc
+from pbx.ua_thread import shared_user_agent
 from tests.support.api_client import ApiClient
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_port_block
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 EMPTY_CONFIG = Path(__file__).parent / "support" / "empty-config.toml"
@@ -31,8 +32,17 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_SIP__PORT": str(free_port()),
         "PBX_SIP__RPC_PORT": str(free_port()),
         "PBX_API__PORT": str(free_port()),
+        "PBX_WORKERS__COUNT": "2",
+        "PBX_WORKERS__FIRST_SIP_PORT": str(free_port_block(2)),
+        "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(80)),
         "PBX_ADMIN_TOKEN": ADMIN_TOKEN,
         "PBX_LOG__LEVEL": "warning",
+        # The provider for outbound calls: a PJSUA2 account on the test process's endpoint.
+        "PBX_TRUNK__URI": f"sip:127.0.0.1:{shared_user_agent().sip_port}",
+        # Short waits keep call tests quick; the defaults suit people.
+        "PBX_CALLS__INTER_DIGIT_TIMEOUT": "1.5",
+        "PBX_CALLS__WAIT_AFTER_GREETING": "1.0",
+        "PBX_CALLS__RING_TIMEOUT": "5",
     }
     for section, values in sections.items():
         for key, value in values.items():

@@ -1,0 +1,58 @@
+"""Where a call goes: one JSON shape everywhere (numbers now; menus, queue overflow and
+forwarding later), a union discriminated by `type`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from extensions.numbering import EXTENSION_PATTERN
+
+# Types whose feature exists; the others are refused until their issue delivers them.
+AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "number", "hangup"})
+EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"
+
+
+class _Destination(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExtensionDestination(_Destination):
+    type: Literal["extension"] = "extension"
+    extension: Annotated[str, Field(pattern=EXTENSION_PATTERN)]
+
+
+class QueueDestination(_Destination):
+    type: Literal["queue"] = "queue"
+    id: int = Field(ge=1)
+
+
+class MenuDestination(_Destination):
+    type: Literal["menu"] = "menu"
+    id: int = Field(ge=1)
+
+
+class VoicemailDestination(_Destination):
+    type: Literal["voicemail"] = "voicemail"
+    box: int = Field(ge=1)
+
+
+class NumberDestination(_Destination):
+    type: Literal["number"] = "number"
+    number: Annotated[str, Field(pattern=EXTERNAL_NUMBER_PATTERN)]
+
+
+class HangupDestination(_Destination):
+    type: Literal["hangup"] = "hangup"
+
+
+Destination = Annotated[
+    ExtensionDestination
+    | QueueDestination
+    | MenuDestination
+    | VoicemailDestination
+    | NumberDestination
+    | HangupDestination,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,357 @@
+"""Call flows: what happens to every new call leg a media worker reports (the controller's job).
+
+Trunk calls to a company number hear its greeting and may dial an extension during it; phone
+calls reach another extension (internal) or an external number through the trunk (outbound).
+The pure decisions live in ivr.digits and ivr.dialplan; this module is the asyncio shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import structlog
+
+from core.context import EdgeUnavailable, ServiceContext
+from extensions.phones import Reachable, dialable_extensions, reachable_user
+from ivr.cdr import CallLog, Direction, Disposition
+from ivr.destinations import Destination
+from ivr.dialplan import Dialled, plan_phone_call
+from ivr.digits import (
+    Collection,
+    Outcome,
+    feed_digit,
+    feed_tick,
+    give_up_waiting,
+    start_collecting,
+)
+from ivr.numbers import InboundNumber, number_for_call
+from ivr.prompts import system_prompt
+from pbx.legs import Leg, LegGone
+
+log = structlog.get_logger(__name__)
+
+SOURCE_HEADER = "X-PBX-Source"
+USER_HEADER = "X-PBX-User"
+# The far end's IVR needs a moment after answering before it listens for digits.
+POST_DIAL_DELAY_S = 1.0
+# Final answers of a rung phone, as a disposition.
+_BUSY_CODES = frozenset({486, 600})
+_UNAVAILABLE_CODES = frozenset({404, 410, 480, 484, 603})
+
+
+class Registrations(Protocol):
+    async def registered_contacts(self, username: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Finish:
+    disposition: Disposition
+    hangup_by: str  # caller | callee | system
+
+
+class CallFlows:
+    """Runs one flow per inbound leg; give `handle` to the worker pool as its on_inbound."""
+
+    def __init__(self, ctx: ServiceContext, registrations: Registrations, ringback: Path) -> None:
+        self._ctx = ctx
+        self._registrations = registrations
+        self._ringback = ringback
+        self._calls = ctx.settings.calls
+        self._sip = ctx.settings.sip
+
+    async def handle(self, leg: Leg) -> None:
+        source = leg.headers.get(SOURCE_HEADER)
+        if source == "trunk":
+            await self._company_number_call(leg)
+        elif source == "phone" and leg.headers.get(USER_HEADER):
+            await self._phone_call(leg, leg.headers[USER_HEADER])
+        else:
+            # Only the edge sets these headers; anything else did not come through it.
+            await leg.reject(403, "Not through the edge")
+
+    # -- company numbers: greeting, extension dialing, default destination ----------------
+
+    async def _company_number_call(self, leg: Leg) -> None:
+        number = await number_for_call(self._ctx, unquote(leg.called))
+        if number is None:
+            await leg.reject(404, "Unknown number")
+            return
+        call = await CallLog.open(
+            self._ctx, direction=Direction.INBOUND, caller=leg.caller, called=leg.called,
+            worker_id=leg.worker_id,
+        )  # fmt: skip
+        await call.add_leg(leg.id, "caller", leg.sip_call_id)
+        await self._run(call, leg, lambda: self._greeting_flow(leg, call, number))
+
+    async def _greeting_flow(self, leg: Leg, call: CallLog, number: InboundNumber) -> Finish:
+        await leg.answer()
+        await call.system_answered()
+        prompt = number.greeting_path
+        if not number.extension_dialing:
+            playback = await leg.play(prompt, barge_in=False)
+            await _until(playback.finished, leg)
+            return await self._to_destination(leg, call, number.default_destination, number)
+        for attempt in range(self._calls.unknown_extension_retries + 1):
+            collection = await self._collect_extension(leg, prompt)
+            if collection.outcome is Outcome.EXTENSION:
+                return await self._to_destination_extension(leg, call, collection.digits, number)
+            if collection.outcome is Outcome.NOTHING:
+                break
+            log.info("unknown_extension_dialled", call_id=call.id, digits=collection.digits,
+                     attempt=attempt + 1)  # fmt: skip
+            prompt = await system_prompt(self._ctx, "extension_not_found")
+        return await self._to_destination(leg, call, number.default_destination, number)
+
+    async def _collect_extension(self, leg: Leg, prompt: Path) -> Collection:
+        """Play `prompt` (stopped by the first digit) and collect an extension (ivr.digits)."""
+        loop = asyncio.get_running_loop()
+        collection = start_collecting(
+            await dialable_extensions(self._ctx), self._calls.inter_digit_timeout
+        )
+        playback = await leg.play(prompt, barge_in=True)
+        prompt_over_at: float | None = None
+        while not collection.done:
+            now = loop.time()
+            if collection.deadline is not None:
+                wait: float | None = collection.deadline - now
+            elif playback.finished.done():
+                prompt_over_at = prompt_over_at if prompt_over_at is not None else now
+                wait = prompt_over_at + self._calls.wait_after_greeting - now
+                if wait <= 0:
+                    collection = give_up_waiting(collection)
+                    break
+            else:
+                wait = None  # no digit yet and the greeting plays: wait for either
+            playing = None if playback.finished.done() else playback.finished
+            digit = await _next_digit_or(leg, playing, wait)
+            if digit is None:
+                collection = feed_tick(collection, loop.time())
+            else:
+                collection = feed_digit(collection, digit, loop.time())
+        with contextlib.suppress(LegGone):
+            await leg.stop_playback()
+        return collection
+
+    async def _to_destination(
+        self, leg: Leg, call: CallLog, destination: Destination, number: InboundNumber | None
+    ) -> Finish:
+        if destination.type == "extension":
+            return await self._to_destination_extension(leg, call, destination.extension, number)
+        if destination.type == "number":
+            return await self._to_external(leg, call, destination.number, post_dial="")
+        # hangup (queue, menu and voicemail arrive with their issues)
+        await self._say(leg, "goodbye")
+        await leg.hangup()
+        return Finish(Disposition.ENDED_IN_IVR, "system")
+
+    async def _to_destination_extension(
+        self, leg: Leg, call: CallLog, extension: str, number: InboundNumber | None
+    ) -> Finish:
+        finish = await self._ring_extension(leg, call, extension, caller_answered=True)
+        if finish.disposition in (Disposition.ANSWERED, Disposition.ABANDONED) or number is None:
+            return finish
+        if finish.disposition is Disposition.UNAVAILABLE:
+            await self._say(leg, "not_available")
+        fallback = number.no_answer_destination
+        if fallback.type == "extension" and fallback.extension == extension:
+            await leg.hangup()
+            return finish
+        # The fallback's own failure ends the call: no endless loop between destinations.
+        return await self._to_destination(leg, call, fallback, None)
+
+    # -- ringing a phone and bridging -----------------------------------------------------
+
+    async def _ring_extension(
+        self, leg: Leg, call: CallLog, extension: str, *, caller_answered: bool
+    ) -> Finish:
+        """Ring an extension's phone for `leg`, bridge on answer, return once the call ends."""
+        target = await reachable_user(self._ctx, extension)
+        if target is None or not await self._is_registered(extension):
+            return Finish(Disposition.UNAVAILABLE, "system")
+        if caller_answered:
+            await leg.play(self._ringback, loop=True, barge_in=False)
+        callee = await leg.dial(
+            f"sip:{extension}@{self._sip.host}:{self._sip.port}",
+            timeout=self._calls.ring_timeout,
+            from_uri=f"sip:{leg.caller}@{self._sip.domain}",
+        )
+        await call.add_leg(callee.id, "callee", callee.sip_call_id)
+        return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
+
+    async def _connect(
+        self,
+        leg: Leg,
+        callee: Leg,
+        call: CallLog,
+        target: Reachable | str,
+        *,
+        caller_answered: bool,
+        post_dial: str = "",
+    ) -> Finish:
+        await _first(callee.answered, callee.ended, leg.ended)
+        if leg.ended.done():
+            with contextlib.suppress(LegGone):
+                await callee.hangup()  # CANCEL while it rings
+            return Finish(Disposition.ABANDONED, "caller")
+        if callee.ended.done() and not callee.answered.done():
+            code = callee.ended.result().code
+            if not caller_answered:
+                # Relayed, not answered by us: the caller's phone shows the callee's answer.
+                await leg.reject(code if code in _BUSY_CODES | _UNAVAILABLE_CODES else 480)
+            else:
+                with contextlib.suppress(LegGone):
+                    await leg.stop_playback()
+            return Finish(_disposition_of(code), "callee")
+        if not caller_answered:
+            await leg.answer()
+        await leg.bridge(callee)
+        if isinstance(target, Reachable):
+            await call.answered(target.extension, target.user_id)
+        else:
+            await call.answered(target)
+        if post_dial:
+            await _send_post_dial(callee, post_dial)
+        await _first(leg.ended, callee.ended)
+        hangup_by = "caller" if leg.ended.done() else "callee"
+        for each in (leg, callee):
+            with contextlib.suppress(LegGone):
+                await each.hangup()
+        return Finish(Disposition.ANSWERED, hangup_by)
+
+    async def _is_registered(self, extension: str) -> bool:
+        try:
+            return bool(await self._registrations.registered_contacts(extension))
+        except EdgeUnavailable:
+            # Ring anyway: the edge answers 480 itself if nobody is registered.
+            return True
+
+    # -- calls from our own phones --------------------------------------------------------
+
+    async def _phone_call(self, leg: Leg, extension: str) -> None:
+        caller = await reachable_user(self._ctx, extension)
+        plan = plan_phone_call(unquote(leg.called), extension, await dialable_extensions(self._ctx))
+        direction = Direction.OUTBOUND if plan.kind is Dialled.EXTERNAL else Direction.INTERNAL
+        call = await CallLog.open(
+            self._ctx, direction=direction, caller=extension, called=unquote(leg.called),
+            worker_id=leg.worker_id, user_id=caller.user_id if caller else None,
+        )  # fmt: skip
+        await call.add_leg(leg.id, "caller", leg.sip_call_id)
+        await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
+                                                            plan.post_dial))  # fmt: skip
+
+    async def _phone_flow(
+        self, leg: Leg, call: CallLog, kind: Dialled, target: str, post_dial: str
+    ) -> Finish:
+        if kind is Dialled.EXTENSION:
+            finish = await self._ring_extension(leg, call, target, caller_answered=False)
+            if finish.disposition is Disposition.UNAVAILABLE and not leg.ended.done():
+                await leg.reject(480, "Not available")
+            return finish
+        if kind is Dialled.EXTERNAL:
+            if not self._ctx.settings.trunk.uri:
+                await leg.reject(403, "No outbound route")
+                return Finish(Disposition.REJECTED, "system")
+            return await self._to_external(leg, call, target, post_dial, caller_answered=False)
+        refusals = {
+            Dialled.OWN_EXTENSION: (403, "Own extension", Disposition.REJECTED),
+            Dialled.UNKNOWN_EXTENSION: (404, "Extension not found", Disposition.NOT_FOUND),
+            Dialled.INVALID: (484, "Address incomplete", Disposition.NOT_FOUND),
+        }
+        code, reason, disposition = refusals[kind]
+        await leg.reject(code, reason)
+        return Finish(disposition, "system")
+
+    async def _to_external(
+        self,
+        leg: Leg,
+        call: CallLog,
+        number: str,
+        post_dial: str,
+        *,
+        caller_answered: bool = True,
+    ) -> Finish:
+        trunk_uri = self._ctx.settings.trunk.uri
+        if not trunk_uri:
+            await self._say(leg, "not_available")
+            await leg.hangup()
+            return Finish(Disposition.REJECTED, "system")
+        callee = await leg.dial(
+            _uri_for_number(trunk_uri, number), timeout=self._calls.ring_timeout,
+            from_uri=f"sip:{leg.caller}@{self._sip.domain}",
+        )  # fmt: skip
+        await call.add_leg(callee.id, "trunk", callee.sip_call_id)
+        return await self._connect(
+            leg, callee, call, number, caller_answered=caller_answered, post_dial=post_dial
+        )
+
+    # -- shared -----------------------------------------------------------------------------
+
+    async def _run(self, call: CallLog, leg: Leg, flow: Callable[[], Awaitable[Finish]]) -> None:
+        """Run a flow; whatever happens, the call record is closed and the caller released."""
+        try:
+            finish = await flow()
+        except LegGone:
+            # The caller hung up (or its worker died) in the middle of a step.
+            end = leg.ended.result() if leg.ended.done() else None
+            lost = end is not None and end.code >= 500
+            finish = Finish(Disposition.FAILED if lost else Disposition.ABANDONED,
+                            "system" if lost else "caller")  # fmt: skip
+        finally:
+            if not leg.ended.done():
+                with contextlib.suppress(LegGone):
+                    await leg.hangup()
+        await call.ended(finish.disposition, finish.hangup_by)
+
+    async def _say(self, leg: Leg, prompt_key: str) -> None:
+        playback = await leg.play(await system_prompt(self._ctx, prompt_key), barge_in=False)
+        await _until(playback.finished, leg)
+
+
+def _disposition_of(code: int) -> Disposition:
+    if code in _BUSY_CODES:
+        return Disposition.BUSY
+    if code in _UNAVAILABLE_CODES:
+        return Disposition.UNAVAILABLE
+    if code >= 500:
+        return Disposition.FAILED
+    return Disposition.NO_ANSWER  # 408 ring timeout, 487 cancelled
+
+
+def _uri_for_number(trunk_uri: str, number: str) -> str:
+    """sip:provider.example.com:5060 -> sip:+4930123@provider.example.com:5060."""
+    host = trunk_uri.removeprefix("sip:").rpartition("@")[2]
+    return f"sip:{number}@{host}"
+
+
+async def _send_post_dial(leg: Leg, digits: str) -> None:
+    await asyncio.sleep(POST_DIAL_DELAY_S)
+    with contextlib.suppress(LegGone):
+        await leg.send_dtmf(digits)
+        log.info("post_dial_digits_sent", leg=leg.id, digits=digits)
+
+
+async def _first(*futures: asyncio.Future[Any]) -> None:
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _until(done: asyncio.Future[Any], leg: Leg) -> None:
+    """Wait for `done`; LegGone if the caller hangs up first."""
+    await _first(done, leg.ended)
+    if not done.done():
+        raise LegGone(leg.id)
+
+
+async def _next_digit_or(
+    leg: Leg, other: asyncio.Future[Any] | None, wait_s: float | None
+) -> str | None:
+    """The next digit, or None when `wait_s` passes or `other` completes first."""
+    digit = await leg.next_digit(wait_s, until=other)
+    if digit is None and leg.ended.done():
+        raise LegGone(leg.id)
+    return digit
