@@ -31,7 +31,7 @@ from ivr.digits import (
     start_collecting,
 )
 from ivr.numbers import InboundNumber, number_for_call
-from ivr.prompts import system_prompt
+from ivr.prompts import prompts_dir, system_prompt
 from pbx.legs import Leg, LegGone
 
 log = structlog.get_logger(__name__)
@@ -105,7 +105,7 @@ class CallFlows:
                 break
             log.info("unknown_extension_dialled", call_id=call.id, digits=collection.digits,
                      attempt=attempt + 1)  # fmt: skip
-            prompt = await system_prompt(self._ctx, "extension_not_found")
+            prompt = await system_prompt(prompts_dir(self._ctx), "extension_not_found")
         return await self._to_destination(leg, call, number.default_destination, number)
 
     async def _collect_extension(self, leg: Leg, prompt: Path) -> Collection:
@@ -309,7 +309,9 @@ class CallFlows:
         await call.ended(finish.disposition, finish.hangup_by)
 
     async def _say(self, leg: Leg, prompt_key: str) -> None:
-        playback = await leg.play(await system_prompt(self._ctx, prompt_key), barge_in=False)
+        playback = await leg.play(
+            await system_prompt(prompts_dir(self._ctx), prompt_key), barge_in=False
+        )
         await _until(playback.finished, leg)
 
 

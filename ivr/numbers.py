@@ -19,7 +19,7 @@ from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from extensions.models import Extension
 from ivr.destinations import AVAILABLE_DESTINATION_TYPES, Destination
-from ivr.prompts import text_prompt_path
+from ivr.prompts import prompts_dir, text_prompt_path
 
 log = structlog.get_logger(__name__)
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)
@@ -76,7 +76,9 @@ class UnknownExtension(InvalidInput):
 
 
 async def create_number(ctx: ServiceContext, spec: NumberSpec) -> NumberRow:
-    await text_prompt_path(ctx, spec.greeting_text)  # generated now, not while a caller waits
+    await text_prompt_path(
+        prompts_dir(ctx), spec.greeting_text
+    )  # generated now, not while a caller waits
     try:
         async with ctx.sessions.begin() as session:
             await _check_destinations(session, spec)
@@ -99,7 +101,7 @@ async def update_number(ctx: ServiceContext, number_id: int, changes: dict[str, 
         current = await _load(session, number_id)
         spec = _spec(current)
     merged = NumberSpec(**{**spec.__dict__, **changes})
-    await text_prompt_path(ctx, merged.greeting_text)
+    await text_prompt_path(prompts_dir(ctx), merged.greeting_text)
     try:
         async with ctx.sessions.begin() as session:
             row = await _load(session, number_id)
@@ -143,7 +145,7 @@ async def number_for_call(ctx: ServiceContext, dialled: str) -> InboundNumber | 
     return InboundNumber(
         id=row.id,
         number=row.number,
-        greeting_path=await text_prompt_path(ctx, row.greeting_text),
+        greeting_path=await text_prompt_path(prompts_dir(ctx), row.greeting_text),
         extension_dialing=row.extension_dialing,
         default_destination=spec.default_destination,
         no_answer_destination=spec.no_answer_destination or spec.default_destination,

@@ -28,12 +28,11 @@ def prompts_dir(ctx: ServiceContext) -> Path:
     return ctx.settings.data_dir / "prompts"
 
 
-async def text_prompt_path(ctx: ServiceContext, text: str) -> Path:
+async def text_prompt_path(folder: Path, text: str) -> Path:
     """The WAV for `text`, generated on first use (espeak-ng, then sox to 8 kHz mono)."""
     if not text.strip() or len(text) > MAX_TEXT_LENGTH:
         raise InvalidInput(f"a prompt text has 1 to {MAX_TEXT_LENGTH} characters", field="text")
     digest = hashlib.sha256(f"{VOICE}\0{text}".encode()).hexdigest()[:32]
-    folder = prompts_dir(ctx)
     path = folder / f"tts-{digest}.wav"
     if await asyncio.to_thread(path.exists):
         return path
@@ -48,8 +47,8 @@ async def text_prompt_path(ctx: ServiceContext, text: str) -> Path:
     return path
 
 
-async def system_prompt(ctx: ServiceContext, key: str) -> Path:
-    return await text_prompt_path(ctx, SYSTEM_PROMPTS[key])
+async def system_prompt(folder: Path, key: str) -> Path:
+    return await text_prompt_path(folder, SYSTEM_PROMPTS[key])
 
 
 async def _run(*argv: str) -> None:

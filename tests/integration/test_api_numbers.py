@@ -1,0 +1,126 @@
+"""The inbound numbers contract: validation, conflicts, destinations, roles, events."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.settings import Settings
+from ivr.prompts import text_prompt_path
+from tests.support.api_client import ApiClient
+
+HANGUP = {"type": "hangup"}
+
+
+def number_body(number: str, **extra: Any) -> dict[str, Any]:
+    return {"number": number, "greeting": {"text": "Hello"}, "default_destination": HANGUP, **extra}
+
+
+async def test_create_read_patch_delete(
+    admin: ApiClient, next_extension: Callable[[], str]
+) -> None:
+    user = await admin.new_user("Number Target")
+    extension = next_extension()
+    await admin.assign(user["id"], extension)
+    created = await admin.post(
+        "/numbers",
+        number_body("+4930100200", name="Main line",
+                    no_answer_destination={"type": "extension", "extension": extension}),
+    )  # fmt: skip
+    assert created.status == 201, created
+    number_id = created.body["id"]
+    assert created.body["extension_dialing"] is True
+    assert created.body["no_answer_destination"] == {"type": "extension", "extension": extension}
+    assert (await admin.get(f"/numbers/{number_id}")).body["name"] == "Main line"
+    patched = await admin.patch(
+        f"/numbers/{number_id}", {"extension_dialing": False, "greeting": {"text": "Hi again"}}
+    )
+    assert patched.status == 200
+    assert patched.body["extension_dialing"] is False
+    assert patched.body["greeting"] == {"text": "Hi again"}
+    assert patched.body["name"] == "Main line"
+    assert number_id in [n["id"] for n in (await admin.get("/numbers")).body["items"]]
+    assert (await admin.delete(f"/numbers/{number_id}")).status == 204
+    assert (await admin.get(f"/numbers/{number_id}")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"greeting": {"text": "x"}, "default_destination": HANGUP}, "number"),
+        (number_body("12ab"), "number"),
+        (number_body("1"), "number"),
+        (number_body("+4930", greeting={"text": ""}), "greeting.text"),
+        (number_body("+4930", greeting={"prompt": 1}), "greeting.text"),
+        (number_body("+4930", default_destination={"type": "fax"}), "default_destination"),
+        (
+            number_body("+4930", default_destination={"type": "extension", "extension": "12345"}),
+            "default_destination.extension.extension",
+        ),
+        (
+            number_body("+4930", default_destination={"type": "number", "number": "abc"}),
+            "default_destination.number.number",
+        ),
+        (number_body("+4930", surprise=True), "surprise"),
+    ],
+)
+async def test_invalid_number_is_422_naming_the_field(
+    admin: ApiClient, body: dict[str, Any], field: str
+) -> None:
+    reply = await admin.post("/numbers", body)
+    assert reply.status == 422, reply
+    assert reply.body["error"]["field"] == field
+
+
+@pytest.mark.parametrize("kind", [{"type": "queue", "id": 1}, {"type": "menu", "id": 1},
+                                  {"type": "voicemail", "box": 1}])  # fmt: skip
+async def test_destinations_of_features_not_built_yet_are_refused(
+    admin: ApiClient, kind: dict[str, Any]
+) -> None:
+    reply = await admin.post("/numbers", number_body("+4930300400", default_destination=kind))
+    assert reply.status == 422
+    assert reply.error_code == "destination_unavailable"
+    assert reply.body["error"]["field"] == "default_destination.type"
+
+
+async def test_unknown_extension_destination_is_refused(admin: ApiClient) -> None:
+    reply = await admin.post(
+        "/numbers",
+        number_body("+4930300500", default_destination={"type": "extension", "extension": "9876"}),
+    )
+    assert reply.status == 422 and reply.error_code == "unknown_extension"
+
+
+async def test_duplicate_number_is_409(admin: ApiClient) -> None:
+    first = await admin.post("/numbers", number_body("+4930600700"))
+    assert first.status == 201
+    again = await admin.post("/numbers", number_body("+4930600700"))
+    assert again.status == 409 and again.error_code == "number_taken"
+    other = await admin.post("/numbers", number_body("+4930600701"))
+    moved = await admin.patch(f"/numbers/{other.body['id']}", {"number": "+4930600700"})
+    assert moved.status == 409 and moved.error_code == "number_taken"
+
+
+async def test_operators_cannot_configure_numbers(admin: ApiClient) -> None:
+    user = await admin.new_user("No Numbers")
+    operator = admin.as_token(await admin.token_for(user["id"]))
+    assert (await operator.post("/numbers", number_body("+4930800900"))).status == 403
+    assert (await operator.get("/numbers")).status == 403
+
+
+async def test_greeting_text_becomes_a_playable_non_silent_wav(
+    admin: ApiClient, settings: Settings
+) -> None:
+    reply = await admin.post("/numbers", number_body("+4930900100", greeting={"text": "Welcome"}))
+    assert reply.status == 201
+    # The same cache the service filled when the number was saved.
+    wav: Path = await text_prompt_path(settings.data_dir / "prompts", "Welcome")
+    info = subprocess.run(["soxi", str(wav)], capture_output=True, text=True, check=True).stdout
+    assert "Sample Rate    : 8000" in info and "Channels       : 1" in info
+    stat = subprocess.run(["sox", str(wav), "-n", "stat"], capture_output=True, text=True).stderr
+    rms = float(next(line for line in stat.splitlines() if "RMS     amplitude" in line).split()[-1])
+    assert rms > 0.01
