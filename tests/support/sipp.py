@@ -100,9 +100,8 @@ class SippResult:
         return self.returncode == 0
 
 
-async def call_number(
+def render_caller_scenario(
     folder: Path,
-    edge_port: int,
     number: str,
     *,
     digits: str = "",
@@ -111,9 +110,9 @@ async def call_number(
     hang_up: str = "caller",  # "caller" sends BYE; "remote" waits for the service's BYE
     expect: int = 200,
     caller: str = "4930111222",
-    timeout_s: float = 60.0,
-) -> SippResult:
-    """One SIPp call to `number` through the edge; DTMF `digits` `digits_after_s` into it."""
+    bye_timeout_s: float = 60.0,
+) -> Path:
+    """A SIPp scenario for one caller to `number`, DTMF `digits` `digits_after_s` into it."""
     steps = [_INVITE.format(number=number, caller=caller, expect=expect)]
     if expect == 200:
         steps.append(_ACK.format(number=number, caller=caller))
@@ -129,12 +128,33 @@ async def call_number(
             steps.append(f'  <pause milliseconds="{int(stay_s * 1000)}"/>')
             steps.append(_CALLER_BYE.format(number=number, caller=caller))
         else:
-            steps.append(_REMOTE_BYE.format(bye_timeout_ms=int(timeout_s * 1000)))
+            steps.append(_REMOTE_BYE.format(bye_timeout_ms=int(bye_timeout_s * 1000)))
     scenario = folder / f"caller-{number}-{free_port()}.xml"
     scenario.write_text(
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
         '<scenario name="test caller">\n' + "\n".join(steps) + "\n</scenario>\n"
     )
+    return scenario
+
+
+async def call_number(
+    folder: Path,
+    edge_port: int,
+    number: str,
+    *,
+    digits: str = "",
+    digits_after_s: float = 1.0,
+    stay_s: float = 2.0,
+    hang_up: str = "caller",
+    expect: int = 200,
+    caller: str = "4930111222",
+    timeout_s: float = 60.0,
+) -> SippResult:
+    """One SIPp call to `number` through the edge."""
+    scenario = render_caller_scenario(
+        folder, number, digits=digits, digits_after_s=digits_after_s, stay_s=stay_s,
+        hang_up=hang_up, expect=expect, caller=caller, bye_timeout_s=timeout_s,
+    )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
         "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1",
