@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from api import calls, extensions, health, numbers, tokens, users
+from api import calls, extensions, health, numbers, prompts, tokens, users
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
@@ -28,7 +28,8 @@ from pbx.pool import WorkerPool
 from pbx.tones import make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
-    health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes, calls.routes,
+    health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
+    prompts.routes, calls.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -47,7 +48,7 @@ def create_app(
     metrics = Metrics()
     app[_METRICS] = metrics
     routes = [route for table in ROUTE_TABLES for route in table.routes]
-    document = openapi_document(routes, extra_paths=OPENAPI_PATHS)
+    document = openapi_document(routes, extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS})
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document)
@@ -98,6 +99,7 @@ def create_app(
         table.install(app)
     app.router.add_get(API_PREFIX + "/openapi.json", openapi)
     app.router.add_get(API_PREFIX + "/events", event_stream)
+    prompts.install_audio_routes(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 

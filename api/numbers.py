@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from ivr import numbers
@@ -19,18 +19,26 @@ Text = Annotated[
 ]
 
 
-class TextGreeting(BaseModel):
-    """Spoken with espeak-ng when the number is saved (uploaded audio prompts: issue 5)."""
+class Greeting(BaseModel):
+    """Exactly one of: `text`, spoken with espeak-ng when the number is saved, or
+    `prompt_id`, a prompt of the library (POST /prompts or /prompts/upload)."""
 
     model_config = ConfigDict(extra="forbid")
-    text: Text
+    text: Text | None = None
+    prompt_id: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Greeting:
+        if (self.text is None) == (self.prompt_id is None):
+            raise ValueError("give either text or prompt_id")
+        return self
 
 
 class NumberCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     number: Annotated[str, Field(pattern=EXTERNAL_NUMBER_PATTERN, examples=["+4930123456"])]
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
-    greeting: TextGreeting
+    greeting: Greeting
     extension_dialing: bool = True
     default_destination: Destination
     # Where a rung extension that does not answer sends the caller (default: as above).
@@ -41,7 +49,7 @@ class NumberPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     number: Annotated[str, Field(pattern=EXTERNAL_NUMBER_PATTERN)] | None = None
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    greeting: TextGreeting | None = None
+    greeting: Greeting | None = None
     extension_dialing: bool | None = None
     default_destination: Destination | None = None
     no_answer_destination: Destination | None = None
@@ -51,7 +59,7 @@ class NumberOut(BaseModel):
     id: int
     number: str
     name: str
-    greeting: TextGreeting
+    greeting: Greeting
     extension_dialing: bool
     default_destination: Destination
     no_answer_destination: Destination | None
@@ -62,7 +70,7 @@ class NumberOut(BaseModel):
     def of(cls, row: numbers.NumberRow) -> NumberOut:
         return cls(
             id=row.id, number=row.number, name=row.name,
-            greeting=TextGreeting(text=row.greeting_text),
+            greeting=Greeting(text=row.greeting_text, prompt_id=row.greeting_prompt_id),
             extension_dialing=row.extension_dialing,
             default_destination=row.default_destination,
             no_answer_destination=row.no_answer_destination,
@@ -91,7 +99,7 @@ ERRORS = (401, 403, 404, 409, 422)
 async def create_number(req: ApiRequest) -> NumberOut:
     body: NumberCreate = req.body
     spec = numbers.NumberSpec(
-        number=body.number, name=body.name, greeting_text=body.greeting.text,
+        number=body.number, name=body.name, **_greeting_fields(body.greeting),
         extension_dialing=body.extension_dialing, default_destination=body.default_destination,
         no_answer_destination=body.no_answer_destination,
     )  # fmt: skip
@@ -141,7 +149,7 @@ async def patch_number(req: ApiRequest) -> NumberOut:
         value = getattr(body, field)
         if field == "greeting":
             if value is not None:
-                changes["greeting_text"] = value.text
+                changes.update(_greeting_fields(value))
         elif value is not None or field == "no_answer_destination":
             changes[field] = value
     return NumberOut.of(await numbers.update_number(req.ctx, req.path["number_id"], changes))
@@ -158,3 +166,7 @@ async def patch_number(req: ApiRequest) -> NumberOut:
 )
 async def delete_number(req: ApiRequest) -> None:
     await numbers.delete_number(req.ctx, req.path["number_id"])
+
+
+def _greeting_fields(greeting: Greeting) -> dict[str, Any]:
+    return {"greeting_text": greeting.text, "greeting_prompt_id": greeting.prompt_id}

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from pydantic import TypeAdapter
-from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy import JSON, ForeignKey, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -19,6 +19,7 @@ from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from extensions.models import Extension
 from ivr.destinations import AVAILABLE_DESTINATION_TYPES, Destination
+from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import prompts_dir, text_prompt_path
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,11 @@ class NumberRow(Base):
     # Kamailio looks this up (sqlops) to let the provider's INVITE in without auth.
     number: Mapped[str] = mapped_column(String(21), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    greeting_text: Mapped[str] = mapped_column(String(2000))
+    # One of the two: a text spoken with espeak-ng, or a prompt of the library.
+    greeting_text: Mapped[str | None] = mapped_column(String(2000), default=None)
+    greeting_prompt_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prompts.id"), default=None, index=True
+    )
     extension_dialing: Mapped[bool] = mapped_column(default=True)
     default_destination: Mapped[dict[str, Any]] = mapped_column(JSON)
     no_answer_destination: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -44,7 +49,8 @@ class NumberRow(Base):
 class NumberSpec:
     number: str
     name: str
-    greeting_text: str
+    greeting_text: str | None
+    greeting_prompt_id: int | None
     extension_dialing: bool
     default_destination: Destination
     no_answer_destination: Destination | None
@@ -75,10 +81,12 @@ class UnknownExtension(InvalidInput):
     code = "unknown_extension"
 
 
+class UnknownPrompt(InvalidInput):
+    code = "unknown_prompt"
+
+
 async def create_number(ctx: ServiceContext, spec: NumberSpec) -> NumberRow:
-    await text_prompt_path(
-        prompts_dir(ctx), spec.greeting_text
-    )  # generated now, not while a caller waits
+    await _prepare_greeting(ctx, spec)
     try:
         async with ctx.sessions.begin() as session:
             await _check_destinations(session, spec)
@@ -101,7 +109,7 @@ async def update_number(ctx: ServiceContext, number_id: int, changes: dict[str, 
         current = await _load(session, number_id)
         spec = _spec(current)
     merged = NumberSpec(**{**spec.__dict__, **changes})
-    await text_prompt_path(prompts_dir(ctx), merged.greeting_text)
+    await _prepare_greeting(ctx, merged)
     try:
         async with ctx.sessions.begin() as session:
             row = await _load(session, number_id)
@@ -145,7 +153,7 @@ async def number_for_call(ctx: ServiceContext, dialled: str) -> InboundNumber | 
     return InboundNumber(
         id=row.id,
         number=row.number,
-        greeting_path=await text_prompt_path(prompts_dir(ctx), row.greeting_text),
+        greeting_path=await _greeting_path(ctx, row),
         extension_dialing=row.extension_dialing,
         default_destination=spec.default_destination,
         no_answer_destination=spec.no_answer_destination or spec.default_destination,
@@ -161,6 +169,28 @@ def number_data(row: NumberRow) -> dict[str, Any]:
         "default_destination": row.default_destination,
         "no_answer_destination": row.no_answer_destination,
     }
+
+
+async def _prepare_greeting(ctx: ServiceContext, spec: NumberSpec) -> None:
+    """Speak a text greeting now, not while a caller waits; check a prompt greeting exists."""
+    if spec.greeting_prompt_id is not None:
+        try:
+            await get_prompt(ctx, spec.greeting_prompt_id)
+        except NotFound:
+            raise UnknownPrompt(
+                f"prompt {spec.greeting_prompt_id} does not exist", field="greeting.prompt_id"
+            ) from None
+    elif spec.greeting_text is not None:
+        await text_prompt_path(prompts_dir(ctx), spec.greeting_text)
+    else:
+        raise InvalidInput("a greeting needs a text or a prompt_id", field="greeting")
+
+
+async def _greeting_path(ctx: ServiceContext, row: NumberRow) -> Path:
+    if row.greeting_prompt_id is not None:
+        return prompt_file(ctx, await get_prompt(ctx, row.greeting_prompt_id))
+    assert row.greeting_text is not None
+    return await text_prompt_path(prompts_dir(ctx), row.greeting_text)
 
 
 async def _check_destinations(session: AsyncSession, spec: NumberSpec) -> None:
@@ -196,6 +226,7 @@ def _columns(spec: NumberSpec) -> dict[str, Any]:
         "number": spec.number,
         "name": spec.name,
         "greeting_text": spec.greeting_text,
+        "greeting_prompt_id": spec.greeting_prompt_id,
         "extension_dialing": spec.extension_dialing,
         "default_destination": spec.default_destination.model_dump(),
         "no_answer_destination": (
@@ -209,6 +240,7 @@ def _spec(row: NumberRow) -> NumberSpec:
         number=row.number,
         name=row.name,
         greeting_text=row.greeting_text,
+        greeting_prompt_id=row.greeting_prompt_id,
         extension_dialing=row.extension_dialing,
         default_destination=_destination.validate_python(row.default_destination),
         no_answer_destination=(

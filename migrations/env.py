@@ -8,7 +8,8 @@ from sqlalchemy.engine import Connection
 import core.events  # noqa: F401  (registers the events table)
 import extensions.models  # noqa: F401  (registers users, extensions, tokens, subscriber)
 import ivr.cdr
-import ivr.numbers  # noqa: F401  (registers numbers)
+import ivr.numbers
+import ivr.prompt_library  # noqa: F401  (registers prompts)
 from core.db import Base, create_engine
 
 target_metadata = Base.metadata

@@ -41,7 +41,7 @@ async def test_create_read_patch_delete(
     )
     assert patched.status == 200
     assert patched.body["extension_dialing"] is False
-    assert patched.body["greeting"] == {"text": "Hi again"}
+    assert patched.body["greeting"] == {"text": "Hi again", "prompt_id": None}
     assert patched.body["name"] == "Main line"
     assert number_id in [n["id"] for n in (await admin.get("/numbers")).body["items"]]
     assert (await admin.delete(f"/numbers/{number_id}")).status == 204
@@ -55,7 +55,9 @@ async def test_create_read_patch_delete(
         (number_body("12ab"), "number"),
         (number_body("1"), "number"),
         (number_body("+4930", greeting={"text": ""}), "greeting.text"),
-        (number_body("+4930", greeting={"prompt": 1}), "greeting.text"),
+        (number_body("+4930", greeting={"prompt": 1}), "greeting.prompt"),
+        (number_body("+4930", greeting={}), "greeting"),
+        (number_body("+4930", greeting={"text": "a", "prompt_id": 1}), "greeting"),
         (number_body("+4930", default_destination={"type": "fax"}), "default_destination"),
         (
             number_body("+4930", default_destination={"type": "extension", "extension": "12345"}),

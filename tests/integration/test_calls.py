@@ -207,3 +207,29 @@ async def test_outbound_call_sends_post_dial_digits_after_answer(
         assert record["disposition"] == "answered"
     finally:
         trunk.close()
+
+
+async def test_uploaded_prompt_greets_callers(
+    admin: ApiClient, settings: Settings, phone: MakePhone, http: Any, api_base: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from tests.integration.test_api_prompts import make_wav, upload
+
+    agent, extension = await phone("Prompt Agent")
+    status, prompt = await upload(http, api_base, make_wav(tmp_path, seconds=2.0), name="Hello")
+    assert status == 201
+    number = await admin.post(
+        "/numbers",
+        {"number": "4930555111", "greeting": {"prompt_id": prompt["id"]},
+         "default_destination": {"type": "hangup"}},
+    )  # fmt: skip
+    assert number.status == 201, number
+    try:
+        sipp = asyncio.create_task(
+            call_number(tmp_path, settings.sip.port, "4930555111", digits=extension, stay_s=1.0)
+        )
+        incoming = await agent.next_incoming(timeout=15)
+        await asyncio.wait_for(incoming.progress.answered, 5)
+        assert (await sipp).succeeded
+    finally:
+        await admin.delete(f"/numbers/{number.body['id']}")

@@ -1,0 +1,188 @@
+"""Prompts resource: the library of greetings and announcements (text or uploaded audio)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from api.auth import authenticated_principal
+from api.routing import ADMIN, API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable
+from core.errors import Forbidden, InvalidInput
+from ivr import prompt_library
+from ivr.prompts import MAX_TEXT_LENGTH
+
+routes = RouteTable()
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)
+]
+
+
+class TextPromptCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    text: Text
+
+
+class PromptOut(BaseModel):
+    id: int
+    name: str
+    kind: Literal["text", "audio"]
+    text: str | None
+    seconds: float
+    created_at: datetime
+
+
+class PromptList(BaseModel):
+    items: list[PromptOut]
+
+
+def _out(row: prompt_library.PromptRow) -> PromptOut:
+    return PromptOut.model_validate(row, from_attributes=True)
+
+
+@routes.add(
+    "POST",
+    "/prompts",
+    summary="Create a spoken prompt from text",
+    tag="prompts",
+    roles=ADMIN,
+    body=TextPromptCreate,
+    response=PromptOut,
+    status=201,
+    errors=(401, 403, 422),
+)
+async def create_text_prompt(req: ApiRequest) -> PromptOut:
+    body: TextPromptCreate = req.body
+    return _out(await prompt_library.create_text_prompt(req.ctx, body.name, body.text))
+
+
+@routes.add(
+    "GET",
+    "/prompts",
+    summary="List prompts",
+    tag="prompts",
+    roles=STAFF,
+    response=PromptList,
+    errors=(401, 403),
+)
+async def list_prompts(req: ApiRequest) -> PromptList:
+    return PromptList(items=[_out(row) for row in await prompt_library.list_prompts(req.ctx)])
+
+
+@routes.add(
+    "GET",
+    "/prompts/{prompt_id}",
+    summary="Read a prompt",
+    tag="prompts",
+    roles=STAFF,
+    response=PromptOut,
+    errors=(401, 403, 404),
+)
+async def get_prompt(req: ApiRequest) -> PromptOut:
+    return _out(await prompt_library.get_prompt(req.ctx, req.path["prompt_id"]))
+
+
+@routes.add(
+    "DELETE",
+    "/prompts/{prompt_id}",
+    summary="Delete a prompt nothing uses",
+    tag="prompts",
+    roles=ADMIN,
+    status=204,
+    errors=(401, 403, 404, 409),
+)
+async def delete_prompt(req: ApiRequest) -> None:
+    await prompt_library.delete_prompt(req.ctx, req.path["prompt_id"])
+
+
+async def upload_prompt(request: web.Request) -> web.Response:
+    """POST /prompts/upload?name=...: the raw audio file as the body (any format sox reads)."""
+    ctx = request.app[CONTEXT_KEY]
+    principal = await authenticated_principal(ctx, request)
+    if principal.role not in ADMIN:
+        raise Forbidden("only admins may upload prompts")
+    name = request.query.get("name", "").strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name (1 to 200 characters) is required", field="name")
+    data = await request.content.read(prompt_library.MAX_UPLOAD_BYTES + 1)
+    row = await prompt_library.upload_prompt(ctx, name, data)
+    return web.json_response(text=_out(row).model_dump_json(), status=201)
+
+
+async def prompt_audio(request: web.Request) -> web.StreamResponse:
+    """GET /prompts/{prompt_id}/audio: the WAV the media workers play."""
+    ctx = request.app[CONTEXT_KEY]
+    principal = await authenticated_principal(ctx, request)
+    if principal.role not in STAFF:
+        raise Forbidden("only admins and supervisors may download prompts")
+    row = await prompt_library.get_prompt(ctx, int(request.match_info["prompt_id"]))
+    return web.FileResponse(
+        prompt_library.prompt_file(ctx, row), headers={"Content-Type": "audio/wav"}
+    )
+
+
+def install_audio_routes(app: web.Application) -> None:
+    app.router.add_post(API_PREFIX + "/prompts/upload", upload_prompt)
+    app.router.add_get(API_PREFIX + r"/prompts/{prompt_id:\d{1,18}}/audio", prompt_audio)
+
+
+_PROMPT_SCHEMA = {"$ref": "#/components/schemas/PromptOut"}
+OPENAPI_PATHS: dict[str, Any] = {
+    API_PREFIX + "/prompts/upload": {
+        "post": {
+            "summary": "Upload an audio prompt",
+            "tags": ["prompts"],
+            "operationId": "upload_prompt",
+            "description": "Roles: admin. The body is the audio file (WAV, MP3, FLAC, ... as "
+            "sox reads it, up to 20 MB and 10 minutes); it is converted to 8 kHz mono 16-bit.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Stored",
+                    "content": {"application/json": {"schema": _PROMPT_SCHEMA}},
+                },
+                "401": {"description": "Missing or unknown token"},
+                "403": {"description": "Not an admin"},
+                "422": {"description": "Not audio, empty, too long or too large"},
+            },
+        }
+    },
+    API_PREFIX + "/prompts/{prompt_id}/audio": {
+        "get": {
+            "summary": "Download a prompt's WAV",
+            "tags": ["prompts"],
+            "operationId": "prompt_audio",
+            "description": "Roles: admin, supervisor.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {
+                    "name": "prompt_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "8 kHz mono 16-bit WAV",
+                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": {"description": "No such prompt"},
+            },
+        }
+    },
+}
