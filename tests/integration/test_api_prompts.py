@@ -9,7 +9,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core.settings import Settings
+from ivr.prompts import text_prompt_path
 from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient
 
 
@@ -114,3 +117,150 @@ async def test_unknown_prompt_as_greeting_is_422(admin: ApiClient) -> None:
     assert reply.status == 422
     assert reply.error_code == "unknown_prompt"
     assert reply.body["error"]["field"] == "greeting.prompt_id"
+
+
+def rms_amplitude(wav: Path) -> float:
+    stat = subprocess.run(["sox", str(wav), "-n", "stat"], capture_output=True, text=True).stderr
+    return float(
+        next(line for line in stat.splitlines() if "RMS     amplitude" in line).split()[-1]
+    )
+
+
+async def download(http: aiohttp.ClientSession, api_base: str, prompt_id: int) -> bytes:
+    async with http.get(
+        f"{api_base}/prompts/{prompt_id}/audio", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as reply:
+        assert reply.status == 200 and reply.content_type == "audio/wav"
+        return await reply.read()
+
+
+async def test_text_prompt_is_spoken_once_into_a_non_silent_8khz_mono_wav(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str, settings: Settings,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    text = "Our office is closed for the holidays."
+    first = await admin.post("/prompts", {"name": "Holidays", "text": text})
+    assert first.status == 201, first
+    wav = tmp_path / "spoken.wav"
+    wav.write_bytes(await download(http, api_base, first.body["id"]))
+    info = subprocess.run(["soxi", str(wav)], capture_output=True, text=True, check=True).stdout
+    assert "Sample Rate    : 8000" in info and "Channels       : 1" in info
+    assert "Precision      : 16-bit" in info and "Signed Integer PCM" in info
+    assert rms_amplitude(wav) > 0.01
+    cached = await text_prompt_path(settings.data_dir / "prompts", text)
+    made_at = cached.stat().st_mtime_ns
+    second = await admin.post("/prompts", {"name": "Holidays again", "text": text})
+    assert second.status == 201
+    assert await download(http, api_base, second.body["id"]) == wav.read_bytes()
+    assert cached.stat().st_mtime_ns == made_at
+
+
+async def test_upload_larger_than_a_json_body_is_converted(
+    http: aiohttp.ClientSession, api_base: str, tmp_path: Path
+) -> None:
+    data = make_wav(tmp_path, seconds=15.0)
+    assert len(data) > 2 * 1024 * 1024
+    status, body = await upload(http, api_base, data, name="Long hold music")
+    assert status == 201, body
+    wav = tmp_path / "converted.wav"
+    wav.write_bytes(await download(http, api_base, body["id"]))
+    assert 14.9 < body["seconds"] < 15.1
+    assert rms_amplitude(wav) > 0.01
+
+
+async def test_upload_over_20_mb_is_422(http: aiohttp.ClientSession, api_base: str) -> None:
+    status, body = await upload(http, api_base, b"\0" * (20 * 1024 * 1024 + 1))
+    assert status == 422
+    assert body["error"]["code"] == "invalid_audio" and "exceeds" in body["error"]["message"]
+
+
+async def test_audio_over_ten_minutes_is_422(
+    http: aiohttp.ClientSession, api_base: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "long.wav"
+    subprocess.run(
+        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "8", str(path), "synth", "601", "sine", "500"],
+        check=True,
+    )
+    status, body = await upload(http, api_base, path.read_bytes())
+    assert status == 422
+    assert (
+        body["error"]["code"] == "invalid_audio" and "longer than 600 s" in body["error"]["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": "Hello"}, "name"),
+        ({"name": "Greeting"}, "text"),
+        ({"name": "Greeting", "text": "   "}, "text"),
+        ({"name": "", "text": "Hello"}, "name"),
+        ({"name": "Greeting", "text": "x" * 2001}, "text"),
+        ({"name": "Greeting", "text": "Hello", "voice": "de"}, "voice"),
+    ],
+)
+async def test_invalid_text_prompt_is_422_naming_the_field(
+    admin: ApiClient, body: dict[str, Any], field: str
+) -> None:
+    reply = await admin.post("/prompts", body)
+    assert reply.status == 422 and reply.error_code == "validation_error"
+    assert reply.body["error"]["field"] == field
+
+
+async def test_unknown_prompt_is_404(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str
+) -> None:
+    assert (await admin.get("/prompts/999999")).error_code == "not_found"
+    assert (await admin.delete("/prompts/999999")).status == 404
+    async with http.get(
+        f"{api_base}/prompts/999999/audio", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as reply:
+        assert reply.status == 404 and (await reply.json())["error"]["code"] == "not_found"
+
+
+async def test_supervisors_read_prompts_and_operators_do_not(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str, tmp_path: Path
+) -> None:
+    prompt = await admin.post("/prompts", {"name": "Roles", "text": "Roles."})
+    prompt_id = prompt.body["id"]
+    supervisor_user = await admin.new_user("Prompt Supervisor", role="supervisor")
+    supervisor_token = await admin.token_for(supervisor_user["id"])
+    supervisor = admin.as_token(supervisor_token)
+    assert (await supervisor.get("/prompts")).status == 200
+    assert (await supervisor.get(f"/prompts/{prompt_id}")).status == 200
+    async with http.get(
+        f"{api_base}/prompts/{prompt_id}/audio",
+        headers={"Authorization": f"Bearer {supervisor_token}"},
+    ) as reply:
+        assert reply.status == 200
+    assert (await supervisor.post("/prompts", {"name": "No", "text": "No."})).status == 403
+    assert (await supervisor.delete(f"/prompts/{prompt_id}")).status == 403
+    status, _ = await upload(http, api_base, make_wav(tmp_path), token=supervisor_token)
+    assert status == 403
+    operator_user = await admin.new_user("Prompt Operator")
+    operator_token = await admin.token_for(operator_user["id"])
+    assert (await admin.as_token(operator_token).get("/prompts")).status == 403
+    async with http.get(
+        f"{api_base}/prompts/{prompt_id}/audio",
+        headers={"Authorization": f"Bearer {operator_token}"},
+    ) as reply:
+        assert reply.status == 403
+    async with http.get(f"{api_base}/prompts/{prompt_id}/audio") as reply:
+        assert reply.status == 401
+
+
+async def test_prompt_changes_are_published_live(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str, tmp_path: Path
+) -> None:
+    url = f"{api_base}/events?types=prompt_created,prompt_deleted"
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as ws:
+        spoken = await admin.post("/prompts", {"name": "Evented", "text": "Events."})
+        created = await next_event(ws, "prompt_created")
+        assert created["data"]["id"] == spoken.body["id"]
+        assert created["data"]["kind"] == "text" and created["data"]["name"] == "Evented"
+        _, uploaded = await upload(http, api_base, make_wav(tmp_path), name="Evented upload")
+        assert (await next_event(ws, "prompt_created"))["data"]["kind"] == "audio"
+        assert (await admin.delete(f"/prompts/{uploaded['id']}")).status == 204
+        deleted = await next_event(ws, "prompt_deleted")
+        assert deleted["data"]["id"] == uploaded["id"] and deleted["id"] > created["id"]
