@@ -109,9 +109,20 @@ async def upload_prompt(request: web.Request) -> web.Response:
     name = request.query.get("name", "").strip()
     if not name or len(name) > 200:
         raise InvalidInput("name (1 to 200 characters) is required", field="name")
-    data = await request.content.read(prompt_library.MAX_UPLOAD_BYTES + 1)
-    row = await prompt_library.upload_prompt(ctx, name, data)
+    row = await prompt_library.upload_prompt(ctx, name, await _upload_body(request))
     return web.json_response(text=_out(row).model_dump_json(), status=201)
+
+
+async def _upload_body(request: web.Request) -> bytes:
+    """The body, read only up to one byte past the limit so an oversized one is refused
+    without being held in memory."""
+    # content.read(n) returns what is buffered (one network chunk), not n bytes.
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > prompt_library.MAX_UPLOAD_BYTES:
+            break
+    return bytes(data)
 
 
 async def prompt_audio(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import Histogram
 
 from api.app import POOL_KEY, create_app
 from api.routing import CONTEXT_KEY
@@ -87,6 +88,7 @@ async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
             ctx,
             NumberSpec(
                 number=COMPANY_NUMBER, name="bench", greeting_text="Welcome to the benchmark.",
+                greeting_prompt_id=None,
                 extension_dialing=True, default_destination=HangupDestination(),
                 no_answer_destination=None,
             ),
@@ -131,6 +133,7 @@ async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
                 await asyncio.wait_for(caller.wait(), 0.5)
         elapsed = time.monotonic() - began
         report(folder, elapsed, calls, rate, peak_rss)
+        print_dial_latency(ctx.metrics.extension_dial_latency)
     finally:
         if uas is not None:
             uas.terminate()
@@ -166,6 +169,25 @@ def report(
         print(f"worker RSS: peak {max(values):.1f} MB, mean of peaks "
               f"{statistics.mean(values):.1f} MB over {len(values)} workers")  # fmt: skip
     print(f"(SIPp files in {folder})")
+
+
+def print_dial_latency(histogram: Histogram) -> None:
+    """p50/p99 as the histogram bucket each falls in (upper bounds)."""
+    buckets = [
+        (sample.labels["le"], sample.value)
+        for metric in histogram.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_bucket")
+    ]
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return
+
+    def bound(fraction: float) -> str:
+        return next(le for le, count in buckets if count >= fraction * total)
+
+    print(f"last digit -> INVITE to the phone: p50 <= {float(bound(0.5)) * 1000:g} ms, "
+          f"p99 <= {float(bound(0.99)) * 1000:g} ms over {int(total)} calls")  # fmt: skip
 
 
 def main() -> None:

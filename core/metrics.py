@@ -70,3 +70,9 @@ class Metrics:
             "Media worker restarts since the service started",
             registry=self.registry,
         )
+        self.extension_dial_latency = Histogram(
+            "pbx_extension_dial_latency_seconds",
+            "From the digit that decided an extension to the INVITE towards its phone",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=self.registry,
+        )

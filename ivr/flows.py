@@ -100,7 +100,10 @@ class CallFlows:
         for attempt in range(self._calls.unknown_extension_retries + 1):
             collection = await self._collect_extension(leg, prompt)
             if collection.outcome is Outcome.EXTENSION:
-                return await self._to_destination_extension(leg, call, collection.digits, number)
+                decided_at = asyncio.get_running_loop().time()
+                return await self._to_destination_extension(
+                    leg, call, collection.digits, number, decided_at=decided_at
+                )
             if collection.outcome is Outcome.NOTHING:
                 break
             log.info("unknown_extension_dialled", call_id=call.id, digits=collection.digits,
@@ -151,9 +154,17 @@ class CallFlows:
         return Finish(Disposition.ENDED_IN_IVR, "system")
 
     async def _to_destination_extension(
-        self, leg: Leg, call: CallLog, extension: str, number: InboundNumber | None
+        self,
+        leg: Leg,
+        call: CallLog,
+        extension: str,
+        number: InboundNumber | None,
+        *,
+        decided_at: float | None = None,
     ) -> Finish:
-        finish = await self._ring_extension(leg, call, extension, caller_answered=True)
+        finish = await self._ring_extension(
+            leg, call, extension, caller_answered=True, decided_at=decided_at
+        )
         if finish.disposition in (Disposition.ANSWERED, Disposition.ABANDONED) or number is None:
             return finish
         if finish.disposition is Disposition.UNAVAILABLE:
@@ -168,19 +179,32 @@ class CallFlows:
     # -- ringing a phone and bridging -----------------------------------------------------
 
     async def _ring_extension(
-        self, leg: Leg, call: CallLog, extension: str, *, caller_answered: bool
+        self,
+        leg: Leg,
+        call: CallLog,
+        extension: str,
+        *,
+        caller_answered: bool,
+        decided_at: float | None = None,
     ) -> Finish:
-        """Ring an extension's phone for `leg`, bridge on answer, return once the call ends."""
+        """Ring an extension's phone for `leg`, bridge on answer, return once the call ends.
+
+        `decided_at`: when the caller's digits decided the extension, for the dial latency.
+        """
         target = await reachable_user(self._ctx, extension)
         if target is None or not await self._is_registered(extension):
             return Finish(Disposition.UNAVAILABLE, "system")
-        if caller_answered:
-            await leg.play(self._ringback, loop=True, barge_in=False)
         callee = await leg.dial(
             f"sip:{extension}@{self._sip.host}:{self._sip.port}",
             timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
         )
+        if decided_at is not None:
+            elapsed = asyncio.get_running_loop().time() - decided_at
+            self._ctx.metrics.extension_dial_latency.observe(elapsed)
+        if caller_answered:
+            # After the INVITE has left: the phone starts ringing one round-trip sooner.
+            await leg.play(self._ringback, loop=True, barge_in=False)
         await call.add_leg(callee.id, "callee", callee.sip_call_id)
         return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
 

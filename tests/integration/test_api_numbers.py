@@ -7,10 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from core.settings import Settings
 from ivr.prompts import text_prompt_path
+from tests.conftest import ADMIN_TOKEN
+from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient
 
 HANGUP = {"type": "hangup"}
@@ -68,6 +71,17 @@ async def test_create_read_patch_delete(
             "default_destination.number.number",
         ),
         (number_body("+4930", surprise=True), "surprise"),
+        (number_body("+" + "4" * 21), "number"),
+        (number_body("49 30 123"), "number"),
+        (number_body("+4930", name="n" * 201), "name"),
+        (number_body("+4930", greeting={"text": "x" * 2001}), "greeting.text"),
+        (number_body("+4930", greeting={"prompt_id": 0}), "greeting.prompt_id"),
+        (number_body("+4930", extension_dialing="sometimes"), "extension_dialing"),
+        ({"number": "+4930", "greeting": {"text": "Hi"}}, "default_destination"),
+        (
+            number_body("+4930", no_answer_destination={"type": "queue"}),
+            "no_answer_destination.queue.id",
+        ),
     ],
 )
 async def test_invalid_number_is_422_naming_the_field(
@@ -126,3 +140,67 @@ async def test_greeting_text_becomes_a_playable_non_silent_wav(
     stat = subprocess.run(["sox", str(wav), "-n", "stat"], capture_output=True, text=True).stderr
     rms = float(next(line for line in stat.splitlines() if "RMS     amplitude" in line).split()[-1])
     assert rms > 0.01
+
+
+async def test_patch_validates_like_create(
+    admin: ApiClient, next_extension: Callable[[], str]
+) -> None:
+    created = await admin.post("/numbers", number_body("+4930700800"))
+    path = f"/numbers/{created.body['id']}"
+    bad_shape = await admin.patch(path, {"default_destination": {"type": "number", "number": "x"}})
+    assert bad_shape.status == 422
+    assert bad_shape.body["error"]["field"] == "default_destination.number.number"
+    unavailable = await admin.patch(path, {"no_answer_destination": {"type": "menu", "id": 1}})
+    assert unavailable.status == 422 and unavailable.error_code == "destination_unavailable"
+    assert unavailable.body["error"]["field"] == "no_answer_destination.type"
+    unknown = await admin.patch(
+        path, {"no_answer_destination": {"type": "extension", "extension": next_extension()}}
+    )
+    assert unknown.status == 422 and unknown.error_code == "unknown_extension"
+    assert unknown.body["error"]["field"] == "no_answer_destination.extension"
+    assert (await admin.patch(path, {"surprise": 1})).body["error"]["field"] == "surprise"
+    # Nothing of the refused changes was applied.
+    assert (await admin.get(path)).body == created.body
+    assert (await admin.patch("/numbers/999999", {"name": "Ghost"})).error_code == "not_found"
+    assert (await admin.delete("/numbers/999999")).status == 404
+
+
+async def test_no_answer_destination_defaults_to_the_default_and_can_be_cleared(
+    admin: ApiClient,
+) -> None:
+    created = await admin.post(
+        "/numbers", number_body("+4930700900", no_answer_destination={"type": "hangup"})
+    )
+    assert created.body["no_answer_destination"] == HANGUP
+    cleared = await admin.patch(f"/numbers/{created.body['id']}", {"no_answer_destination": None})
+    assert cleared.status == 200 and cleared.body["no_answer_destination"] is None
+
+
+async def test_supervisors_read_numbers_but_do_not_change_them(admin: ApiClient) -> None:
+    created = await admin.post("/numbers", number_body("+4930801000"))
+    user = await admin.new_user("Number Supervisor", role="supervisor")
+    supervisor = admin.as_token(await admin.token_for(user["id"]))
+    assert (await supervisor.get("/numbers")).status == 200
+    assert (await supervisor.get(f"/numbers/{created.body['id']}")).status == 200
+    assert (await supervisor.post("/numbers", number_body("+4930801001"))).status == 403
+    assert (await supervisor.patch(f"/numbers/{created.body['id']}", {"name": "x"})).status == 403
+    assert (await supervisor.delete(f"/numbers/{created.body['id']}")).status == 403
+    assert (await admin.as_token(None).get("/numbers")).status == 401
+
+
+async def test_number_changes_are_published_live(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str
+) -> None:
+    url = f"{api_base}/events?types=number_created,number_updated,number_deleted"
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as ws:
+        created = await admin.post("/numbers", number_body("+4930901100", name="Sales"))
+        event = await next_event(ws, "number_created")
+        assert event["data"]["id"] == created.body["id"]
+        assert event["data"]["number"] == "+4930901100" and event["data"]["name"] == "Sales"
+        await admin.patch(f"/numbers/{created.body['id']}", {"extension_dialing": False})
+        updated = await next_event(ws, "number_updated")
+        assert updated["data"]["extension_dialing"] is False
+        await admin.delete(f"/numbers/{created.body['id']}")
+        deleted = await next_event(ws, "number_deleted")
+        assert deleted["data"]["number"] == "+4930901100"
+        assert deleted["id"] > updated["id"] > event["id"]

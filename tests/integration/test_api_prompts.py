@@ -165,6 +165,9 @@ async def test_upload_larger_than_a_json_body_is_converted(
     wav = tmp_path / "converted.wav"
     wav.write_bytes(await download(http, api_base, body["id"]))
     assert 14.9 < body["seconds"] < 15.1
+    # The whole upload, not its first network chunk, was converted.
+    length = subprocess.run(["soxi", "-D", str(wav)], capture_output=True, text=True, check=True)
+    assert 14.9 < float(length.stdout) < 15.1
     assert rms_amplitude(wav) > 0.01
 
 
