@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from core.errors import InvalidInput
 from ivr import numbers
 from ivr.destinations import EXTERNAL_NUMBER_PATTERN, Destination
 from ivr.prompts import MAX_TEXT_LENGTH
@@ -147,10 +148,11 @@ async def patch_number(req: ApiRequest) -> NumberOut:
     changes: dict[str, Any] = {}
     for field in body.model_fields_set:
         value = getattr(body, field)
+        if value is None and field != "no_answer_destination":
+            raise InvalidInput(f"{field} cannot be null", field=field)
         if field == "greeting":
-            if value is not None:
-                changes.update(_greeting_fields(value))
-        elif value is not None or field == "no_answer_destination":
+            changes.update(_greeting_fields(value))
+        else:
             changes[field] = value
     return NumberOut.of(await numbers.update_number(req.ctx, req.path["number_id"], changes))
 

@@ -158,7 +158,8 @@ OPENAPI_PATHS: dict[str, Any] = {
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                    kind: {"schema": {"type": "string", "format": "binary"}}
+                    for kind in ("audio/wav", "audio/mpeg", "application/octet-stream")
                 },
             },
             "responses": {

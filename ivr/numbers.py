@@ -113,7 +113,9 @@ async def update_number(ctx: ServiceContext, number_id: int, changes: dict[str, 
     try:
         async with ctx.sessions.begin() as session:
             row = await _load(session, number_id)
-            await _check_destinations(session, merged)
+            # Only what changes is checked: a released extension in an untouched destination
+            # must not block renaming the number.
+            await _check_destinations(session, merged, only=set(changes))
             for column, value in _columns(merged).items():
                 setattr(row, column, value)
             row.updated_at = utcnow()
@@ -193,13 +195,15 @@ async def _greeting_path(ctx: ServiceContext, row: NumberRow) -> Path:
     return await text_prompt_path(prompts_dir(ctx), row.greeting_text)
 
 
-async def _check_destinations(session: AsyncSession, spec: NumberSpec) -> None:
+async def _check_destinations(
+    session: AsyncSession, spec: NumberSpec, only: set[str] | None = None
+) -> None:
     fields = {
         "default_destination": spec.default_destination,
         "no_answer_destination": spec.no_answer_destination,
     }
     for field, destination in fields.items():
-        if destination is None:
+        if destination is None or (only is not None and field not in only):
             continue
         if destination.type not in AVAILABLE_DESTINATION_TYPES:
             raise DestinationUnavailable(

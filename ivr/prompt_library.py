@@ -64,14 +64,14 @@ async def upload_prompt(ctx: ServiceContext, name: str, data: bytes) -> PromptRo
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         original = Path(scratch) / "original"
         await asyncio.to_thread(original.write_bytes, data)
-        seconds = await _duration(original)
-        if seconds <= 0:
-            raise InvalidAudio("the audio has no length", field="body")
-        if seconds > MAX_SECONDS:
-            raise InvalidAudio(f"the audio is longer than {MAX_SECONDS:.0f} s", field="body")
+        # The header's length refuses obvious cases before any conversion work...
+        _check_length(await _duration(original))
         converted = Path(scratch) / "converted.wav"
         await _sox(str(original), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",
                    str(converted))  # fmt: skip
+        # ...and the converted file's is the truth (a header may lie).
+        seconds = await _duration(converted)
+        _check_length(seconds)
         await asyncio.to_thread(converted.replace, target)
     return await _store(ctx, name=name, kind="audio", text=None, path=target, seconds=seconds)
 
@@ -113,8 +113,13 @@ async def delete_prompt(ctx: ServiceContext, prompt_id: int) -> None:
                 details={"numbers": users},
             )
         data = _event_data(row)
+        uploaded = prompt_file(ctx, row) if row.kind == "audio" else None
         await session.delete(row)
         event = await ctx.events.stage(session, "prompt_deleted", data)
+    # Spoken prompts share the text cache (a number may speak the same text); uploads are
+    # the row's own file.
+    if uploaded is not None:
+        await asyncio.to_thread(uploaded.unlink, missing_ok=True)
     await ctx.events.publish(event)
 
 
@@ -133,6 +138,13 @@ async def _store(
     await ctx.events.publish(event)
     log.info("prompt_created", prompt_id=row.id, kind=kind, seconds=round(seconds, 2))
     return row
+
+
+def _check_length(seconds: float) -> None:
+    if seconds <= 0:
+        raise InvalidAudio("the audio has no length", field="body")
+    if seconds > MAX_SECONDS:
+        raise InvalidAudio(f"the audio is longer than {MAX_SECONDS:.0f} s", field="body")
 
 
 def _event_data(row: PromptRow) -> dict[str, Any]:

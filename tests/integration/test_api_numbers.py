@@ -204,3 +204,29 @@ async def test_number_changes_are_published_live(
         deleted = await next_event(ws, "number_deleted")
         assert deleted["data"]["number"] == "+4930901100"
         assert deleted["id"] > updated["id"] > event["id"]
+
+
+@pytest.mark.parametrize(
+    "field", ["number", "name", "greeting", "default_destination", "extension_dialing"]
+)
+async def test_patch_with_null_for_a_required_field_is_422(admin: ApiClient, field: str) -> None:
+    created = await admin.post("/numbers", number_body(f"+49301{len(field):02d}0999"))
+    reply = await admin.patch(f"/numbers/{created.body['id']}", {field: None})
+    assert reply.status == 422 and reply.body["error"]["field"] == field
+    await admin.delete(f"/numbers/{created.body['id']}")
+
+
+async def test_released_extension_does_not_block_unrelated_edits(
+    admin: ApiClient, next_extension: Callable[[], str]
+) -> None:
+    user = await admin.new_user("Soon Released")
+    extension = next_extension()
+    await admin.assign(user["id"], extension)
+    created = await admin.post(
+        "/numbers",
+        number_body("+4930711711",
+                    default_destination={"type": "extension", "extension": extension}),
+    )  # fmt: skip
+    await admin.delete(f"/users/{user['id']}/extension")
+    renamed = await admin.patch(f"/numbers/{created.body['id']}", {"name": "Renamed"})
+    assert renamed.status == 200 and renamed.body["name"] == "Renamed"

@@ -267,3 +267,16 @@ async def test_prompt_changes_are_published_live(
         assert (await admin.delete(f"/prompts/{uploaded['id']}")).status == 204
         deleted = await next_event(ws, "prompt_deleted")
         assert deleted["data"]["id"] == uploaded["id"] and deleted["id"] > created["id"]
+
+
+async def test_deleting_an_uploaded_prompt_removes_its_file(
+    admin: ApiClient, http: aiohttp.ClientSession, api_base: str, tmp_path: Path,
+    settings: Any,
+) -> None:  # fmt: skip
+    before = set((settings.data_dir / "prompts").glob("upload-*.wav"))
+    status, body = await upload(http, api_base, make_wav(tmp_path), name="Short lived")
+    assert status == 201
+    created = set((settings.data_dir / "prompts").glob("upload-*.wav")) - before
+    assert len(created) == 1
+    assert (await admin.delete(f"/prompts/{body['id']}")).status == 204
+    assert not next(iter(created)).exists()
