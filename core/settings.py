@@ -94,8 +94,6 @@ class TrunkSettings(_Section):
     uri: str = ""
     username: str = ""
     password: str = ""
-    # Register at the provider with username/password (most providers want it).
-    registration: bool = False
 
 
 class ApiSettings(_Section):
