@@ -21,6 +21,7 @@ from pbx.protocol import (
     SendDtmf,
     StopPlay,
     StopRecord,
+    Unbridge,
 )
 
 T = TypeVar("T")
@@ -71,6 +72,8 @@ DialLeg = Callable[["Leg", str, float, str | None, dict[str, str]], Awaitable["L
 
 
 class Leg:
+    """One call leg in one worker: commands are awaitable, its life shows in the futures."""
+
     def __init__(
         self,
         *,
@@ -174,15 +177,27 @@ class Leg:
         return await self._dial(self, uri, timeout, from_uri, headers or {})
 
     async def bridge(self, other: Leg) -> None:
+        """Both legs hear each other (they live in one worker); prompts on either stop."""
         await self._command(lambda cid: Bridge(cid=cid, a=self.id, b=other.id))
+
+    async def unbridge(self, other: Leg) -> None:
+        await self._command(lambda cid: Unbridge(cid=cid, a=self.id, b=other.id))
 
     async def send_dtmf(self, digits: str) -> None:
         await self._command(lambda cid: SendDtmf(cid=cid, leg=self.id, digits=digits))
 
-    async def record(self, path: Path) -> Recording:
-        recording = Recording()
-        await self._command(lambda cid: Record(cid=cid, leg=self.id, path=str(path)))
+    async def record(self, path: Path, max_seconds: float) -> Recording:
+        """Record what the far end says to a WAV until stop_recording, max_seconds or the end."""
+        recording, previous = Recording(), self._recording
+        # Set first: a very short recording may end before the command's result arrives.
         self._recording = recording
+        try:
+            await self._command(
+                lambda cid: Record(cid=cid, leg=self.id, path=str(path), max_seconds=max_seconds)
+            )
+        except BaseException:
+            self._recording = previous
+            raise
         return recording
 
     async def stop_recording(self) -> None:

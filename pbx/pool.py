@@ -14,10 +14,11 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
-from core.child_process import ChildProcess
+from core.child_process import ChildProcess, ChildProcessFailed
 from core.settings import WorkerSettings
 from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
 from pbx.protocol import (
@@ -26,7 +27,6 @@ from pbx.protocol import (
     Dial,
     DtmfReceived,
     Event,
-    Hangup,
     Hello,
     IncomingCall,
     LegAnswered,
@@ -44,8 +44,15 @@ log = structlog.get_logger(__name__)
 
 HELLO_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 10.0
+# After Shutdown a worker hangs up and exits by itself; SIGTERM only after this.
+EXIT_GRACE_S = 3.0
 RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
 LOST_CODE = 500
+
+
+class WorkerStartFailed(Exception):
+    """A worker exited or stayed silent before its Hello."""
+
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
 
@@ -72,10 +79,13 @@ class _Worker:
     restarts: int = 0
     legs: dict[str, Leg] = field(default_factory=dict)
     pending: dict[int, asyncio.Future[CommandResult]] = field(default_factory=dict)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+    supervisor: asyncio.Task[None] | None = None
 
 
 class WorkerPool:
+    """N media workers, each one process with its own SIP port and RTP range, supervised."""
+
     def __init__(
         self,
         settings: WorkerSettings,
@@ -103,7 +113,6 @@ class WorkerPool:
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
         self._flows: set[asyncio.Task[None]] = set()
-        self._stopping = False
 
     @property
     def workers(self) -> list[WorkerStatus]:
@@ -120,19 +129,44 @@ class WorkerPool:
             for w in self._workers
         ]
 
+    # Counts for the metrics endpoint.
+    @property
+    def workers_alive(self) -> int:
+        return sum(1 for w in self._workers if w.alive)
+
+    @property
+    def legs_capacity(self) -> int:
+        """Legs the live workers may hold (a bridged call takes two of one worker)."""
+        return sum(w.max_legs for w in self._workers if w.alive)
+
+    @property
+    def legs_in_use(self) -> int:
+        return sum(len(w.legs) for w in self._workers)
+
+    @property
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self._workers)
+
     def dispatcher_targets(self) -> list[str]:
         return [f"sip:{self._settings.host}:{w.sip_port}" for w in self._workers]
 
     async def start(self) -> None:
-        """Start every worker and wait until each has said hello."""
+        """Start every worker and wait until each has said hello (WorkerStartFailed if not)."""
         await asyncio.gather(*(self._spawn(w) for w in self._workers))
+        for worker in self._workers:
+            worker.supervisor = asyncio.create_task(self._supervise(worker))
         legs = sum(w.max_legs for w in self._workers)
         log.info("worker_pool_started", workers=len(self._workers), legs=legs)
 
     async def stop(self) -> None:
-        self._stopping = True
+        """Shut every worker down (its calls are hung up); safe to repeat."""
         for flow in list(self._flows):
             flow.cancel()
+        supervisors = [w.supervisor for w in self._workers if w.supervisor is not None]
+        for task in supervisors:
+            task.cancel()
+        # A supervisor may be half-way through a restart: it cleans that process up first.
+        await asyncio.gather(*supervisors, return_exceptions=True)
         await asyncio.gather(*(self._stop_worker(w) for w in self._workers))
 
     async def kill_worker_for_test(self, worker_id: int) -> None:
@@ -144,6 +178,7 @@ class WorkerPool:
     # -- processes ----------------------------------------------------------------------
 
     async def _spawn(self, worker: _Worker) -> None:
+        """Start the worker's process and wait for its Hello; on failure nothing is left."""
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PBX_TRUNK_PASSWORD": self._trunk_password}
         argv = [
@@ -158,45 +193,60 @@ class WorkerPool:
         process = ChildProcess(
             f"worker-{worker.id}", argv, env=env, stdin_pipe=True, pass_fds=[write_fd]
         )
-        hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        hello: asyncio.Future[Hello] = loop.create_future()
         try:
             await process.start()
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
-        worker.process = process
         reader = asyncio.StreamReader(limit=1024 * 1024)
-        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
         )
-        worker.tasks = [
-            asyncio.create_task(self._read_events(worker, reader, transport, hello)),
-            asyncio.create_task(self._supervise(worker, process)),
-        ]
-        greeting = await asyncio.wait_for(hello, HELLO_TIMEOUT_S)
+        worker.process = process
+        worker.reader = asyncio.create_task(self._read_events(worker, reader, transport, hello))
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            watched: set[asyncio.Future[Any]] = {hello, exited}
+            done, _ = await asyncio.wait(
+                watched, timeout=HELLO_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if hello not in done:
+                problem = "exited" if exited in done else f"said nothing in {HELLO_TIMEOUT_S:g} s"
+                output = "\n".join(process.last_output[-10:])
+                raise WorkerStartFailed(f"worker {worker.id} {problem} before its hello:\n{output}")
+        except BaseException:
+            exited.cancel()
+            await process.stop(timeout=1.0)
+            worker.reader.cancel()
+            raise
+        exited.cancel()
+        greeting = hello.result()
         worker.max_legs = greeting.max_legs
         worker.alive = True
         log.info("worker_ready", worker=worker.id, pid=greeting.pid, max_legs=greeting.max_legs)
 
-    async def _supervise(self, worker: _Worker, process: ChildProcess) -> None:
-        code = await process.wait()
-        worker.alive = False
-        if self._stopping:
-            return
-        log.error("worker_lost", worker=worker.id, returncode=code, legs=len(worker.legs))
-        self._end_all_legs(worker)
-        for attempt in itertools.count():
-            delay = RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)]
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            worker.restarts += 1
-            try:
-                await self._spawn(worker)
-            except (OSError, TimeoutError) as exc:
-                log.error("worker_restart_failed", worker=worker.id, error=str(exc))
-                continue
-            log.info("worker_restarted", worker=worker.id, restarts=worker.restarts)
-            return
+    async def _supervise(self, worker: _Worker) -> None:
+        """Restart the worker whenever its process ends (until stop), with backoff."""
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            worker.alive = False
+            log.error("worker_lost", worker=worker.id, returncode=code, legs=len(worker.legs))
+            self._end_all_legs(worker)
+            for attempt in itertools.count():
+                await asyncio.sleep(RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)])
+                worker.restarts += 1
+                try:
+                    await self._spawn(worker)
+                except (OSError, ChildProcessFailed, WorkerStartFailed) as exc:
+                    log.error("worker_restart_failed", worker=worker.id, error=str(exc))
+                    continue
+                log.info("worker_restarted", worker=worker.id, restarts=worker.restarts)
+                break
 
     def _end_all_legs(self, worker: _Worker) -> None:
         for pending in worker.pending.values():
@@ -212,13 +262,17 @@ class WorkerPool:
         if process is None:
             return
         if worker.alive:
-            with contextlib.suppress(WorkerCommandFailed, LegGone, TimeoutError, OSError):
+            with contextlib.suppress(WorkerCommandFailed):
                 await self._command(worker, lambda cid: Shutdown(cid=cid))
+        worker.alive = False
         with contextlib.suppress(OSError, RuntimeError):
             process.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_GRACE_S):
+                await process.wait()
         await process.stop(timeout=3.0)
-        for task in worker.tasks:
-            task.cancel()
+        if worker.reader is not None:
+            await asyncio.gather(worker.reader, return_exceptions=True)
         self._end_all_legs(worker)
 
     # -- commands and events ------------------------------------------------------------
@@ -235,6 +289,10 @@ class WorkerPool:
             answer = await asyncio.wait_for(result, COMMAND_TIMEOUT_S)
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerCommandFailed(WORKER_LOST) from exc
+        except TimeoutError:
+            raise WorkerCommandFailed(
+                f"worker {worker.id} did not answer within {COMMAND_TIMEOUT_S:g} s"
+            ) from None
         finally:
             worker.pending.pop(cid, None)
         if not answer.ok:
@@ -339,12 +397,13 @@ class WorkerPool:
         self,
         parent: Leg,
         uri: str,
-        timeout: float,  # noqa: ASYNC109  # the ring timeout, enforced by a timer below
+        timeout: float,  # noqa: ASYNC109  # the ring timeout, sent to the worker
         from_uri: str | None,
         headers: dict[str, str],
     ) -> Leg:
         worker = self._workers[parent.worker_id]
         leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
+        # Known before the Dial goes out: its first events may come before its result.
         leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
         try:
             await self._command(
@@ -355,23 +414,11 @@ class WorkerPool:
                     parent=parent.id,
                     uri=uri,
                     from_uri=from_uri,
+                    timeout_s=timeout,
                     headers=headers,
                 ),
             )
         except WorkerCommandFailed:
             worker.legs.pop(leg_id, None)
             raise
-        # The controller owns timers: an unanswered leg is cancelled after the ring timeout.
-        timer = asyncio.get_running_loop().call_later(
-            timeout, lambda: asyncio.ensure_future(self._cancel_unanswered(worker, leg))
-        )
-        leg.answered.add_done_callback(lambda _: timer.cancel())
-        leg.ended.add_done_callback(lambda _: timer.cancel())
         return leg
-
-    async def _cancel_unanswered(self, worker: _Worker, leg: Leg) -> None:
-        if leg.answered.done() or leg.ended.done():
-            return
-        log.info("ring_timeout", leg=leg.id)
-        with contextlib.suppress(LegGone, WorkerCommandFailed):
-            await self._command(worker, lambda cid: Hangup(cid=cid, leg=leg.id))

@@ -6,9 +6,17 @@ events go from the worker to the controller. Nothing else crosses the process li
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 PROTOCOL_VERSION: Literal[1] = 1
 # The worker answers 503 only for "full": Kamailio then tries the next worker.
@@ -22,6 +30,14 @@ class ProtocolError(Exception):
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     v: Literal[1] = PROTOCOL_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        # Built in code, `v` defaults; read off the wire, a line without it is not ours.
+        if info.mode == "json" and isinstance(data, dict) and "v" not in data:
+            raise ValueError("the protocol version `v` is missing")
+        return data
 
 
 class _Command(_Message):
@@ -70,11 +86,22 @@ class Dial(_Command):
     parent: str | None = None
     uri: str
     from_uri: str | None = None
+    # Ring at most this long, then the worker CANCELs and reports LegEnded(408); the worker
+    # decides answered-or-not on its own thread, so a late 200 cannot race the timer.
+    timeout_s: float | None = Field(None, gt=0)
     headers: dict[str, str] = {}
 
 
 class Bridge(_Command):
+    """Both legs hear each other; any prompt on either stops."""
+
     type: Literal["bridge"] = "bridge"
+    a: str
+    b: str
+
+
+class Unbridge(_Command):
+    type: Literal["unbridge"] = "unbridge"
     a: str
     b: str
 
@@ -86,11 +113,12 @@ class SendDtmf(_Command):
 
 
 class Record(_Command):
-    """Record what the leg's far end says to a WAV; the controller stops it (StopRecord)."""
+    """Record what the leg's far end says to a WAV until StopRecord, max_seconds or the end."""
 
     type: Literal["record"] = "record"
     leg: str
     path: str
+    max_seconds: float = Field(gt=0)
 
 
 class StopRecord(_Command):
@@ -110,6 +138,7 @@ Command = Annotated[
     | StopPlay
     | Dial
     | Bridge
+    | Unbridge
     | SendDtmf
     | Record
     | StopRecord
@@ -198,6 +227,7 @@ _events: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def encode(message: _Message) -> bytes:
+    """One message as one JSON line."""
     return message.model_dump_json().encode() + b"\n"
 
 
@@ -205,11 +235,17 @@ def decode_command(line: bytes | str) -> Command:
     try:
         return _commands.validate_json(line)
     except ValidationError as exc:
-        raise ProtocolError(f"not a command: {exc.errors()[0]['msg']}") from None
+        raise ProtocolError(f"not a command: {_first_error(exc)}") from None
 
 
 def decode_event(line: bytes | str) -> Event:
     try:
         return _events.validate_json(line)
     except ValidationError as exc:
-        raise ProtocolError(f"not an event: {exc.errors()[0]['msg']}") from None
+        raise ProtocolError(f"not an event: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]

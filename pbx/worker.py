@@ -9,12 +9,15 @@ bridges, records and hangs up when told, and reports what happens.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import pjsua2 as pj
@@ -44,11 +47,12 @@ from pbx.protocol import (
     Shutdown,
     StopPlay,
     StopRecord,
+    Unbridge,
     _Message,
     decode_command,
     encode,
 )
-from pbx.ua_thread import UserAgentThread
+from pbx.ua_thread import UserAgentError, UserAgentThread
 
 log = structlog.get_logger("pbx.worker")
 
@@ -58,10 +62,12 @@ MAX_CALLS_ASKED = 64
 LEGS_PER_INBOUND_CALL = 2
 # Objects pjsua may still touch for a clock tick after stopTransmit (pjproject issue 4526).
 RETIRE_AFTER_S = 1.0
-# A disconnected pj.Call keeps its old call id, and its destructor hangs up whatever call
-# holds that id then: free one only while no live leg uses the id (measured: a probe call
-# freed after its slot was reused hung up the caller on that slot).
+# Ten conference-bridge ticks: enough for the bridge to apply a change made before.
+RECORDER_CLOSE_S = 0.2
 HEADER_PREFIX = "x-pbx-"
+RING_TIMEOUT = (408, "Request Timeout")
+# Let BYEs and final answers leave before the endpoint goes.
+SHUTDOWN_LINGER_S = 0.2
 
 
 class CommandFailed(Exception):
@@ -69,14 +75,67 @@ class CommandFailed(Exception):
 
 
 class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
-    """A WAV playing to one leg; reports its end unless it loops."""
+    """A WAV playing to one leg; reports its end unless it loops.
 
-    def __init__(self, on_end: Callable[[], None]) -> None:
+    It holds its leg's id, not the leg or itself: a reference cycle through a pjsua2 object
+    would let the garbage collector free it later on whatever thread runs the collection.
+    """
+
+    def __init__(self, agent: WorkerAgent, leg_id: str, number: int, *, loop: bool) -> None:
         super().__init__()
-        self._on_end = on_end
+        self.agent = agent
+        self.leg_id = leg_id
+        self.number = number
+        self.loop = loop
 
     def onEof2(self) -> None:
-        self._on_end()
+        # Measured: called on the media clock's thread (mainThreadOnly does not cover it),
+        # and at every wrap of a looping file too.
+        if not self.loop:
+            agent, leg_id, number = self.agent, self.leg_id, self.number
+            agent.ua.post(lambda: agent.prompt_finished(leg_id, number))
+
+
+class Deadlines:
+    """One-shot timers whose work runs on the UA thread; a newer deadline replaces the older.
+
+    Used only from the UA thread; the functions must not hold pjsua2 objects (they wait on a
+    timer thread), so they name legs by id.
+    """
+
+    def __init__(self, ua: UserAgentThread) -> None:
+        self._ua = ua
+        self._timers: dict[tuple[str, str], threading.Timer] = {}
+
+    def start(self, key: tuple[str, str], seconds: float, fn: Callable[[], None]) -> None:
+        self.cancel(key)
+        timer = threading.Timer(seconds, self._expired, args=(key, fn))
+        timer.daemon = True
+        self._timers[key] = timer
+        timer.start()
+
+    def cancel(self, key: tuple[str, str]) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def cancel_all(self) -> None:
+        for key in list(self._timers):
+            self.cancel(key)
+
+    def _expired(self, key: tuple[str, str], fn: Callable[[], None]) -> None:
+        # On the timer's thread: hand over, and run only if nobody cancelled or replaced it.
+        timer = threading.current_thread()
+
+        def run() -> None:
+            if self._timers.get(key) is timer:
+                del self._timers[key]
+                fn()
+
+        try:
+            self._ua.post(run)
+        except UserAgentError:
+            log.info("deadline_after_stop", key=key)  # the endpoint and its calls are gone
 
 
 class WorkerLeg(pj.Call):  # type: ignore[misc]
@@ -96,6 +155,9 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.recording: tuple[str, float] | None = None
         self.peer: WorkerLeg | None = None
         self.ringing_reported = False
+        self.answered = False
+        self.hangup_sent = False
+        self.timed_out = False
         self.ended = False
 
     def audio(self) -> Any | None:
@@ -113,6 +175,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
                 self.ringing_reported = True
                 self.agent.emit(LegRinging(leg=self.leg_id))
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.answered = True
+            self.agent.deadlines.cancel((self.leg_id, "ring"))
             self.agent.emit(LegAnswered(leg=self.leg_id, sip_call_id=info.callIdString))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.agent.leg_disconnected(self, info.lastStatusCode, info.lastReason)
@@ -157,9 +221,13 @@ class WorkerAgent:
         self.emit = emit
         self.legs: dict[str, WorkerLeg] = {}
         self.max_legs = 0
+        self.deadlines = Deadlines(ua)
         self._probing = False
         self._retired: list[tuple[float, object]] = []
         self._leg_numbers = 0
+        self._prompt_numbers = 0
+        self._recorder_numbers = 0
+        self._closing_recorders: dict[int, pj.AudioMediaRecorder] = {}
         config = pj.AccountConfig()
         config.idUri = f"sip:worker{worker_id}@{host}:{ua.sip_port}"
         config.sipConfig.transportId = ua.transport_id
@@ -220,12 +288,13 @@ class WorkerAgent:
         return capacity
 
     def _legs_reserved(self) -> int:
-        inbound = {leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"}
-        orphans = sum(
-            1 for leg in self.legs.values()
-            if leg.direction == "outbound" and leg.parent not in inbound
-        )  # fmt: skip
-        return LEGS_PER_INBOUND_CALL * len(inbound) + orphans
+        """Legs in use, counting an inbound leg without a dialled leg yet as two."""
+        inbound = [leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"]
+        children = collections.Counter(
+            leg.parent for leg in self.legs.values() if leg.direction == "outbound"
+        )
+        held = sum(1 + max(LEGS_PER_INBOUND_CALL - 1, children.pop(i, 0)) for i in inbound)
+        return held + sum(children.values())
 
     # -- calls in ---------------------------------------------------------------------------
 
@@ -243,6 +312,13 @@ class WorkerAgent:
             reply.statusCode = FULL_STATUS
         else:
             reply.statusCode = 180
+        if reply.statusCode != 180 and not self._probing:
+            # A final answer given inside onIncomingCall to an INVITE without SDP aborts the
+            # process in pjsua 2.15.1 (pjsip_rx_data_free_cloned: Assertion `rdata' failed):
+            # refuse on the thread's next turn. (The probe's own INVITEs carry SDP.)
+            self._retire(leg)
+            self.ua.post(lambda: leg.answer(reply))
+            return
         leg.answer(reply)
         if reply.statusCode != 180:
             self._retire(leg)
@@ -265,6 +341,11 @@ class WorkerAgent:
         if leg.ended:
             return
         leg.ended = True
+        # Keep the Call object alive past its own callback: freeing it here is unsafe.
+        self._retire(leg)
+        if self.legs.pop(leg.leg_id, None) is None:
+            return  # refused at the door: the controller never heard of it
+        self.deadlines.cancel((leg.leg_id, "ring"))
         if leg.recording is not None:
             self._stop_recording(leg)
         if leg.prompt is not None:
@@ -272,9 +353,8 @@ class WorkerAgent:
         if leg.peer is not None:
             leg.peer.peer = None
             leg.peer = None
-        self.legs.pop(leg.leg_id, None)
-        # Keep the Call object alive past its own callback: freeing it here is unsafe.
-        self._retire(leg)
+        if leg.timed_out and not leg.answered:
+            code, reason = RING_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
 
     # -- commands ---------------------------------------------------------------------------
@@ -286,11 +366,13 @@ class WorkerAgent:
             reply.statusCode = 200
             self._leg(command.leg).answer(reply)
         elif isinstance(command, Reject):
+            leg = self._leg(command.leg)
             reply = pj.CallOpParam()
             reply.statusCode = command.code
             if command.reason:
                 reply.reason = command.reason
-            self._leg(command.leg).hangup(reply)
+            leg.hangup(reply)
+            leg.hangup_sent = True
         elif isinstance(command, Hangup):
             self._hangup(self._leg(command.leg))
         elif isinstance(command, Play):
@@ -303,10 +385,12 @@ class WorkerAgent:
             self._dial(command)
         elif isinstance(command, Bridge):
             self._bridge(self._leg(command.a), self._leg(command.b))
+        elif isinstance(command, Unbridge):
+            self._unbridge(self._leg(command.a), self._leg(command.b))
         elif isinstance(command, SendDtmf):
             self._leg(command.leg).dialDtmf(command.digits)
         elif isinstance(command, Record):
-            self._record(self._leg(command.leg), command.path)
+            self._record(self._leg(command.leg), command.path, command.max_seconds)
         elif isinstance(command, StopRecord):
             leg = self._leg(command.leg)
             if leg.recording is not None:
@@ -320,6 +404,10 @@ class WorkerAgent:
 
     def release_all(self) -> None:
         """Drop every pjsua2 object now, on this thread: one freed after libDestroy aborts."""
+        self.deadlines.cancel_all()
+        self._closing_recorders.clear()
+        for leg in self.legs.values():
+            leg.prompt, leg.recorder, leg.peer = None, None, None
         self.legs.clear()
         self._retired.clear()
         gc.collect()
@@ -331,15 +419,32 @@ class WorkerAgent:
         return leg
 
     def _hangup(self, leg: WorkerLeg) -> None:
+        """BYE, CANCEL or 480 depending on the leg's state; once (pjsua refuses a second)."""
+        if leg.hangup_sent:
+            return
         reply = pj.CallOpParam()
         info = leg.getInfo()
         if leg.direction == "inbound" and info.state < pj.PJSIP_INV_STATE_CONNECTING:
             reply.statusCode = 480  # an unanswered caller: "not now", not "busy"
         leg.hangup(reply)
+        leg.hangup_sent = True
+
+    def _ring_timeout(self, leg_id: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None and not leg.answered:
+            log.info("ring_timeout", leg=leg_id)
+            leg.timed_out = True
+            self._hangup(leg)
 
     def _dial(self, command: Dial) -> None:
-        if command.parent is None and self._legs_reserved() + 1 > self.max_legs:
-            raise CommandFailed("no free leg for a call without a parent")
+        parent = self.legs.get(command.parent) if command.parent else None
+        has_reserved_leg = (
+            parent is not None
+            and parent.direction == "inbound"
+            and not any(leg.parent == parent.leg_id for leg in self.legs.values())
+        )
+        if not has_reserved_leg and self._legs_reserved() + 1 > self.max_legs:
+            raise CommandFailed(f"no free leg in worker {self.worker_id}")
         leg = WorkerLeg(self, command.leg, "outbound", pj.PJSUA_INVALID_ID, command.parent)
         call = pj.CallOpParam(True)
         if command.from_uri:
@@ -356,13 +461,30 @@ class WorkerAgent:
             self.legs.pop(leg.leg_id, None)
             self._retire(leg)
             raise
+        if command.timeout_s is not None:
+            self.deadlines.start(
+                (leg.leg_id, "ring"), command.timeout_s, lambda: self._ring_timeout(command.leg)
+            )
 
     def _bridge(self, a: WorkerLeg, b: WorkerLeg) -> None:
+        if a is b:
+            raise CommandFailed(f"cannot bridge leg {a.leg_id} to itself")
         for leg in (a, b):
+            if leg.peer is not None and leg.peer not in (a, b):
+                self._unbridge(leg, leg.peer)
             if leg.prompt is not None:
                 self.stop_prompt(leg, interrupted=True)
         a.peer, b.peer = b, a
         self.connect_media(a)
+
+    def _unbridge(self, a: WorkerLeg, b: WorkerLeg) -> None:
+        if a.peer is not b:
+            raise CommandFailed(f"legs {a.leg_id} and {b.leg_id} are not bridged")
+        a.peer, b.peer = None, None
+        audio_a, audio_b = a.audio(), b.audio()
+        if audio_a is not None and audio_b is not None:
+            audio_a.stopTransmit(audio_b)
+            audio_b.stopTransmit(audio_a)
 
     def connect_media(self, leg: WorkerLeg) -> None:
         """(Re)connect a leg's audio once its media is up: to its peer or its prompt."""
@@ -380,21 +502,20 @@ class WorkerAgent:
             audio.startTransmit(leg.recorder)
 
     def _play(self, leg: WorkerLeg, command: Play) -> None:
+        self._prompt_numbers += 1
+        prompt = Prompt(self, leg.leg_id, self._prompt_numbers, loop=command.loop)
+        # Opened before the old prompt stops: a missing file leaves the old one playing.
+        prompt.createPlayer(command.path, 0 if command.loop else pj.PJMEDIA_FILE_NO_LOOP)
         if leg.prompt is not None:
             self.stop_prompt(leg, interrupted=True)
-        prompt = Prompt(lambda: self._prompt_finished(leg, prompt))
-        prompt.createPlayer(command.path, 0 if command.loop else pj.PJMEDIA_FILE_NO_LOOP)
         leg.prompt = prompt
         leg.barge_in = command.barge_in
         self.connect_media(leg)
 
-    def _prompt_finished(self, leg: WorkerLeg, prompt: Prompt) -> None:
-        # onEof2 runs inside the player's clock tick: stop it on the thread's next turn.
-        def stop() -> None:
-            if leg.prompt is prompt:
-                self.stop_prompt(leg, interrupted=False)
-
-        self.ua.post(stop)
+    def prompt_finished(self, leg_id: str, number: int) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None and leg.prompt is not None and leg.prompt.number == number:
+            self.stop_prompt(leg, interrupted=False)
 
     def stop_prompt(self, leg: WorkerLeg, *, interrupted: bool) -> None:
         prompt = leg.prompt
@@ -407,7 +528,7 @@ class WorkerAgent:
         self._retire(prompt)
         self.emit(PlaybackEnded(leg=leg.leg_id, interrupted=interrupted))
 
-    def _record(self, leg: WorkerLeg, path: str) -> None:
+    def _record(self, leg: WorkerLeg, path: str, max_seconds: float) -> None:
         if leg.recording is not None:
             raise CommandFailed(f"leg {leg.leg_id} is already recording")
         recorder = pj.AudioMediaRecorder()
@@ -415,22 +536,46 @@ class WorkerAgent:
         leg.recorder = recorder
         leg.recording = (path, time.monotonic())
         self.connect_media(leg)
+        leg_id = leg.leg_id
+        self.deadlines.start((leg_id, "record"), max_seconds, lambda: self._recording_full(leg_id))
+
+    def _recording_full(self, leg_id: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None and leg.recording is not None:
+            self._stop_recording(leg)
 
     def _stop_recording(self, leg: WorkerLeg) -> None:
         assert leg.recording is not None and leg.recorder is not None
+        self.deadlines.cancel((leg.leg_id, "record"))
         path, started = leg.recording
         audio = leg.audio() if not leg.ended else None
         if audio is not None:
             audio.stopTransmit(leg.recorder)
-        self._retire(leg.recorder)
+        self._recorder_numbers += 1
+        number = self._recorder_numbers
+        self._closing_recorders[number] = leg.recorder
         leg.recorder, leg.recording = None, None
-        self.emit(RecordingEnded(leg=leg.leg_id, path=path, seconds=time.monotonic() - started))
+        ended = RecordingEnded(leg=leg.leg_id, path=path, seconds=time.monotonic() - started)
+
+        key = (leg.leg_id, f"recorder-{number}")
+
+        def close() -> None:
+            # Destroying the recorder writes the WAV header, on the bridge's next tick too
+            # (measured: the header's sizes are 0 right after, final within 20 ms).
+            del self._closing_recorders[number]
+            self.deadlines.start(key, RECORDER_CLOSE_S, lambda: self.emit(ended))
+
+        # Not at once: the bridge applies stopTransmit on its next tick (pjproject #4526).
+        self.deadlines.start(key, RECORDER_CLOSE_S, close)
 
     def _retire(self, *objects: object) -> None:
         now = time.monotonic()
         self._retired.extend((now, obj) for obj in objects)
 
     def _forget_retired(self) -> None:
+        # A disconnected pj.Call keeps its old call id, and its destructor hangs up whatever
+        # call holds that id then: free one only while no live leg uses the id (measured: a
+        # probe call freed after its slot was reused hung up the caller on that slot).
         cutoff = time.monotonic() - RETIRE_AFTER_S
         live_ids = {leg.getId() for leg in self.legs.values()}
         self._retired = [
@@ -464,13 +609,50 @@ class EventWriter:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._lock = threading.Lock()
+        self._controller_gone = False
 
     def __call__(self, message: _Message) -> None:
         data = encode(message)
         with self._lock:
-            while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
+            if self._controller_gone:
+                return
+            try:
+                while data:
+                    written = os.write(self._fd, data)
+                    data = data[written:]
+            except BrokenPipeError:
+                # The controller died: stdin's EOF (or SIGTERM) follows and we hang up. An
+                # exception here would escape a pjsua callback and cut that clean-up short.
+                self._controller_gone = True
+                _quiet_output()
+
+
+class _Stderr:
+    """The log's file: stderr, until the controller reading it is gone (then nowhere)."""
+
+    def write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+        except BrokenPipeError:
+            _quiet_output()
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except BrokenPipeError:
+            _quiet_output()
+
+
+def _quiet_output() -> None:
+    """Point stdout and stderr at /dev/null once their reader, the controller, is gone.
+
+    Measured: with the controller SIGKILLed, the worker hung up its calls, then aborted
+    (SIGABRT) while a log line raised BrokenPipeError; with this it exits 0.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, sys.stderr.fileno())
+    os.close(devnull)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -488,15 +670,23 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (the pool's stop, or the parent's death) ends like stdin EOF: calls hung up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # It only calls write and flush, which is all _Stderr has.
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         processors=[
             structlog.processors.add_log_level,
             structlog.dev.ConsoleRenderer(colors=False),
         ],
     )
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     emit = EventWriter(args.events_fd)
     ua = UserAgentThread(
         host=args.host,
@@ -506,45 +696,59 @@ def main(argv: list[str] | None = None) -> int:
         console_log=args.pjsua_log_level > 1,
     )
     ua.start()
-    agent = ua.run(
-        lambda: WorkerAgent(
-            ua,
-            worker_id=args.worker_id,
-            host=args.host,
-            rtp_port=args.rtp_port,
-            rtp_ports=args.rtp_ports,
-            trusted=frozenset(args.trusted),
-            trunk_username=args.trunk_username,
-            trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
-            emit=emit,
-        )
-    )
-    max_legs = ua.run(agent.probe_capacity)
-    log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
-    emit(Hello(worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()))
     try:
-        for line in sys.stdin.buffer:
-            try:
-                command = decode_command(line)
-            except ProtocolError as exc:
-                log.error("bad_command", error=str(exc))
-                continue
-            try:
-                ua.run(lambda command=command: agent.execute(command))  # type: ignore[misc]
-            except (pj.Error, CommandFailed) as exc:
-                reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
-                emit(CommandResult(cid=command.cid, ok=False, error=reason))
-            else:
-                emit(CommandResult(cid=command.cid, ok=True))
-            if isinstance(command, Shutdown):
-                break
+        agent = ua.run(
+            lambda: WorkerAgent(
+                ua,
+                worker_id=args.worker_id,
+                host=args.host,
+                rtp_port=args.rtp_port,
+                rtp_ports=args.rtp_ports,
+                trusted=frozenset(args.trusted),
+                trunk_username=args.trunk_username,
+                trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
+                emit=emit,
+            )
+        )
+    except BaseException:
+        ua.stop()
+        raise
+    try:
+        max_legs = ua.run(agent.probe_capacity)
+        log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
+        hello = Hello(
+            worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()
+        )
+        emit(hello)
+        _serve_commands(ua, agent, emit)
     finally:
-        # The controller is gone or asked us to stop: no call outlives its controller.
+        # The controller is gone or asked us to stop: no call outlives its controller. A
+        # second SIGTERM must not cut this short (pjsua2 objects left alive abort the exit).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         ua.run(agent.hangup_all)
-        time.sleep(0.2)  # let the BYEs and final answers leave before the endpoint goes
+        time.sleep(SHUTDOWN_LINGER_S)
         ua.run(agent.release_all)
         ua.stop()
     return 0
+
+
+def _serve_commands(ua: UserAgentThread, agent: WorkerAgent, emit: EventWriter) -> None:
+    """Execute commands from stdin until Shutdown or EOF; one CommandResult each."""
+    for line in sys.stdin.buffer:
+        try:
+            command = decode_command(line)
+        except ProtocolError as exc:
+            log.error("bad_command", error=str(exc))
+            continue
+        try:
+            ua.run(lambda command=command: agent.execute(command))  # type: ignore[misc]
+        except (pj.Error, CommandFailed) as exc:
+            reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            emit(CommandResult(cid=command.cid, ok=False, error=reason))
+        else:
+            emit(CommandResult(cid=command.cid, ok=True))
+        if isinstance(command, Shutdown):
+            return
 
 
 if __name__ == "__main__":

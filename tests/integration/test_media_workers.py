@@ -6,9 +6,16 @@ Kamailio in test_calls.py.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import os
+import signal
+import socket
 import subprocess
+import sys
+import uuid
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,11 +24,13 @@ import pytest
 from core.settings import WorkerSettings
 from pbx.legs import Leg, LegGone
 from pbx.pool import WorkerPool
+from pbx.protocol import Answer, Hello, IncomingCall, decode_event, encode
 from pbx.ua_thread import shared_user_agent
 from tests.support.phone import TestCall, TestPhone
 from tests.support.ports import free_port_block
 
 Flow = Callable[[Leg], Awaitable[None]]
+MakePhone = Callable[..., Awaitable[TestPhone]]
 
 
 class Controller:
@@ -42,23 +51,29 @@ class Controller:
             await self.flow(leg)
 
 
-@pytest.fixture(scope="module")
-def greeting(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "greeting.wav"
+def make_tone(path: Path, seconds: float, frequency: int = 440) -> Path:
     subprocess.run(
-        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(path), "synth", "3", "sine", "440"],
+        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(path), "synth", str(seconds),
+         "sine", str(frequency)],
         check=True,
-    )
+    )  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("prompts")
+    make_tone(folder / "greeting.wav", 3)
+    make_tone(folder / "short.wav", 0.4, 660)
+    return folder
 
 
 @pytest.fixture(scope="module")
 async def pool() -> AsyncIterator[tuple[WorkerPool, Controller]]:
     ua = shared_user_agent()
     controller = Controller()
-    first_sip = free_port_block(2)
     settings = WorkerSettings(
-        count=2, first_sip_port=first_sip, first_rtp_port=free_port_block(80),
+        count=2, first_sip_port=free_port_block(2), first_rtp_port=free_port_block(80),
         rtp_ports_per_worker=40,
     )  # fmt: skip
     workers = WorkerPool(
@@ -66,11 +81,15 @@ async def pool() -> AsyncIterator[tuple[WorkerPool, Controller]]:
     )
     await workers.start()
     yield workers, controller
+    pids = [w.pid for w in workers.workers]
     await workers.stop()
+    await workers.stop()  # idempotent
+    for pid in pids:
+        assert pid is not None and not Path(f"/proc/{pid}").exists(), f"worker {pid} left behind"
 
 
 @pytest.fixture
-async def phones() -> AsyncIterator[Callable[..., Awaitable[TestPhone]]]:
+async def phones() -> AsyncIterator[MakePhone]:
     opened: list[TestPhone] = []
 
     async def make(username: str, auto_answer: int | None = None) -> TestPhone:
@@ -88,6 +107,12 @@ def worker_uri(pool: WorkerPool, worker: int, user: str = "company") -> str:
     return f"sip:{user}@127.0.0.1:{pool.workers[worker].sip_port}"
 
 
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
 async def collect_until_hash(leg: Leg) -> str:
     digits = ""
     while not digits.endswith("#"):
@@ -98,7 +123,7 @@ async def collect_until_hash(leg: Leg) -> str:
 
 
 async def assert_both_hear_each_other(a: TestCall, b: TestCall) -> None:
-    """Each phone plays a tone: after a bridge each must hear it, not silence."""
+    """Each phone plays a tone: after a bridge each must receive RTP carrying it, not silence."""
     before = (await a.rx_packets(), await b.rx_packets())
     await asyncio.sleep(1.0)
     after = (await a.rx_packets(), await b.rx_packets())
@@ -107,53 +132,133 @@ async def assert_both_hear_each_other(a: TestCall, b: TestCall) -> None:
     assert min(levels) > 10, f"rx levels {levels}: one side hears silence"
 
 
+def invite_from_elsewhere(port: int) -> int:
+    """The final status a worker gives an INVITE (without SDP) from an address it does not
+    trust."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        here = sock.getsockname()[1]
+        call_id = uuid.uuid4().hex
+        head = (
+            f"INVITE sip:company@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{here};rport;branch=z9hG4bK{call_id}\r\n"
+            f"From: <sip:intruder@127.0.0.1:{here}>;tag={call_id[:8]}\r\n"
+            f"To: <sip:company@127.0.0.1:{port}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:intruder@127.0.0.1:{here}>\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(head.encode(), ("127.0.0.1", port))
+        while True:
+            status = int(sock.recv(65535).split(b" ", 2)[1])
+            if status >= 200:
+                return status
+
+
 async def test_workers_discover_their_leg_cap(pool: tuple[WorkerPool, Controller]) -> None:
     workers, _ = pool
-    assert all(w.alive and w.max_legs >= 2 for w in workers.workers)
-    assert len(workers.dispatcher_targets()) == 2
+    assert all(w.alive and w.max_legs >= 2 and w.pid for w in workers.workers)
+    assert workers.workers_alive == 2
+    assert workers.legs_capacity == sum(w.max_legs for w in workers.workers)
+    ports = [w.sip_port for w in workers.workers]
+    assert workers.dispatcher_targets() == [f"sip:127.0.0.1:{p}" for p in ports]
 
 
 async def test_greeting_digits_dial_bridge_and_hangup(
-    pool: tuple[WorkerPool, Controller],
-    phones: Callable[..., Awaitable[TestPhone]],
-    greeting: Path,
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path
 ) -> None:
     workers, controller = pool
     caller_phone = await phones("caller")
     agent_phone = await phones("agent", auto_answer=200)
-    outcome: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+    legs: asyncio.Future[tuple[Leg, Leg]] = asyncio.get_running_loop().create_future()
+    digits_heard: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
 
     async def flow(leg: Leg) -> None:
         await leg.answer()
-        playback = await leg.play(greeting, barge_in=True)
+        playback = await leg.play(prompts / "greeting.wav", barge_in=True)
         digits = await collect_until_hash(leg)
-        interrupted = await playback.finished
-        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        digits_heard.set_result((digits, await playback.finished))
+        agent = await leg.dial(
+            f"sip:agent@{agent_phone.address}", timeout=10, headers={"X-PBX-Call": "42"}
+        )
         await agent.answered
         await leg.bridge(agent)
-        outcome.set_result((digits, interrupted))
-        await asyncio.wait({leg.ended, agent.ended}, return_when=asyncio.FIRST_COMPLETED)
-        for each in (leg, agent):
-            with contextlib.suppress(LegGone):
-                await each.hangup()
+        legs.set_result((leg, agent))
 
     controller.reset(flow)
-    call = await caller_phone.call(worker_uri(workers, 0))
-    await asyncio.wait_for(call.progress.answered, 5)
+    call = await caller_phone.call(
+        worker_uri(workers, 0), headers={"X-PBX-Trunk": "provider", "X-Other": "dropped"}
+    )
+    await asyncio.wait_for(call.answered, 5)
+    inbound = controller.legs.get_nowait()
+    assert inbound.headers == {"X-PBX-Trunk": "provider"}
+    assert (inbound.caller, inbound.called, inbound.direction) == ("caller", "company", "inbound")
+    assert inbound.sip_call_id
     await asyncio.sleep(0.5)
     assert await call.rx_level() > 10, "the caller should hear the greeting"
     await call.send_dtmf("1001#")
-    digits, interrupted = await asyncio.wait_for(outcome, 10)
+    digits, interrupted = await asyncio.wait_for(digits_heard, 10)
     assert digits == "1001#"
     assert interrupted, "the first digit should have stopped the greeting"
+    leg, agent_leg = await asyncio.wait_for(legs, 10)
+    assert workers.workers[0].legs_in_use == 2
     agent_call = await agent_phone.next_incoming()
     await assert_both_hear_each_other(call, agent_call)
+
+    await agent_leg.send_dtmf("5*")
+    await wait_until(lambda: agent_call.dtmf_received == ["5", "*"])
+    await leg.unbridge(agent_leg)
+    await asyncio.sleep(0.3)  # a tick for the bridge, then what is left in the jitter buffer
+    assert await call.rx_level() < 5, "after unbridge the caller hears nobody"
+
     await agent_call.hangup()
-    assert await asyncio.wait_for(call.progress.ended, 5) in (200, 487)
+    assert (await asyncio.wait_for(agent_leg.ended, 5)).code == 200
+    await leg.hangup()  # the flow's job: the other side follows
+    assert await asyncio.wait_for(call.ended, 5) == 200
+    await asyncio.wait_for(leg.ended, 5)
+    with pytest.raises(LegGone):
+        await leg.play(prompts / "short.wav")
+    assert workers.workers[0].legs_in_use == 0
+
+
+async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path, tmp_path: Path
+) -> None:
+    workers, controller = pool
+    phone = await phones("voicemail")
+    answered: asyncio.Future[Leg] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        answered.set_result(leg)
+
+    controller.reset(flow)
+    call = await phone.call(worker_uri(workers, 1))
+    leg = await asyncio.wait_for(answered, 5)
+    await asyncio.wait_for(leg.answered, 5)
+    once = await leg.play(prompts / "short.wav", barge_in=False)
+    assert await asyncio.wait_for(once.finished, 3) is False
+    looped = await leg.play(prompts / "short.wav", loop=True)
+    await asyncio.sleep(1.0)  # more than twice its length
+    assert not looped.finished.done()
+    await leg.stop_playback()
+    assert await asyncio.wait_for(looped.finished, 2) is True
+
+    await call.play(prompts / "greeting.wav", loop=True)
+    recording = await leg.record(tmp_path / "message.wav", max_seconds=1.0)
+    seconds = await asyncio.wait_for(recording.finished, 3)
+    assert 0.9 < seconds < 1.5
+    with wave.open(str(tmp_path / "message.wav")) as wav:
+        assert 0.7 < wav.getnframes() / wav.getframerate() < 1.5
+        samples = array.array("h", wav.readframes(wav.getnframes()))
+    assert max(samples) > 3000, "the recording should hold the caller's tone"
+    await call.hangup()
+    assert (await asyncio.wait_for(leg.ended, 5)).code == 200
 
 
 async def test_busy_and_ring_timeout_are_reported(
-    pool: tuple[WorkerPool, Controller], phones: Callable[..., Awaitable[TestPhone]]
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
 ) -> None:
     workers, controller = pool
     caller_phone = await phones("caller2")
@@ -165,6 +270,7 @@ async def test_busy_and_ring_timeout_are_reported(
         await leg.answer()
         busy = await leg.dial(f"sip:busy@{busy_phone.address}", timeout=10)
         silent = await leg.dial(f"sip:silent@{silent_phone.address}", timeout=1.0)
+        await silent.ringing
         ends = [await busy.ended, await silent.ended]
         codes.set_result([end.code for end in ends])
         await leg.hangup()
@@ -173,13 +279,13 @@ async def test_busy_and_ring_timeout_are_reported(
     await caller_phone.call(worker_uri(workers, 1))
     busy_code, timeout_code = await asyncio.wait_for(codes, 10)
     assert busy_code == 486
-    assert timeout_code == 487  # cancelled by the ring timeout
+    assert timeout_code == 408  # the worker's ring timeout
     silent_call = await silent_phone.next_incoming()
-    assert await asyncio.wait_for(silent_call.progress.ended, 5) == 487
+    assert await asyncio.wait_for(silent_call.ended, 5) == 487  # it was CANCELled
 
 
 async def test_caller_leaving_cancels_the_ringing_leg(
-    pool: tuple[WorkerPool, Controller], phones: Callable[..., Awaitable[TestPhone]]
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
 ) -> None:
     workers, controller = pool
     caller_phone = await phones("leaver")
@@ -195,17 +301,30 @@ async def test_caller_leaving_cancels_the_ringing_leg(
 
     controller.reset(flow)
     call = await caller_phone.call(worker_uri(workers, 0))
-    await asyncio.wait_for(call.progress.answered, 5)
+    await asyncio.wait_for(call.answered, 5)
     agent_leg = await asyncio.wait_for(ringing_leg, 5)
     await asyncio.wait_for(agent_leg.ringing, 5)
     incoming = await ringing_phone.next_incoming()
     await call.hangup()
-    assert await asyncio.wait_for(incoming.progress.ended, 5) == 487
+    assert await asyncio.wait_for(incoming.ended, 5) == 487
     assert (await asyncio.wait_for(agent_leg.ended, 5)).code == 487
 
 
-async def test_full_worker_answers_503(
-    pool: tuple[WorkerPool, Controller], phones: Callable[..., Awaitable[TestPhone]]
+async def test_a_failing_flow_rejects_the_caller_with_500(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
+) -> None:
+    workers, controller = pool
+
+    async def broken(leg: Leg) -> None:
+        raise RuntimeError("a bug in a call flow")
+
+    controller.reset(broken)
+    call = await (await phones("unlucky")).call(worker_uri(workers, 0))
+    assert await asyncio.wait_for(call.ended, 5) == 500
+
+
+async def test_full_worker_answers_503_and_strangers_403(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
 ) -> None:
     workers, controller = pool
     controller.reset(None)  # legs ring; the test keeps them
@@ -214,15 +333,21 @@ async def test_full_worker_answers_503(
     calls = [await caller_phone.call(worker_uri(workers, 1)) for _ in range(capacity)]
     legs = [await asyncio.wait_for(controller.legs.get(), 5) for _ in range(capacity)]
     overflow = await caller_phone.call(worker_uri(workers, 1))
-    assert await asyncio.wait_for(overflow.progress.ended, 5) == 503
+    assert await asyncio.wait_for(overflow.ended, 5) == 503
+    assert controller.legs.empty()
     for leg in legs:
         await leg.reject(480)
     for call in calls:
-        assert await asyncio.wait_for(call.progress.ended, 5) == 480
+        assert await asyncio.wait_for(call.ended, 5) == 480
+    port = workers.workers[0].sip_port
+    assert await asyncio.to_thread(invite_from_elsewhere, port) == 403
+    await asyncio.sleep(0.3)  # pjsua 2.15.1 used to abort here, a moment after the 403
+    assert workers.workers[0].alive and workers.workers[0].restarts == 0
+    assert controller.legs.empty()
 
 
 async def test_killed_worker_ends_only_its_own_calls_and_comes_back(
-    pool: tuple[WorkerPool, Controller], phones: Callable[..., Awaitable[TestPhone]]
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path
 ) -> None:
     workers, controller = pool
 
@@ -234,23 +359,57 @@ async def test_killed_worker_ends_only_its_own_calls_and_comes_back(
     phone = await phones("victim")
     doomed = await phone.call(worker_uri(workers, 0))
     survivor = await phone.call(worker_uri(workers, 1))
-    await asyncio.wait_for(asyncio.gather(doomed.progress.answered, survivor.progress.answered), 5)
+    await asyncio.wait_for(asyncio.gather(doomed.answered, survivor.answered), 5)
     doomed_leg, survivor_leg = sorted(
         [await controller.legs.get(), await controller.legs.get()], key=lambda leg: leg.worker_id
     )
+    old_pid = workers.workers[0].pid
     await workers.kill_worker_for_test(0)
     end = await asyncio.wait_for(doomed_leg.ended, 5)
     assert (end.code, end.reason) == (500, "worker lost")
+    with pytest.raises(LegGone):
+        await asyncio.wait_for(doomed_leg.play(prompts / "short.wav"), 1)
     assert not survivor_leg.ended.done()
-    for _ in range(100):
-        if workers.workers[0].alive:
-            break
-        await asyncio.sleep(0.1)
-    assert workers.workers[0].alive and workers.workers[0].restarts == 1
+    await wait_until(lambda: workers.workers[0].alive)
+    assert workers.workers[0].restarts == 1 and workers.workers[0].pid != old_pid
+    assert workers.restarts == 1 and workers.workers_alive == 2
     again = await phone.call(worker_uri(workers, 0))
-    await asyncio.wait_for(again.progress.answered, 5)
+    await asyncio.wait_for(again.answered, 5)
+    before = await survivor.rx_packets()
+    await survivor_leg.play(prompts / "short.wav")
+    await asyncio.sleep(0.3)
+    assert await survivor.rx_packets() > before, "the other worker's call goes on"
     for call in (survivor, again):
         await call.hangup()
-    # The caller of the dead worker hears nothing more; its own phone ends it.
+    # The dead worker's caller hears nothing more; its own phone ends it.
     with contextlib.suppress(RuntimeError):
         await doomed.hangup()
+
+
+async def test_a_worker_whose_controller_dies_hangs_up_and_exits_0(phones: MakePhone) -> None:
+    """Driven by hand over the protocol; then its pipes break and SIGTERM comes, as when the
+    controller is killed (the pool's children get SIGTERM when their parent dies)."""
+    events_read, events_write = os.pipe()
+    output_read, output_write = os.pipe()
+    sip_port = free_port_block(1)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx.worker", "--worker-id", "7", "--sip-port", str(sip_port),
+        "--rtp-port", str(free_port_block(40)), "--events-fd", str(events_write),
+        "--trusted", f"127.0.0.1:{shared_user_agent().sip_port}",
+        stdin=subprocess.PIPE, stdout=output_write, stderr=output_write, pass_fds=[events_write],
+    )  # fmt: skip
+    os.close(events_write)
+    os.close(output_write)
+    assert worker.stdin is not None
+    with os.fdopen(events_read, "rb") as events:
+        hello = decode_event(await asyncio.to_thread(events.readline))
+        assert isinstance(hello, Hello) and (hello.worker_id, hello.sip_port) == (7, sip_port)
+        call = await (await phones("orphan")).call(f"sip:x@127.0.0.1:{sip_port}")
+        incoming = decode_event(await asyncio.to_thread(events.readline))
+        assert isinstance(incoming, IncomingCall)
+        worker.stdin.write(encode(Answer(cid=1, leg=incoming.leg)))
+        await asyncio.wait_for(call.answered, 5)
+    os.close(output_read)  # the worker's log and events now go nowhere
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(call.ended, 5) == 200
+    assert await asyncio.wait_for(worker.wait(), 5) == 0

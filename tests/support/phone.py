@@ -1,7 +1,7 @@
 """A SIP desk phone for tests: one pjsua2 account on the shared user-agent thread.
 
-It registers, places and takes calls, sends RFC 4733 digits, plays a tone into every call
-(so RTP really flows) and counts the RTP packets it receives.
+It registers (or not), places and takes calls, sends RFC 4733 digits, plays a tone (or any
+WAV) into every call so RTP really flows, and counts the RTP packets it receives.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pjsua2 as pj
 
@@ -19,9 +19,12 @@ from pbx.ua_thread import UserAgentThread, shared_user_agent
 UNREGISTER_SECONDS = 5.0
 
 
-def _settle(answer: asyncio.Future[int], code: int) -> None:
-    if not answer.done():
-        answer.set_result(code)
+T = TypeVar("T")
+
+
+def _settle(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 TONE = Path("/tmp/pbx-test-phone-tone.wav")
@@ -53,11 +56,16 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
         self.account = account
         self.progress = progress
         self.player: Any = None
+        # Replaced players live as long as the call: the bridge may still read one for a
+        # tick after stopTransmit (pjproject issue 4526).
+        self.old_players: list[Any] = []
         self.handle = 0
 
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
         loop = self.account.loop
+        if loop.is_closed():
+            return  # the endpoint hangs up what a failed test left, after the loop ended
         if info.state == pj.PJSIP_INV_STATE_EARLY:
             loop.call_soon_threadsafe(_settle, self.progress.ringing, None)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
@@ -79,6 +87,18 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
         self.player.startTransmit(audio)
         # "The speaker": the bridge only reads (and measures) a port that goes somewhere.
         audio.startTransmit(pj.Endpoint.instance().audDevManager().getPlaybackDevMedia())
+
+    def play(self, path: str, loop: bool) -> None:
+        player = pj.AudioMediaPlayer()
+        player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
+        audio = self._audio()
+        if self.player is not None:
+            if audio is not None:
+                self.player.stopTransmit(audio)
+            self.old_players.append(self.player)
+        self.player = player
+        if audio is not None:
+            player.startTransmit(audio)
 
     def onDtmfDigit(self, prm: Any) -> None:
         digit = prm.digit
@@ -102,12 +122,17 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
 class _PhoneAccount(pj.Account):  # type: ignore[misc]  # pjsua2 has no type hints
     """Hands REGISTER answers and incoming calls back to the asyncio loop waiting for them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ua: UserAgentThread) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ua: UserAgentThread,
+        incoming: asyncio.Queue[TestCall],
+    ) -> None:
         super().__init__()
         self.loop = loop
         self.ua = ua
         self.answer: asyncio.Future[int] | None = None
-        self.incoming: asyncio.Queue[TestCall] = asyncio.Queue()
+        self.incoming = incoming
         # None: ring until the test answers; a number: answer with that status at once.
         self.auto_answer: int | None = None
 
@@ -141,6 +166,25 @@ class TestCall:
         self._handle = handle
         self.progress = progress
 
+    @property
+    def answered(self) -> asyncio.Future[None]:
+        return self.progress.answered
+
+    @property
+    def ended(self) -> asyncio.Future[int]:
+        """The final SIP status: an unanswered call's failure code, 200 after a normal end."""
+        return self.progress.ended
+
+    @property
+    def code(self) -> int | None:
+        """The final SIP status once the call ended."""
+        return self.progress.ended.result() if self.progress.ended.done() else None
+
+    @property
+    def dtmf_received(self) -> list[str]:
+        """RFC 4733 digits heard from the far end, in order."""
+        return self.progress.digits
+
     async def answer(self, code: int = 200) -> None:
         def answer() -> None:
             reply = pj.CallOpParam()
@@ -153,7 +197,12 @@ class TestCall:
         await self._ua.run_async(lambda: self._call().hangup(pj.CallOpParam()))
 
     async def send_dtmf(self, digits: str) -> None:
+        """RFC 4733 events, paced by pjsua (one digit after the other)."""
         await self._ua.run_async(lambda: self._call().dialDtmf(digits))
+
+    async def play(self, path: Path, loop: bool = False) -> None:
+        """Send this WAV (8 kHz mono 16-bit) instead of the phone's tone."""
+        await self._ua.run_async(lambda: self._call().play(str(path), loop))
 
     async def rx_level(self) -> int:
         """Signal level (0-255) of what this phone hears now: silence is near 0."""
@@ -192,6 +241,8 @@ class TestPhone:
         self._ua = user_agent or shared_user_agent()
         self._handle: int | None = None
         self.auto_answer = auto_answer
+        # Calls to this phone, ringing (or answered with auto_answer), in arrival order.
+        self.incoming: asyncio.Queue[TestCall] = asyncio.Queue()
 
     async def open_unregistered(self, username: str, domain: str = "127.0.0.1") -> None:
         """An account that calls and is called directly, without a registrar."""
@@ -204,7 +255,7 @@ class TestPhone:
             config.sipConfig.transportId = self._ua.transport_id
             config.mediaConfig.transportConfig.boundAddress = self._ua.host
             config.mediaConfig.transportConfig.publicAddress = self._ua.host
-            account = _PhoneAccount(loop, self._ua)
+            account = _PhoneAccount(loop, self._ua, self.incoming)
             account.auto_answer = self.auto_answer
             account.create(config)
             return self._ua.keep(account)
@@ -215,8 +266,9 @@ class TestPhone:
     def address(self) -> str:
         return f"{self._ua.host}:{self._ua.sip_port}"
 
-    async def call(self, uri: str) -> TestCall:
-        """Place a call from this phone's (registered) account; returns once it is sent."""
+    async def call(self, uri: str, headers: dict[str, str] | None = None) -> TestCall:
+        """Place a call from this phone's account (with extra SIP headers); returns once the
+        INVITE is sent."""
         handle = self._handle
         if handle is None:
             raise RuntimeError("register the phone first")
@@ -230,19 +282,24 @@ class TestPhone:
             assert account is not None
             call = _PhoneCall(account, progress, pj.PJSUA_INVALID_ID)
             call.handle = self._ua.keep(call)
-            call.makeCall(uri, pj.CallOpParam(True))
+            options = pj.CallOpParam(True)
+            for name, value in (headers or {}).items():
+                header = pj.SipHeader()
+                header.hName = name
+                header.hValue = value
+                options.txOption.headers.append(header)
+            try:
+                call.makeCall(uri, options)
+            except pj.Error:
+                self._ua.release(call.handle)
+                raise
             return int(call.handle)
 
         return TestCall(self._ua, await self._ua.run_async(place), progress)
 
     async def next_incoming(self, timeout: float = 10.0) -> TestCall:
-        handle = self._handle
-        if handle is None:
-            raise RuntimeError("register the phone first")
-        account = await self._ua.run_async(lambda: self._ua.kept(handle, _PhoneAccount))
-        assert account is not None
         async with asyncio.timeout(timeout):
-            return await account.incoming.get()
+            return await self.incoming.get()
 
     async def register(
         self,
@@ -275,7 +332,7 @@ class TestPhone:
             config.sipConfig.transportId = self._ua.transport_id
             config.mediaConfig.transportConfig.boundAddress = self._ua.host
             config.mediaConfig.transportConfig.publicAddress = self._ua.host
-            account = _PhoneAccount(loop, self._ua)
+            account = _PhoneAccount(loop, self._ua, self.incoming)
             account.answer = answer
             account.auto_answer = self.auto_answer
             account.create(config)
