@@ -59,11 +59,10 @@ def create_app(
             metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
         pool = request.app.get(POOL_KEY)
         if pool is not None:
-            live = [w for w in pool.workers if w.alive]
-            metrics.workers_alive.set(len(live))
-            metrics.worker_legs_capacity.set(sum(w.max_legs for w in live))
-            metrics.worker_legs_in_use.set(sum(w.legs_in_use for w in pool.workers))
-            metrics.worker_restarts.set(sum(w.restarts for w in pool.workers))
+            metrics.workers_alive.set(pool.workers_alive)
+            metrics.worker_legs_capacity.set(pool.legs_capacity)
+            metrics.worker_legs_in_use.set(pool.legs_in_use)
+            metrics.worker_restarts.set(pool.restarts)
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
