@@ -53,14 +53,27 @@ class Presence:
     # A change asked for during a call waits here until the call ends.
     pending: Presence | None = None
     missed_offers: int = 0
+    # Calls outside the ACD (direct, internal, outbound) the agent's phone is in right now.
+    direct_calls: int = 0
+    # When the agent last became free for ACD work (evenly: longest idle first).
+    idle_since: float = 0.0
+    # When status or activity last changed (wallboards show "for 3 min").
+    changed_at: float = 0.0
 
     @property
     def takes_acd_work(self) -> bool:
-        return self.status is Status.READY and self.activity is Activity.IDLE
+        return self.status is Status.READY and not self.busy
 
     @property
     def busy(self) -> bool:
-        return self.activity is not Activity.IDLE
+        return self.activity is not Activity.IDLE or self.direct_calls > 0
+
+    @property
+    def shown_activity(self) -> Activity:
+        """What colleagues see: a direct call shows as in_call like an ACD call."""
+        if self.activity is Activity.IDLE and self.direct_calls > 0:
+            return Activity.IN_CALL
+        return self.activity
 
 
 def choose_status(
@@ -100,7 +113,7 @@ def choose_status(
     )
     if current.busy:
         return replace(current, pending=target)
-    return replace(target, activity=current.activity)
+    return _carry_over(target, current)
 
 
 def offer(current: Presence) -> Presence:
@@ -110,9 +123,15 @@ def offer(current: Presence) -> Presence:
     return replace(current, activity=Activity.RINGING)
 
 
-def ring_direct(current: Presence) -> Presence:
+def direct_call_started(current: Presence) -> Presence:
     """A direct, internal or outbound call occupies the phone whatever the status."""
-    return replace(current, activity=Activity.RINGING)
+    return replace(current, direct_calls=current.direct_calls + 1)
+
+
+def direct_call_ended(current: Presence) -> Presence:
+    """No wrap-up after a non-ACD call; a change asked for during it applies once free."""
+    after = replace(current, direct_calls=max(0, current.direct_calls - 1))
+    return after if after.busy else _apply_pending(after)
 
 
 def answered(current: Presence) -> Presence:
@@ -125,12 +144,20 @@ def offer_missed(current: Presence, *, max_missed: int) -> Presence:
     idle = replace(current, activity=Activity.IDLE, missed_offers=missed)
     if missed >= max_missed and idle.pending is None and idle.status is Status.READY:
         return replace(idle, status=Status.NOT_READY, reason=MISSED_CALLS_REASON, missed_offers=0)
-    return _apply_pending(idle)
+    return idle if idle.busy else _apply_pending(idle)
+
+
+def offer_withdrawn(current: Presence) -> Presence:
+    """The offer ended through no fault of the agent (the caller left, another agent won)."""
+    idle = replace(current, activity=Activity.IDLE)
+    return idle if idle.busy else _apply_pending(idle)
 
 
 def call_ended(current: Presence, *, acd: bool, wrap_up_seconds: float, now: float) -> Presence:
     """After an ACD call the agent wraps up; a change asked for during the call wins."""
     idle = replace(current, activity=Activity.IDLE)
+    if idle.busy:
+        return idle  # still on a direct call: wrap-up starts with nothing, pending waits
     if idle.pending is not None:
         return _apply_pending(idle)
     if acd and wrap_up_seconds > 0 and idle.status is Status.READY:
@@ -155,7 +182,34 @@ def end_wrap_up(current: Presence) -> Presence:
     return replace(current, status=Status.READY, wrap_up_until=None)
 
 
+def stamped(before: Presence, after: Presence, now: float) -> Presence:
+    """Record when the change happened: changed_at, and idle_since when work may come again."""
+    if (before.status, before.shown_activity) != (after.status, after.shown_activity):
+        after = replace(after, changed_at=now)
+    if after.takes_acd_work and not before.takes_acd_work:
+        after = replace(after, idle_since=now)
+    return after
+
+
+def after_restart(current: Presence) -> Presence:
+    """Calls do not survive a restart of the service; the agent's own choices do."""
+    idle = replace(current, activity=Activity.IDLE, direct_calls=0)
+    return _apply_pending(idle)
+
+
 def _apply_pending(current: Presence) -> Presence:
     if current.pending is None:
         return current
-    return replace(current.pending, activity=current.activity, missed_offers=current.missed_offers)
+    return _carry_over(current.pending, current)
+
+
+def _carry_over(target: Presence, current: Presence) -> Presence:
+    """A newly chosen status keeps what the system tracks about the agent."""
+    return replace(
+        target,
+        activity=current.activity,
+        missed_offers=current.missed_offers,
+        direct_calls=current.direct_calls,
+        idle_since=current.idle_since,
+        changed_at=current.changed_at,
+    )

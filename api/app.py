@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from api import calls, extensions, health, numbers, prompts, tokens, users
+from acd.agents import recover_after_restart, wallboard
+from acd.dispatcher import Dispatcher
+from acd.queues import list_queues
+from api import calls, extensions, health, numbers, presence, prompts, queues, tokens, users
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
-from api.routing import API_PREFIX, CONTEXT_KEY, RouteTable
+from api.routing import API_PREFIX, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
 from core.context import PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory
 from core.events import EventBus
@@ -22,14 +26,14 @@ from core.metrics import Metrics
 from core.settings import Settings
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
-from ivr.flows import CallFlows
+from ivr.flows import CallFlows, Tones
 from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
-from pbx.tones import make_ringback_tone
+from pbx.tones import make_hold_music, make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
-    prompts.routes, calls.routes,
+    prompts.routes, calls.routes, presence.routes, queues.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -63,6 +67,7 @@ def create_app(
             metrics.worker_legs_capacity.set(pool.legs_capacity)
             metrics.worker_legs_in_use.set(pool.legs_in_use)
             metrics.worker_restarts.set(pool.restarts)
+        await _acd_figures(request.app[CONTEXT_KEY], request.app[DISPATCHER_KEY], metrics)
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -82,12 +87,20 @@ def create_app(
         hub = EventHub(redis)
         await hub.start()
         app[HUB_KEY] = hub
-        pool = await _start_media_workers(app[CONTEXT_KEY], edge) if media_workers else None
-        if pool is not None:
+        dispatcher = Dispatcher(app[CONTEXT_KEY])
+        app[DISPATCHER_KEY] = dispatcher
+        pool = None
+        if media_workers:
+            # Calls do not outlive the service: whatever "ringing" or "in call" Redis
+            # remembers from the last run is stale.
+            await recover_after_restart(app[CONTEXT_KEY])
+            dispatcher.start(hub.subscribe())
+            pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher)
             app[POOL_KEY] = pool
         yield
         if pool is not None:
             await pool.stop()
+        await dispatcher.stop()
         await hub.stop()
         await edge.close()
         await redis.aclose()
@@ -107,10 +120,16 @@ _METRICS = web.AppKey("metrics", Metrics)
 POOL_KEY = web.AppKey("worker_pool", WorkerPool)
 
 
-async def _start_media_workers(ctx: ServiceContext, edge: KamailioRpc) -> WorkerPool:
+async def _start_media_workers(
+    ctx: ServiceContext, edge: KamailioRpc, dispatcher: Dispatcher
+) -> WorkerPool:
     settings = ctx.settings
-    ringback = await asyncio.to_thread(make_ringback_tone, settings.data_dir / "tones")
-    flows = CallFlows(ctx, edge, ringback)
+    folder = settings.data_dir / "tones"
+    tones = Tones(
+        ringback=await asyncio.to_thread(make_ringback_tone, folder),
+        hold_music=await asyncio.to_thread(make_hold_music, folder),
+    )
+    flows = CallFlows(ctx, edge, dispatcher, tones)
     pool = WorkerPool(
         settings.workers,
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
@@ -121,6 +140,23 @@ async def _start_media_workers(ctx: ServiceContext, edge: KamailioRpc) -> Worker
     )
     await pool.start()
     return pool
+
+
+async def _acd_figures(ctx: ServiceContext, dispatcher: Dispatcher, metrics: Metrics) -> None:
+    """Gauges read at scrape time: agents per status, callers waiting per queue."""
+    counts: Counter[tuple[str, str]] = Counter(
+        (entry.presence.status.value, entry.presence.shown_activity.value)
+        for entry in await wallboard(ctx)
+    )
+    metrics.agents_by_status.clear()
+    for (status, activity), count in counts.items():
+        metrics.agents_by_status.labels(status=status, activity=activity).set(count)
+    metrics.queue_waiting.clear()
+    metrics.queue_longest_wait.clear()
+    for queue in await list_queues(ctx):
+        waiting, longest = dispatcher.queue_figures().get(queue.id, (0, 0.0))
+        metrics.queue_waiting.labels(queue=str(queue.id)).set(waiting)
+        metrics.queue_longest_wait.labels(queue=str(queue.id)).set(longest)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from acd.dispatcher import Dispatcher
 from api.auth import authenticated_principal
 from api.errors import validation_failed
 from core.context import ServiceContext
@@ -20,6 +21,7 @@ from extensions.tokens import Principal
 
 API_PREFIX = "/api/v1"
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
+DISPATCHER_KEY = web.AppKey("acd_dispatcher", Dispatcher)
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ANY_ROLE = frozenset(Role)

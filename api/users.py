@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
@@ -165,7 +166,12 @@ async def patch_user(req: ApiRequest) -> UserOut:
         role=body.role,
         active=body.active,
     )
-    return UserOut.of(await users.update_user(req.ctx, req.path["user_id"], changes))
+    record = await users.update_user(req.ctx, req.path["user_id"], changes)
+    if body.active is False:
+        # Out of the contact center too: no queue offers them work, colleagues see them gone.
+        await queues.remove_member_everywhere(req.ctx, record.id)
+        await agents.log_out_dismissed(req.ctx, record.id)
+    return UserOut.of(record)
 
 
 @routes.add(

@@ -76,3 +76,52 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=self.registry,
         )
+        self.presence_changes = Counter(
+            "pbx_presence_changes_total",
+            "Agent presence changes, by the status after the change",
+            ["status"],
+            registry=self.registry,
+        )
+        self.agents_by_status = Gauge(
+            "pbx_agents",
+            "Active users by presence status and activity",
+            ["status", "activity"],
+            registry=self.registry,
+        )
+        self.queue_waiting = Gauge(
+            "pbx_queue_waiting_callers",
+            "Callers waiting in each queue",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_longest_wait = Gauge(
+            "pbx_queue_longest_wait_seconds",
+            "How long the oldest caller of each queue waits",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "pbx_queue_wait_seconds",
+            "Seconds callers waited in a queue, by how their wait ended",
+            ["queue", "outcome"],
+            buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )
+        self.queue_calls = Counter(
+            "pbx_queue_calls_total",
+            "Queue callers by outcome: answered, abandoned, timeout, exit_key, overflow, full",
+            ["queue", "outcome"],
+            registry=self.registry,
+        )
+        self.queue_answered_in_service_level = Counter(
+            "pbx_queue_answered_within_service_level_total",
+            "Queue calls answered within acd.service_level_seconds (divide by answered)",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.acd_offers = Counter(
+            "pbx_acd_offers_total",
+            "Agent offers by result: answered, no_answer, withdrawn",
+            ["result"],
+            registry=self.registry,
+        )

@@ -96,6 +96,35 @@ class TrunkSettings(_Section):
     password: str = ""
 
 
+class AcdSettings(_Section):
+    # Reasons an agent may give for not_ready ("missed calls" is set by the system).
+    not_ready_reasons: list[str] = Field(
+        ["break", "lunch", "meeting", "training", "other"], min_length=1
+    )
+    # Wrap-up an agent enters by hand (a queue's own wrap_up_time applies after its calls).
+    wrap_up_time: int = Field(30, ge=0, le=3600)
+    # Offers an agent lets ring out in a row before the system sets not_ready "missed calls".
+    max_missed_offers: int = Field(3, ge=1, le=100)
+    # Answered within this many seconds of entering the queue counts for the service level.
+    service_level_seconds: int = Field(20, ge=1, le=3600)
+
+
+class FeatureCodeSettings(_Section):
+    # Dialled on a desk phone; the service answers with a short confirmation and hangs up.
+    ready: str = Field("*50", pattern=r"^\*[0-9]{1,4}$")
+    not_ready: str = Field("*51", pattern=r"^\*[0-9]{1,4}$")  # with the first reason listed
+    end_wrap_up: str = Field("*52", pattern=r"^\*[0-9]{1,4}$")
+    logged_out: str = Field("*53", pattern=r"^\*[0-9]{1,4}$")
+
+    def by_code(self) -> dict[str, str]:
+        return {
+            self.ready: "ready",
+            self.not_ready: "not_ready",
+            self.end_wrap_up: "end_wrap_up",
+            self.logged_out: "logged_out",
+        }
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -116,6 +145,8 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     calls: CallSettings = CallSettings()
     trunk: TrunkSettings = TrunkSettings()
+    acd: AcdSettings = AcdSettings()
+    feature_codes: FeatureCodeSettings = FeatureCodeSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

@@ -142,7 +142,6 @@ async def _dismiss(session: AsyncSession, user_id: int, extension: str | None) -
         .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    # Queue memberships join here once queues exist (ACD issue).
 
 
 async def drop_phone_registrations(ctx: ServiceContext, username: str) -> None:

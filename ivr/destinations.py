@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from extensions.numbering import EXTENSION_PATTERN
 
 # Types whose feature exists; the others are refused until their issue delivers them.
-AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "number", "hangup"})
+AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "queue", "number", "hangup"})
 EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +17,13 @@ from urllib.parse import unquote
 
 import structlog
 
+from acd.agents import apply_feature_code, change_presence
+from acd.dispatcher import Dispatcher
+from acd.presence import direct_call_ended, direct_call_started
+from acd.queue_call import Edge, QueueCall, QueueOutcome
+from acd.queues import find_queue, queue_of_extension
 from core.context import EdgeUnavailable, ServiceContext
+from core.errors import DomainError
 from extensions.phones import Reachable, dialable_extensions, reachable_user
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.destinations import Destination
@@ -36,6 +42,9 @@ from pbx.legs import Leg, LegGone
 
 log = structlog.get_logger(__name__)
 
+# Destinations leading to destinations (queue overflow into a queue...) stop after this many.
+MAX_DESTINATION_HOPS = 5
+
 SOURCE_HEADER = "X-PBX-Source"
 USER_HEADER = "X-PBX-User"
 # The far end's IVR needs a moment after answering before it listens for digits.
@@ -50,6 +59,12 @@ class Registrations(Protocol):
 
 
 @dataclass(frozen=True)
+class Tones:
+    ringback: Path
+    hold_music: Path  # queues without hold music of their own
+
+
+@dataclass(frozen=True)
 class Finish:
     disposition: Disposition
     hangup_by: str  # caller | callee | system
@@ -58,12 +73,20 @@ class Finish:
 class CallFlows:
     """Runs one flow per inbound leg; give `handle` to the worker pool as its on_inbound."""
 
-    def __init__(self, ctx: ServiceContext, registrations: Registrations, ringback: Path) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        registrations: Registrations,
+        dispatcher: Dispatcher,
+        tones: Tones,
+    ) -> None:
         self._ctx = ctx
         self._registrations = registrations
-        self._ringback = ringback
+        self._dispatcher = dispatcher
+        self._tones = tones
         self._calls = ctx.settings.calls
         self._sip = ctx.settings.sip
+        self._edge = Edge(self._sip.host, self._sip.port, self._sip.domain)
 
     async def handle(self, leg: Leg) -> None:
         source = leg.headers.get(SOURCE_HEADER)
@@ -142,16 +165,42 @@ class CallFlows:
         return collection
 
     async def _to_destination(
-        self, leg: Leg, call: CallLog, destination: Destination, number: InboundNumber | None
+        self,
+        leg: Leg,
+        call: CallLog,
+        destination: Destination,
+        number: InboundNumber | None,
+        *,
+        hops: int = 0,
     ) -> Finish:
         if destination.type == "extension":
             return await self._to_destination_extension(leg, call, destination.extension, number)
         if destination.type == "number":
             return await self._to_external(leg, call, destination.number, post_dial="")
-        # hangup (queue, menu and voicemail arrive with their issues)
+        if destination.type == "queue" and hops < MAX_DESTINATION_HOPS:
+            return await self._to_queue(leg, call, destination.id, hops=hops)
+        # hangup (menu and voicemail arrive with their issues)
         await self._say(leg, "goodbye")
         await leg.hangup()
         return Finish(Disposition.ENDED_IN_IVR, "system")
+
+    async def _to_queue(self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0) -> Finish:
+        """The caller (answered) waits in the queue; an overflow goes on to its destination."""
+        queue = await find_queue(self._ctx, queue_id)
+        if queue is None:
+            log.warning("queue_gone", queue_id=queue_id, call_id=call.id)
+            await self._say(leg, "not_available")
+            await leg.hangup()
+            return Finish(Disposition.UNAVAILABLE, "system")
+        result = await QueueCall(
+            self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music
+        ).run()
+        if result.outcome is QueueOutcome.ANSWERED:
+            return Finish(Disposition.ANSWERED, result.hangup_by)
+        if result.outcome is QueueOutcome.ABANDONED:
+            return Finish(Disposition.ABANDONED, "caller")
+        await leg.stop_playback()
+        return await self._to_destination(leg, call, queue.spec.overflow, None, hops=hops + 1)
 
     async def _to_destination_extension(
         self,
@@ -162,6 +211,9 @@ class CallFlows:
         *,
         decided_at: float | None = None,
     ) -> Finish:
+        queue_id = await queue_of_extension(self._ctx, extension)
+        if queue_id is not None:
+            return await self._to_queue(leg, call, queue_id)
         finish = await self._ring_extension(
             leg, call, extension, caller_answered=True, decided_at=decided_at
         )
@@ -194,6 +246,22 @@ class CallFlows:
         target = await reachable_user(self._ctx, extension)
         if target is None or not await self._is_registered(extension):
             return Finish(Disposition.UNAVAILABLE, "system")
+        async with self._occupied(target.user_id, call):
+            return await self._dial_user(
+                leg, call, extension, target, caller_answered=caller_answered,
+                decided_at=decided_at,
+            )  # fmt: skip
+
+    async def _dial_user(
+        self,
+        leg: Leg,
+        call: CallLog,
+        extension: str,
+        target: Reachable,
+        *,
+        caller_answered: bool,
+        decided_at: float | None,
+    ) -> Finish:
         callee = await leg.dial(
             f"sip:{extension}@{self._sip.host}:{self._sip.port}",
             timeout=self._calls.ring_timeout,
@@ -204,7 +272,7 @@ class CallFlows:
             self._ctx.metrics.extension_dial_latency.observe(elapsed)
         if caller_answered:
             # After the INVITE has left: the phone starts ringing one round-trip sooner.
-            await leg.play(self._ringback, loop=True, barge_in=False)
+            await leg.play(self._tones.ringback, loop=True, barge_in=False)
         await call.add_leg(callee.id, "callee", callee.sip_call_id)
         return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
 
@@ -248,6 +316,19 @@ class CallFlows:
                 await each.hangup()
         return Finish(Disposition.ANSWERED, hangup_by)
 
+    @contextlib.asynccontextmanager
+    async def _occupied(self, user_id: int | None, call: CallLog) -> AsyncIterator[None]:
+        """A user's phone in a non-ACD call: the ACD skips them until it ends."""
+        if user_id is None:
+            yield
+            return
+        cause = f"call:{call.id}"
+        await change_presence(self._ctx, user_id, direct_call_started, cause)
+        try:
+            yield
+        finally:
+            await change_presence(self._ctx, user_id, direct_call_ended, cause)
+
     async def _is_registered(self, extension: str) -> bool:
         try:
             return bool(await self._registrations.registered_contacts(extension))
@@ -259,20 +340,48 @@ class CallFlows:
 
     async def _phone_call(self, leg: Leg, extension: str) -> None:
         caller = await reachable_user(self._ctx, extension)
-        plan = plan_phone_call(unquote(leg.called), extension, await dialable_extensions(self._ctx))
+        dialled = unquote(leg.called)
+        feature = self._ctx.settings.feature_codes.by_code().get(dialled)
+        plan = plan_phone_call(dialled, extension, await dialable_extensions(self._ctx))
         direction = Direction.OUTBOUND if plan.kind is Dialled.EXTERNAL else Direction.INTERNAL
+        user_id = caller.user_id if caller else None
         call = await CallLog.open(
-            self._ctx, direction=direction, caller=extension, called=unquote(leg.called),
-            worker_id=leg.worker_id, user_id=caller.user_id if caller else None,
+            self._ctx, direction=direction, caller=extension, called=dialled,
+            worker_id=leg.worker_id, user_id=user_id,
         )  # fmt: skip
         await call.add_leg(leg.id, "caller", leg.sip_call_id)
-        await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
-                                                            plan.post_dial))  # fmt: skip
+        if feature is not None:
+            await self._run(call, leg, lambda: self._feature_code(leg, user_id, feature))
+            return
+        async with self._occupied(user_id, call):
+            await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
+                                                                plan.post_dial))  # fmt: skip
+
+    async def _feature_code(self, leg: Leg, user_id: int | None, feature: str) -> Finish:
+        """A desk phone's presence key: apply it, confirm in a few words, hang up."""
+        await leg.answer()
+        prompt = f"feature_{feature}"
+        if user_id is None:
+            prompt = "feature_refused"
+        else:
+            try:
+                await apply_feature_code(self._ctx, user_id, feature)
+            except DomainError as exc:
+                log.info("feature_code_refused", user_id=user_id, feature=feature, error=str(exc))
+                prompt = "feature_refused"
+        await self._say(leg, prompt)
+        await leg.hangup()
+        return Finish(Disposition.ENDED_IN_IVR, "system")
 
     async def _phone_flow(
         self, leg: Leg, call: CallLog, kind: Dialled, target: str, post_dial: str
     ) -> Finish:
         if kind is Dialled.EXTENSION:
+            queue_id = await queue_of_extension(self._ctx, target)
+            if queue_id is not None:
+                await leg.answer()
+                await call.system_answered()
+                return await self._to_queue(leg, call, queue_id)
             finish = await self._ring_extension(leg, call, target, caller_answered=False)
             if finish.disposition is Disposition.UNAVAILABLE and not leg.ended.done():
                 await leg.reject(480, "Not available")

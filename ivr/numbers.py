@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from acd.models import QueueRow
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
@@ -79,6 +80,10 @@ class DestinationUnavailable(InvalidInput):
 
 class UnknownExtension(InvalidInput):
     code = "unknown_extension"
+
+
+class UnknownQueue(InvalidInput):
+    code = "unknown_queue"
 
 
 class UnknownPrompt(InvalidInput):
@@ -216,6 +221,8 @@ async def _check_destinations(
             raise UnknownExtension(
                 f"extension {destination.extension} does not exist", field=f"{field}.extension"
             )
+        if destination.type == "queue" and await session.get(QueueRow, destination.id) is None:
+            raise UnknownQueue(f"queue {destination.id} does not exist", field=f"{field}.id")
 
 
 async def _load(session: AsyncSession, number_id: int) -> NumberRow:

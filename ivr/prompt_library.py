@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import Integer, String, column, select, table
 from sqlalchemy.orm import Mapped, mapped_column
 
+from acd.models import QueueRow
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
@@ -107,10 +108,16 @@ async def delete_prompt(ctx: ServiceContext, prompt_id: int) -> None:
                 select(_numbers.c.number).where(_numbers.c.greeting_prompt_id == prompt_id)
             )
         )
-        if users:
+        queues = list(
+            await session.scalars(
+                select(QueueRow.name).where(QueueRow.hold_music_prompt_id == prompt_id)
+            )
+        )
+        if users or queues:
+            uses = [f"the greeting of {n}" for n in users] + [f"hold music of {q}" for q in queues]
             raise PromptInUse(
-                f"prompt {prompt_id} is the greeting of {', '.join(users)}",
-                details={"numbers": users},
+                f"prompt {prompt_id} is {', '.join(uses)}",
+                details={"numbers": users, "queues": queues},
             )
         data = _event_data(row)
         uploaded = prompt_file(ctx, row) if row.kind == "audio" else None

@@ -17,6 +17,11 @@ SYSTEM_PROMPTS = {
     "extension_not_found": "Sorry, that extension does not exist. Please try again.",
     "not_available": "Sorry, that person is not available.",
     "goodbye": "Thank you for calling. Goodbye.",
+    "feature_ready": "You are ready.",
+    "feature_not_ready": "You are not ready.",
+    "feature_end_wrap_up": "Wrap up ended. You are ready.",
+    "feature_logged_out": "You are logged out.",
+    "feature_refused": "Sorry, that is not possible now.",
 }
 
 

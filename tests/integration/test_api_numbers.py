@@ -92,8 +92,7 @@ async def test_invalid_number_is_422_naming_the_field(
     assert reply.body["error"]["field"] == field
 
 
-@pytest.mark.parametrize("kind", [{"type": "queue", "id": 1}, {"type": "menu", "id": 1},
-                                  {"type": "voicemail", "box": 1}])  # fmt: skip
+@pytest.mark.parametrize("kind", [{"type": "menu", "id": 1}, {"type": "voicemail", "box": 1}])
 async def test_destinations_of_features_not_built_yet_are_refused(
     admin: ApiClient, kind: dict[str, Any]
 ) -> None:
@@ -101,6 +100,15 @@ async def test_destinations_of_features_not_built_yet_are_refused(
     assert reply.status == 422
     assert reply.error_code == "destination_unavailable"
     assert reply.body["error"]["field"] == "default_destination.type"
+
+
+async def test_unknown_queue_destination_is_refused(admin: ApiClient) -> None:
+    reply = await admin.post(
+        "/numbers", number_body("+4930300450", default_destination={"type": "queue", "id": 999})
+    )
+    assert reply.status == 422
+    assert reply.error_code == "unknown_queue"
+    assert reply.body["error"]["field"] == "default_destination.id"
 
 
 async def test_unknown_extension_destination_is_refused(admin: ApiClient) -> None:

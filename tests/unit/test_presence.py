@@ -11,13 +11,17 @@ from acd.presence import (
     NotOfferable,
     Presence,
     Status,
+    after_restart,
     answered,
     call_ended,
     choose_status,
+    direct_call_ended,
+    direct_call_started,
     end_wrap_up,
     offer,
     offer_missed,
-    ring_direct,
+    offer_withdrawn,
+    stamped,
     tick,
 )
 
@@ -114,11 +118,53 @@ def test_wrap_up_can_end_early_or_be_entered_by_hand() -> None:
         end_wrap_up(Presence(Status.READY))
 
 
-def test_direct_calls_do_not_start_wrap_up() -> None:
-    ringing = ring_direct(Presence(Status.READY))
-    assert not ringing.takes_acd_work
-    after = call_ended(answered(ringing), acd=False, wrap_up_seconds=30, now=0.0)
+def test_direct_calls_block_acd_work_without_wrap_up() -> None:
+    on_direct = direct_call_started(Presence(Status.READY))
+    assert not on_direct.takes_acd_work and on_direct.shown_activity is Activity.IN_CALL
+    two = direct_call_started(on_direct)
+    assert not direct_call_ended(two).takes_acd_work
+    after = direct_call_ended(direct_call_ended(two))
     assert after.status is Status.READY and after.takes_acd_work
+
+
+def test_change_asked_for_during_a_direct_call_waits_for_its_end() -> None:
+    on_direct = direct_call_started(Presence(Status.READY))
+    asked = chosen("not_ready", "break", current=on_direct)
+    assert asked.status is Status.READY and asked.pending is not None
+    after = direct_call_ended(asked)
+    assert after.status is Status.NOT_READY and after.reason == "break"
+    assert after.direct_calls == 0 and after.pending is None
+
+
+def test_offer_withdrawn_frees_the_agent_without_counting_a_miss() -> None:
+    ringing = offer(Presence(Status.READY, missed_offers=1))
+    after = offer_withdrawn(ringing)
+    assert after.takes_acd_work and after.missed_offers == 1
+
+
+def test_restart_keeps_choices_and_forgets_calls() -> None:
+    talking = answered(offer(Presence(Status.READY, message="hi")))
+    talking = direct_call_started(chosen("dnd", current=talking))
+    after = after_restart(talking)
+    assert after.status is Status.DND and after.message is None  # the pending choice applied
+    wrapping = Presence(Status.WRAP_UP, wrap_up_until=99.0, message="notes")
+    assert after_restart(wrapping) == wrapping
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "changed_at", "idle_since"),
+    [
+        (Presence(Status.AWAY), Presence(Status.READY), 7.0, 7.0),
+        (Presence(Status.READY), Presence(Status.READY, message="x"), 0.0, 0.0),
+        (Presence(Status.READY), Presence(Status.READY, activity=Activity.RINGING), 7.0, 0.0),
+        (Presence(Status.READY, direct_calls=1), Presence(Status.READY), 7.0, 7.0),
+    ],
+)
+def test_stamps_say_when_status_and_free_time_changed(
+    before: Presence, after: Presence, changed_at: float, idle_since: float
+) -> None:
+    result = stamped(before, after, 7.0)
+    assert (result.changed_at, result.idle_since) == (changed_at, idle_since)
 
 
 def test_no_second_offer_while_ringing_or_talking() -> None:

@@ -1,0 +1,257 @@
+"""The ACD dispatcher: the one owner of "which caller rings which agent".
+
+Callers join as entries; a round (after any presence or queue change, a caller joining or an
+offer ending, and at least every second) matches the waiting entries with free agents
+(acd.matching, pure) and claims each agent atomically in Redis (acd.presence.offer under
+WATCH) before the entry's call flow is told to ring. An agent another writer took meanwhile is
+simply not claimed, so an agent never holds two offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy import select
+
+from acd.agents import change_presence, expire_wrap_ups, store
+from acd.matching import QueueRule, WaitingCaller, match_callers
+from acd.models import QueueMemberRow, QueueRow
+from acd.presence import NotOfferable, offer, offer_withdrawn
+from acd.strategies import AgentHistory, Strategy
+from core.context import ServiceContext
+from extensions.models import Extension
+from extensions.numbering import OwnerType
+
+log = structlog.get_logger(__name__)
+
+# Even with no event the dispatcher looks again this often (wrap-ups end, lost wake-ups).
+ROUND_INTERVAL_S = 1.0
+LAST_OFFERED_KEY = "pbx:acd:last_offered"
+ANSWERED_KEY_PREFIX = "pbx:acd:answered:"
+# Events after which a waiting caller may have an agent.
+_WAKING_EVENTS = ("presence_changed", "queue_", "user_")
+# Answered waits remembered per queue for the expected-wait announcement.
+RECENT_WAITS = 20
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    user_id: int
+    extension: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    agents: tuple[AgentTarget, ...]
+
+
+@dataclass(eq=False)
+class Entry:
+    id: int
+    queue_id: int
+    call_id: int
+    entered_at: float
+    tried: set[int] = field(default_factory=set)
+    offer_out: bool = False
+    offers: asyncio.Queue[Offer] = field(default_factory=asyncio.Queue)
+
+    def waited(self) -> float:
+        return time.time() - self.entered_at
+
+
+class Dispatcher:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._entries: dict[int, Entry] = {}
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._recent_waits: dict[int, deque[float]] = {}
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
+        """`events`: the service's event stream (envelopes as JSON), to wake on changes."""
+        self._task = asyncio.create_task(self._run(), name="acd-dispatcher")
+        if events is not None:
+            self._listener = asyncio.create_task(self._listen(events), name="acd-events")
+
+    async def stop(self) -> None:
+        for task in (self._listener, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- entries (used by the queue call flow) ----------------------------------------------
+
+    def join(self, queue_id: int, call_id: int) -> Entry:
+        entry = Entry(next(self._ids), queue_id, call_id, time.time())
+        self._entries[entry.id] = entry
+        self.wake()
+        return entry
+
+    async def leave(self, entry: Entry) -> None:
+        """The caller is out of the queue; an offer made meanwhile is handed back."""
+        self._entries.pop(entry.id, None)
+        while not entry.offers.empty():
+            for agent in entry.offers.get_nowait().agents:
+                await self.withdraw(agent.user_id, entry)
+        self.wake()
+
+    def offer_over(self, entry: Entry, missed: Iterable[int]) -> None:
+        entry.tried.update(missed)
+        entry.offer_out = False
+        self.wake()
+
+    async def withdraw(self, user_id: int, entry: Entry) -> None:
+        await change_presence(self._ctx, user_id, offer_withdrawn, f"withdrawn:{entry.call_id}")
+        self._ctx.metrics.acd_offers.labels(result="withdrawn").inc()
+
+    async def answered(self, entry: Entry, user_id: int) -> None:
+        waits = self._recent_waits.setdefault(entry.queue_id, deque(maxlen=RECENT_WAITS))
+        waits.append(entry.waited())
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        key = ANSWERED_KEY_PREFIX + day
+        await self._ctx.redis.hincrby(key, str(user_id), 1)
+        await self._ctx.redis.expire(key, 2 * 86400)
+
+    def waiting(self, queue_id: int) -> list[Entry]:
+        entries = [e for e in self._entries.values() if e.queue_id == queue_id]
+        return sorted(entries, key=lambda e: (e.entered_at, e.id))
+
+    def position(self, entry: Entry) -> int:
+        return 1 + sum(
+            1
+            for e in self.waiting(entry.queue_id)
+            if (e.entered_at, e.id) < (entry.entered_at, entry.id)
+        )
+
+    def expected_wait(self, entry: Entry) -> float | None:
+        """The average wait of the queue's recently answered callers; None before any."""
+        waits = self._recent_waits.get(entry.queue_id)
+        if not waits:
+            return None
+        return sum(waits) / len(waits)
+
+    def queue_figures(self) -> dict[int, tuple[int, float]]:
+        """Per queue: callers waiting and the longest wait, for the metrics."""
+        figures: dict[int, tuple[int, float]] = {}
+        for entry in self._entries.values():
+            count, longest = figures.get(entry.queue_id, (0, 0.0))
+            figures[entry.queue_id] = (count + 1, max(longest, entry.waited()))
+        return figures
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                deadline = await expire_wrap_ups(self._ctx)
+                await self._round()
+            except Exception:  # a round must never kill the ACD: log and try again
+                log.exception("dispatch_round_failed")
+                deadline = None
+            wait = ROUND_INTERVAL_S
+            if deadline is not None:
+                wait = max(0.05, min(wait, deadline - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            self._wake.clear()
+
+    async def _round(self) -> None:
+        waiting = [e for e in self._entries.values() if not e.offer_out]
+        if not waiting:
+            return
+        rules, extensions = await self._queue_rules({e.queue_id for e in waiting})
+        members = {m for rule in rules.values() for m in rule.members}
+        presences = await store(self._ctx).get_many(members)
+        free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in extensions)
+        if not free:
+            return
+        answered_today = await self._answered_today()
+        history = {
+            m: AgentHistory(idle_since=p.idle_since, calls_answered=answered_today.get(m, 0))
+            for m, p in presences.items()
+        }
+        last_offered = {
+            int(q): int(u) for q, u in (await self._ctx.redis.hgetall(LAST_OFFERED_KEY)).items()
+        }
+        callers = [
+            WaitingCaller(e.id, e.queue_id, e.entered_at, frozenset(e.tried)) for e in waiting
+        ]
+        for match in match_callers(callers, rules, free, history, last_offered):
+            entry = self._entries.get(match.entry_id)
+            if entry is None:
+                continue
+            claimed = [
+                AgentTarget(agent, extensions[agent])
+                for agent in match.agents
+                if await self._claim(agent, entry)
+            ]
+            if not claimed:
+                continue
+            if match.new_round:
+                entry.tried.clear()
+            entry.offer_out = True
+            await self._ctx.redis.hset(
+                LAST_OFFERED_KEY, str(entry.queue_id), str(claimed[-1].user_id)
+            )
+            entry.offers.put_nowait(Offer(tuple(claimed)))
+
+    async def _claim(self, agent: int, entry: Entry) -> bool:
+        try:
+            await change_presence(self._ctx, agent, offer, f"offer:{entry.call_id}")
+        except NotOfferable:
+            return False  # someone else got there first (a direct call, another offer)
+        return True
+
+    async def _queue_rules(
+        self, queue_ids: set[int]
+    ) -> tuple[dict[int, QueueRule], dict[int, str]]:
+        """Each queue's strategy and members in order; every member's extension."""
+        async with self._ctx.sessions() as session:
+            queues = await session.execute(
+                select(QueueRow.id, QueueRow.strategy).where(QueueRow.id.in_(queue_ids))
+            )
+            members = await session.execute(
+                select(QueueMemberRow.queue_id, QueueMemberRow.user_id, Extension.number)
+                .outerjoin(Extension, (Extension.owner_type == OwnerType.USER.value)
+                           & (Extension.owner_id == QueueMemberRow.user_id))
+                .where(QueueMemberRow.queue_id.in_(queue_ids))
+                .order_by(QueueMemberRow.queue_id, QueueMemberRow.position)
+            )  # fmt: skip
+            ordered: dict[int, list[int]] = {}
+            extensions: dict[int, str] = {}
+            for queue_id, user_id, number in members:
+                ordered.setdefault(queue_id, []).append(user_id)
+                if number is not None:
+                    extensions[user_id] = number
+            rules = {
+                queue_id: QueueRule(Strategy(strategy), tuple(ordered.get(queue_id, ())))
+                for queue_id, strategy in queues
+            }
+        return rules, extensions
+
+    async def _answered_today(self) -> dict[int, int]:
+        key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")
+        return {int(u): int(n) for u, n in (await self._ctx.redis.hgetall(key)).items()}
+
+    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
+        while (text := await events.get()) is not None:
+            kind = json.loads(text).get("type", "")
+            if kind.startswith(_WAKING_EVENTS):
+                self.wake()

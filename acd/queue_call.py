@@ -1,0 +1,272 @@
+"""A caller in a queue: hold music, announcements, the exit key, and ringing the agents the
+dispatcher offers until one answers (the asyncio shell around acd.dispatcher)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from acd.agents import change_presence, store
+from acd.dispatcher import AgentTarget, Dispatcher, Entry, Offer
+from acd.presence import Presence, Status, answered, call_ended, offer_missed
+from acd.queue_log import QueueEvent, record
+from acd.queues import Queue
+from core.context import ServiceContext
+from ivr.cdr import CallLog
+from ivr.prompt_library import get_prompt, prompt_file
+from ivr.prompts import prompts_dir, text_prompt_path
+from pbx.legs import Leg, LegGone, WorkerCommandFailed
+
+log = structlog.get_logger(__name__)
+
+
+class QueueOutcome(StrEnum):
+    ANSWERED = "answered"  # an agent took the call and it has ended
+    ABANDONED = "abandoned"  # the caller hung up while waiting
+    OVERFLOW = "overflow"  # timeout, exit key, full, no agents: the overflow destination
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    outcome: QueueOutcome
+    hangup_by: str = "system"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Where agents' phones are reached (Kamailio) and the SIP domain callers appear from."""
+
+    host: str
+    port: int
+    domain: str
+
+
+class QueueCall:
+    """One caller's stay in one queue."""
+
+    def __init__(
+        self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
+        queue: Queue, default_hold: Path,
+    ) -> None:  # fmt: skip
+        self._ctx = ctx
+        self._dispatcher = dispatcher
+        self._edge = edge
+        self._leg = leg
+        self._call = call
+        self._queue = queue
+        self._spec = queue.spec
+        self._default_hold = default_hold
+
+    async def run(self) -> QueueResult:
+        """The caller is answered already. Returns once the call ended or must overflow."""
+        refusal = await self._refusal()
+        if refusal is not None:
+            await self._log(refusal, wait_seconds=0.0)
+            return QueueResult(QueueOutcome.OVERFLOW)
+        entry = self._dispatcher.join(self._queue.id, self._call.id)
+        await self._log(QueueEvent.ENTER, position=self._dispatcher.position(entry))
+        try:
+            return await self._wait(entry)
+        finally:
+            await self._dispatcher.leave(entry)
+
+    async def _refusal(self) -> QueueEvent | None:
+        spec = self._spec
+        if spec.max_length and len(self._dispatcher.waiting(self._queue.id)) >= spec.max_length:
+            return QueueEvent.FULL
+        if spec.when_no_agents == "overflow":
+            presences = await store(self._ctx).get_many(spec.members)
+            if all(p.status is Status.LOGGED_OUT for p in presences.values()):
+                return QueueEvent.NO_AGENTS
+        return None
+
+    async def _wait(self, entry: Entry) -> QueueResult:
+        loop = asyncio.get_running_loop()
+        spec = self._spec
+        deadline = loop.time() + spec.max_wait if spec.max_wait else math.inf
+        interval = spec.announce_interval or math.inf
+        next_announcement = loop.time() + interval
+        await self._hold_music()
+        while True:
+            offer_ready = asyncio.ensure_future(entry.offers.get())
+            try:
+                wait = min(deadline, next_announcement) - loop.time()
+                digit = await self._leg.next_digit(max(0.0, wait), until=offer_ready)
+            finally:
+                if not offer_ready.done():
+                    offer_ready.cancel()
+            offer = (
+                offer_ready.result() if offer_ready.done() and not offer_ready.cancelled() else None
+            )
+            if self._leg.ended.done():
+                if offer is not None:
+                    await self._release(offer, entry)
+                await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
+                return QueueResult(QueueOutcome.ABANDONED, "caller")
+            if digit is not None and digit == spec.exit_key:
+                if offer is not None:
+                    await self._release(offer, entry)
+                await self._log(QueueEvent.EXIT_KEY, wait_seconds=entry.waited())
+                return QueueResult(QueueOutcome.OVERFLOW)
+            if offer is not None:
+                result = await self._ring(entry, offer)
+                if result is not None:
+                    return result
+                await self._hold_music()
+                continue
+            now = loop.time()
+            if now >= deadline:
+                await self._log(QueueEvent.TIMEOUT, wait_seconds=entry.waited())
+                return QueueResult(QueueOutcome.OVERFLOW)
+            if now >= next_announcement:
+                await self._announce(entry)
+                next_announcement = loop.time() + interval
+
+    # -- ringing agents ---------------------------------------------------------------------
+
+    async def _ring(self, entry: Entry, offer: Offer) -> QueueResult | None:
+        """Ring the offered agents; None when nobody answered (the caller waits on)."""
+        legs: dict[int, tuple[AgentTarget, Leg]] = {}
+        try:
+            for agent in offer.agents:
+                try:
+                    legs[agent.user_id] = (agent, await self._dial(agent))
+                except WorkerCommandFailed as exc:
+                    # No free leg for this agent in the caller's worker (ring_all): hand back.
+                    log.info("agent_not_rung", user_id=agent.user_id, error=str(exc))
+                    await self._dispatcher.withdraw(agent.user_id, entry)
+                    continue
+                await self._log(QueueEvent.OFFER, user_id=agent.user_id,
+                                wait_seconds=entry.waited(), extension=agent.extension)  # fmt: skip
+            winner = await self._first_answer(legs)
+        except BaseException:
+            await self._hang_up_all(legs, entry)
+            raise
+        if winner is None:
+            caller_gone = self._leg.ended.done()
+            missed = [] if caller_gone else list(legs)
+            for user_id in missed:
+                await self._log(QueueEvent.NO_ANSWER, user_id=user_id, wait_seconds=entry.waited())
+                await change_presence(
+                    self._ctx, user_id, self._missed, f"no_answer:{entry.call_id}"
+                )
+                self._ctx.metrics.acd_offers.labels(result="no_answer").inc()
+            await self._hang_up_all(legs, entry)
+            if caller_gone:
+                await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
+                return QueueResult(QueueOutcome.ABANDONED, "caller")
+            self._dispatcher.offer_over(entry, missed)
+            return None
+        agent, agent_leg = legs.pop(winner)
+        await self._hang_up_all(legs, entry)
+        return await self._talk(entry, agent, agent_leg)
+
+    async def _dial(self, agent: AgentTarget) -> Leg:
+        edge = self._edge
+        agent_leg = await self._leg.dial(
+            f"sip:{agent.extension}@{edge.host}:{edge.port}",
+            timeout=self._spec.ring_timeout,
+            from_uri=f"sip:{self._leg.caller}@{edge.domain}",
+            headers={"X-PBX-Queue": self._spec.name},
+        )
+        await self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
+        return agent_leg
+
+    async def _first_answer(self, legs: dict[int, tuple[AgentTarget, Leg]]) -> int | None:
+        while True:
+            live = [leg for _, leg in legs.values() if not leg.ended.done()]
+            for user_id, (_, leg) in legs.items():
+                if leg.answered.done() and not leg.ended.done():
+                    return user_id
+            if not live or self._leg.ended.done():
+                return None
+            watched: list[asyncio.Future[Any]] = [self._leg.ended]
+            for leg in live:
+                watched += [leg.answered, leg.ended]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _talk(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
+        cause = f"call:{entry.call_id}"
+        await change_presence(self._ctx, agent.user_id, answered, cause)
+        self._ctx.metrics.acd_offers.labels(result="answered").inc()
+        loop = asyncio.get_running_loop()
+        try:
+            await self._leg.bridge(agent_leg)
+            await self._call.answered(agent.extension, agent.user_id)
+            await self._dispatcher.answered(entry, agent.user_id)
+            await self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
+            talk_started = loop.time()
+            await asyncio.wait([self._leg.ended, agent_leg.ended],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            hangup_by = "caller" if self._leg.ended.done() else "agent"
+            talk = round(loop.time() - talk_started, 3)
+            await self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
+                            talk_seconds=talk)  # fmt: skip
+            return QueueResult(QueueOutcome.ANSWERED, hangup_by)
+        finally:
+            for each in (self._leg, agent_leg):
+                with contextlib.suppress(LegGone):
+                    await each.hangup()
+            wrap_up = self._spec.wrap_up_time
+            now = store(self._ctx).now()
+            await change_presence(
+                self._ctx, agent.user_id,
+                lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
+            )  # fmt: skip
+
+    def _missed(self, presence: Presence) -> Presence:
+        return offer_missed(presence, max_missed=self._ctx.settings.acd.max_missed_offers)
+
+    async def _hang_up_all(
+        self, legs: dict[int, tuple[AgentTarget, Leg]], entry: Entry, *, withdraw: bool = True
+    ) -> None:
+        """CANCEL (or BYE) the agents' legs; `withdraw`: their offer ends through no fault."""
+        for user_id, (_, leg) in list(legs.items()):
+            if not leg.ended.done():
+                with contextlib.suppress(LegGone):
+                    await leg.hangup()
+            if withdraw:
+                await self._dispatcher.withdraw(user_id, entry)
+        legs.clear()
+
+    async def _release(self, offer: Offer, entry: Entry) -> None:
+        for agent in offer.agents:
+            await self._dispatcher.withdraw(agent.user_id, entry)
+
+    # -- what the caller hears --------------------------------------------------------------
+
+    async def _hold_music(self) -> None:
+        path = self._default_hold
+        if self._spec.hold_music_prompt_id is not None:
+            with contextlib.suppress(Exception):
+                path = prompt_file(
+                    self._ctx, await get_prompt(self._ctx, self._spec.hold_music_prompt_id)
+                )
+        await self._leg.play(path, loop=True, barge_in=False)
+
+    async def _announce(self, entry: Entry) -> None:
+        position = self._dispatcher.position(entry)
+        text = f"You are number {position} in the queue."
+        expected = self._dispatcher.expected_wait(entry)
+        if expected is not None:
+            minutes = max(1, round(expected * position / 60))
+            text += (
+                f" The expected waiting time is about {minutes} minute{'s' if minutes > 1 else ''}."
+            )
+        path = await text_prompt_path(prompts_dir(self._ctx), text)
+        await self._leg.stop_playback()
+        playback = await self._leg.play(path, barge_in=False)
+        watched: list[asyncio.Future[Any]] = [playback.finished, self._leg.ended]
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if not self._leg.ended.done():
+            await self._hold_music()
+
+    async def _log(self, event: QueueEvent, **details: Any) -> None:
+        await record(self._ctx, self._queue.id, self._call.id, event, **details)
