@@ -1,0 +1,431 @@
+"""Queues end to end: SIPp callers through the edge wait in queues; registered PJSUA2 agent
+phones are offered the calls according to strategy and presence."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.settings import Settings
+from tests.support.api_client import ApiClient
+from tests.support.phone import TestCall, TestPhone
+from tests.support.sipp import SippResult, call_number
+
+_numbers = itertools.count(4930600000)
+_names = itertools.count(1)
+
+
+@dataclass
+class Agent:
+    phone: TestPhone
+    extension: str
+    user_id: int
+
+    async def rings(self, timeout: float = 10.0) -> TestCall:
+        return await self.phone.next_incoming(timeout=timeout)
+
+    def idle(self) -> bool:
+        return self.phone.incoming.empty()
+
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+@pytest.fixture
+async def agent(
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
+) -> AsyncIterator[MakeAgent]:
+    """A user with a registered desk phone and a presence (ready unless told otherwise)."""
+    made: list[Agent] = []
+
+    async def make(name: str, *, auto_answer: int | None = 200, status: str | None = "ready",
+                   reason: str | None = None) -> Agent:  # fmt: skip
+        user = await admin.new_user(name)
+        extension = next_extension()
+        sip = (await admin.assign(user["id"], extension))["sip"]
+        phone = TestPhone(auto_answer=auto_answer)
+        assert await phone.register(
+            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
+        ) == 200  # fmt: skip
+        made.append(each := Agent(phone, extension, user["id"]))
+        if status is not None:
+            await set_status(admin, each, status, reason=reason)
+        return each
+
+    yield make
+    for each in made:
+        await admin.put(f"/users/{each.user_id}/presence", {"status": "logged_out"})
+        each.phone.close()
+
+
+async def set_status(admin: ApiClient, agent: Agent, status: str, **extra: Any) -> dict[str, Any]:
+    body = {"status": status, **{k: v for k, v in extra.items() if v is not None}}
+    reply = await admin.put(f"/users/{agent.user_id}/presence", body)
+    assert reply.status == 200, reply
+    presence: dict[str, Any] = reply.body
+    return presence
+
+
+async def presence(admin: ApiClient, agent: Agent) -> dict[str, Any]:
+    body: dict[str, Any] = (await admin.get(f"/users/{agent.user_id}/presence")).body
+    return body
+
+
+async def eventually_presence(
+    admin: ApiClient, agent: Agent, timeout: float = 10.0, **expected: Any
+) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            current = await presence(admin, agent)
+            if all(current[key] == value for key, value in expected.items()):
+                return current
+            await asyncio.sleep(0.1)
+
+
+async def queue_line(admin: ApiClient, members: list[Agent], **fields: Any) -> tuple[int, str]:
+    """A queue and a company number whose callers go straight into it: (queue id, number)."""
+    reply = await admin.post("/queues", {
+        "name": f"Queue {next(_names)}", "members": [m.user_id for m in members],
+        "wrap_up_time": 0, "announce_interval": 0, **fields,
+    })  # fmt: skip
+    assert reply.status == 201, reply
+    number = str(next(_numbers))
+    line = await admin.post("/numbers", {
+        "number": number, "greeting": {"text": "Hello."}, "extension_dialing": False,
+        "default_destination": {"type": "queue", "id": reply.body["id"]},
+    })  # fmt: skip
+    assert line.status == 201, line
+    return reply.body["id"], number
+
+
+def caller(
+    settings: Settings, folder: Path, number: str, **options: Any
+) -> asyncio.Task[SippResult]:
+    return asyncio.create_task(call_number(folder, settings.sip.port, number, **options))
+
+
+async def queue_events(admin: ApiClient, queue_id: int) -> list[tuple[str, int | None]]:
+    items = (await admin.get("/queue-log", params={"queue_id": str(queue_id)})).body["items"]
+    return [(item["event"], item["user_id"]) for item in items]
+
+
+async def eventually_logged(
+    admin: ApiClient, queue_id: int, event: str, timeout: float = 10.0
+) -> list[tuple[str, int | None]]:
+    async with asyncio.timeout(timeout):
+        while True:
+            events = await queue_events(admin, queue_id)
+            if any(kind == event for kind, _ in events):
+                return events
+            await asyncio.sleep(0.1)
+
+
+async def test_in_order_rings_the_first_member_then_the_next_on_no_answer(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    first = await agent("First In Line", auto_answer=None)
+    second = await agent("Second In Line")
+    queue_id, number = await queue_line(admin, [first, second], strategy="in_order",
+                                        ring_timeout=5)  # fmt: skip
+    sipp = caller(settings, tmp_path, number, stay_s=9.0)
+    unanswered = await first.rings()
+    assert (await presence(admin, first))["activity"] == "ringing"
+    assert second.idle()
+    await asyncio.wait_for(unanswered.ended, 8)
+    answered = await second.rings()
+    await asyncio.wait_for(answered.answered, 5)
+    assert (await sipp).succeeded
+    events = await eventually_logged(admin, queue_id, "complete")
+    assert events == [
+        ("enter", None),
+        ("offer", first.user_id),
+        ("no_answer", first.user_id),
+        ("offer", second.user_id),
+        ("connect", second.user_id),
+        ("complete", second.user_id),
+    ]
+    # One miss (of 2 allowed) leaves the agent ready.
+    await eventually_presence(admin, first, status="ready", activity="idle")
+    calls = (await admin.get("/calls", params={"party": second.extension})).body["items"]
+    assert calls[0]["disposition"] == "answered" and calls[0]["user_id"] == second.user_id
+
+
+async def test_missed_offers_in_a_row_make_the_agent_not_ready(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    sleepy = await agent("Sleepy Agent", auto_answer=None)
+    _, number = await queue_line(admin, [sleepy], ring_timeout=5)
+    sipp = caller(settings, tmp_path, number, stay_s=14.0)
+    for _ in range(2):
+        await asyncio.wait_for((await sleepy.rings(timeout=12)).ended, 8)
+    state = await eventually_presence(admin, sleepy, status="not_ready")
+    assert state["reason"] == "missed calls"
+    await asyncio.sleep(2.0)
+    assert sleepy.idle(), "a not_ready agent must not ring again"
+    assert (await sipp).succeeded
+
+
+async def test_ring_all_rings_everyone_and_cancels_the_losers(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    team = [await agent(f"Ring All {i}", auto_answer=None) for i in range(3)]
+    queue_id, number = await queue_line(admin, team, strategy="ring_all")
+    sipp = caller(settings, tmp_path, number, stay_s=5.0)
+    ringing = [await member.rings() for member in team]
+    await ringing[1].answer()
+    await asyncio.wait_for(ringing[1].answered, 5)
+    for loser in (ringing[0], ringing[2]):
+        assert await asyncio.wait_for(loser.ended, 5) == 487  # CANCELled
+    for member in (team[0], team[2]):
+        await eventually_presence(admin, member, status="ready", activity="idle")
+    assert (await presence(admin, team[1]))["activity"] == "in_call"
+    assert (await sipp).succeeded
+    events = await eventually_logged(admin, queue_id, "complete")
+    assert ("connect", team[1].user_id) in events and ("no_answer", team[0].user_id) not in events
+
+
+async def test_evenly_offers_the_longest_idle_agent_first(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    rested = await agent("Rested Agent")
+    busy_earlier = await agent("Just Back Agent")  # ready later: idle for less time
+    _, number = await queue_line(admin, [busy_earlier, rested], strategy="evenly")
+    sipp = caller(settings, tmp_path, number, stay_s=1.0)
+    await rested.rings()
+    assert busy_earlier.idle()
+    assert (await sipp).succeeded
+
+
+async def test_round_robin_continues_after_the_last_agent_offered(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    team = [await agent(f"Robin {i}") for i in range(2)]
+    _, number = await queue_line(admin, team, strategy="round_robin")
+    for expected in (team[0], team[1], team[0]):
+        sipp = caller(settings, tmp_path, number, stay_s=0.5)
+        await expected.rings()
+        assert (await sipp).succeeded
+        await eventually_presence(admin, expected, activity="idle")
+    assert all(member.idle() for member in team)
+
+
+async def test_fewest_calls_prefers_the_agent_with_fewer_answered_calls(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    worked = await agent("Worked Agent")
+    fresh = await agent("Fresh Agent", status=None)
+    _, number = await queue_line(admin, [worked, fresh], strategy="fewest_calls")
+    sipp = caller(settings, tmp_path, number, stay_s=0.5)
+    await worked.rings()
+    assert (await sipp).succeeded
+    await eventually_presence(admin, worked, activity="idle")
+    await set_status(admin, fresh, "ready")  # idle for less time, but fewer calls
+    sipp = caller(settings, tmp_path, number, stay_s=0.5)
+    await fresh.rings()
+    assert worked.idle()
+    assert (await sipp).succeeded
+
+
+async def test_random_rings_one_free_member(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    team = [await agent(f"Dice {i}", auto_answer=None) for i in range(2)]
+    _, number = await queue_line(admin, team, strategy="random")
+    sipp = caller(settings, tmp_path, number, stay_s=2.0)
+    done, _ = await asyncio.wait(
+        [asyncio.ensure_future(m.rings()) for m in team], timeout=10,
+        return_when=asyncio.FIRST_COMPLETED,
+    )  # fmt: skip
+    assert len(done) == 1
+    assert (await sipp).succeeded
+
+
+async def test_not_ready_dnd_and_away_members_are_skipped(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    on_break = await agent("On Break", status="not_ready", reason="break")
+    focused = await agent("Focused", status="dnd")
+    away = await agent("Away", status="away")
+    ready = await agent("The Ready One")
+    _, number = await queue_line(admin, [on_break, focused, away, ready], strategy="in_order")
+    sipp = caller(settings, tmp_path, number, stay_s=1.0)
+    await ready.rings()
+    assert (await sipp).succeeded
+    assert on_break.idle() and focused.idle() and away.idle()
+
+
+async def test_wrap_up_blocks_offers_until_it_ends(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    worker = await agent("Wrapping Agent")
+    _, number = await queue_line(admin, [worker], wrap_up_time=4)
+    sipp = caller(settings, tmp_path, number, stay_s=0.5)
+    await worker.rings()
+    assert (await sipp).succeeded
+    wrapping = await eventually_presence(admin, worker, status="wrap_up")
+    assert wrapping["wrap_up_until"] is not None
+    second = caller(settings, tmp_path, number, stay_s=6.0)
+    await asyncio.sleep(2.5)
+    assert worker.idle(), "no ACD call during wrap-up"
+    await worker.rings(timeout=8)  # wrap-up ran out: ready again
+    assert (await second).succeeded
+
+
+async def test_wrap_up_ended_early_by_the_agent(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    worker = await agent("Quick Wrapper")
+    _, number = await queue_line(admin, [worker], wrap_up_time=600)
+    sipp = caller(settings, tmp_path, number, stay_s=0.5)
+    await worker.rings()
+    assert (await sipp).succeeded
+    await eventually_presence(admin, worker, status="wrap_up")
+    second = caller(settings, tmp_path, number, stay_s=5.0)
+    await asyncio.sleep(2.5)
+    assert worker.idle()
+    await set_status(admin, worker, "ready")
+    await worker.rings(timeout=5)
+    assert (await second).succeeded
+
+
+async def test_caller_abandoning_while_agents_ring(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    slow = await agent("Slow Agent", auto_answer=None)
+    queue_id, number = await queue_line(admin, [slow], ring_timeout=30)
+    sipp = caller(settings, tmp_path, number, stay_s=1.5)
+    ringing = await slow.rings()
+    assert (await sipp).succeeded
+    assert await asyncio.wait_for(ringing.ended, 5) == 487
+    events = await eventually_logged(admin, queue_id, "abandon")
+    assert ("no_answer", slow.user_id) not in events
+    state = await eventually_presence(admin, slow, status="ready", activity="idle")
+    assert state["reason"] is None
+    calls = (await admin.get("/calls", params={"party": number})).body["items"]
+    assert calls[0]["disposition"] == "abandoned"
+
+
+async def test_max_wait_sends_the_caller_to_overflow(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    absent = await agent("Absent Member", status="not_ready", reason="meeting")
+    backup = await agent("Overflow Desk", status=None)
+    queue_id, number = await queue_line(
+        admin, [absent], max_wait=2, when_no_agents="wait",
+        overflow={"type": "extension", "extension": backup.extension},
+    )  # fmt: skip
+    sipp = caller(settings, tmp_path, number, stay_s=6.0)
+    await backup.rings(timeout=10)
+    assert (await sipp).succeeded
+    events = await queue_events(admin, queue_id)
+    assert [kind for kind, _ in events] == ["enter", "timeout"]
+
+
+async def test_nobody_logged_in_goes_to_overflow_at_once(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    gone = await agent("Logged Out Member", status="logged_out")
+    backup = await agent("Night Desk", status=None)
+    queue_id, number = await queue_line(
+        admin, [gone], overflow={"type": "extension", "extension": backup.extension},
+    )  # fmt: skip
+    sipp = caller(settings, tmp_path, number, stay_s=3.0)
+    await backup.rings(timeout=8)
+    assert (await sipp).succeeded
+    assert [kind for kind, _ in await queue_events(admin, queue_id)] == ["no_agents"]
+
+
+async def test_exit_key_leaves_the_queue(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    absent = await agent("Busy Member", status="not_ready", reason="break")
+    backup = await agent("Exit Desk", status=None)
+    queue_id, number = await queue_line(
+        admin, [absent], exit_key="0", when_no_agents="wait",
+        overflow={"type": "extension", "extension": backup.extension},
+    )  # fmt: skip
+    sipp = caller(settings, tmp_path, number, digits="0", digits_after_s=2.5, stay_s=3.0)
+    await backup.rings(timeout=10)
+    assert (await sipp).succeeded
+    assert [kind for kind, _ in await queue_events(admin, queue_id)] == ["enter", "exit_key"]
+
+
+async def test_status_asked_for_during_a_call_applies_after_it(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    talker = await agent("Talking Agent")
+    _, number = await queue_line(admin, [talker], wrap_up_time=30)
+    sipp = caller(settings, tmp_path, number, stay_s=3.0)
+    await talker.rings()
+    await eventually_presence(admin, talker, activity="in_call")
+    asked = await set_status(admin, talker, "not_ready", reason="lunch")
+    assert asked["status"] == "ready" and asked["pending"]["status"] == "not_ready"
+    assert (await sipp).succeeded
+    after = await eventually_presence(admin, talker, status="not_ready", activity="idle")
+    assert after["reason"] == "lunch" and after["pending"] is None  # and no wrap-up
+
+
+async def test_agent_on_an_internal_call_is_skipped(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    chatting = await agent("Chatting Agent")
+    colleague = await agent("Colleague", status=None)
+    free = await agent("Free Agent")
+    _, number = await queue_line(admin, [chatting, free], strategy="in_order")
+    internal = await chatting.phone.call(
+        f"sip:{colleague.extension}@{settings.sip.host}:{settings.sip.port}"
+    )
+    await asyncio.wait_for(internal.answered, 10)
+    await eventually_presence(admin, chatting, activity="in_call")
+    sipp = caller(settings, tmp_path, number, stay_s=1.0)
+    await free.rings()
+    assert (await sipp).succeeded
+    assert chatting.idle()
+    await internal.hangup()
+    await eventually_presence(admin, chatting, status="ready", activity="idle")
+
+
+async def test_queue_extension_dialled_during_the_greeting(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    member = await agent("Queue By Extension")
+    extension = next_extension()
+    queue = await admin.post("/queues", {
+        "name": "Dialled queue", "extension": extension, "members": [member.user_id],
+        "announce_interval": 0,
+    })  # fmt: skip
+    assert queue.status == 201
+    number = str(next(_numbers))
+    assert (await admin.post("/numbers", {
+        "number": number, "greeting": {"text": "Dial an extension."},
+        "default_destination": {"type": "hangup"},
+    })).status == 201  # fmt: skip
+    sipp = caller(settings, tmp_path, number, digits=extension + "#", stay_s=1.5)
+    await member.rings()
+    assert (await sipp).succeeded
+
+
+async def test_feature_codes_set_presence_from_the_desk_phone(
+    admin: ApiClient, settings: Settings, agent: MakeAgent
+) -> None:
+    desk = await agent("Feature Agent", status="ready")
+    codes = settings.feature_codes
+    for code, expected in ((codes.not_ready, "not_ready"), (codes.ready, "ready"),
+                           (codes.logged_out, "logged_out")):  # fmt: skip
+        call = await desk.phone.call(f"sip:{code}@{settings.sip.host}:{settings.sip.port}")
+        await asyncio.wait_for(call.answered, 10)
+        await asyncio.wait_for(call.ended, 10)  # the confirmation, then the service hangs up
+        state = await presence(admin, desk)
+        assert state["status"] == expected, (code, state)
+    assert state["reason"] is None
+    await set_status(admin, desk, "wrap_up")
+    call = await desk.phone.call(f"sip:{codes.end_wrap_up}@{settings.sip.host}:{settings.sip.port}")
+    await asyncio.wait_for(call.ended, 10)
+    assert (await presence(admin, desk))["status"] == "ready"
