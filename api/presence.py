@@ -7,9 +7,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from acd import agents
+from acd import agents, forwarding
 from acd.presence import Activity, Presence, Status
 from api.routing import ANY_ROLE, STAFF, ApiRequest, RouteTable
+from ivr.destinations import Destination
 
 routes = RouteTable()
 
@@ -114,3 +115,56 @@ async def list_presence(req: ApiRequest) -> Wallboard:
         ],
         not_ready_reasons=list(req.ctx.settings.acd.not_ready_reasons),
     )
+
+
+class Forwarding(BaseModel):
+    """Where direct calls to the user's extension go, per presence status (available, away,
+    ready, not_ready, wrap_up, dnd, logged_out), while on a call (`busy`) or when the phone
+    does not answer (`no_answer`). A destination is an extension, an external number or
+    `{"type": "hangup"}` (reject). Without a dnd rule, DND rejects direct calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules: dict[str, Destination] = Field(
+        default_factory=dict,
+        examples=[{"away": {"type": "number", "number": "+491701234567"},
+                   "dnd": {"type": "hangup"}}],
+    )  # fmt: skip
+
+
+class ForwardingOut(Forwarding):
+    user_id: int
+    updated_at: datetime | None
+
+
+@routes.add(
+    "GET",
+    "/users/{user_id}/forwarding",
+    summary="Read a user's call forwarding",
+    tag="presence",
+    roles=STAFF,
+    allow_self=True,
+    response=ForwardingOut,
+    errors=(401, 403, 404),
+)
+async def get_forwarding(req: ApiRequest) -> ForwardingOut:
+    user_id = req.path["user_id"]
+    rules, updated_at = await forwarding.get_rules(req.ctx, user_id)
+    return ForwardingOut(user_id=user_id, rules=rules, updated_at=updated_at)
+
+
+@routes.add(
+    "PUT",
+    "/users/{user_id}/forwarding",
+    summary="Replace a user's call forwarding",
+    tag="presence",
+    roles=STAFF,
+    allow_self=True,
+    body=Forwarding,
+    response=ForwardingOut,
+    errors=(401, 403, 404, 422),
+)
+async def put_forwarding(req: ApiRequest) -> ForwardingOut:
+    body: Forwarding = req.body
+    user_id = req.path["user_id"]
+    updated_at = await forwarding.set_rules(req.ctx, user_id, body.rules)
+    return ForwardingOut(user_id=user_id, rules=body.rules, updated_at=updated_at)

@@ -17,8 +17,9 @@ from urllib.parse import unquote
 
 import structlog
 
-from acd.agents import apply_feature_code, change_presence
+from acd.agents import apply_feature_code, change_presence, store
 from acd.dispatcher import Dispatcher
+from acd.forwarding import Action, Decision, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
@@ -68,6 +69,8 @@ class Tones:
 class Finish:
     disposition: Disposition
     hangup_by: str  # caller | callee | system
+    # The callee's final answer when it never answered (relayed to a phone caller).
+    sip_code: int | None = None
 
 
 class CallFlows:
@@ -238,19 +241,52 @@ class CallFlows:
         *,
         caller_answered: bool,
         decided_at: float | None = None,
+        follow_forwarding: bool = True,
     ) -> Finish:
-        """Ring an extension's phone for `leg`, bridge on answer, return once the call ends.
+        """Ring an extension's phone for `leg` (after the user's per-status forwarding),
+        bridge on answer, return once the call ends.
 
         `decided_at`: when the caller's digits decided the extension, for the dial latency.
         """
         target = await reachable_user(self._ctx, extension)
-        if target is None or not await self._is_registered(extension):
+        if target is None:
             return Finish(Disposition.UNAVAILABLE, "system")
-        async with self._occupied(target.user_id, call):
-            return await self._dial_user(
-                leg, call, extension, target, caller_answered=caller_answered,
-                decided_at=decided_at,
-            )  # fmt: skip
+        # A forwarded call does not follow the next user's forwarding: no loops.
+        rules = await rules_for_call(self._ctx, target.user_id) if follow_forwarding else {}
+        decision = decide(await store(self._ctx).get(target.user_id), rules)
+        if decision.action is not Action.RING:
+            return await self._forward(leg, call, extension, decision, caller_answered)
+        if not await self._is_registered(extension):
+            finish = Finish(Disposition.UNAVAILABLE, "system")
+        else:
+            async with self._occupied(target.user_id, call):
+                finish = await self._dial_user(
+                    leg, call, extension, target, caller_answered=caller_answered,
+                    decided_at=decided_at,
+                )  # fmt: skip
+        unanswered = (Disposition.NO_ANSWER, Disposition.BUSY, Disposition.UNAVAILABLE)
+        no_answer = after_no_answer(rules)
+        if no_answer is not None and finish.disposition in unanswered and not leg.ended.done():
+            return await self._forward(leg, call, extension, no_answer, caller_answered)
+        return finish
+
+    async def _forward(
+        self, leg: Leg, call: CallLog, extension: str, decision: Decision, caller_answered: bool
+    ) -> Finish:
+        destination = decision.destination
+        log.info("direct_call_forwarded", call_id=call.id, extension=extension,
+                 action=decision.action.value,
+                 destination=destination.model_dump() if destination else None)  # fmt: skip
+        if destination is None or destination.type == "hangup":
+            return Finish(Disposition.BUSY, "callee", sip_code=486)
+        if destination.type == "extension":
+            return await self._ring_extension(leg, call, destination.extension,
+                                              caller_answered=caller_answered,
+                                              follow_forwarding=False)  # fmt: skip
+        assert destination.type == "number"
+        return await self._to_external(
+            leg, call, destination.number, post_dial="", caller_answered=caller_answered
+        )
 
     async def _dial_user(
         self,
@@ -293,13 +329,10 @@ class CallFlows:
             return Finish(Disposition.ABANDONED, "caller")
         if callee.ended.done() and not callee.answered.done():
             code = callee.ended.result().code
-            if not caller_answered:
-                # Relayed, not answered by us: the caller's phone shows the callee's answer.
-                await leg.reject(code if code in _BUSY_CODES | _UNAVAILABLE_CODES else 480)
-            else:
+            if caller_answered:
                 with contextlib.suppress(LegGone):
                     await leg.stop_playback()
-            return Finish(_disposition_of(code), "callee")
+            return Finish(_disposition_of(code), "callee", sip_code=code)
         if not caller_answered:
             await leg.answer()
         await leg.bridge(callee)
@@ -383,14 +416,13 @@ class CallFlows:
                 await call.system_answered()
                 return await self._to_queue(leg, call, queue_id)
             finish = await self._ring_extension(leg, call, target, caller_answered=False)
-            if finish.disposition is Disposition.UNAVAILABLE and not leg.ended.done():
-                await leg.reject(480, "Not available")
-            return finish
+            return await _refuse_if_unanswered(leg, finish)
         if kind is Dialled.EXTERNAL:
             if not self._ctx.settings.trunk.uri:
                 await leg.reject(403, "No outbound route")
                 return Finish(Disposition.REJECTED, "system")
-            return await self._to_external(leg, call, target, post_dial, caller_answered=False)
+            finish = await self._to_external(leg, call, target, post_dial, caller_answered=False)
+            return await _refuse_if_unanswered(leg, finish)
         refusals = {
             Dialled.OWN_EXTENSION: (403, "Own extension", Disposition.REJECTED),
             Dialled.UNKNOWN_EXTENSION: (404, "Extension not found", Disposition.NOT_FOUND),
@@ -410,6 +442,8 @@ class CallFlows:
         caller_answered: bool = True,
     ) -> Finish:
         trunk_uri = self._ctx.settings.trunk.uri
+        if not trunk_uri and not caller_answered:
+            return Finish(Disposition.REJECTED, "system", sip_code=480)
         if not trunk_uri:
             await self._say(leg, "not_available")
             await leg.hangup()
@@ -446,6 +480,17 @@ class CallFlows:
             await system_prompt(prompts_dir(self._ctx), prompt_key), barge_in=False
         )
         await _until(playback.finished, leg)
+
+
+async def _refuse_if_unanswered(leg: Leg, finish: Finish) -> Finish:
+    """A relayed call nobody took: the caller's phone shows the callee's answer (busy, not
+    available); anything else becomes 480, never 5xx (the edge would try another worker)."""
+    if finish.disposition in (Disposition.ANSWERED, Disposition.ABANDONED) or leg.ended.done():
+        return finish
+    code = finish.sip_code if finish.sip_code in _BUSY_CODES | _UNAVAILABLE_CODES else 480
+    with contextlib.suppress(LegGone):
+        await leg.reject(code)
+    return finish
 
 
 def _disposition_of(code: int) -> Disposition:

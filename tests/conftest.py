@@ -17,7 +17,9 @@ from core.settings import Settings, load_settings
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc
 from pbx.ua_thread import shared_user_agent
+from tests.support.agents import Agent, MakeAgent, set_status
 from tests.support.api_client import ApiClient
+from tests.support.phone import TestPhone
 from tests.support.ports import free_port, free_port_block
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
@@ -124,6 +126,33 @@ _extensions = itertools.count(2000)
 def next_extension() -> Callable[[], str]:
     """A number no other test of this session uses."""
     return lambda: str(next(_extensions))
+
+
+@pytest.fixture
+async def agent(
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
+) -> AsyncIterator[MakeAgent]:
+    """A user with a registered desk phone and a presence (ready unless told otherwise)."""
+    made: list[Agent] = []
+
+    async def make(name: str, *, auto_answer: int | None = 200, status: str | None = "ready",
+                   reason: str | None = None) -> Agent:  # fmt: skip
+        user = await admin.new_user(name)
+        extension = next_extension()
+        sip = (await admin.assign(user["id"], extension))["sip"]
+        phone = TestPhone(auto_answer=auto_answer)
+        assert await phone.register(
+            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
+        ) == 200  # fmt: skip
+        made.append(each := Agent(phone, extension, user["id"]))
+        if status is not None:
+            await set_status(admin, each, status, reason=reason)
+        return each
+
+    yield make
+    for each in made:
+        await admin.put(f"/users/{each.user_id}/presence", {"status": "logged_out"})
+        each.phone.close()
 
 
 @pytest.fixture(scope="session")

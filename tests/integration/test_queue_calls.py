@@ -5,87 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from core.settings import Settings
+from tests.support.agents import Agent, MakeAgent, eventually_presence, presence, set_status
 from tests.support.api_client import ApiClient
-from tests.support.phone import TestCall, TestPhone
 from tests.support.sipp import SippResult, call_number
 
 _numbers = itertools.count(4930600000)
 _names = itertools.count(1)
-
-
-@dataclass
-class Agent:
-    phone: TestPhone
-    extension: str
-    user_id: int
-
-    async def rings(self, timeout: float = 10.0) -> TestCall:
-        return await self.phone.next_incoming(timeout=timeout)
-
-    def idle(self) -> bool:
-        return self.phone.incoming.empty()
-
-
-MakeAgent = Callable[..., Awaitable[Agent]]
-
-
-@pytest.fixture
-async def agent(
-    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
-) -> AsyncIterator[MakeAgent]:
-    """A user with a registered desk phone and a presence (ready unless told otherwise)."""
-    made: list[Agent] = []
-
-    async def make(name: str, *, auto_answer: int | None = 200, status: str | None = "ready",
-                   reason: str | None = None) -> Agent:  # fmt: skip
-        user = await admin.new_user(name)
-        extension = next_extension()
-        sip = (await admin.assign(user["id"], extension))["sip"]
-        phone = TestPhone(auto_answer=auto_answer)
-        assert await phone.register(
-            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
-        ) == 200  # fmt: skip
-        made.append(each := Agent(phone, extension, user["id"]))
-        if status is not None:
-            await set_status(admin, each, status, reason=reason)
-        return each
-
-    yield make
-    for each in made:
-        await admin.put(f"/users/{each.user_id}/presence", {"status": "logged_out"})
-        each.phone.close()
-
-
-async def set_status(admin: ApiClient, agent: Agent, status: str, **extra: Any) -> dict[str, Any]:
-    body = {"status": status, **{k: v for k, v in extra.items() if v is not None}}
-    reply = await admin.put(f"/users/{agent.user_id}/presence", body)
-    assert reply.status == 200, reply
-    presence: dict[str, Any] = reply.body
-    return presence
-
-
-async def presence(admin: ApiClient, agent: Agent) -> dict[str, Any]:
-    body: dict[str, Any] = (await admin.get(f"/users/{agent.user_id}/presence")).body
-    return body
-
-
-async def eventually_presence(
-    admin: ApiClient, agent: Agent, timeout: float = 10.0, **expected: Any
-) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            current = await presence(admin, agent)
-            if all(current[key] == value for key, value in expected.items()):
-                return current
-            await asyncio.sleep(0.1)
 
 
 async def queue_line(admin: ApiClient, members: list[Agent], **fields: Any) -> tuple[int, str]:

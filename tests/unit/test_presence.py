@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from acd.forwarding import Action, Decision, after_no_answer, decide
 from acd.presence import (
     MISSED_CALLS_REASON,
     Activity,
@@ -24,6 +27,7 @@ from acd.presence import (
     stamped,
     tick,
 )
+from ivr.destinations import ExtensionDestination, HangupDestination, NumberDestination
 
 REASONS = frozenset({"break", "other"})
 
@@ -191,3 +195,44 @@ def test_an_answer_resets_the_missed_count() -> None:
     presence = call_ended(answered(offer(presence)), acd=True, wrap_up_seconds=0, now=0.0)
     presence = offer_missed(offer(presence), max_missed=2)
     assert presence.status is Status.READY
+
+
+# -- per-status forwarding of direct calls ---------------------------------------------------
+
+MOBILE = NumberDestination(number="+491701234567")
+DESK = ExtensionDestination(extension="1002")
+REJECT = HangupDestination()
+
+
+@pytest.mark.parametrize(
+    ("presence", "rules", "action", "destination"),
+    [
+        (Presence(Status.READY), {}, Action.RING, None),
+        (Presence(Status.AWAY), {"away": MOBILE}, Action.FORWARD, MOBILE),
+        (Presence(Status.AWAY), {"dnd": MOBILE}, Action.RING, None),
+        (Presence(Status.DND), {}, Action.REJECT, None),
+        (Presence(Status.DND), {"dnd": DESK}, Action.FORWARD, DESK),
+        (Presence(Status.LOGGED_OUT), {"logged_out": REJECT}, Action.REJECT, None),
+        (Presence(Status.READY, activity=Activity.IN_CALL), {"busy": DESK}, Action.FORWARD, DESK),
+        (Presence(Status.READY, direct_calls=1), {"busy": MOBILE}, Action.FORWARD, MOBILE),
+        (Presence(Status.READY, direct_calls=1), {}, Action.RING, None),
+        # A rule for the status wins over busy.
+        (
+            Presence(Status.AWAY, direct_calls=1),
+            {"away": DESK, "busy": MOBILE},
+            Action.FORWARD,
+            DESK,
+        ),
+    ],
+)
+def test_forwarding_decision_before_ringing(
+    presence: Presence, rules: dict[str, Any], action: Action, destination: Any
+) -> None:
+    decision = decide(presence, rules)
+    assert (decision.action, decision.destination) == (action, destination)
+
+
+def test_no_answer_rule_applies_after_ringing() -> None:
+    assert after_no_answer({}) is None
+    assert after_no_answer({"no_answer": MOBILE}) == Decision(Action.FORWARD, MOBILE)
+    assert after_no_answer({"no_answer": REJECT}) == Decision(Action.REJECT)
