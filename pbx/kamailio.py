@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
 from core.settings import Settings, WorkerSettings
+from pbx.protocol import FINAL_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +130,7 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         run_dir=run_dir,
         dispatcher_list=dispatcher_list,
         trunk_sources=settings.trunk.sources,
+        final_header=FINAL_HEADER,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,9 +18,12 @@ from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc
 from pbx.ua_thread import shared_user_agent
 from tests.support.api_client import ApiClient
+from tests.support.phone import TestPhone
 from tests.support.ports import free_port, free_port_block
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+# The `phone` fixture: make("Name", auto_answer=200) -> (registered phone, its extension).
+MakePhone = Callable[..., Awaitable[tuple[TestPhone, str]]]
 EMPTY_CONFIG = Path(__file__).parent / "support" / "empty-config.toml"
 
 
@@ -123,6 +126,30 @@ _extensions = itertools.count(2000)
 def next_extension() -> Callable[[], str]:
     """A number no other test of this session uses."""
     return lambda: str(next(_extensions))
+
+
+@pytest.fixture
+async def phone(
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
+) -> AsyncIterator[MakePhone]:
+    """A registered desk phone of a new user: (phone, its extension)."""
+    phones: list[TestPhone] = []
+
+    async def make(name: str, auto_answer: int | None = 200) -> tuple[TestPhone, str]:
+        user = await admin.new_user(name)
+        extension = next_extension()
+        sip = (await admin.assign(user["id"], extension))["sip"]
+        desk = TestPhone(auto_answer=auto_answer)
+        phones.append(desk)
+        status = await desk.register(
+            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
+        )
+        assert status == 200
+        return desk, extension
+
+    yield make
+    for each in phones:
+        each.close()
 
 
 @pytest.fixture(scope="session")
