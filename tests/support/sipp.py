@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import socket
 from dataclasses import dataclass
@@ -236,6 +237,92 @@ def registrar_scenario(username: str, password: str, contact: str, grants: list[
     ]]>
   </send>""")
     return _scenario("provider registrar", "".join(rounds))
+
+
+def challenging_trunk_scenario(challenge: int, username: str, password: str) -> str:
+    """A provider's trunk: the first INVITE is challenged (401 WWW-Authenticate or 407
+    Proxy-Authenticate); the INVITE with credentials is answered, then the BYE.
+
+    SIPp's verifyauth reads only an Authorization header, so after a 407 the scenario logs
+    the Proxy-Authorization header for the test to check (digest_response_is_valid)."""
+    if challenge == 401:
+        challenge_header = "WWW-Authenticate"
+        check = f"""
+      <verifyauth assign_to="credentials_ok" username="{username}" password="{password}"/>"""
+        verdict = _verify_or_fail("INVITE", "authorized")
+    else:
+        challenge_header = "Proxy-Authenticate"
+        check = """
+      <ereg regexp="Digest .*" search_in="hdr" header="Proxy-Authorization:" check_it="true"
+            assign_to="credentials"/>
+      <log message="[$credentials]"/>"""
+        verdict = ""
+    reason = "Unauthorized" if challenge == 401 else "Proxy Authentication Required"
+    return _scenario(
+        "provider trunk",
+        f"""
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 {challenge} {reason}{_REPLY_HEAD}
+      {challenge_header}: Digest realm="{PROVIDER_REALM}", nonce="{NONCE}"
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>{check}
+    </action>
+  </recv>{verdict}
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK{_REPLY_HEAD}
+      Contact: <sip:[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=trunk 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>""",
+    )
+
+
+def digest_response_is_valid(header: str, method: str, username: str, password: str) -> bool:
+    """Whether a Digest credentials header (RFC 2617, MD5, qop absent or auth) answers its
+    own nonce with this password."""
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', header.removeprefix("Digest ")))
+    if fields.get("username") != username:
+        return False
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1 = md5(f"{username}:{fields['realm']}:{password}")
+    ha2 = md5(f"{method}:{fields['uri']}")
+    if fields.get("qop") == "auth":
+        expected = md5(f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+    else:
+        expected = md5(f"{ha1}:{fields['nonce']}:{ha2}")
+    return fields.get("response") == expected
 
 
 def _scenario(name: str, body: str) -> str:
