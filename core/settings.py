@@ -24,7 +24,7 @@ ENV_PREFIX = "PBX_"
 ENV_SECTION_SEPARATOR = "__"
 # Variables that are not config keys (they select the file or carry a secret).
 ENV_NOT_KEYS = frozenset({"PBX_CONFIG", "PBX_ADMIN_TOKEN"})
-# A trunk URI: sip:[user@]host[:port][;params]; the host goes into Kamailio's config.
+# A trunk URI: sip:[user@]host[:port][;params]; a registration is for the host's domain.
 _TRUNK_URI = re.compile(r"^sip:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.\-]+)(?::\d{1,5})?(?:;\S*)?$")
 
 

@@ -20,7 +20,6 @@ from core.settings import Settings, TrunkSettings
 # uacreg.l_uuid of the trunk's registration, and the user part of the Contact it registers:
 # a provider sends calls to sip:trunk@<edge>.
 REGISTRATION_ID = "trunk"
-UACREG_TABLE_VERSION = 5
 # uac renews a registration once it lapses within one timer tick plus 3 s; a tick of a tenth
 # of its lifetime renews it about 10 % early (and retries a failed one that often).
 MIN_RENEWAL_TICK_S = 5
