@@ -29,6 +29,7 @@ from extensions.phones import count_extensions_by_holder
 from ivr.flows import CallFlows, Tones
 from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
+from pbx.provider_registration import RegistrationState, registration_state
 from pbx.tones import make_hold_music, make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
@@ -68,6 +69,9 @@ def create_app(
             metrics.worker_legs_in_use.set(pool.legs_in_use)
             metrics.worker_restarts.set(pool.restarts)
         await _acd_figures(request.app[CONTEXT_KEY], request.app[DISPATCHER_KEY], metrics)
+        trunk = await registration_state(settings.trunk, request.app[health.EDGE_KEY])
+        for state in RegistrationState:
+            metrics.trunk_registration.labels(state=state.value).set(int(state is trunk))
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
@@ -76,6 +80,7 @@ def create_app(
         engine = create_engine(settings.database_url)
         redis = Redis.from_url(settings.redis_url)
         edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+        app[health.EDGE_KEY] = edge
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
             sessions=create_session_factory(engine),

@@ -1,18 +1,23 @@
-"""Health: is the service up, and can it reach its database and Redis."""
+"""Health: is the service up, can it reach its database and Redis, is the trunk registered."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 from typing import Literal
 
+from aiohttp import web
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.routing import ApiRequest, RouteTable
+from pbx.kamailio import KamailioRpc
+from pbx.provider_registration import RegistrationState, registration_state
 
 routes = RouteTable()
+# The edge's JSON-RPC client, which knows the registration at the provider.
+EDGE_KEY = web.AppKey("edge", KamailioRpc)
 
 Check = Literal["ok", "failing"]
 
@@ -23,9 +28,11 @@ class HealthChecks(BaseModel):
 
 
 class Health(BaseModel):
+    # degraded: a check fails, or the trunk should be registered and is not.
     status: Literal["ok", "degraded"]
     version: str
     checks: HealthChecks
+    trunk_registration: RegistrationState
 
 
 @routes.add("GET", "/health", summary="Service health", tag="service", roles=None, response=Health)
@@ -41,9 +48,11 @@ async def health(req: ApiRequest) -> Health:
         await req.ctx.redis.ping()
     except (RedisError, OSError):
         redis = "failing"
-    healthy = database == "ok" and redis == "ok"
+    trunk = await registration_state(req.ctx.settings.trunk, req.raw.app[EDGE_KEY])
+    healthy = database == "ok" and redis == "ok" and trunk is not RegistrationState.FAILED
     return Health(
         status="ok" if healthy else "degraded",
         version=version("pbx"),
         checks=HealthChecks(database=database, redis=redis),
+        trunk_registration=trunk,
     )

@@ -70,6 +70,12 @@ class Metrics:
             "Media worker restarts since the service started",
             registry=self.registry,
         )
+        self.trunk_registration = Gauge(
+            "pbx_trunk_registration",
+            "The trunk's registration at the provider: 1 for its current state",
+            ["state"],
+            registry=self.registry,
+        )
         self.extension_dial_latency = Histogram(
             "pbx_extension_dial_latency_seconds",
             "From the digit that decided an extension to the INVITE towards its phone",

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "PBX_"
 # PBX_API__PORT=8081 overrides [api] port; the double underscore separates section and key.
 ENV_SECTION_SEPARATOR = "__"
 # Variables that are not config keys (they select the file or carry a secret).
 ENV_NOT_KEYS = frozenset({"PBX_CONFIG", "PBX_ADMIN_TOKEN"})
+# A trunk URI: sip:[user@]host[:port][;params]; a registration is for the host's domain.
+_TRUNK_URI = re.compile(r"^sip:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.\-]+)(?::\d{1,5})?(?:;\S*)?$")
 
 
 class SettingsError(Exception):
@@ -94,6 +104,30 @@ class TrunkSettings(_Section):
     uri: str = ""
     username: str = ""
     password: str = ""
+    # Register the edge at `uri` with username/password and keep renewing it (key `register`:
+    # that name would shadow pydantic's own `register`).
+    registration: bool = Field(False, alias="register")
+    # Seconds each registration asks to last; the provider may grant less.
+    register_expires: int = Field(600, ge=60, le=86400)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_is_a_sip_uri(cls, value: str) -> str:
+        if value and not _TRUNK_URI.match(value):
+            raise ValueError(f"expected sip:host[:port], not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _registration_has_an_account(self) -> TrunkSettings:
+        if self.registration and not (self.uri and self.username and self.password):
+            raise ValueError("register = true needs uri, username and password")
+        return self
+
+    @property
+    def provider_host(self) -> str:
+        """The host of `uri` (the domain a registration is for); empty without a uri."""
+        found = _TRUNK_URI.match(self.uri)
+        return found["host"] if found else ""
 
 
 class AcdSettings(_Section):

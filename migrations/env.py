@@ -11,6 +11,7 @@ import extensions.models  # noqa: F401  (registers users, extensions, tokens, su
 import ivr.cdr
 import ivr.numbers
 import ivr.prompt_library  # noqa: F401  (registers prompts)
+import pbx.provider_registration  # noqa: F401  (registers Kamailio's uacreg)
 from core.db import Base, create_engine
 
 target_metadata = Base.metadata

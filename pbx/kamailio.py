@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,13 @@ from sqlalchemy.exc import ArgumentError
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
 from core.settings import Settings, WorkerSettings
+from pbx.protocol import FINAL_HEADER
+from pbx.provider_registration import (
+    REGISTRATION_ID,
+    RETRY_AFTER_FAILURE_S,
+    renewal_tick_seconds,
+    store_registration,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +117,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
             raise ValueError(f"{key} must be a host name or an IP address, not {value!r}")
     if sip.rpc_port == sip.port:
         raise ValueError("sip.rpc_port must differ from sip.port")
+    if settings.trunk.registration and _is_wildcard(sip.host):
+        raise ValueError(f"trunk.register needs a sip.host the provider can reach, not {sip.host}")
     if _CONFIG_STRING_UNSAFE.search(str(run_dir)):
         raise ValueError(f"the Kamailio run directory {run_dir} must not contain spaces or quotes")
     db_url = kamailio_db_url(settings.database_url)
@@ -129,7 +139,18 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         run_dir=run_dir,
         dispatcher_list=dispatcher_list,
         trunk_sources=settings.trunk.sources,
+        final_header=FINAL_HEADER,
+        registration_id=REGISTRATION_ID if settings.trunk.registration else None,
+        registration_tick_s=renewal_tick_seconds(settings.trunk),
+        registration_retry_s=RETRY_AFTER_FAILURE_S,
     )
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name
 
 
 class KamailioProcess:
@@ -160,6 +181,8 @@ class KamailioProcess:
             render_kamailio_config(self._settings, self.run_dir, self.dispatcher_list)
         )
         await self._check_config()
+        # Kamailio reads the registration at the provider from the database as it starts.
+        await store_registration(self._settings)
         process = ChildProcess(
             "kamailio",
             [
@@ -283,6 +306,16 @@ class KamailioRpc:
                 return []
             raise
         return [entry["Contact"]["Address"] for entry in result["Contacts"]]
+
+    async def uac_registration(self, l_uuid: str) -> Mapping[str, Any] | None:
+        """Kamailio's record of a registration at a provider; None if it holds none by that id."""
+        try:
+            record: Mapping[str, Any] = await self.call("uac.reg_info", "l_uuid", l_uuid)
+        except KamailioRpcError as exc:
+            if exc.code == 404:  # "Record not found"
+                return None
+            raise
+        return record
 
     async def drop_registrations(self, username: str) -> None:
         """Forget every binding of an extension; an extension with none is fine."""

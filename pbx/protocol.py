@@ -21,6 +21,10 @@ from pydantic import (
 PROTOCOL_VERSION: Literal[1] = 1
 # The worker answers 503 only for "full": Kamailio then tries the next worker.
 FULL_STATUS = 503
+# Every final answer a worker gives an INVITE on purpose carries this header. pjsua itself
+# answers 486 when all its call slots are taken, before we see the INVITE: without the header
+# a 486 or 503 means "this worker is full" and Kamailio tries the next one.
+FINAL_HEADER = "X-PBX-Final"
 
 
 class ProtocolError(Exception):

@@ -24,6 +24,7 @@ import pjsua2 as pj
 import structlog
 
 from pbx.protocol import (
+    FINAL_HEADER,
     FULL_STATUS,
     Answer,
     Bridge,
@@ -307,9 +308,9 @@ class WorkerAgent:
             reply.statusCode = 486
         elif source not in self.trusted:
             log.warning("invite_from_untrusted_source", source=source)
-            reply.statusCode = 403
+            reply = _final_answer(403)
         elif self._legs_reserved() + LEGS_PER_INBOUND_CALL > self.max_legs:
-            reply.statusCode = FULL_STATUS
+            reply.statusCode = FULL_STATUS  # unmarked: the edge tries the next worker
         else:
             reply.statusCode = 180
         if reply.statusCode != 180 and not self._probing:
@@ -367,11 +368,7 @@ class WorkerAgent:
             self._leg(command.leg).answer(reply)
         elif isinstance(command, Reject):
             leg = self._leg(command.leg)
-            reply = pj.CallOpParam()
-            reply.statusCode = command.code
-            if command.reason:
-                reply.reason = command.reason
-            leg.hangup(reply)
+            leg.hangup(_final_answer(command.code, command.reason))
             leg.hangup_sent = True
         elif isinstance(command, Hangup):
             self._hangup(self._leg(command.leg))
@@ -425,7 +422,7 @@ class WorkerAgent:
         reply = pj.CallOpParam()
         info = leg.getInfo()
         if leg.direction == "inbound" and info.state < pj.PJSIP_INV_STATE_CONNECTING:
-            reply.statusCode = 480  # an unanswered caller: "not now", not "busy"
+            reply = _final_answer(480)  # an unanswered caller: "not now", not "busy"
         leg.hangup(reply)
         leg.hangup_sent = True
 
@@ -583,6 +580,19 @@ class WorkerAgent:
             for at, obj in self._retired
             if at > cutoff or (isinstance(obj, pj.Call) and obj.getId() in live_ids)
         ]
+
+
+def _final_answer(code: int, reason: str | None = None) -> pj.CallOpParam:
+    """A final answer to an INVITE that the edge relays as it is (see FINAL_HEADER)."""
+    reply = pj.CallOpParam()
+    reply.statusCode = code
+    if reason:
+        reply.reason = reason
+    header = pj.SipHeader()
+    header.hName = FINAL_HEADER
+    header.hValue = "1"
+    reply.txOption.headers.append(header)
+    return reply
 
 
 def _parse_request(message: str) -> tuple[str, dict[str, str]]:

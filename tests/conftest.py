@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +23,8 @@ from tests.support.phone import TestPhone
 from tests.support.ports import free_port, free_port_block
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+# The `phone` fixture: make("Name", auto_answer=200) -> (registered phone, its extension).
+MakePhone = Callable[..., Awaitable[tuple[TestPhone, str]]]
 EMPTY_CONFIG = Path(__file__).parent / "support" / "empty-config.toml"
 
 
@@ -153,6 +155,30 @@ async def agent(
     for each in made:
         await admin.put(f"/users/{each.user_id}/presence", {"status": "logged_out"})
         each.phone.close()
+
+
+@pytest.fixture
+async def phone(
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
+) -> AsyncIterator[MakePhone]:
+    """A registered desk phone of a new user: (phone, its extension)."""
+    phones: list[TestPhone] = []
+
+    async def make(name: str, auto_answer: int | None = 200) -> tuple[TestPhone, str]:
+        user = await admin.new_user(name)
+        extension = next_extension()
+        sip = (await admin.assign(user["id"], extension))["sip"]
+        desk = TestPhone(auto_answer=auto_answer)
+        phones.append(desk)
+        status = await desk.register(
+            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
+        )
+        assert status == 200
+        return desk, extension
+
+    yield make
+    for each in phones:
+        each.close()
 
 
 @pytest.fixture(scope="session")

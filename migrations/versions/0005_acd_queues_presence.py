@@ -1,7 +1,7 @@
 """ACD: queues and members, the queue log, presence history, per-status forwarding.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-25 09:30:29.872532
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import core.db
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

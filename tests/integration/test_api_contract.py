@@ -14,6 +14,7 @@ async def test_health_and_openapi_need_no_token(anonymous: ApiClient) -> None:
     assert health.status == 200
     assert health.body["status"] == "ok"
     assert health.body["checks"] == {"database": "ok", "redis": "ok"}
+    assert health.body["trunk_registration"] == "off"
     spec = await anonymous.get("/openapi.json")
     assert spec.status == 200
     assert spec.body["openapi"].startswith("3.")

@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.settings import Settings
+from tests.conftest import MakePhone
 from tests.support.api_client import ApiClient
 from tests.support.phone import TestCall, TestPhone
 from tests.support.sipp import call_number
 
-NextExtension = Callable[[], str]
-MakePhone = Callable[..., Awaitable[tuple[TestPhone, str]]]
 COMPANY_NUMBER = "4930555000"
 TRUNK_NUMBER = "4930777888"
-
-
-@pytest.fixture
-async def phone(
-    admin: ApiClient, settings: Settings, next_extension: NextExtension
-) -> AsyncIterator[MakePhone]:
-    """A registered desk phone of a new user: (phone, its extension)."""
-    phones: list[TestPhone] = []
-
-    async def make(name: str, auto_answer: int | None = 200) -> tuple[TestPhone, str]:
-        user = await admin.new_user(name)
-        extension = next_extension()
-        sip = (await admin.assign(user["id"], extension))["sip"]
-        desk = TestPhone(auto_answer=auto_answer)
-        phones.append(desk)
-        status = await desk.register(
-            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
-        )
-        assert status == 200
-        return desk, extension
-
-    yield make
-    for each in phones:
-        each.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from core.child_process import ChildProcess, ChildProcessFailed
 from core.context import EdgeUnavailable
 from core.redis_server import ManagedRedis
-from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings
+from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings, TrunkSettings
 from migrations import upgrade_database
 from pbx.kamailio import (
     KamailioError,
@@ -278,9 +278,15 @@ async def test_address_goes_silent_after_too_many_wrong_answers(
     ["", "postgresql+asyncpg://pbx:secret@127.0.0.1:5432/pbx"],
     ids=["sqlite", "postgresql"],
 )
-async def test_rendered_config_passes_kamailio_check(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("register", [False, True], ids=["", "registering"])
+async def test_rendered_config_passes_kamailio_check(
+    tmp_path: Path, database_url: str, register: bool
+) -> None:
+    trunk = TrunkSettings.model_validate(
+        {"uri": "sip:192.0.2.10:5060", "username": "acct", "password": "pw", "register": register}
+    )
     settings = edge_settings(tmp_path).model_copy(
-        update={"database": DatabaseSettings(url=database_url)}
+        update={"database": DatabaseSettings(url=database_url), "trunk": trunk}
     )
     config = tmp_path / "kamailio.cfg"
     dispatcher_list = tmp_path / "dispatcher.list"
@@ -296,6 +302,17 @@ async def test_rendered_config_passes_kamailio_check(tmp_path: Path, database_ur
     )
     output, _ = await check.communicate()
     assert check.returncode == 0, output.decode()
+
+
+def test_registration_needs_an_edge_address_the_provider_can_reach(tmp_path: Path) -> None:
+    trunk = TrunkSettings.model_validate(
+        {"uri": "sip:192.0.2.10", "username": "acct", "password": "pw", "register": True}
+    )
+    settings = Settings(
+        data=DataSettings(dir=tmp_path), sip=SipSettings(host="0.0.0.0"), trunk=trunk
+    )
+    with pytest.raises(ValueError, match=r"trunk\.register .* not 0\.0\.0\.0"):
+        render_kamailio_config(settings, tmp_path / "run", tmp_path / "dispatcher.list")
 
 
 async def test_kamailio_refuses_to_start_without_a_migrated_database(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import pytest
 from core.settings import WorkerSettings
 from pbx.legs import Leg, LegGone
 from pbx.pool import WorkerPool
-from pbx.protocol import Answer, Hello, IncomingCall, decode_event, encode
+from pbx.protocol import FINAL_HEADER, Answer, Hello, IncomingCall, decode_event, encode
 from pbx.ua_thread import shared_user_agent
 from tests.support.phone import TestCall, TestPhone
 from tests.support.ports import free_port_block
@@ -132,9 +132,9 @@ async def assert_both_hear_each_other(a: TestCall, b: TestCall) -> None:
     assert min(levels) > 10, f"rx levels {levels}: one side hears silence"
 
 
-def invite_from_elsewhere(port: int) -> int:
-    """The final status a worker gives an INVITE (without SDP) from an address it does not
-    trust."""
+def invite_from_elsewhere(port: int) -> tuple[int, str]:
+    """The final status and answer a worker gives an INVITE (without SDP) from an address it
+    does not trust."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
@@ -151,9 +151,10 @@ def invite_from_elsewhere(port: int) -> int:
         )
         sock.sendto(head.encode(), ("127.0.0.1", port))
         while True:
-            status = int(sock.recv(65535).split(b" ", 2)[1])
+            answer = sock.recv(65535)
+            status = int(answer.split(b" ", 2)[1])
             if status >= 200:
-                return status
+                return status, answer.decode()
 
 
 async def test_workers_discover_their_leg_cap(pool: tuple[WorkerPool, Controller]) -> None:
@@ -340,7 +341,9 @@ async def test_full_worker_answers_503_and_strangers_403(
     for call in calls:
         assert await asyncio.wait_for(call.ended, 5) == 480
     port = workers.workers[0].sip_port
-    assert await asyncio.to_thread(invite_from_elsewhere, port) == 403
+    status, answer = await asyncio.to_thread(invite_from_elsewhere, port)
+    # Marked as meant: the edge must relay it, not try another worker.
+    assert status == 403 and f"\r\n{FINAL_HEADER}: 1\r\n" in answer
     await asyncio.sleep(0.3)  # pjsua 2.15.1 used to abort here, a moment after the 403
     assert workers.workers[0].alive and workers.workers[0].restarts == 0
     assert controller.legs.empty()

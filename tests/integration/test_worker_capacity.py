@@ -1,5 +1,6 @@
 """Capacity and failure through the edge: a full pool answers 503 and leaks no leg; a worker
-killed mid-call ends only its own calls and comes back."""
+full at the pjsua level hands callers to another; a busy phone stays busy; a worker killed
+mid-call ends only its own calls and comes back."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from aiohttp.test_utils import TestServer
 
 from api.app import POOL_KEY
 from core.settings import Settings
+from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
+from tests.conftest import MakePhone
 from tests.integration.test_api_prompts import make_wav, upload
 from tests.support.api_client import ApiClient
 from tests.support.sipp import call_number
 
 HOLD_NUMBER = "4930555222"
+DIAL_NUMBER = "4930555333"
 
 
 @pytest.fixture
@@ -33,6 +37,19 @@ async def hold_number(
         "/numbers",
         {"number": HOLD_NUMBER, "greeting": {"prompt_id": prompt["id"]},
          "extension_dialing": False, "default_destination": {"type": "hangup"}},
+    )  # fmt: skip
+    assert reply.status == 201, reply
+    yield reply.body
+    await admin.delete(f"/numbers/{reply.body['id']}")
+
+
+@pytest.fixture
+async def dial_number(admin: ApiClient) -> AsyncIterator[dict[str, Any]]:
+    """A number whose callers dial an extension during a short greeting."""
+    reply = await admin.post(
+        "/numbers",
+        {"number": DIAL_NUMBER, "greeting": {"text": "Dial an extension."},
+         "default_destination": {"type": "hangup"}},
     )  # fmt: skip
     assert reply.status == 201, reply
     yield reply.body
@@ -66,6 +83,62 @@ async def test_full_pool_answers_503_and_leaks_no_leg(
     results = await asyncio.gather(*holders)
     assert all(r.succeeded for r in results), [r.output for r in results if not r.succeeded]
     await wait_until(lambda: sum(w.legs_in_use for w in pool.workers) == 0)
+
+
+async def set_dispatcher_state(
+    edge: KamailioRpc, pool: WorkerPool, worker_id: int, state: str
+) -> None:
+    """Take a worker out of Kamailio's rotation ("d", disabled) or put it back ("a")."""
+    await edge.call("dispatcher.set_state", state, 1, pool.dispatcher_targets()[worker_id])
+
+
+async def test_worker_full_at_the_pjsua_level_hands_the_caller_to_another(
+    admin: ApiClient, settings: Settings, api_server: TestServer, edge_rpc: KamailioRpc,
+    phone: MakePhone, dial_number: dict[str, Any], hold_number: dict[str, Any], tmp_path: Path,
+) -> None:  # fmt: skip
+    pool = pool_of(api_server)
+    full, spare = 0, 1
+    agents = [await phone(f"Agent {i}") for i in range(2)]
+    # Both bridged calls must land in one worker: the other leaves the rotation meanwhile.
+    await set_dispatcher_state(edge_rpc, pool, spare, "d")
+    try:
+        callers = [
+            asyncio.create_task(
+                call_number(tmp_path, settings.sip.port, DIAL_NUMBER, digits=extension,
+                            hang_up="remote", timeout_s=30)
+            )
+            for _, extension in agents
+        ]  # fmt: skip
+        agent_calls = [await desk.next_incoming(timeout=15) for desk, _ in agents]
+        for agent_call in agent_calls:
+            await asyncio.wait_for(agent_call.answered, 5)
+        await wait_until(lambda: pool.workers[full].legs_in_use == pool.workers[full].max_legs)
+    finally:
+        await set_dispatcher_state(edge_rpc, pool, spare, "a")
+    # Every call slot of that worker's pjsua is taken, so pjsua answers 486 before our code
+    # sees the INVITE. Round-robin offers one of the next two callers to it first.
+    for _ in range(2):
+        served = await call_number(tmp_path, settings.sip.port, HOLD_NUMBER, stay_s=0.5)
+        assert served.succeeded, served.output
+    newest = (await admin.get("/calls", params={"party": HOLD_NUMBER, "limit": "2"})).body
+    assert [call["worker_id"] for call in newest["items"]] == [spare, spare]
+    for agent_call in agent_calls:
+        await agent_call.hangup()
+    results = await asyncio.gather(*callers)
+    assert all(r.succeeded for r in results), [r.output for r in results if not r.succeeded]
+    await wait_until(lambda: sum(w.legs_in_use for w in pool.workers) == 0)
+
+
+async def test_busy_phone_answer_reaches_the_caller_from_one_worker(
+    settings: Settings, phone: MakePhone
+) -> None:
+    caller, _ = await phone("Caller Of A Busy Phone")
+    busy, busy_extension = await phone("Always Busy", auto_answer=486)
+    call = await caller.call(f"sip:{busy_extension}@{settings.sip.host}:{settings.sip.port}")
+    assert await asyncio.wait_for(call.ended, 10) == 486
+    await asyncio.sleep(0.5)
+    # A second INVITE would mean the edge took the relayed busy for a full worker.
+    assert busy.incoming.qsize() == 1
 
 
 async def test_killed_worker_ends_only_its_calls(

@@ -1,8 +1,13 @@
-"""SIPp callers for tests: one scenario rendered per call, run against the edge on loopback."""
+"""SIPp for tests: callers (one scenario rendered per call, run against the edge) and
+servers standing in for the provider (its registrar, its trunk), all on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +17,7 @@ from tests.support.ports import free_port
 _INVITE = """
   <send retrans="500">
     <![CDATA[
-      INVITE sip:{number}@[remote_ip]:[remote_port] SIP/2.0
+      INVITE sip:{request_user}@[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "Test Caller" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:{number}@[remote_ip]:[remote_port]>
@@ -111,9 +116,17 @@ def render_caller_scenario(
     expect: int = 200,
     caller: str = "4930111222",
     bye_timeout_s: float = 60.0,
+    request_user: str | None = None,
 ) -> Path:
-    """A SIPp scenario for one caller to `number`, DTMF `digits` `digits_after_s` into it."""
-    steps = [_INVITE.format(number=number, caller=caller, expect=expect)]
+    """A SIPp scenario for one caller to `number`, DTMF `digits` `digits_after_s` into it.
+
+    `request_user`: the Request-URI's user when it is not the number (To names the number).
+    """
+    steps = [
+        _INVITE.format(
+            number=number, caller=caller, expect=expect, request_user=request_user or number
+        )
+    ]
     if expect == 200:
         steps.append(_ACK.format(number=number, caller=caller))
         steps.append(f'  <pause milliseconds="{int(digits_after_s * 1000)}"/>')
@@ -149,11 +162,13 @@ async def call_number(
     expect: int = 200,
     caller: str = "4930111222",
     timeout_s: float = 60.0,
+    request_user: str | None = None,
 ) -> SippResult:
     """One SIPp call to `number` through the edge."""
     scenario = render_caller_scenario(
         folder, number, digits=digits, digits_after_s=digits_after_s, stay_s=stay_s,
         hang_up=hang_up, expect=expect, caller=caller, bye_timeout_s=timeout_s,
+        request_user=request_user,
     )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
@@ -169,3 +184,204 @@ async def call_number(
     if errors.exists():
         text += "\n" + errors.read_text(errors="replace")
     return SippResult(process.returncode or 0, text)
+
+
+# -- the provider's side ------------------------------------------------------------------
+
+NONCE = "5e1f0c2a9b7d4e3f8a6c1b0d2e4f6a8c"
+PROVIDER_REALM = "provider.test"
+
+_REPLY_HEAD = """
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]"""
+
+
+def _verify_or_fail(what: str, ok_label: str) -> str:
+    """Continue at `ok_label` if the last request's Authorization verified, else fail the call."""
+    return f"""
+  <nop test="credentials_ok" next="{ok_label}"/>
+  <nop><action><error message="{what}: the credentials do not verify"/></action></nop>
+  <label id="{ok_label}"/>"""
+
+
+def registrar_scenario(username: str, password: str, contact: str, grants: list[int]) -> str:
+    """A provider's registrar: for each granted lifetime in `grants`, a REGISTER is challenged
+    (401), the REGISTER that follows must carry `username`/`password` (verifyauth) and the
+    Contact `contact`, and gets 200 with that lifetime. Renewals keep the Call-ID."""
+    rounds = []
+    for number, seconds in enumerate(grants, start=1):
+        rounds.append(f"""
+  <recv request="REGISTER"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized{_REPLY_HEAD}
+      WWW-Authenticate: Digest realm="{PROVIDER_REALM}", nonce="{NONCE}{number}"
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="REGISTER">
+    <action>
+      <verifyauth assign_to="credentials_ok" username="{username}" password="{password}"/>
+      <ereg regexp="{re.escape(contact)}>" search_in="hdr" header="Contact:" check_it="true"
+            assign_to="registered_contact"/>
+    </action>
+  </recv>{_verify_or_fail(f"REGISTER {number}", f"registered{number}")}
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK{_REPLY_HEAD}
+      [last_Contact:];expires={seconds}
+      Content-Length: 0
+    ]]>
+  </send>""")
+    return _scenario("provider registrar", "".join(rounds))
+
+
+def challenging_trunk_scenario(challenge: int, username: str, password: str) -> str:
+    """A provider's trunk: the first INVITE is challenged (401 WWW-Authenticate or 407
+    Proxy-Authenticate); the INVITE with credentials is answered, then the BYE.
+
+    SIPp's verifyauth reads only an Authorization header, so after a 407 the scenario logs
+    the Proxy-Authorization header for the test to check (digest_response_is_valid)."""
+    if challenge == 401:
+        challenge_header = "WWW-Authenticate"
+        check = f"""
+      <verifyauth assign_to="credentials_ok" username="{username}" password="{password}"/>"""
+        verdict = _verify_or_fail("INVITE", "authorized")
+    else:
+        challenge_header = "Proxy-Authenticate"
+        check = """
+      <ereg regexp="Digest .*" search_in="hdr" header="Proxy-Authorization:" check_it="true"
+            assign_to="credentials"/>
+      <log message="[$credentials]"/>"""
+        verdict = ""
+    reason = "Unauthorized" if challenge == 401 else "Proxy Authentication Required"
+    return _scenario(
+        "provider trunk",
+        f"""
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 {challenge} {reason}{_REPLY_HEAD}
+      {challenge_header}: Digest realm="{PROVIDER_REALM}", nonce="{NONCE}"
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>{check}
+    </action>
+  </recv>{verdict}
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK{_REPLY_HEAD}
+      Contact: <sip:[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=trunk 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>""",
+    )
+
+
+def digest_response_is_valid(header: str, method: str, username: str, password: str) -> bool:
+    """Whether a Digest credentials header (RFC 2617, MD5, qop absent or auth) answers its
+    own nonce with this password."""
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', header.removeprefix("Digest ")))
+    if fields.get("username") != username:
+        return False
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1 = md5(f"{username}:{fields['realm']}:{password}")
+    ha2 = md5(f"{method}:{fields['uri']}")
+    if fields.get("qop") == "auth":
+        expected = md5(f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+    else:
+        expected = md5(f"{ha1}:{fields['nonce']}:{ha2}")
+    return fields.get("response") == expected
+
+
+def _scenario(name: str, body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+        f'<scenario name="{name}">{body}\n</scenario>\n'
+    )
+
+
+class SippServer:
+    """SIPp playing one scenario as a server, once, on 127.0.0.1:`port` (UDP)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, scenario: Path) -> None:
+        self._process = process
+        self.scenario = scenario
+        self.log = Path(str(scenario) + ".log")
+
+    @classmethod
+    async def start(
+        cls, folder: Path, name: str, scenario: str, port: int, timeout_s: float = 30.0
+    ) -> SippServer:
+        """Returns once SIPp listens on `port`."""
+        path = folder / f"{name}-{port}.xml"
+        path.write_text(scenario)
+        process = await asyncio.create_subprocess_exec(
+            "sipp", "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+            "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", f"{int(timeout_s)}s",
+            "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(path) + ".err",
+            "-trace_logs", "-log_file", str(path) + ".log",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=folder,
+        )  # fmt: skip
+        server = cls(process, path)
+        async with asyncio.timeout(5):
+            while not _udp_port_taken(port):
+                if process.returncode is not None:
+                    raise RuntimeError(f"SIPp exited at start: {await server.result()}")
+                await asyncio.sleep(0.05)
+        return server
+
+    async def result(self) -> SippResult:
+        """Waits for SIPp to end: exit code 0 when its one call went through the scenario."""
+        output, _ = await self._process.communicate()
+        text = output.decode(errors="replace")
+        errors = Path(str(self.scenario) + ".err")
+        if errors.exists():
+            text += "\n" + errors.read_text(errors="replace")
+        return SippResult(self._process.returncode or 0, text)
+
+    async def stop(self) -> None:
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+
+def _udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False

@@ -51,6 +51,9 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_ADMIN_TOKEN": "short"}, "admin_token"),
         ({"PBX_REDIS__URL": "redis://x:1/0"}, "redis.managed"),
         ({"PBX_LOG__LEVEL": "loud"}, "log.level"),
+        ({"PBX_TRUNK__URI": "provider.example.com"}, "trunk.uri"),
+        ({"PBX_TRUNK__REGISTER": "true", "PBX_TRUNK__URI": "sip:192.0.2.1"}, "trunk: .*register"),
+        ({"PBX_TRUNK__REGISTER_EXPIRES": "30"}, "trunk.register_expires"),
     ],
 )
 def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:
