@@ -168,10 +168,12 @@ async def test_random_rings_one_free_member(
     team = [await agent(f"Dice {i}", auto_answer=None) for i in range(2)]
     _, number = await queue_line(admin, team, strategy="random")
     sipp = caller(settings, tmp_path, number, stay_s=2.0)
-    done, _ = await asyncio.wait(
+    done, pending = await asyncio.wait(
         [asyncio.ensure_future(m.rings()) for m in team], timeout=10,
         return_when=asyncio.FIRST_COMPLETED,
     )  # fmt: skip
+    for waiting in pending:
+        waiting.cancel()
     assert len(done) == 1
     assert (await sipp).succeeded
 
