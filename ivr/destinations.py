@@ -1,5 +1,5 @@
-"""Where a call goes: one JSON shape everywhere (numbers now; menus, queue overflow and
-forwarding later), a union discriminated by `type`."""
+"""Where a call goes: one JSON shape everywhere (numbers, business hours, menus; queue overflow
+and forwarding later), a union discriminated by `type`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from extensions.numbering import EXTENSION_PATTERN
 
 # Types whose feature exists; the others are refused until their issue delivers them.
-AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "number", "hangup"})
+AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "number", "hangup", "menu", "voicemail"})
 EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"
 
 

@@ -17,6 +17,11 @@ SYSTEM_PROMPTS = {
     "extension_not_found": "Sorry, that extension does not exist. Please try again.",
     "not_available": "Sorry, that person is not available.",
     "goodbye": "Thank you for calling. Goodbye.",
+    "menu_invalid": "Sorry, that is not a valid choice.",
+    "menu_timeout": "Sorry, I did not hear your choice.",
+    "voicemail_greeting": "Nobody can take your call right now. Please leave a message after "
+    "the tone, and press the hash key when you are done.",
+    "voicemail_saved": "Your message has been saved. Goodbye.",
 }
 
 

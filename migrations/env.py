@@ -8,8 +8,11 @@ from sqlalchemy.engine import Connection
 import core.events  # noqa: F401  (registers the events table)
 import extensions.models  # noqa: F401  (registers users, extensions, tokens, subscriber)
 import ivr.cdr
+import ivr.menus
+import ivr.number_hours
 import ivr.numbers
-import ivr.prompt_library  # noqa: F401  (registers prompts)
+import ivr.prompt_library
+import ivr.voicemail  # noqa: F401  (registers menus, business hours, voicemail)
 from core.db import Base, create_engine
 
 target_metadata = Base.metadata
