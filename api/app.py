@@ -5,31 +5,44 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from api import calls, extensions, health, numbers, prompts, tokens, users
+from api import (
+    business_hours,
+    calls,
+    extensions,
+    health,
+    menus,
+    numbers,
+    prompts,
+    tokens,
+    users,
+    voicemail,
+)
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CONTEXT_KEY, RouteTable
 from core.context import PhoneRegistrations, ServiceContext
-from core.db import create_engine, create_session_factory
+from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
 from ivr.flows import CallFlows
+from ivr.voicemail import count_unheard
 from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
-from pbx.tones import make_ringback_tone
+from pbx.tones import make_beep_tone, make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
-    prompts.routes, calls.routes,
+    prompts.routes, calls.routes, menus.routes, business_hours.routes, voicemail.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -39,16 +52,21 @@ def create_app(
     registrations: PhoneRegistrations | None = None,
     *,
     media_workers: bool = True,
+    clock: Callable[[], datetime] = utcnow,
 ) -> web.Application:
     """The app opens its database, Redis, edge clients and media workers on start-up and
-    closes them on cleanup; `media_workers=False` serves the API alone."""
+    closes them on cleanup; `media_workers=False` serves the API alone. `clock` is what call
+    flows decide business hours with (tests fix it)."""
     app = web.Application(
         middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
     metrics = Metrics()
     app[_METRICS] = metrics
     routes = [route for table in ROUTE_TABLES for route in table.routes]
-    document = openapi_document(routes, extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS})
+    document = openapi_document(
+        routes,
+        extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS, **voicemail.OPENAPI_PATHS},
+    )
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document)
@@ -57,6 +75,7 @@ def create_app(
         counts = await count_extensions_by_holder(request.app[CONTEXT_KEY])
         for holder in OwnerType:
             metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
+        metrics.voicemail_unheard.set(await count_unheard(request.app[CONTEXT_KEY]))
         pool = request.app.get(POOL_KEY)
         if pool is not None:
             metrics.workers_alive.set(pool.workers_alive)
@@ -82,7 +101,7 @@ def create_app(
         hub = EventHub(redis)
         await hub.start()
         app[HUB_KEY] = hub
-        pool = await _start_media_workers(app[CONTEXT_KEY], edge) if media_workers else None
+        pool = await _start_media_workers(app[CONTEXT_KEY], edge, clock) if media_workers else None
         if pool is not None:
             app[POOL_KEY] = pool
         yield
@@ -99,6 +118,7 @@ def create_app(
     app.router.add_get(API_PREFIX + "/openapi.json", openapi)
     app.router.add_get(API_PREFIX + "/events", event_stream)
     prompts.install_audio_routes(app)
+    voicemail.install_audio_routes(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 
@@ -107,10 +127,13 @@ _METRICS = web.AppKey("metrics", Metrics)
 POOL_KEY = web.AppKey("worker_pool", WorkerPool)
 
 
-async def _start_media_workers(ctx: ServiceContext, edge: KamailioRpc) -> WorkerPool:
+async def _start_media_workers(
+    ctx: ServiceContext, edge: KamailioRpc, clock: Callable[[], datetime]
+) -> WorkerPool:
     settings = ctx.settings
     ringback = await asyncio.to_thread(make_ringback_tone, settings.data_dir / "tones")
-    flows = CallFlows(ctx, edge, ringback)
+    beep = await asyncio.to_thread(make_beep_tone, settings.data_dir / "tones")
+    flows = CallFlows(ctx, edge, ringback, beep=beep, clock=clock)
     pool = WorkerPool(
         settings.workers,
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.

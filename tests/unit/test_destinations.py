@@ -87,7 +87,7 @@ def test_destinations_are_immutable_values() -> None:
 
 def test_only_built_features_are_available_destinations() -> None:
     available = AVAILABLE_DESTINATION_TYPES
-    assert available == {"extension", "number", "hangup"}
+    assert available == {"extension", "number", "hangup", "menu", "voicemail"}
     every_type = {
         model.model_fields["type"].default
         for model in (
