@@ -92,15 +92,27 @@ async def test_invalid_number_is_422_naming_the_field(
     assert reply.body["error"]["field"] == field
 
 
-@pytest.mark.parametrize("kind", [{"type": "queue", "id": 1}, {"type": "menu", "id": 1},
-                                  {"type": "voicemail", "box": 1}])  # fmt: skip
-async def test_destinations_of_features_not_built_yet_are_refused(
-    admin: ApiClient, kind: dict[str, Any]
-) -> None:
+async def test_destinations_of_features_not_built_yet_are_refused(admin: ApiClient) -> None:
+    kind = {"type": "queue", "id": 1}
     reply = await admin.post("/numbers", number_body("+4930300400", default_destination=kind))
     assert reply.status == 422
     assert reply.error_code == "destination_unavailable"
     assert reply.body["error"]["field"] == "default_destination.type"
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "field"),
+    [
+        ({"type": "menu", "id": 999999}, "unknown_menu", "default_destination.id"),
+        ({"type": "voicemail", "box": 999999}, "unknown_voicemail_box", "default_destination.box"),
+    ],
+)
+async def test_menus_and_voicemail_boxes_must_exist(
+    admin: ApiClient, kind: dict[str, Any], code: str, field: str
+) -> None:
+    reply = await admin.post("/numbers", number_body("+4930300400", default_destination=kind))
+    assert reply.status == 422 and reply.error_code == code
+    assert reply.body["error"]["field"] == field
 
 
 async def test_unknown_extension_destination_is_refused(admin: ApiClient) -> None:
@@ -150,7 +162,7 @@ async def test_patch_validates_like_create(
     bad_shape = await admin.patch(path, {"default_destination": {"type": "number", "number": "x"}})
     assert bad_shape.status == 422
     assert bad_shape.body["error"]["field"] == "default_destination.number.number"
-    unavailable = await admin.patch(path, {"no_answer_destination": {"type": "menu", "id": 1}})
+    unavailable = await admin.patch(path, {"no_answer_destination": {"type": "queue", "id": 1}})
     assert unavailable.status == 422 and unavailable.error_code == "destination_unavailable"
     assert unavailable.body["error"]["field"] == "no_answer_destination.type"
     unknown = await admin.patch(
