@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -364,6 +364,3 @@ def _plan(row: MenuRow) -> MenuPlan:
         retries=row.retries,
         final_destination=_destination.validate_python(row.final_destination),
     )
-
-
-MENU_SPEC_FIELDS = frozenset(f.name for f in fields(MenuSpec))
