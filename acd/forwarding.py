@@ -1,7 +1,8 @@
 """Per-status forwarding of direct calls to a user's extension (pure decision + its SQL).
 
 Rules map a presence status, or `busy` (on a call) or `no_answer` (rang out, busy or
-unreachable), to a destination: another extension, an external number, or `hangup` (reject).
+unreachable), to a destination: another extension, an external number, a voicemail box, or
+`hangup` (reject).
 DND rejects direct calls unless a rule for dnd says where they go.
 """
 
@@ -23,12 +24,13 @@ from core.errors import InvalidInput
 from extensions.models import Extension
 from extensions.namespace import user_extension
 from extensions.users import load_user
+from ivr.destination_checks import check_destination
 from ivr.destinations import Destination
 
 BUSY = "busy"
 NO_ANSWER = "no_answer"
 RULE_KEYS = frozenset({*(s.value for s in Status), BUSY, NO_ANSWER})
-FORWARD_TYPES = frozenset({"extension", "number", "hangup"})
+FORWARD_TYPES = frozenset({"extension", "number", "voicemail", "hangup"})
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)
 
 Rules = dict[str, Destination]
@@ -115,6 +117,8 @@ async def _check(
     if destination.type not in FORWARD_TYPES:
         raise InvalidForwarding(f"calls cannot be forwarded to a {destination.type} yet",
                                 field=f"{field}.type")  # fmt: skip
+    if destination.type == "voicemail":
+        await check_destination(session, destination, field)
     if destination.type == "extension":
         if destination.extension == own:
             raise InvalidForwarding("a user cannot forward to their own extension",

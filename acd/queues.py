@@ -21,9 +21,10 @@ from core.errors import Conflict, InvalidInput, NotFound
 from extensions.models import Extension, User
 from extensions.namespace import ensure_free
 from extensions.numbering import OwnerType
-from ivr.destinations import AVAILABLE_DESTINATION_TYPES, Destination, HangupDestination
-from ivr.numbers import NumberRow
+from ivr.destination_checks import check_destination
+from ivr.destinations import Destination, HangupDestination
 from ivr.prompt_library import PromptRow
+from ivr.references import References, references_to
 
 log = structlog.get_logger(__name__)
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)
@@ -130,8 +131,8 @@ async def delete_queue(ctx: ServiceContext, queue_id: int) -> None:
         references = await queue_references(session, queue_id)
         if references:
             raise QueueInUse(
-                f"queue {queue_id} is the destination of {_describe(references)}",
-                details={"references": references},
+                f"queue {queue_id} is the destination of {references.describe()}",
+                details=references.details(),
             )
         queue = Queue(queue_id, await _spec(session, row), row.created_at, row.updated_at)
         await _release_extension(session, queue_id)
@@ -183,17 +184,10 @@ async def remove_member_everywhere(ctx: ServiceContext, user_id: int) -> list[in
     return queue_ids
 
 
-async def queue_references(session: AsyncSession, queue_id: int) -> list[dict[str, Any]]:
-    """What routes callers to this queue: numbers' and other queues' destinations."""
+async def queue_references(session: AsyncSession, queue_id: int) -> References:
+    """What routes callers to this queue: numbers, menus, other queues' overflow."""
     target = {"type": "queue", "id": queue_id}
-    found: list[dict[str, Any]] = []
-    for number in await session.scalars(select(NumberRow)):
-        if target in (number.default_destination, number.no_answer_destination):
-            found.append({"type": "number", "id": number.id, "number": number.number})
-    for other in await session.scalars(select(QueueRow).where(QueueRow.id != queue_id)):
-        if other.overflow == target:
-            found.append({"type": "queue", "id": other.id, "name": other.name})
-    return found
+    return await references_to(session, lambda d: d == target, except_queue=queue_id)
 
 
 def queue_data(queue: Queue) -> dict[str, Any]:
@@ -226,7 +220,9 @@ async def _validate(
     if changed("members"):
         await _check_members(session, spec.members)
     if changed("overflow"):
-        _check_overflow(spec.overflow, queue_id)
+        if spec.overflow.type == "queue" and spec.overflow.id == queue_id:
+            raise InvalidOverflow("a queue cannot overflow into itself", field="overflow.id")
+        await check_destination(session, spec.overflow, "overflow")
     prompt_id = spec.hold_music_prompt_id
     if (
         changed("hold_music_prompt_id")
@@ -251,14 +247,6 @@ async def _check_members(session: AsyncSession, members: tuple[int, ...]) -> Non
             f"no active user with id {', '.join(map(str, missing))}",
             field="members", details={"user_ids": missing},
         )  # fmt: skip
-
-
-def _check_overflow(overflow: Destination, queue_id: int | None) -> None:
-    if overflow.type not in AVAILABLE_DESTINATION_TYPES:
-        raise InvalidOverflow(f"{overflow.type} destinations are not available yet",
-                              field="overflow.type")  # fmt: skip
-    if overflow.type == "queue" and overflow.id == queue_id:
-        raise InvalidOverflow("a queue cannot overflow into itself", field="overflow.id")
 
 
 async def _write_members(session: AsyncSession, queue_id: int, members: tuple[int, ...]) -> None:
@@ -325,9 +313,3 @@ def _columns(spec: QueueSpec) -> dict[str, Any]:
         "announce_interval": spec.announce_interval,
         "exit_key": spec.exit_key,
     }
-
-
-def _describe(references: list[dict[str, Any]]) -> str:
-    return ", ".join(
-        f"{ref['type']} {ref.get('number') or ref.get('name') or ref['id']}" for ref in references
-    )

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,27 +15,42 @@ from redis.asyncio import Redis
 from acd.agents import recover_after_restart, wallboard
 from acd.dispatcher import Dispatcher
 from acd.queues import list_queues
-from api import calls, extensions, health, numbers, presence, prompts, queues, tokens, users
+from api import (
+    business_hours,
+    calls,
+    extensions,
+    health,
+    menus,
+    numbers,
+    presence,
+    prompts,
+    queues,
+    tokens,
+    users,
+    voicemail,
+)
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
 from core.context import PhoneRegistrations, ServiceContext
-from core.db import create_engine, create_session_factory
+from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
 from ivr.flows import CallFlows, Tones
+from ivr.voicemail import count_unheard
 from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
 from pbx.provider_registration import RegistrationState, registration_state
-from pbx.tones import make_hold_music, make_ringback_tone
+from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
-    prompts.routes, calls.routes, presence.routes, queues.routes,
+    prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
+    business_hours.routes, voicemail.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -44,16 +60,21 @@ def create_app(
     registrations: PhoneRegistrations | None = None,
     *,
     media_workers: bool = True,
+    clock: Callable[[], datetime] = utcnow,
 ) -> web.Application:
     """The app opens its database, Redis, edge clients and media workers on start-up and
-    closes them on cleanup; `media_workers=False` serves the API alone."""
+    closes them on cleanup; `media_workers=False` serves the API alone. `clock` is what call
+    flows decide business hours with (tests fix it)."""
     app = web.Application(
         middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
     metrics = Metrics()
     app[_METRICS] = metrics
     routes = [route for table in ROUTE_TABLES for route in table.routes]
-    document = openapi_document(routes, extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS})
+    document = openapi_document(
+        routes,
+        extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS, **voicemail.OPENAPI_PATHS},
+    )
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document)
@@ -62,6 +83,7 @@ def create_app(
         counts = await count_extensions_by_holder(request.app[CONTEXT_KEY])
         for holder in OwnerType:
             metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
+        metrics.voicemail_unheard.set(await count_unheard(request.app[CONTEXT_KEY]))
         pool = request.app.get(POOL_KEY)
         if pool is not None:
             metrics.workers_alive.set(pool.workers_alive)
@@ -100,7 +122,7 @@ def create_app(
             # remembers from the last run is stale.
             await recover_after_restart(app[CONTEXT_KEY])
             dispatcher.start(hub.subscribe())
-            pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher)
+            pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher, clock)
             app[POOL_KEY] = pool
         yield
         if pool is not None:
@@ -117,6 +139,7 @@ def create_app(
     app.router.add_get(API_PREFIX + "/openapi.json", openapi)
     app.router.add_get(API_PREFIX + "/events", event_stream)
     prompts.install_audio_routes(app)
+    voicemail.install_audio_routes(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 
@@ -126,15 +149,16 @@ POOL_KEY = web.AppKey("worker_pool", WorkerPool)
 
 
 async def _start_media_workers(
-    ctx: ServiceContext, edge: KamailioRpc, dispatcher: Dispatcher
+    ctx: ServiceContext, edge: KamailioRpc, dispatcher: Dispatcher, clock: Callable[[], datetime]
 ) -> WorkerPool:
     settings = ctx.settings
     folder = settings.data_dir / "tones"
     tones = Tones(
         ringback=await asyncio.to_thread(make_ringback_tone, folder),
         hold_music=await asyncio.to_thread(make_hold_music, folder),
+        beep=await asyncio.to_thread(make_beep_tone, folder),
     )
-    flows = CallFlows(ctx, edge, dispatcher, tones)
+    flows = CallFlows(ctx, edge, dispatcher, tones, clock=clock)
     pool = WorkerPool(
         settings.workers,
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.

@@ -131,3 +131,33 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # IVR (issue 5): menus, business hours, voicemail.
+        self.menu_choices = Counter(
+            "pbx_menu_choices_total",
+            "What callers did in IVR menus: option, repeat, back, invalid, timeout, final",
+            ["result"],
+            registry=self.registry,
+        )
+        self.business_hours_checks = Counter(
+            "pbx_business_hours_checks_total",
+            "Calls to numbers with business hours, by open or closed at arrival",
+            ["state"],
+            registry=self.registry,
+        )
+        self.voicemail_messages = Counter(
+            "pbx_voicemail_messages_total",
+            "Voicemail recordings by outcome: saved, or discarded as too short",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.voicemail_message_seconds = Histogram(
+            "pbx_voicemail_message_seconds",
+            "Length of saved voicemail messages",
+            buckets=(2, 5, 10, 20, 30, 60, 120, 300, 600),
+            registry=self.registry,
+        )
+        self.voicemail_unheard = Gauge(
+            "pbx_voicemail_unheard_messages",
+            "Voicemail messages nobody has marked heard",
+            registry=self.registry,
+        )

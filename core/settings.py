@@ -97,6 +97,14 @@ class CallSettings(_Section):
     ring_timeout: float = Field(30.0, gt=0, le=600)
 
 
+class VoicemailSettings(_Section):
+    # A message ends after this many seconds of silence from the caller (0: only '#', the
+    # box's maximum length or hanging up end it).
+    silence_seconds: float = Field(5.0, ge=0, le=60)
+    # Shorter recordings (a caller hanging up at the beep) are not kept.
+    min_seconds: float = Field(1.0, ge=0, le=60)
+
+
 class TrunkSettings(_Section):
     # Unauthenticated INVITEs are accepted only from these addresses (the SIP provider).
     sources: list[str] = ["127.0.0.1"]
@@ -178,6 +186,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     workers: WorkerSettings = WorkerSettings()
     calls: CallSettings = CallSettings()
+    voicemail: VoicemailSettings = VoicemailSettings()
     trunk: TrunkSettings = TrunkSettings()
     acd: AcdSettings = AcdSettings()
     feature_codes: FeatureCodeSettings = FeatureCodeSettings()

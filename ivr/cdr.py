@@ -34,6 +34,7 @@ class Disposition(StrEnum):
     NOT_FOUND = "not_found"  # no such extension or number
     REJECTED = "rejected"  # not allowed (own extension, no outbound route)
     FAILED = "failed"  # a worker was lost or the far end failed
+    VOICEMAIL = "voicemail"  # the caller reached a voicemail box (a message may be kept)
     ENDED_IN_IVR = "ended_in_ivr"  # the service answered and the call ended there (hang-up route)
 
 

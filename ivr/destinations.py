@@ -1,5 +1,5 @@
-"""Where a call goes: one JSON shape everywhere (numbers now; menus, queue overflow and
-forwarding later), a union discriminated by `type`."""
+"""Where a call goes: one JSON shape everywhere (numbers, business hours, menus, queue
+overflow, forwarding), a union discriminated by `type`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from extensions.numbering import EXTENSION_PATTERN
 
-# Types whose feature exists; the others are refused until their issue delivers them.
-AVAILABLE_DESTINATION_TYPES = frozenset({"extension", "queue", "number", "hangup"})
 EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"
 
 

@@ -4,6 +4,11 @@ The shell feeds digits and clock ticks and owns the timer: it wakes at `deadline
 Rules (the Calls issue): digits end on '#', on the inter-digit timeout, or at once when the
 digits dialled so far can only mean one extension (no other extension starts with them), and
 equally at once when no extension starts with them ("not found" without the wait).
+
+Greeting and menu (the IVR issue): when the number's route is a menu, digits that end as no
+extension but are exactly one digit the menu has an option for are that menu option. So a
+digit no extension starts with picks its option at once, and a digit that starts extensions
+(1 when 12 exists) waits for more and picks the option only if nothing more comes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class Outcome(Enum):
     COLLECTING = "collecting"  # keep listening until `deadline`
     EXTENSION = "extension"  # `digits` is an existing extension
     UNKNOWN = "unknown"  # digits were dialled but they are no extension
+    MENU_OPTION = "menu_option"  # `digits` is one digit: an option of the menu after the greeting
     NOTHING = "nothing"  # no digit came before the deadline
 
 
@@ -28,6 +34,8 @@ class Collection:
     extensions: frozenset[str]
     inter_digit_timeout: float
     digits: str = ""
+    # Keys of the menu the greeting leads to (empty: no menu).
+    menu_options: frozenset[str] = frozenset()
     outcome: Outcome = Outcome.COLLECTING
     # None while the greeting plays and nobody has dialled: the shell decides that wait.
     deadline: float | None = None
@@ -37,8 +45,14 @@ class Collection:
         return self.outcome is not Outcome.COLLECTING
 
 
-def start_collecting(extensions: frozenset[str], inter_digit_timeout: float) -> Collection:
-    return Collection(extensions=extensions, inter_digit_timeout=inter_digit_timeout)
+def start_collecting(
+    extensions: frozenset[str],
+    inter_digit_timeout: float,
+    menu_options: frozenset[str] = frozenset(),
+) -> Collection:
+    return Collection(
+        extensions=extensions, inter_digit_timeout=inter_digit_timeout, menu_options=menu_options
+    )
 
 
 def feed_digit(collection: Collection, digit: str, now: float) -> Collection:
@@ -76,5 +90,11 @@ def give_up_waiting(collection: Collection) -> Collection:
 
 
 def _finish(collection: Collection) -> Collection:
-    outcome = Outcome.EXTENSION if collection.digits in collection.extensions else Outcome.UNKNOWN
+    digits = collection.digits
+    if digits in collection.extensions:
+        outcome = Outcome.EXTENSION
+    elif len(digits) == 1 and digits in collection.menu_options:
+        outcome = Outcome.MENU_OPTION
+    else:
+        outcome = Outcome.UNKNOWN
     return replace(collection, outcome=outcome, deadline=None)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -24,6 +25,7 @@ from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
 from core.context import EdgeUnavailable, ServiceContext
+from core.db import utcnow
 from core.errors import DomainError
 from extensions.phones import Reachable, dialable_extensions, reachable_user
 from ivr.cdr import CallLog, Direction, Disposition
@@ -37,8 +39,12 @@ from ivr.digits import (
     give_up_waiting,
     start_collecting,
 )
+from ivr.menu_flow import discard_pending_keys, walk_menus
+from ivr.menus import menu_for_extension, menu_options
+from ivr.number_hours import off_hours_route
 from ivr.numbers import InboundNumber, number_for_call
 from ivr.prompts import prompts_dir, system_prompt
+from ivr.voicemail_flow import leave_voicemail
 from pbx.legs import Leg, LegGone
 
 log = structlog.get_logger(__name__)
@@ -63,6 +69,7 @@ class Registrations(Protocol):
 class Tones:
     ringback: Path
     hold_music: Path  # queues without hold music of their own
+    beep: Path  # before a voicemail recording
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,15 @@ class CallFlows:
         registrations: Registrations,
         dispatcher: Dispatcher,
         tones: Tones,
+        *,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ctx = ctx
         self._registrations = registrations
         self._dispatcher = dispatcher
         self._tones = tones
+        # Business hours are decided with this clock (tests fix it).
+        self._clock = clock
         self._calls = ctx.settings.calls
         self._sip = ctx.settings.sip
         self._edge = Edge(self._sip.host, self._sip.port, self._sip.domain)
@@ -118,13 +129,23 @@ class CallFlows:
     async def _greeting_flow(self, leg: Leg, call: CallLog, number: InboundNumber) -> Finish:
         await leg.answer()
         await call.system_answered()
+        closed = await off_hours_route(self._ctx, number.id, self._clock())
+        if closed is not None:
+            if closed.prompt is not None:
+                await self._play_through(leg, closed.prompt)
+            return await self._to_destination(leg, call, closed.destination, number)
         prompt = number.greeting_path
+        # A menu after the greeting: a single digit that is no extension picks its option.
+        menu = number.default_destination
+        menu_keys = await menu_options(self._ctx, menu.id) if menu.type == "menu" else frozenset()
         if not number.extension_dialing:
             playback = await leg.play(prompt, barge_in=False)
             await _until(playback.finished, leg)
             return await self._to_destination(leg, call, number.default_destination, number)
         for attempt in range(self._calls.unknown_extension_retries + 1):
-            collection = await self._collect_extension(leg, prompt)
+            collection = await self._collect_extension(leg, prompt, menu_keys)
+            if collection.outcome is Outcome.MENU_OPTION and menu.type == "menu":
+                return await self._to_menu(leg, call, menu.id, number, first_key=collection.digits)
             if collection.outcome is Outcome.EXTENSION:
                 decided_at = asyncio.get_running_loop().time()
                 return await self._to_destination_extension(
@@ -137,11 +158,14 @@ class CallFlows:
             prompt = await system_prompt(prompts_dir(self._ctx), "extension_not_found")
         return await self._to_destination(leg, call, number.default_destination, number)
 
-    async def _collect_extension(self, leg: Leg, prompt: Path) -> Collection:
-        """Play `prompt` (stopped by the first digit) and collect an extension (ivr.digits)."""
+    async def _collect_extension(
+        self, leg: Leg, prompt: Path, menu_keys: frozenset[str] = frozenset()
+    ) -> Collection:
+        """Play `prompt` (stopped by the first digit) and collect an extension (ivr.digits),
+        or one key of the menu that follows the greeting."""
         loop = asyncio.get_running_loop()
         collection = start_collecting(
-            await dialable_extensions(self._ctx), self._calls.inter_digit_timeout
+            await dialable_extensions(self._ctx), self._calls.inter_digit_timeout, menu_keys
         )
         playback = await leg.play(prompt, barge_in=True)
         prompt_over_at: float | None = None
@@ -183,6 +207,11 @@ class CallFlows:
         if destination.type == "queue" and hops < MAX_DESTINATION_HOPS:
             return await self._to_queue(leg, call, destination.id, hops=hops)
         # hangup (menu and voicemail arrive with their issues)
+        if destination.type == "menu":
+            return await self._to_menu(leg, call, destination.id, number)
+        if destination.type == "voicemail":
+            return await self._to_voicemail(leg, call, destination.box)
+        # hangup
         await self._say(leg, "goodbye")
         await leg.hangup()
         return Finish(Disposition.ENDED_IN_IVR, "system")
@@ -217,6 +246,9 @@ class CallFlows:
         queue_id = await queue_of_extension(self._ctx, extension)
         if queue_id is not None:
             return await self._to_queue(leg, call, queue_id)
+        menu_id = await menu_for_extension(self._ctx, extension)
+        if menu_id is not None:
+            return await self._to_menu(leg, call, menu_id, number)
         finish = await self._ring_extension(
             leg, call, extension, caller_answered=True, decided_at=decided_at
         )
@@ -230,6 +262,32 @@ class CallFlows:
             return finish
         # The fallback's own failure ends the call: no endless loop between destinations.
         return await self._to_destination(leg, call, fallback, None)
+
+    # -- menus and voicemail (ivr.menu_flow, ivr.voicemail_flow) ---------------------------
+
+    async def _to_menu(
+        self, leg: Leg, call: CallLog, menu_id: int, number: InboundNumber | None,
+        *, first_key: str | None = None,
+    ) -> Finish:  # fmt: skip
+        if first_key is None:
+            await discard_pending_keys(leg)
+
+        async def route(destination: Destination) -> Finish:
+            return await self._to_destination(leg, call, destination, number)
+
+        return await walk_menus(
+            self._ctx, leg, menu_id, route, first_key=first_key, call_id=call.id
+        )
+
+    async def _to_voicemail(self, leg: Leg, call: CallLog, box_id: int) -> Finish:
+        result = await leave_voicemail(
+            self._ctx, leg, box_id, self._tones.beep, caller=leg.caller, call_id=call.id
+        )
+        if not result.box_found:
+            await self._say(leg, "not_available")
+            await leg.hangup()
+            return Finish(Disposition.ENDED_IN_IVR, "system")
+        return Finish(Disposition.VOICEMAIL, result.hangup_by)
 
     # -- ringing a phone and bridging -----------------------------------------------------
 
@@ -283,6 +341,11 @@ class CallFlows:
             return await self._ring_extension(leg, call, destination.extension,
                                               caller_answered=caller_answered,
                                               follow_forwarding=False)  # fmt: skip
+        if destination.type == "voicemail":
+            if not caller_answered:
+                await leg.answer()
+                await call.system_answered()
+            return await self._to_voicemail(leg, call, destination.box)
         assert destination.type == "number"
         return await self._to_external(
             leg, call, destination.number, post_dial="", caller_answered=caller_answered
@@ -415,6 +478,11 @@ class CallFlows:
                 await leg.answer()
                 await call.system_answered()
                 return await self._to_queue(leg, call, queue_id)
+            menu_id = await menu_for_extension(self._ctx, target)
+            if menu_id is not None:
+                await leg.answer()
+                await call.system_answered()
+                return await self._to_menu(leg, call, menu_id, None)
             finish = await self._ring_extension(leg, call, target, caller_answered=False)
             return await _refuse_if_unanswered(leg, finish)
         if kind is Dialled.EXTERNAL:
@@ -476,9 +544,10 @@ class CallFlows:
         await call.ended(finish.disposition, finish.hangup_by)
 
     async def _say(self, leg: Leg, prompt_key: str) -> None:
-        playback = await leg.play(
-            await system_prompt(prompts_dir(self._ctx), prompt_key), barge_in=False
-        )
+        await self._play_through(leg, await system_prompt(prompts_dir(self._ctx), prompt_key))
+
+    async def _play_through(self, leg: Leg, prompt: Path) -> None:
+        playback = await leg.play(prompt, barge_in=False)
         await _until(playback.finished, leg)
 
 

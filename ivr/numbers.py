@@ -14,13 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from acd.models import QueueRow
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
-from extensions.models import Extension
-from ivr.destinations import AVAILABLE_DESTINATION_TYPES, Destination
+from ivr.destination_checks import check_destination
+from ivr.destinations import Destination
 from ivr.prompt_library import get_prompt, prompt_file
+from ivr.prompt_refs import UnknownPrompt
 from ivr.prompts import prompts_dir, text_prompt_path
 
 log = structlog.get_logger(__name__)
@@ -72,22 +72,6 @@ class InboundNumber:
 
 class NumberTaken(Conflict):
     code = "number_taken"
-
-
-class DestinationUnavailable(InvalidInput):
-    code = "destination_unavailable"
-
-
-class UnknownExtension(InvalidInput):
-    code = "unknown_extension"
-
-
-class UnknownQueue(InvalidInput):
-    code = "unknown_queue"
-
-
-class UnknownPrompt(InvalidInput):
-    code = "unknown_prompt"
 
 
 async def create_number(ctx: ServiceContext, spec: NumberSpec) -> NumberRow:
@@ -210,19 +194,7 @@ async def _check_destinations(
     for field, destination in fields.items():
         if destination is None or (only is not None and field not in only):
             continue
-        if destination.type not in AVAILABLE_DESTINATION_TYPES:
-            raise DestinationUnavailable(
-                f"{destination.type} destinations are not available yet", field=f"{field}.type"
-            )
-        if (
-            destination.type == "extension"
-            and await session.get(Extension, destination.extension) is None
-        ):
-            raise UnknownExtension(
-                f"extension {destination.extension} does not exist", field=f"{field}.extension"
-            )
-        if destination.type == "queue" and await session.get(QueueRow, destination.id) is None:
-            raise UnknownQueue(f"queue {destination.id} does not exist", field=f"{field}.id")
+        await check_destination(session, destination, field)
 
 
 async def _load(session: AsyncSession, number_id: int) -> NumberRow:

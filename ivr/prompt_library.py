@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Integer, String, column, select, table
+from sqlalchemy import Integer, String, column, or_, select, table
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from acd.models import QueueRow
@@ -94,8 +95,17 @@ def prompt_file(ctx: ServiceContext, row: PromptRow) -> Path:
     return prompts_dir(ctx) / row.file
 
 
-# The numbers table as far as this module needs it (ivr.numbers imports this module).
-_numbers = table("numbers", column("number", String), column("greeting_prompt_id", Integer))
+# The tables that use prompts, as far as this module needs them (they import this module).
+_numbers = table(
+    "numbers", column("id", Integer), column("number", String),
+    column("greeting_prompt_id", Integer),
+)  # fmt: skip
+_hours = table("number_hours", column("number_id", Integer), column("off_hours_prompt_id", Integer))
+_menus = table(
+    "menus", column("id", Integer), column("prompt_id", Integer),
+    column("invalid_prompt_id", Integer), column("timeout_prompt_id", Integer),
+)  # fmt: skip
+_boxes = table("voicemail_boxes", column("id", Integer), column("greeting_prompt_id", Integer))
 
 
 async def delete_prompt(ctx: ServiceContext, prompt_id: int) -> None:
@@ -103,21 +113,10 @@ async def delete_prompt(ctx: ServiceContext, prompt_id: int) -> None:
         row = await session.get(PromptRow, prompt_id)
         if row is None:
             raise NotFound(f"prompt {prompt_id} does not exist")
-        users = list(
-            await session.scalars(
-                select(_numbers.c.number).where(_numbers.c.greeting_prompt_id == prompt_id)
-            )
-        )
-        queues = list(
-            await session.scalars(
-                select(QueueRow.name).where(QueueRow.hold_music_prompt_id == prompt_id)
-            )
-        )
-        if users or queues:
-            uses = [f"the greeting of {n}" for n in users] + [f"hold music of {q}" for q in queues]
+        users = await _prompt_users(session, prompt_id)
+        if any(users.values()):
             raise PromptInUse(
-                f"prompt {prompt_id} is {', '.join(uses)}",
-                details={"numbers": users, "queues": queues},
+                f"prompt {prompt_id} is used by " + _describe_users(users), details=users
             )
         data = _event_data(row)
         uploaded = prompt_file(ctx, row) if row.kind == "audio" else None
@@ -145,6 +144,47 @@ async def _store(
     await ctx.events.publish(event)
     log.info("prompt_created", prompt_id=row.id, kind=kind, seconds=round(seconds, 2))
     return row
+
+
+async def _prompt_users(session: AsyncSession, prompt_id: int) -> dict[str, list[Any]]:
+    """Who plays this prompt: numbers (greeting or off-hours announcement), menus, boxes."""
+    greeting = select(_numbers.c.number).where(_numbers.c.greeting_prompt_id == prompt_id)
+    off_hours = (
+        select(_numbers.c.number)
+        .join(_hours, _hours.c.number_id == _numbers.c.id)
+        .where(_hours.c.off_hours_prompt_id == prompt_id)
+    )
+    menus = select(_menus.c.id).where(
+        or_(
+            _menus.c.prompt_id == prompt_id,
+            _menus.c.invalid_prompt_id == prompt_id,
+            _menus.c.timeout_prompt_id == prompt_id,
+        )
+    )
+    boxes = select(_boxes.c.id).where(_boxes.c.greeting_prompt_id == prompt_id)
+    queues = select(QueueRow.name).where(QueueRow.hold_music_prompt_id == prompt_id)
+    return {
+        "numbers": list(await session.scalars(greeting)),
+        "business_hours": list(await session.scalars(off_hours)),
+        "menus": list(await session.scalars(menus)),
+        "voicemail_boxes": list(await session.scalars(boxes)),
+        "queues": list(await session.scalars(queues)),
+    }
+
+
+def _describe_users(users: dict[str, list[Any]]) -> str:
+    labels = {
+        "numbers": "the greeting of",
+        "business_hours": "the off-hours announcement of",
+        "menus": "menus",
+        "voicemail_boxes": "voicemail boxes",
+        "queues": "the hold music of queues",
+    }
+    return "; ".join(
+        f"{labels[kind]} {', '.join(str(u) for u in found)}"
+        for kind, found in users.items()
+        if found
+    )
 
 
 def _check_length(seconds: float) -> None:

@@ -22,6 +22,11 @@ SYSTEM_PROMPTS = {
     "feature_end_wrap_up": "Wrap up ended. You are ready.",
     "feature_logged_out": "You are logged out.",
     "feature_refused": "Sorry, that is not possible now.",
+    "menu_invalid": "Sorry, that is not a valid choice.",
+    "menu_timeout": "Sorry, I did not hear your choice.",
+    "voicemail_greeting": "Nobody can take your call right now. Please leave a message after "
+    "the tone, and press the hash key when you are done.",
+    "voicemail_saved": "Your message has been saved. Goodbye.",
 }
 
 

@@ -9,8 +9,11 @@ import acd.models  # noqa: F401  (registers queues, queue log, presence history,
 import core.events  # noqa: F401  (registers the events table)
 import extensions.models  # noqa: F401  (registers users, extensions, tokens, subscriber)
 import ivr.cdr
+import ivr.menus
+import ivr.number_hours
 import ivr.numbers
-import ivr.prompt_library  # noqa: F401  (registers prompts)
+import ivr.prompt_library
+import ivr.voicemail  # noqa: F401  (registers menus, business hours, voicemail)
 import pbx.provider_registration  # noqa: F401  (registers Kamailio's uacreg)
 from core.db import Base, create_engine
 

@@ -186,14 +186,24 @@ class Leg:
     async def send_dtmf(self, digits: str) -> None:
         await self._command(lambda cid: SendDtmf(cid=cid, leg=self.id, digits=digits))
 
-    async def record(self, path: Path, max_seconds: float) -> Recording:
-        """Record what the far end says to a WAV until stop_recording, max_seconds or the end."""
+    async def record(
+        self, path: Path, max_seconds: float, *, silence_s: float | None = None
+    ) -> Recording:
+        """Record what the far end says to a WAV until stop_recording, max_seconds, the end
+        of the leg or `silence_s` of silence. `finished` settles once the WAV is complete,
+        also when the leg ended first (only a lost worker settles it without a file)."""
         recording, previous = Recording(), self._recording
         # Set first: a very short recording may end before the command's result arrives.
         self._recording = recording
         try:
             await self._command(
-                lambda cid: Record(cid=cid, leg=self.id, path=str(path), max_seconds=max_seconds)
+                lambda cid: Record(
+                    cid=cid,
+                    leg=self.id,
+                    path=str(path),
+                    max_seconds=max_seconds,
+                    silence_s=silence_s,
+                )
             )
         except BaseException:
             self._recording = previous
@@ -235,10 +245,16 @@ class Leg:
         if self._recording is not None:
             _settle(self._recording.finished, seconds)
 
+    @property
+    def recording_open(self) -> bool:
+        """A recording whose file the worker has not reported complete yet."""
+        return self._recording is not None and not self._recording.finished.done()
+
     def on_ended(self, end: LegEnd) -> None:
         while self._playbacks:
             _settle(self._playbacks.popleft().finished, True)
-        if self._recording is not None:
+        if self._recording is not None and end.reason == WORKER_LOST:
+            # Otherwise the worker closes the file and reports RecordingEnded after LegEnded.
             _settle(self._recording.finished, 0.0)
         _settle(self.ended, end)
 

@@ -78,6 +78,8 @@ class _Worker:
     alive: bool = False
     restarts: int = 0
     legs: dict[str, Leg] = field(default_factory=dict)
+    # Ended legs whose recording the worker is still closing (RecordingEnded follows).
+    closing: dict[str, Leg] = field(default_factory=dict)
     pending: dict[int, asyncio.Future[CommandResult]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
     supervisor: asyncio.Task[None] | None = None
@@ -253,9 +255,10 @@ class WorkerPool:
             if not pending.done():
                 pending.set_exception(WorkerCommandFailed(WORKER_LOST))
         worker.pending.clear()
-        for leg in list(worker.legs.values()):
+        for leg in [*worker.legs.values(), *worker.closing.values()]:
             leg.on_ended(LegEnd(LOST_CODE, WORKER_LOST))
         worker.legs.clear()
+        worker.closing.clear()
 
     async def _stop_worker(self, worker: _Worker) -> None:
         process = worker.process
@@ -339,6 +342,8 @@ class WorkerPool:
             return
         found = worker.legs.get(event.leg)
         if found is None:
+            if isinstance(event, RecordingEnded) and event.leg in worker.closing:
+                worker.closing.pop(event.leg).on_recording_ended(event.seconds)
             return
         leg = found
         if isinstance(event, LegRinging):
@@ -353,6 +358,8 @@ class WorkerPool:
             leg.on_recording_ended(event.seconds)
         elif isinstance(event, LegEnded):
             worker.legs.pop(event.leg, None)
+            if leg.recording_open:
+                worker.closing[event.leg] = leg
             leg.on_ended(LegEnd(event.code, event.reason))
 
     async def _run_inbound(self, leg: Leg) -> None:

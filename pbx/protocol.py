@@ -117,12 +117,14 @@ class SendDtmf(_Command):
 
 
 class Record(_Command):
-    """Record what the leg's far end says to a WAV until StopRecord, max_seconds or the end."""
+    """Record what the leg's far end says to a WAV until StopRecord, max_seconds, the end, or
+    (with silence_s) once the far end has been silent that long."""
 
     type: Literal["record"] = "record"
     leg: str
     path: str
     max_seconds: float = Field(gt=0)
+    silence_s: float | None = Field(None, gt=0)
 
 
 class StopRecord(_Command):

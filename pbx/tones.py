@@ -1,5 +1,6 @@
-"""Tones as WAV files, made once with sox: ETSI ringback (425 Hz, 1 s on, 4 s off) and the
-built-in hold music of queues (a soft three-note chime)."""
+"""Tones as WAV files, made once with sox: ETSI ringback (425 Hz, 1 s on, 4 s off), the
+voicemail beep (1 kHz for half a second) and the built-in hold music of queues (a soft
+three-note chime)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 RINGBACK_ARGS = ["synth", "1", "sine", "425", "vol", "0.5", "pad", "0", "4"]
+BEEP_ARGS = ["synth", "0.5", "sine", "1000", "vol", "0.5", "pad", "0", "0.1"]
 # G4, B4, D5 plucked, then a pause: audible as "please hold", never mistaken for ringback.
 HOLD_NOTES_HZ = (392, 494, 587)
 
@@ -18,6 +20,11 @@ class ToneError(Exception):
 def make_ringback_tone(folder: Path) -> Path:
     """The ringback WAV (8 kHz mono 16-bit) callers hear while a phone rings; blocking."""
     return _make(folder / "ringback-425.wav", [["-n", *RINGBACK_ARGS]])
+
+
+def make_beep_tone(folder: Path) -> Path:
+    """The beep before a voicemail recording starts; blocking."""
+    return _make(folder / "beep-1000.wav", [["-n", *BEEP_ARGS]])
 
 
 def make_hold_music(folder: Path) -> Path:

@@ -66,6 +66,11 @@ RETIRE_AFTER_S = 1.0
 # Ten conference-bridge ticks: enough for the bridge to apply a change made before.
 RECORDER_CLOSE_S = 0.2
 HEADER_PREFIX = "x-pbx-"
+# Silence detection while recording: the far end's level (0-255, pjmedia's u-law-like scale)
+# at or below this counts as silence (about -44 dBFS, Asterisk's default threshold), sampled
+# this often.
+SILENCE_LEVEL = 20
+SILENCE_POLL_S = 0.2
 RING_TIMEOUT = (408, "Request Timeout")
 # Let BYEs and final answers leave before the endpoint goes.
 SHUTDOWN_LINGER_S = 0.2
@@ -388,6 +393,8 @@ class WorkerAgent:
             self._leg(command.leg).dialDtmf(command.digits)
         elif isinstance(command, Record):
             self._record(self._leg(command.leg), command.path, command.max_seconds)
+            if command.silence_s is not None:
+                self._watch_silence(command.leg, command.silence_s, time.monotonic())
         elif isinstance(command, StopRecord):
             leg = self._leg(command.leg)
             if leg.recording is not None:
@@ -536,6 +543,27 @@ class WorkerAgent:
         leg_id = leg.leg_id
         self.deadlines.start((leg_id, "record"), max_seconds, lambda: self._recording_full(leg_id))
 
+    def _watch_silence(self, leg_id: str, silence_s: float, loud_at: float) -> None:
+        """Stop the leg's recording once its far end has been quiet for `silence_s`."""
+        leg = self.legs.get(leg_id)
+        if leg is None or leg.recording is None:
+            return
+        audio = leg.audio()
+        # A call port "transmits" into the bridge what its far end sends (pjsua2's naming).
+        level = int(audio.getTxLevel()) if audio is not None else 0
+        now = time.monotonic()
+        if level > SILENCE_LEVEL:
+            loud_at = now
+        if now - loud_at >= silence_s:
+            log.info("recording_silence", leg=leg_id, seconds=round(now - loud_at, 1))
+            self._stop_recording(leg)
+            return
+        self.deadlines.start(
+            (leg_id, "silence"),
+            SILENCE_POLL_S,
+            lambda: self._watch_silence(leg_id, silence_s, loud_at),
+        )
+
     def _recording_full(self, leg_id: str) -> None:
         leg = self.legs.get(leg_id)
         if leg is not None and leg.recording is not None:
@@ -544,6 +572,7 @@ class WorkerAgent:
     def _stop_recording(self, leg: WorkerLeg) -> None:
         assert leg.recording is not None and leg.recorder is not None
         self.deadlines.cancel((leg.leg_id, "record"))
+        self.deadlines.cancel((leg.leg_id, "silence"))
         path, started = leg.recording
         audio = leg.audio() if not leg.ended else None
         if audio is not None:

@@ -19,6 +19,7 @@ from pbx.kamailio import KamailioProcess, KamailioRpc
 from pbx.ua_thread import shared_user_agent
 from tests.support.agents import Agent, MakeAgent, set_status
 from tests.support.api_client import ApiClient
+from tests.support.clock import TestClock
 from tests.support.phone import TestPhone
 from tests.support.ports import free_port, free_port_block
 
@@ -48,6 +49,7 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_CALLS__WAIT_AFTER_GREETING": "1.0",
         "PBX_CALLS__RING_TIMEOUT": "5",
         "PBX_ACD__MAX_MISSED_OFFERS": "2",
+        "PBX_VOICEMAIL__SILENCE_SECONDS": "2",
     }
     for section, values in sections.items():
         for key, value in values.items():
@@ -91,10 +93,17 @@ async def edge_rpc(settings: Settings, kamailio: KamailioProcess) -> AsyncIterat
 
 
 @pytest.fixture(scope="session")
+def clock() -> TestClock:
+    """The service's clock: real time unless a test sets `clock.fixed` (and resets it)."""
+    return TestClock()
+
+
+@pytest.fixture(scope="session")
 async def api_server(
-    settings: Settings, database: str, redis_server: ManagedRedis, kamailio: KamailioProcess
-) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(settings), host="127.0.0.1", port=settings.api.port)
+    settings: Settings, database: str, redis_server: ManagedRedis, kamailio: KamailioProcess,
+    clock: TestClock,
+) -> AsyncIterator[TestServer]:  # fmt: skip
+    server = TestServer(create_app(settings, clock=clock), host="127.0.0.1", port=settings.api.port)
     await server.start_server()
     yield server
     await server.close()

@@ -146,7 +146,7 @@ async def test_queue_create_read_patch_delete(
         ({"ring_timeout": 1}, 422, "validation_error", "ring_timeout"),
         ({"exit_key": "x"}, 422, "validation_error", "exit_key"),
         ({"when_no_agents": "panic"}, 422, "validation_error", "when_no_agents"),
-        ({"overflow": {"type": "menu", "id": 1}}, 422, "invalid_overflow", "overflow.type"),
+        ({"overflow": {"type": "menu", "id": 999999}}, 422, "unknown_menu", "overflow.id"),
         ({"hold_music_prompt_id": 999999}, 422, "unknown_prompt", "hold_music.prompt_id"),
         ({"extension": "12345"}, 422, "validation_error", "extension"),
     ],
@@ -183,7 +183,7 @@ async def test_a_queue_in_use_cannot_be_deleted(admin: ApiClient) -> None:
     assert number.status == 201, number
     refused = await admin.delete(f"/queues/{queue['id']}")
     assert refused.status == 409 and refused.error_code == "queue_in_use"
-    assert refused.body["error"]["references"][0]["number"] == "+4930999111"
+    assert refused.body["error"]["references"]["numbers"] == ["+4930999111"]
     await admin.delete(f"/numbers/{number.body['id']}")
     assert (await admin.delete(f"/queues/{queue['id']}")).status == 204
 

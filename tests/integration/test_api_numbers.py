@@ -92,16 +92,6 @@ async def test_invalid_number_is_422_naming_the_field(
     assert reply.body["error"]["field"] == field
 
 
-@pytest.mark.parametrize("kind", [{"type": "menu", "id": 1}, {"type": "voicemail", "box": 1}])
-async def test_destinations_of_features_not_built_yet_are_refused(
-    admin: ApiClient, kind: dict[str, Any]
-) -> None:
-    reply = await admin.post("/numbers", number_body("+4930300400", default_destination=kind))
-    assert reply.status == 422
-    assert reply.error_code == "destination_unavailable"
-    assert reply.body["error"]["field"] == "default_destination.type"
-
-
 async def test_unknown_queue_destination_is_refused(admin: ApiClient) -> None:
     reply = await admin.post(
         "/numbers", number_body("+4930300450", default_destination={"type": "queue", "id": 999})
@@ -109,6 +99,21 @@ async def test_unknown_queue_destination_is_refused(admin: ApiClient) -> None:
     assert reply.status == 422
     assert reply.error_code == "unknown_queue"
     assert reply.body["error"]["field"] == "default_destination.id"
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "field"),
+    [
+        ({"type": "menu", "id": 999999}, "unknown_menu", "default_destination.id"),
+        ({"type": "voicemail", "box": 999999}, "unknown_voicemail_box", "default_destination.box"),
+    ],
+)
+async def test_menus_and_voicemail_boxes_must_exist(
+    admin: ApiClient, kind: dict[str, Any], code: str, field: str
+) -> None:
+    reply = await admin.post("/numbers", number_body("+4930300400", default_destination=kind))
+    assert reply.status == 422 and reply.error_code == code
+    assert reply.body["error"]["field"] == field
 
 
 async def test_unknown_extension_destination_is_refused(admin: ApiClient) -> None:
@@ -158,9 +163,9 @@ async def test_patch_validates_like_create(
     bad_shape = await admin.patch(path, {"default_destination": {"type": "number", "number": "x"}})
     assert bad_shape.status == 422
     assert bad_shape.body["error"]["field"] == "default_destination.number.number"
-    unavailable = await admin.patch(path, {"no_answer_destination": {"type": "menu", "id": 1}})
-    assert unavailable.status == 422 and unavailable.error_code == "destination_unavailable"
-    assert unavailable.body["error"]["field"] == "no_answer_destination.type"
+    unavailable = await admin.patch(path, {"no_answer_destination": {"type": "queue", "id": 99999}})
+    assert unavailable.status == 422 and unavailable.error_code == "unknown_queue"
+    assert unavailable.body["error"]["field"] == "no_answer_destination.id"
     unknown = await admin.patch(
         path, {"no_answer_destination": {"type": "extension", "extension": next_extension()}}
     )

@@ -258,6 +258,46 @@ async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
     assert (await asyncio.wait_for(leg.ended, 5)).code == 200
 
 
+async def test_recording_stops_after_silence_and_completes_when_the_caller_leaves(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path, tmp_path: Path
+) -> None:
+    workers, controller = pool
+    phone = await phones("voicemail-silence")
+    quiet = tmp_path / "quiet.wav"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(quiet), "trim", "0",
+                    "10"], check=True)  # fmt: skip
+    answered: asyncio.Future[Leg] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        answered.set_result(leg)
+
+    controller.reset(flow)
+    call = await phone.call(worker_uri(workers, 0))
+    leg = await asyncio.wait_for(answered, 5)
+    await asyncio.wait_for(leg.answered, 5)
+    await call.play(prompts / "greeting.wav", loop=True)
+    first = await leg.record(tmp_path / "one.wav", max_seconds=20.0, silence_s=1.0)
+    await asyncio.sleep(2.0)
+    assert not first.finished.done(), "a talking caller is not silence"
+    await call.play(quiet, loop=True)
+    seconds = await asyncio.wait_for(first.finished, 4)
+    assert 2.5 < seconds < 4.5
+
+    # The caller hangs up mid-message: the file is still completed and reported.
+    await call.play(prompts / "greeting.wav", loop=True)
+    second = await leg.record(tmp_path / "two.wav", max_seconds=20.0, silence_s=5.0)
+    await asyncio.sleep(1.5)
+    await call.hangup()
+    await asyncio.wait_for(leg.ended, 5)
+    seconds = await asyncio.wait_for(second.finished, 3)
+    assert 1.0 < seconds < 2.5
+    with wave.open(str(tmp_path / "two.wav")) as wav:
+        assert 1.0 < wav.getnframes() / wav.getframerate() < 2.5
+        samples = array.array("h", wav.readframes(wav.getnframes()))
+    assert max(samples) > 3000
+
+
 async def test_busy_and_ring_timeout_are_reported(
     pool: tuple[WorkerPool, Controller], phones: MakePhone
 ) -> None:

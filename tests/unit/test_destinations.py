@@ -8,7 +8,6 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from ivr.destinations import (
-    AVAILABLE_DESTINATION_TYPES,
     Destination,
     ExtensionDestination,
     HangupDestination,
@@ -83,16 +82,3 @@ def test_destinations_are_immutable_values() -> None:
     with pytest.raises(ValidationError):
         target.extension = "1028"  # type: ignore[misc]
     assert hash(target) == hash(ExtensionDestination(extension="1027"))
-
-
-def test_only_built_features_are_available_destinations() -> None:
-    available = AVAILABLE_DESTINATION_TYPES
-    assert available == {"extension", "queue", "number", "hangup"}
-    every_type = {
-        model.model_fields["type"].default
-        for model in (
-            ExtensionDestination, QueueDestination, MenuDestination,
-            VoicemailDestination, NumberDestination, HangupDestination,
-        )
-    }  # fmt: skip
-    assert available < every_type

@@ -95,3 +95,60 @@ def test_a_decided_collection_ignores_everything_after() -> None:
 def test_empty_directory_rejects_any_digit_at_once() -> None:
     collection = feed_digit(start_collecting(frozenset(), TIMEOUT), "5", 0.0)
     assert collection.outcome is Outcome.UNKNOWN
+
+
+# -- greeting and menu together: an extension wins when the digits form one ----------------
+
+MENU_KEYS = frozenset({"1", "2", "5", "9"})
+
+
+def dial_with_menu(keys: str, extensions: frozenset[str], *, then_wait: bool = False) -> Collection:
+    collection = start_collecting(extensions, TIMEOUT, MENU_KEYS)
+    now = 0.0
+    for key in keys:
+        collection = feed_digit(collection, key, now)
+        now += 0.5
+    if then_wait:
+        collection = feed_tick(collection, now + TIMEOUT)
+    return collection
+
+
+@pytest.mark.parametrize(
+    ("extensions", "keys", "then_wait", "outcome", "digits"),
+    [
+        # Extension 1 vs option 1: the extension wins, at once when nothing longer exists.
+        (frozenset({"1"}), "1", False, Outcome.EXTENSION, "1"),
+        (frozenset({"1", "12"}), "1", True, Outcome.EXTENSION, "1"),
+        (frozenset({"1", "12"}), "1", False, Outcome.COLLECTING, "1"),
+        # Extensions 12 and 123: 1 waits for more; 12 + timeout, 123 at once.
+        (frozenset({"12", "123"}), "1", False, Outcome.COLLECTING, "1"),
+        (frozenset({"12", "123"}), "12", True, Outcome.EXTENSION, "12"),
+        (frozenset({"12", "123"}), "123", False, Outcome.EXTENSION, "123"),
+        (frozenset({"12", "123"}), "12#", False, Outcome.EXTENSION, "12"),
+        # ...and 1 alone, then nothing: no extension, one digit -> the menu option.
+        (frozenset({"12", "123"}), "1", True, Outcome.MENU_OPTION, "1"),
+        (frozenset({"12", "123"}), "1#", False, Outcome.MENU_OPTION, "1"),
+        # A digit no extension starts with: the option at once, no waiting.
+        (frozenset({"12", "123"}), "2", False, Outcome.MENU_OPTION, "2"),
+        (frozenset(), "5", False, Outcome.MENU_OPTION, "5"),
+        # A digit the menu has no option for and no extension starts with: unknown.
+        (frozenset({"12"}), "3", False, Outcome.UNKNOWN, "3"),
+        # Two digits are never a menu option.
+        (frozenset({"123"}), "12", True, Outcome.UNKNOWN, "12"),
+        (frozenset({"100"}), "10#", False, Outcome.UNKNOWN, "10"),
+        # 9 starts extension 900: wait; 900 is the extension.
+        (frozenset({"900"}), "900", False, Outcome.EXTENSION, "900"),
+        (frozenset({"900"}), "9", True, Outcome.MENU_OPTION, "9"),
+    ],
+)
+def test_greeting_digits_are_an_extension_first_then_a_menu_option(
+    extensions: frozenset[str], keys: str, then_wait: bool, outcome: Outcome, digits: str
+) -> None:
+    collection = dial_with_menu(keys, extensions, then_wait=then_wait)
+    assert collection.outcome is outcome
+    assert collection.digits == digits
+
+
+def test_without_a_menu_a_single_unknown_digit_stays_unknown() -> None:
+    collection = feed_digit(start_collecting(frozenset({"12"}), TIMEOUT), "5", 0.0)
+    assert collection.outcome is Outcome.UNKNOWN
