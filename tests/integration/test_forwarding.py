@@ -114,3 +114,22 @@ async def test_no_answer_forwards_after_the_ring_timeout(
     await asyncio.wait_for(ringing.ended, settings.calls.ring_timeout + 3)
     await desk.rings(timeout=5)
     assert (await sipp).succeeded
+
+
+async def test_dnd_forwards_to_the_users_voicemail(
+    admin: ApiClient, settings: Settings, agent: MakeAgent
+) -> None:
+    caller = await agent("Voicemail Caller", status=None)
+    quiet = await agent("Voicemail DND", status="dnd")
+    owner = {"type": "user", "id": quiet.user_id}
+    box = await admin.post("/voicemail/boxes", {"owner": owner, "greeting": {"text": "Hi."}})
+    assert box.status == 201, box
+    await forward(admin, quiet, {"dnd": {"type": "voicemail", "box": box.body["id"]}})
+    call = await dial(settings, caller, quiet)
+    await asyncio.wait_for(call.answered, 10)  # the service answers for the box
+    await asyncio.sleep(3.5)  # greeting, beep, then speak (the phone plays a tone)
+    await call.send_dtmf("#")
+    await asyncio.wait_for(call.ended, 15)  # "saved", then the service hangs up
+    assert quiet.idle()
+    messages = (await admin.get(f"/voicemail/boxes/{box.body['id']}/messages")).body["items"]
+    assert len(messages) == 1

@@ -361,3 +361,25 @@ async def test_feature_codes_set_presence_from_the_desk_phone(
     call = await desk.phone.call(f"sip:{codes.end_wrap_up}@{settings.sip.host}:{settings.sip.port}")
     await asyncio.wait_for(call.ended, 10)
     assert (await presence(admin, desk))["status"] == "ready"
+
+
+async def test_overflow_into_the_queues_voicemail_box(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    absent = await agent("Voicemail Queue Member", status="logged_out")
+    queue_id, number = await queue_line(admin, [absent])
+    owner = {"type": "queue", "id": queue_id}
+    box = await admin.post("/voicemail/boxes", {"owner": owner, "greeting": {"text": "Hi."}})
+    assert box.status == 201, box
+    overflow = {"type": "voicemail", "box": box.body["id"]}
+    patched = await admin.patch(f"/queues/{queue_id}", {"overflow": overflow})
+    assert patched.status == 200, patched
+    # Nobody logged in: straight to the box; the silent caller's message ends on silence.
+    result = await call_number(tmp_path, settings.sip.port, number, hang_up="remote",
+                               timeout_s=30)  # fmt: skip
+    assert result.succeeded, result.output
+    messages = (await admin.get(f"/voicemail/boxes/{box.body['id']}/messages")).body["items"]
+    assert len(messages) == 1
+    # The box is in use by the queue's overflow: it cannot be deleted.
+    refused = await admin.delete(f"/voicemail/boxes/{box.body['id']}")
+    assert refused.status == 409 and refused.body["error"]["references"]["queues"] == [queue_id]
