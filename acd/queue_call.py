@@ -21,7 +21,7 @@ from acd.queues import Queue
 from core.context import ServiceContext
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
-from ivr.prompts import prompts_dir, text_prompt_path
+from ivr.prompts import spoken
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
 log = structlog.get_logger(__name__)
@@ -260,7 +260,7 @@ class QueueCall:
             text += (
                 f" The expected waiting time is about {minutes} minute{'s' if minutes > 1 else ''}."
             )
-        path = await text_prompt_path(prompts_dir(self._ctx), text)
+        path = await spoken(self._ctx, text)
         await self._leg.stop_playback()
         playback = await self._leg.play(path, barge_in=False)
         watched: list[asyncio.Future[Any]] = [playback.finished, self._leg.ended]

@@ -18,6 +18,7 @@ from core.logging import configure_logging
 from core.redis_server import ManagedRedis
 from core.settings import Settings, SettingsError, load_settings
 from extensions.tokens import ensure_bootstrap_admin_token
+from ivr.prompts import UnknownVoice, check_voice
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, render_kamailio_config
 
@@ -48,8 +49,9 @@ def run(config: Path | None) -> None:
     """Migrate, start Redis, Kamailio and the service; Ctrl-C stops everything."""
     settings = _settings(config)
     try:
+        asyncio.run(check_voice(settings.prompts.voice))
         asyncio.run(_run(settings))
-    except _ChildDied as exc:
+    except (_ChildDied, UnknownVoice) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -167,6 +167,12 @@ class FeatureCodeSettings(_Section):
         }
 
 
+class PromptSettings(_Section):
+    # The espeak-ng voice every spoken prompt uses (`espeak-ng --voices` lists them), e.g.
+    # "en", "de", "en-us". Changing it speaks every text anew (the cache is per voice).
+    voice: str = Field("en", pattern=r"^[A-Za-z0-9_+-]{1,40}$")
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -189,6 +195,7 @@ class Settings(_Section):
     voicemail: VoicemailSettings = VoicemailSettings()
     trunk: TrunkSettings = TrunkSettings()
     acd: AcdSettings = AcdSettings()
+    prompts: PromptSettings = PromptSettings()
     feature_codes: FeatureCodeSettings = FeatureCodeSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None

@@ -43,7 +43,7 @@ from ivr.menu_flow import discard_pending_keys, walk_menus
 from ivr.menus import menu_for_extension, menu_options
 from ivr.number_hours import off_hours_route
 from ivr.numbers import InboundNumber, number_for_call
-from ivr.prompts import prompts_dir, system_prompt
+from ivr.prompts import system_prompt
 from ivr.voicemail_flow import leave_voicemail
 from pbx.legs import Leg, LegGone
 
@@ -155,7 +155,7 @@ class CallFlows:
                 break
             log.info("unknown_extension_dialled", call_id=call.id, digits=collection.digits,
                      attempt=attempt + 1)  # fmt: skip
-            prompt = await system_prompt(prompts_dir(self._ctx), "extension_not_found")
+            prompt = await system_prompt(self._ctx, "extension_not_found")
         return await self._to_destination(leg, call, number.default_destination, number)
 
     async def _collect_extension(
@@ -544,7 +544,7 @@ class CallFlows:
         await call.ended(finish.disposition, finish.hangup_by)
 
     async def _say(self, leg: Leg, prompt_key: str) -> None:
-        await self._play_through(leg, await system_prompt(prompts_dir(self._ctx), prompt_key))
+        await self._play_through(leg, await system_prompt(self._ctx, prompt_key))
 
     async def _play_through(self, leg: Leg, prompt: Path) -> None:
         playback = await leg.play(prompt, barge_in=False)

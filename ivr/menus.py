@@ -26,7 +26,7 @@ from ivr.destination_checks import check_destination
 from ivr.destinations import Destination
 from ivr.menu import BackOption, MenuOption, MenuPlan, RepeatOption, menus_reaching_nothing
 from ivr.prompt_refs import PromptRef, prepare_prompt, prompt_path
-from ivr.prompts import prompts_dir, system_prompt
+from ivr.prompts import system_prompt
 from ivr.references import is_menu, references_to
 
 log = structlog.get_logger(__name__)
@@ -217,18 +217,17 @@ async def menu_media(ctx: ServiceContext, menu_id: int) -> MenuMedia | None:
     if row is None:
         return None
     spec = _spec(row, None)
-    folder = prompts_dir(ctx)
     return MenuMedia(
         prompt=await prompt_path(ctx, spec.prompt),
         invalid=await (
             prompt_path(ctx, spec.invalid_prompt)
             if spec.invalid_prompt
-            else system_prompt(folder, "menu_invalid")
+            else system_prompt(ctx, "menu_invalid")
         ),
         timeout=await (
             prompt_path(ctx, spec.timeout_prompt)
             if spec.timeout_prompt
-            else system_prompt(folder, "menu_timeout")
+            else system_prompt(ctx, "menu_timeout")
         ),
         timeout_s=row.timeout_s,
     )

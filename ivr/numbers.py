@@ -21,7 +21,7 @@ from ivr.destination_checks import check_destination
 from ivr.destinations import Destination
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompt_refs import UnknownPrompt
-from ivr.prompts import prompts_dir, text_prompt_path
+from ivr.prompts import spoken
 
 log = structlog.get_logger(__name__)
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)
@@ -172,7 +172,7 @@ async def _prepare_greeting(ctx: ServiceContext, spec: NumberSpec) -> None:
                 f"prompt {spec.greeting_prompt_id} does not exist", field="greeting.prompt_id"
             ) from None
     elif spec.greeting_text is not None:
-        await text_prompt_path(prompts_dir(ctx), spec.greeting_text)
+        await spoken(ctx, spec.greeting_text)
     else:
         raise InvalidInput("a greeting needs a text or a prompt_id", field="greeting")
 
@@ -181,7 +181,7 @@ async def _greeting_path(ctx: ServiceContext, row: NumberRow) -> Path:
     if row.greeting_prompt_id is not None:
         return prompt_file(ctx, await get_prompt(ctx, row.greeting_prompt_id))
     assert row.greeting_text is not None
-    return await text_prompt_path(prompts_dir(ctx), row.greeting_text)
+    return await spoken(ctx, row.greeting_text)
 
 
 async def _check_destinations(

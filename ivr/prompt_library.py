@@ -19,7 +19,7 @@ from acd.models import QueueRow
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
-from ivr.prompts import prompts_dir, text_prompt_path
+from ivr.prompts import prompts_dir, spoken
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ class PromptInUse(Conflict):
 
 
 async def create_text_prompt(ctx: ServiceContext, name: str, text: str) -> PromptRow:
-    path = await text_prompt_path(prompts_dir(ctx), text)
+    path = await spoken(ctx, text)
     return await _store(ctx, name=name, kind="text", text=text, path=path)
 
 

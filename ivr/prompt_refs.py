@@ -10,7 +10,7 @@ from pathlib import Path
 from core.context import ServiceContext
 from core.errors import InvalidInput, NotFound
 from ivr.prompt_library import get_prompt, prompt_file
-from ivr.prompts import prompts_dir, text_prompt_path
+from ivr.prompts import spoken
 
 
 class UnknownPrompt(InvalidInput):
@@ -45,7 +45,7 @@ async def prepare_prompt(ctx: ServiceContext, ref: PromptRef | None, field: str)
                 f"prompt {ref.prompt_id} does not exist", field=f"{field}.prompt_id"
             ) from None
     elif ref.text is not None:
-        await text_prompt_path(prompts_dir(ctx), ref.text)
+        await spoken(ctx, ref.text)
     else:
         raise InvalidInput("a prompt needs a text or a prompt_id", field=field)
 
@@ -55,4 +55,4 @@ async def prompt_path(ctx: ServiceContext, ref: PromptRef) -> Path:
     if ref.prompt_id is not None:
         return prompt_file(ctx, await get_prompt(ctx, ref.prompt_id))
     assert ref.text is not None
-    return await text_prompt_path(prompts_dir(ctx), ref.text)
+    return await spoken(ctx, ref.text)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import tempfile
 from pathlib import Path
 
 from core.context import ServiceContext
 from core.errors import InvalidInput
 
-VOICE = "en"
 MAX_TEXT_LENGTH = 2000
 SYSTEM_PROMPTS = {
     "extension_not_found": "Sorry, that extension does not exist. Please try again.",
@@ -38,27 +38,55 @@ def prompts_dir(ctx: ServiceContext) -> Path:
     return ctx.settings.data_dir / "prompts"
 
 
-async def text_prompt_path(folder: Path, text: str) -> Path:
+class UnknownVoice(Exception):
+    """prompts.voice names no espeak-ng voice (espeak-ng itself would fall back silently)."""
+
+
+async def check_voice(voice: str) -> None:
+    """Raise UnknownVoice unless espeak-ng knows `voice` (a language, name or file; a
+    `+variant` suffix is allowed)."""
+    process = await asyncio.create_subprocess_exec(
+        "espeak-ng", "--voices", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    listing, _ = await process.communicate()
+    known: set[str] = set()
+    for line in listing.decode(errors="replace").splitlines()[1:]:
+        columns = line.split()
+        if len(columns) >= 5:
+            language, name, file = columns[1], columns[3], columns[4]
+            known.update({language, name, file, file.rsplit("/", 1)[-1]})
+            # "(en 2)": another language this voice speaks.
+            known.update(re.findall(r"\(([\w-]+) \d+\)", line))
+    if voice.split("+", 1)[0].lower() not in {k.lower() for k in known}:
+        raise UnknownVoice(f"prompts.voice: espeak-ng has no voice {voice!r} (espeak-ng --voices)")
+
+
+async def spoken(ctx: ServiceContext, text: str) -> Path:
+    """The WAV of `text` in the configured voice (prompts.voice)."""
+    return await text_prompt_path(prompts_dir(ctx), text, ctx.settings.prompts.voice)
+
+
+async def system_prompt(ctx: ServiceContext, key: str) -> Path:
+    return await spoken(ctx, SYSTEM_PROMPTS[key])
+
+
+async def text_prompt_path(folder: Path, text: str, voice: str) -> Path:
     """The WAV for `text`, generated on first use (espeak-ng, then sox to 8 kHz mono)."""
     if not text.strip() or len(text) > MAX_TEXT_LENGTH:
         raise InvalidInput(f"a prompt text has 1 to {MAX_TEXT_LENGTH} characters", field="text")
-    digest = hashlib.sha256(f"{VOICE}\0{text}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{voice}\0{text}".encode()).hexdigest()[:32]
     path = folder / f"tts-{digest}.wav"
     if await asyncio.to_thread(path.exists):
         return path
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        spoken = Path(scratch) / "spoken.wav"
+        speech = Path(scratch) / "spoken.wav"
         converted = Path(scratch) / "converted.wav"
-        await _run("espeak-ng", "-v", VOICE, "-w", str(spoken), "--", text)
-        await _run("sox", str(spoken), "-r", "8000", "-c", "1", "-b", "16", str(converted))
+        await _run("espeak-ng", "-v", voice, "-w", str(speech), "--", text)
+        await _run("sox", str(speech), "-r", "8000", "-c", "1", "-b", "16", str(converted))
         # Atomic: a concurrent call never plays half a file.
         await asyncio.to_thread(converted.replace, path)
     return path
-
-
-async def system_prompt(folder: Path, key: str) -> Path:
-    return await text_prompt_path(folder, SYSTEM_PROMPTS[key])
 
 
 async def _run(*argv: str) -> None:

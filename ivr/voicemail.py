@@ -23,7 +23,7 @@ from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from extensions.models import User
 from ivr.prompt_refs import PromptRef, prepare_prompt, prompt_path
-from ivr.prompts import prompts_dir, system_prompt
+from ivr.prompts import system_prompt
 from ivr.references import is_voicemail_box, references_to
 
 log = structlog.get_logger(__name__)
@@ -267,9 +267,7 @@ async def box_for_call(ctx: ServiceContext, box_id: int) -> BoxMedia | None:
     return BoxMedia(
         id=row.id,
         greeting=await (
-            prompt_path(ctx, greeting)
-            if greeting
-            else system_prompt(prompts_dir(ctx), "voicemail_greeting")
+            prompt_path(ctx, greeting) if greeting else system_prompt(ctx, "voicemail_greeting")
         ),
         max_seconds=row.max_seconds,
         folder=voicemail_dir(ctx, row.id),

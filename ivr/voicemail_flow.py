@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from core.context import ServiceContext
-from ivr.prompts import prompts_dir, system_prompt
+from ivr.prompts import system_prompt
 from ivr.voicemail import box_for_call, new_message_path, save_message
 from pbx.legs import Leg, LegGone
 
@@ -73,7 +73,7 @@ async def leave_voicemail(
     if not leg.ended.done():
         with contextlib.suppress(LegGone):
             key = "voicemail_saved" if message_id is not None else "goodbye"
-            await _play_through(leg, await system_prompt(prompts_dir(ctx), key))
+            await _play_through(leg, await system_prompt(ctx, key))
             await leg.hangup()
     return VoicemailResult(box_found=True, message_id=message_id, hangup_by=hangup_by)
 

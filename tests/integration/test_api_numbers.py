@@ -147,7 +147,9 @@ async def test_greeting_text_becomes_a_playable_non_silent_wav(
     reply = await admin.post("/numbers", number_body("+4930900100", greeting={"text": "Welcome"}))
     assert reply.status == 201
     # The same cache the service filled when the number was saved.
-    wav: Path = await text_prompt_path(settings.data_dir / "prompts", "Welcome")
+    wav: Path = await text_prompt_path(
+        settings.data_dir / "prompts", "Welcome", settings.prompts.voice
+    )
     info = subprocess.run(["soxi", str(wav)], capture_output=True, text=True, check=True).stdout
     assert "Sample Rate    : 8000" in info and "Channels       : 1" in info
     stat = subprocess.run(["sox", str(wav), "-n", "stat"], capture_output=True, text=True).stderr

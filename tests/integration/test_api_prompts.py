@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from core.settings import Settings
-from ivr.prompts import text_prompt_path
+from ivr.prompts import UnknownVoice, check_voice, text_prompt_path
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient
@@ -147,7 +147,7 @@ async def test_text_prompt_is_spoken_once_into_a_non_silent_8khz_mono_wav(
     assert "Sample Rate    : 8000" in info and "Channels       : 1" in info
     assert "Precision      : 16-bit" in info and "Signed Integer PCM" in info
     assert rms_amplitude(wav) > 0.01
-    cached = await text_prompt_path(settings.data_dir / "prompts", text)
+    cached = await text_prompt_path(settings.data_dir / "prompts", text, settings.prompts.voice)
     made_at = cached.stat().st_mtime_ns
     second = await admin.post("/prompts", {"name": "Holidays again", "text": text})
     assert second.status == 201
@@ -280,3 +280,14 @@ async def test_deleting_an_uploaded_prompt_removes_its_file(
     assert len(created) == 1
     assert (await admin.delete(f"/prompts/{body['id']}")).status == 204
     assert not next(iter(created)).exists()
+
+
+async def test_spoken_prompts_use_the_configured_voice(tmp_path: Path) -> None:
+    english = await text_prompt_path(tmp_path, "Guten Tag", "en")
+    german = await text_prompt_path(tmp_path, "Guten Tag", "de")
+    assert english != german  # cached per voice
+    assert english.read_bytes() != german.read_bytes()
+    for voice in ("en", "de", "en-us", "German", "en+f3"):
+        await check_voice(voice)
+    with pytest.raises(UnknownVoice):
+        await check_voice("no-such-voice")  # espeak-ng itself would silently speak English
