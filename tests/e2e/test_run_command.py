@@ -109,6 +109,9 @@ async def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None
                 f"{base}/users/{user['id']}/extension", json={"extension": "1001"}
             ) as reply:
                 sip = (await reply.json())["sip"]
+            on_lunch = {"status": "not_ready", "reason": "lunch", "message": "back at 2"}
+            async with http.put(f"{base}/users/{user['id']}/presence", json=on_lunch) as reply:
+                assert reply.status == 200
         phone = TestPhone()
         try:
             status = await phone.register(
@@ -128,11 +131,14 @@ async def test_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None
     try:
         assert again.admin_token == token
         users_url = f"http://127.0.0.1:{ports['api']}/api/v1/users"
-        async with (
-            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
-            http.get(users_url) as reply,
-        ):
-            names = [u["name"] for u in (await reply.json())["items"]]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.get(users_url) as reply:
+                names = [u["name"] for u in (await reply.json())["items"]]
+            # The agent's presence outlived the restart (Redis keeps it on disk).
+            async with http.get(f"{users_url}/{user['id']}/presence") as reply:
+                presence = await reply.json()
         assert names.count("First Agent") == 1 and names.count("Administrator") == 1
+        assert (presence["status"], presence["reason"], presence["message"]) == (
+            "not_ready", "lunch", "back at 2")  # fmt: skip
     finally:
         assert await again.interrupt() == 0
