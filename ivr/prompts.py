@@ -70,12 +70,17 @@ async def system_prompt(ctx: ServiceContext, key: str) -> Path:
     return await spoken(ctx, SYSTEM_PROMPTS[key])
 
 
+def cached_speech_path(folder: Path, text: str, voice: str) -> Path:
+    """Where the WAV of `text` in `voice` is kept (cached by content)."""
+    digest = hashlib.sha256(f"{voice}\0{text}".encode()).hexdigest()[:32]
+    return folder / f"tts-{digest}.wav"
+
+
 async def text_prompt_path(folder: Path, text: str, voice: str) -> Path:
     """The WAV for `text`, generated on first use (espeak-ng, then sox to 8 kHz mono)."""
     if not text.strip() or len(text) > MAX_TEXT_LENGTH:
         raise InvalidInput(f"a prompt text has 1 to {MAX_TEXT_LENGTH} characters", field="text")
-    digest = hashlib.sha256(f"{voice}\0{text}".encode()).hexdigest()[:32]
-    path = folder / f"tts-{digest}.wav"
+    path = cached_speech_path(folder, text, voice)
     if await asyncio.to_thread(path.exists):
         return path
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)

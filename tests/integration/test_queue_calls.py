@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from ivr.prompts import cached_speech_path
 from tests.support.agents import Agent, MakeAgent, eventually_presence, presence, set_status
 from tests.support.api_client import ApiClient
 from tests.support.sipp import SippResult, call_number
@@ -383,3 +384,19 @@ async def test_overflow_into_the_queues_voicemail_box(
     # The box is in use by the queue's overflow: it cannot be deleted.
     refused = await admin.delete(f"/voicemail/boxes/{box.body['id']}")
     assert refused.status == 409 and refused.body["error"]["references"]["queues"] == [queue_id]
+
+
+async def test_position_is_announced_while_waiting(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    busy = await agent("Announce Member", status="not_ready", reason="break")
+    queue_id, number = await queue_line(admin, [busy], when_no_agents="wait",
+                                        announce_interval=2)  # fmt: skip
+    text = "You are number 1 in the queue."
+    announcement = cached_speech_path(settings.data_dir / "prompts", text, settings.prompts.voice)
+    announcement.unlink(missing_ok=True)
+    sipp = caller(settings, tmp_path, number, stay_s=4.5)
+    assert (await sipp).succeeded
+    assert announcement.exists(), "the position announcement was never spoken"
+    events = [kind for kind, _ in await queue_events(admin, queue_id)]
+    assert events == ["enter", "abandon"]
