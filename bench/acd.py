@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,10 +35,9 @@ from acd.strategies import Strategy
 from api.app import create_app
 from api.routing import CONTEXT_KEY, DISPATCHER_KEY
 from bench.calls import percentile
+from bench.service import bench_settings
 from core.context import ServiceContext
-from core.logging import configure_logging
 from core.redis_server import ManagedRedis
-from core.settings import LogSettings, load_settings
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
@@ -48,7 +46,6 @@ from ivr.numbers import NumberSpec, create_number
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess
 from tests.support.phone import TestPhone
-from tests.support.ports import free_port, free_port_block
 from tests.support.sipp import call_number
 
 COMPANY_NUMBER = "4930123999"
@@ -119,23 +116,8 @@ async def distribute(
 
 
 async def run(agent_count: int, callers: int, fair_calls: int, ready_runs: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="pbx-bench-acd-"))
-    environ = {
-        "PBX_DATA__DIR": str(folder / "data"),
-        "PBX_REDIS__PORT": str(free_port()),
-        "PBX_SIP__PORT": str(free_port()),
-        "PBX_SIP__RPC_PORT": str(free_port()),
-        "PBX_API__PORT": str(free_port()),
-        "PBX_WORKERS__COUNT": "2",
-        "PBX_WORKERS__FIRST_SIP_PORT": str(free_port_block(2)),
-        "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(80)),
-        "PBX_SIP__MAX_REQUESTS_PER_2S": "100000",
-    }
-    config = folder / "config.toml"
-    config.write_text("# every setting comes from PBX_* variables\n")
-    settings = load_settings(config, environ)
-    configure_logging(LogSettings(level="warning"))
-    settings.data_dir.mkdir(parents=True)
+    settings = bench_settings("pbx-bench-acd-", 2)
+    folder = settings.data_dir.parent  # SIPp scenarios and traces go next to the data
     await asyncio.to_thread(upgrade_database, settings.database_url)
     redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
     kamailio = KamailioProcess(settings)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import csv
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from prometheus_client import Histogram
 
 from api.app import POOL_KEY, create_app
 from api.routing import CONTEXT_KEY
-from core.logging import configure_logging
+from bench.service import bench_settings
 from core.redis_server import ManagedRedis
-from core.settings import LogSettings, load_settings
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
@@ -32,7 +30,7 @@ from ivr.destinations import HangupDestination
 from ivr.numbers import NumberSpec, create_number
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc
-from tests.support.ports import free_port, free_port_block
+from tests.support.ports import free_port
 from tests.support.sipp import render_caller_scenario
 
 COMPANY_NUMBER = "4930123000"
@@ -52,24 +50,8 @@ def rss_mb(pid: int) -> float:
 
 
 async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="pbx-bench-"))
-    environ = {
-        "PBX_DATA__DIR": str(folder / "data"),
-        "PBX_REDIS__PORT": str(free_port()),
-        "PBX_SIP__PORT": str(free_port()),
-        "PBX_SIP__RPC_PORT": str(free_port()),
-        "PBX_API__PORT": str(free_port()),
-        "PBX_WORKERS__COUNT": str(workers),
-        "PBX_WORKERS__FIRST_SIP_PORT": str(free_port_block(workers)),
-        "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(40 * workers)),
-        "PBX_SIP__MAX_REQUESTS_PER_2S": "100000",
-        "PBX_CALLS__INTER_DIGIT_TIMEOUT": "1.0",
-    }
-    config = folder / "config.toml"
-    config.write_text("# every setting comes from PBX_* variables\n")
-    settings = load_settings(config, environ)
-    configure_logging(LogSettings(level="warning"))
-    settings.data_dir.mkdir(parents=True)
+    settings = bench_settings("pbx-bench-", workers, PBX_CALLS__INTER_DIGIT_TIMEOUT="1.0")
+    folder = settings.data_dir.parent  # SIPp scenarios and traces go next to the data
     await asyncio.to_thread(upgrade_database, settings.database_url)
     redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
     kamailio = KamailioProcess(settings)

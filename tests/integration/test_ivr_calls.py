@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from core.settings import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_calls import MakePhone, wait_for_call
+from tests.conftest import ADMIN_TOKEN, MakePhone
+from tests.integration.test_calls import wait_for_call
 from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient
 from tests.support.clock import TestClock
@@ -26,30 +26,6 @@ from tests.support.sipp import call_number
 
 HANGUP = {"type": "hangup"}
 Dial = Callable[[str], Awaitable[TestCall]]
-
-
-@pytest.fixture
-async def phone(
-    admin: ApiClient, settings: Settings, next_extension: Callable[[], str]
-) -> AsyncIterator[MakePhone]:
-    """A registered desk phone of a new user: (phone, its extension)."""
-    phones: list[TestPhone] = []
-
-    async def make(name: str, auto_answer: int | None = 200) -> tuple[TestPhone, str]:
-        user = await admin.new_user(name)
-        extension = next_extension()
-        sip = (await admin.assign(user["id"], extension))["sip"]
-        desk = TestPhone(auto_answer=auto_answer)
-        phones.append(desk)
-        status = await desk.register(
-            extension, sip["password"], settings.sip.domain, settings.sip.host, settings.sip.port
-        )
-        assert status == 200
-        return desk, extension
-
-    yield make
-    for each in phones:
-        each.close()
 
 
 class Ivr:
