@@ -11,6 +11,7 @@ from typing import Any
 
 from core.settings import Settings
 from ivr.prompts import cached_speech_path
+from tests.integration.test_calls import wait_for_call
 from tests.support.agents import Agent, MakeAgent, eventually_presence, presence, set_status
 from tests.support.api_client import ApiClient
 from tests.support.sipp import SippResult, call_number
@@ -83,8 +84,8 @@ async def test_in_order_rings_the_first_member_then_the_next_on_no_answer(
     ]
     # One miss (of 2 allowed) leaves the agent ready.
     await eventually_presence(admin, first, status="ready", activity="idle")
-    calls = (await admin.get("/calls", params={"party": second.extension})).body["items"]
-    assert calls[0]["disposition"] == "answered" and calls[0]["user_id"] == second.user_id
+    record = await wait_for_call(admin, party=second.extension)
+    assert record["disposition"] == "answered" and record["user_id"] == second.user_id
 
 
 async def test_missed_offers_in_a_row_make_the_agent_not_ready(
@@ -240,8 +241,7 @@ async def test_caller_abandoning_while_agents_ring(
     assert ("no_answer", slow.user_id) not in events
     state = await eventually_presence(admin, slow, status="ready", activity="idle")
     assert state["reason"] is None
-    calls = (await admin.get("/calls", params={"party": number})).body["items"]
-    assert calls[0]["disposition"] == "abandoned"
+    assert (await wait_for_call(admin, party=number))["disposition"] == "abandoned"
 
 
 async def test_max_wait_sends_the_caller_to_overflow(
