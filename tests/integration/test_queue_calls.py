@@ -116,7 +116,7 @@ async def test_ring_all_rings_everyone_and_cancels_the_losers(
         assert await asyncio.wait_for(loser.ended, 5) == 487  # CANCELled
     for member in (team[0], team[2]):
         await eventually_presence(admin, member, status="ready", activity="idle")
-    assert (await presence(admin, team[1]))["activity"] == "in_call"
+    await eventually_presence(admin, team[1], activity="in_call")
     assert (await sipp).succeeded
     events = await eventually_logged(admin, queue_id, "complete")
     assert ("connect", team[1].user_id) in events and ("no_answer", team[0].user_id) not in events
