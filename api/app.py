@@ -12,13 +12,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from acd.agents import recover_after_restart, wallboard
+from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
+from acd.outbox import OutboxDelivery
 from acd.queues import list_queues
-from api import calls, extensions, health, numbers, presence, prompts, queues, tokens, users
+from api import (
+    blocklist,
+    calls,
+    canned_responses,
+    channels,
+    dialogs,
+    extensions,
+    health,
+    numbers,
+    presence,
+    prompts,
+    queues,
+    stats,
+    tokens,
+    users,
+)  # fmt: skip
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
-from api.routing import API_PREFIX, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
+from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
 from core.context import PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory
 from core.events import EventBus
@@ -34,7 +51,8 @@ from pbx.tones import make_hold_music, make_ringback_tone
 
 ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
-    prompts.routes, calls.routes, presence.routes, queues.routes,
+    prompts.routes, calls.routes, presence.routes, queues.routes, channels.routes,
+    dialogs.routes, canned_responses.routes, blocklist.routes, stats.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -94,6 +112,12 @@ def create_app(
         app[HUB_KEY] = hub
         dispatcher = Dispatcher(app[CONTEXT_KEY])
         app[DISPATCHER_KEY] = dispatcher
+        # Chat needs no media: its assigner and reply delivery run with or without workers.
+        chat_assigner = ChatAssigner(app[CONTEXT_KEY])
+        app[CHAT_ASSIGNER_KEY] = chat_assigner
+        chat_assigner.start(hub.subscribe())
+        outbox = OutboxDelivery(app[CONTEXT_KEY])
+        outbox.start(hub.subscribe())
         pool = None
         if media_workers:
             # Calls do not outlive the service: whatever "ringing" or "in call" Redis
@@ -106,6 +130,8 @@ def create_app(
         if pool is not None:
             await pool.stop()
         await dispatcher.stop()
+        await outbox.stop()
+        await chat_assigner.stop()
         await hub.stop()
         await edge.close()
         await redis.aclose()
