@@ -16,8 +16,9 @@ from acd.chat_stats import DialogFacts, figures, figures_by
 from acd.outbox import backoff_seconds, signature
 from acd.working_hours import WorkingHours, is_open
 
-OFFICE = WorkingHours(timezone="Europe/Berlin",
-                      days={"mon": ["09:00-12:00", "13:00-18:00"], "sat": ["10:00-24:00"]})  # fmt: skip
+OFFICE = WorkingHours(
+    timezone="Europe/Berlin", days={"mon": ["09:00-12:00", "13:00-18:00"], "sat": ["10:00-24:00"]}
+)
 
 
 @pytest.mark.parametrize(
