@@ -61,6 +61,7 @@ class ChatAssigner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
         self._task = asyncio.create_task(self._run(), name="chat-assigner")
@@ -68,11 +69,15 @@ class ChatAssigner:
             self._listener = asyncio.create_task(self._listen(events), name="chat-events")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Lets a pass under way finish: cancelling one inside an aiosqlite call can hang."""
+        self._stopping = True
+        self.wake()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._task is not None:
+            await self._task
 
     def wake(self) -> None:
         self._wake.set()
@@ -216,7 +221,7 @@ class ChatAssigner:
         })  # fmt: skip
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             result = RoundResult(0, 0)
             try:
                 result = await self.assign_round(self._clock())

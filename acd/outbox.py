@@ -66,6 +66,7 @@ class OutboxDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
         self._http: aiohttp.ClientSession | None = None
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
@@ -76,11 +77,15 @@ class OutboxDelivery:
             self._listener = asyncio.create_task(self._listen(events), name="chat-outbox-events")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Lets a pass under way finish: cancelling one inside an aiosqlite call can hang."""
+        self._stopping = True
+        self.wake()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._task is not None:
+            await self._task
         if self._http is not None:
             await self._http.close()
 
@@ -181,7 +186,7 @@ class OutboxDelivery:
             ).inc()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 delivered = await self.deliver_due(self._clock())
             except Exception:  # a failed pass must not end delivery: log and try again
