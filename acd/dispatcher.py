@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import select
 
 from acd.agents import change_presence, expire_wrap_ups, store
+from acd.dialogs import agents_blocked_for_calls
 from acd.matching import QueueRule, WaitingCaller, match_callers
 from acd.models import QueueMemberRow, QueueRow
 from acd.presence import NotOfferable, offer, offer_withdrawn
@@ -180,6 +181,8 @@ class Dispatcher:
         members = {m for rule in rules.values() for m in rule.members}
         presences = await store(self._ctx).get_many(members)
         free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in extensions)
+        # One capacity model: enough open chat dialogs (chat.block_calls_at) keep calls away.
+        free -= await agents_blocked_for_calls(self._ctx, free)
         if not free:
             return
         answered_today = await self._answered_today()

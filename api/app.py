@@ -13,11 +13,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from acd.agents import recover_after_restart, wallboard
+from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
+from acd.outbox import OutboxDelivery
 from acd.queues import list_queues
 from api import (
+    blocklist,
     business_hours,
     calls,
+    canned_responses,
+    channels,
+    dialogs,
     extensions,
     health,
     menus,
@@ -25,6 +31,7 @@ from api import (
     presence,
     prompts,
     queues,
+    stats,
     tokens,
     users,
     voicemail,
@@ -32,7 +39,7 @@ from api import (
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
-from api.routing import API_PREFIX, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
+from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
 from core.context import PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
@@ -50,7 +57,8 @@ from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
-    business_hours.routes, voicemail.routes,
+    business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
+    canned_responses.routes, blocklist.routes, stats.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -116,6 +124,12 @@ def create_app(
         app[HUB_KEY] = hub
         dispatcher = Dispatcher(app[CONTEXT_KEY])
         app[DISPATCHER_KEY] = dispatcher
+        # Chat needs no media: its assigner and reply delivery run with or without workers.
+        chat_assigner = ChatAssigner(app[CONTEXT_KEY])
+        app[CHAT_ASSIGNER_KEY] = chat_assigner
+        chat_assigner.start(hub.subscribe())
+        outbox = OutboxDelivery(app[CONTEXT_KEY])
+        outbox.start(hub.subscribe())
         pool = None
         if media_workers:
             # Calls do not outlive the service: whatever "ringing" or "in call" Redis
@@ -128,6 +142,8 @@ def create_app(
         if pool is not None:
             await pool.stop()
         await dispatcher.stop()
+        await outbox.stop()
+        await chat_assigner.stop()
         await hub.stop()
         await edge.close()
         await redis.aclose()

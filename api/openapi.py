@@ -43,7 +43,14 @@ def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[s
             "operationId": route.handler.__name__,
             "responses": _responses(route, ref),
         }
-        parameters = _path_parameters(route) + _query_parameters(route)
+        parameters = (
+            _path_parameters(route)
+            + _query_parameters(route)
+            + [
+                {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+                for h in route.headers
+            ]
+        )
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
 from api.auth import authenticated_principal
 from api.errors import validation_failed
@@ -22,6 +23,7 @@ from extensions.tokens import Principal
 API_PREFIX = "/api/v1"
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
 DISPATCHER_KEY = web.AppKey("acd_dispatcher", Dispatcher)
+CHAT_ASSIGNER_KEY = web.AppKey("chat_assigner", ChatAssigner)
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ANY_ROLE = frozenset(Role)
@@ -57,6 +59,8 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
+    # Request headers the handler requires (documented as OpenAPI header parameters).
+    headers: tuple[str, ...] = ()
     status: int = 200
     errors: tuple[int, ...] = ()
 

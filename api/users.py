@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from acd import agents, queues
+from acd import agents, channels, dialogs, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
@@ -170,6 +170,8 @@ async def patch_user(req: ApiRequest) -> UserOut:
     if body.active is False:
         # Out of the contact center too: no queue offers them work, colleagues see them gone.
         await queues.remove_member_everywhere(req.ctx, record.id)
+        await channels.remove_member_everywhere(req.ctx, record.id)
+        await dialogs.requeue_dialogs_of(req.ctx, record.id)
         await agents.log_out_dismissed(req.ctx, record.id)
     return UserOut.of(record)
 

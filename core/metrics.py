@@ -161,3 +161,27 @@ class Metrics:
             "Voicemail messages nobody has marked heard",
             registry=self.registry,
         )
+        self.chat_messages = Counter(
+            "pbx_chat_messages_total",
+            "Chat messages by direction: in (from customers), out (replies and auto-replies)",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.chat_dialogs = Counter(
+            "pbx_chat_dialogs_total",
+            "Chat dialog events: created, spam, assigned, reassigned, forwarded, closed, rated",
+            ["event"],
+            registry=self.registry,
+        )
+        self.chat_assignment = Histogram(
+            "pbx_chat_assignment_seconds",
+            "From a dialog entering its channel's queue to its assignment",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5, 30, 120, 600),
+            registry=self.registry,
+        )
+        self.chat_deliveries = Counter(
+            "pbx_chat_deliveries_total",
+            "Attempts to deliver replies to a channel's URL, by result: delivered, failed",
+            ["result"],
+            registry=self.registry,
+        )

@@ -173,6 +173,19 @@ class PromptSettings(_Section):
     voice: str = Field("en", pattern=r"^[A-Za-z0-9_+-]{1,40}$")
 
 
+class ChatSettings(_Section):
+    # An agent on a call (ACD or direct) keeps receiving chat dialogs.
+    chats_while_on_call: bool = True
+    # An agent holding this many counted open dialogs gets no call offers (0: chats never block).
+    block_calls_at: int = Field(0, ge=0, le=1000)
+    # A reply the channel's URL refused is retried after this many seconds, doubling each
+    # time up to delivery_retry_max_seconds, until it is delivered.
+    delivery_retry_seconds: float = Field(5.0, gt=0, le=3600)
+    delivery_retry_max_seconds: float = Field(600.0, gt=0, le=86400)
+    # Seconds one delivery attempt may take.
+    delivery_timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -197,6 +210,7 @@ class Settings(_Section):
     acd: AcdSettings = AcdSettings()
     prompts: PromptSettings = PromptSettings()
     feature_codes: FeatureCodeSettings = FeatureCodeSettings()
+    chat: ChatSettings = ChatSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

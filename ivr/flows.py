@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import structlog
 
 from acd.agents import apply_feature_code, change_presence, store
+from acd.blocklist import calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
@@ -118,6 +119,9 @@ class CallFlows:
         number = await number_for_call(self._ctx, unquote(leg.called))
         if number is None:
             await leg.reject(404, "Unknown number")
+            return
+        if await calling_number_refused(self._ctx, leg.caller):
+            await leg.reject(603, "Decline")  # blocklisted (acd.blocklist)
             return
         call = await CallLog.open(
             self._ctx, direction=Direction.INBOUND, caller=leg.caller, called=leg.called,

@@ -5,6 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import acd.chat_models  # (registers channels, dialogs, outbox, blocklist)
 import acd.models  # noqa: F401  (registers queues, queue log, presence history, forwarding)
 import core.events  # noqa: F401  (registers the events table)
 import extensions.models  # noqa: F401  (registers users, extensions, tokens, subscriber)

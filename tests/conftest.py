@@ -50,6 +50,7 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_CALLS__RING_TIMEOUT": "5",
         "PBX_ACD__MAX_MISSED_OFFERS": "2",
         "PBX_VOICEMAIL__SILENCE_SECONDS": "2",
+        "PBX_CHAT__DELIVERY_RETRY_SECONDS": "0.2",
     }
     for section, values in sections.items():
         for key, value in values.items():

@@ -1,0 +1,204 @@
+"""Reply delivery: every outgoing message sits in the outbox until its channel's reply_url
+answers 2xx. POSTs are signed with HMAC-SHA256 over the body, retried with doubling backoff
+for as long as it takes, and delivered in order within a dialog (a later reply waits for an
+earlier one), so nothing is lost or reordered by a receiver that is down for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from acd.chat_models import ChannelRow, ChatMessageRow, DialogRow, OutboxRow
+from core.context import ServiceContext
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Channel-Signature"
+MESSAGE_ID_HEADER = "X-Channel-Message-Id"
+# Even with no event, look for retries that fell due this often.
+TICK_S = 1.0
+BATCH = 200
+PARALLEL_POSTS = 16
+
+
+@dataclass(frozen=True)
+class Delivery:
+    outbox_id: int
+    message_id: int
+    attempts: int
+    url: str | None
+    secret: str
+    body: bytes
+
+
+def backoff_seconds(attempts: int, *, first: float, cap: float) -> float:
+    """Wait after the `attempts`-th failure: first, 2*first, 4*first, ... at most cap."""
+    return float(min(cap, first * 2 ** max(0, attempts - 1)))
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def queue_delivery(session: AsyncSession, message: ChatMessageRow, now: datetime) -> None:
+    session.add(OutboxRow(message_id=message.id, dialog_id=message.dialog_id, attempts=0,
+                          next_attempt_at=now))  # fmt: skip
+
+
+class OutboxDelivery:
+    """The one task that posts replies; `deliver_due(now)` is one pass, for tests too."""
+
+    def __init__(self, ctx: ServiceContext, clock: Callable[[], float] = time.time) -> None:
+        self._ctx = ctx
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._http: aiohttp.ClientSession | None = None
+
+    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._ctx.settings.chat.delivery_timeout_seconds)
+        self._http = aiohttp.ClientSession(timeout=timeout)
+        self._task = asyncio.create_task(self._run(), name="chat-outbox")
+        if events is not None:
+            self._listener = asyncio.create_task(self._listen(events), name="chat-outbox-events")
+
+    async def stop(self) -> None:
+        """Lets a pass under way finish: cancelling one inside an aiosqlite call can hang."""
+        self._stopping = True
+        self.wake()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._task is not None:
+            await self._task
+        if self._http is not None:
+            await self._http.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def deliver_due(self, now: float) -> int:
+        """Post every due head-of-dialog message once; returns how many were delivered."""
+        due = await self._due(now)
+        if not due:
+            return 0
+        gate = asyncio.Semaphore(PARALLEL_POSTS)
+
+        async def post(delivery: Delivery) -> tuple[Delivery, str | None]:
+            async with gate:
+                return delivery, await self._post(delivery)
+
+        results = await asyncio.gather(*(post(d) for d in due))
+        await self._record(results, now)
+        return sum(1 for _, error in results if error is None)
+
+    async def _due(self, now: float) -> list[Delivery]:
+        async with self._ctx.sessions() as session:
+            rows = await session.execute(
+                select(OutboxRow, ChatMessageRow, DialogRow.customer_id, ChannelRow.reply_url,
+                       ChannelRow.secret, DialogRow.channel_id)
+                .join(ChatMessageRow, ChatMessageRow.id == OutboxRow.message_id)
+                .join(DialogRow, DialogRow.id == OutboxRow.dialog_id)
+                .join(ChannelRow, ChannelRow.id == DialogRow.channel_id)
+                .where(OutboxRow.delivered_at.is_(None))
+                .order_by(OutboxRow.id)
+                .limit(BATCH)
+            )  # fmt: skip
+        heads: set[int] = set()
+        due = []
+        moment = datetime.fromtimestamp(now, UTC)
+        for outbox, message, customer_id, url, secret, channel_id in rows:
+            if outbox.dialog_id in heads:
+                continue  # an earlier reply of this dialog is still on its way
+            heads.add(outbox.dialog_id)
+            if outbox.next_attempt_at > moment:
+                continue
+            body = json.dumps({
+                "channel_id": channel_id, "dialog_id": outbox.dialog_id,
+                "message_id": message.id, "customer": {"id": customer_id},
+                "text": message.text, "author_id": message.author_id,
+                "sent_at": message.created_at.isoformat(),
+            }).encode()  # fmt: skip
+            due.append(Delivery(outbox.id, message.id, outbox.attempts, url, secret, body))
+        return due
+
+    async def _post(self, delivery: Delivery) -> str | None:
+        """None when the receiver took it, else why not."""
+        if delivery.url is None:
+            return "the channel has no reply_url"
+        assert self._http is not None
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature(delivery.secret, delivery.body),
+            MESSAGE_ID_HEADER: str(delivery.outbox_id),
+        }
+        try:
+            async with self._http.post(delivery.url, data=delivery.body, headers=headers) as r:
+                if 200 <= r.status < 300:
+                    return None
+                return f"HTTP {r.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:500]
+
+    async def _record(self, results: list[tuple[Delivery, str | None]], now: float) -> None:
+        chat = self._ctx.settings.chat
+        moment = datetime.fromtimestamp(now, UTC)
+        events = []
+        async with self._ctx.sessions.begin() as session:
+            for delivery, error in results:
+                attempts = delivery.attempts + 1
+                if error is None:
+                    values = {"attempts": attempts, "delivered_at": moment, "last_error": None}
+                else:
+                    wait = backoff_seconds(attempts, first=chat.delivery_retry_seconds,
+                                           cap=chat.delivery_retry_max_seconds)  # fmt: skip
+                    values = {"attempts": attempts, "last_error": error,
+                              "next_attempt_at": moment + timedelta(seconds=wait)}  # fmt: skip
+                await session.execute(
+                    update(OutboxRow).where(OutboxRow.id == delivery.outbox_id).values(**values)
+                )
+                if error is None:
+                    events.append(await self._ctx.events.stage(session, "message_delivered", {
+                        "message_id": delivery.message_id, "attempts": attempts,
+                    }))  # fmt: skip
+                else:
+                    log.warning("reply_delivery_failed", outbox_id=delivery.outbox_id,
+                                attempts=attempts, error=error)  # fmt: skip
+        await self._ctx.events.publish(*events)
+        for _, error in results:
+            self._ctx.metrics.chat_deliveries.labels(
+                result="delivered" if error is None else "failed"
+            ).inc()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                delivered = await self.deliver_due(self._clock())
+            except Exception:  # a failed pass must not end delivery: log and try again
+                log.exception("outbox_pass_failed")
+                delivered = 0
+            if delivered:
+                continue  # the next reply of those dialogs may be waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            self._wake.clear()
+
+    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
+        while (text := await events.get()) is not None:
+            if json.loads(text).get("type") == "message_sent":
+                self.wake()
