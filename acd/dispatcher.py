@@ -40,6 +40,8 @@ LAST_OFFERED_KEY = "pbx:acd:last_offered"
 ANSWERED_KEY_PREFIX = "pbx:acd:answered:"
 # Events after which a waiting caller may have an agent.
 _WAKING_EVENTS = ("presence_changed", "queue_", "user_")
+# How long stop() lets a running round finish before cancelling it.
+STOP_TIMEOUT_S = 5.0
 # Answered waits remembered per queue for the expected-wait announcement.
 RECENT_WAITS = 20
 
@@ -78,6 +80,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._recent_waits: dict[int, deque[float]] = {}
+        self._stopping = False
 
     # -- life -------------------------------------------------------------------------------
 
@@ -88,11 +91,18 @@ class Dispatcher:
             self._listener = asyncio.create_task(self._listen(events), name="acd-events")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Let the current round finish (cancelling inside an aiosqlite call can hang)."""
+        self._stopping = True
+        self.wake()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._task.cancel()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
 
     def wake(self) -> None:
         self._wake.set()
@@ -159,7 +169,7 @@ class Dispatcher:
     # -- rounds -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 deadline = await expire_wrap_ups(self._ctx)
                 await self._round()

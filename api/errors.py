@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
 
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 
@@ -73,6 +74,10 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     return web.json_response(body, status=status)
 
 
+def _database_busy(exc: Exception) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
 def _status_of(error: DomainError) -> int:
     for kind, status in STATUS_BY_ERROR.items():
         if isinstance(error, kind):
@@ -96,7 +101,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         code = CODE_BY_HTTP_STATUS.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
-    except Exception:
+    except Exception as exc:
+        if _database_busy(exc):
+            # SQLite's one writer stayed taken for the whole busy timeout (a burst of writes):
+            # nothing was applied, and the client may simply try again.
+            log.warning("database_busy", method=request.method, path=request.path)
+            busy = error_response(503, "busy", "the service is busy; retry in a moment")
+            busy.headers["Retry-After"] = "1"
+            return busy
         # Last resort: a bug must answer 500 in our error shape and leave a traceback in the log.
         log.exception("unhandled_api_error", method=request.method, path=request.path)
         return error_response(500, "internal_error", "internal error; see the service log")

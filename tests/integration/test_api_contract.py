@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from tests.support.api_client import ApiClient
 
 
@@ -176,3 +178,20 @@ async def test_metrics_expose_request_and_extension_figures(
     assert 'pbx_http_requests_total{method="GET",route="/api/v1/users",status="200"}' in text
     assert 'pbx_extensions_assigned{holder="user"}' in text
     assert "pbx_events_total" in text
+
+
+async def test_a_database_held_by_another_writer_answers_503_not_500(
+    admin: ApiClient, settings: Settings
+) -> None:
+    """SQLite has one writer: one that keeps it past the busy timeout makes a request 503."""
+    holder = sqlite3.connect(settings.data_dir / "pbx.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        reply = await admin.post("/users", {"name": "Blocked Writer"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert reply.status == 503 and reply.error_code == "busy"
+    users = (await admin.get("/users", params={"limit": "500"})).body["items"]
+    assert "Blocked Writer" not in [u["name"] for u in users]
+    assert (await admin.post("/users", {"name": "Blocked Writer"})).status == 201
