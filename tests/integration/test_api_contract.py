@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -184,12 +185,18 @@ async def test_a_database_held_by_another_writer_answers_503_not_500(
     admin: ApiClient, settings: Settings
 ) -> None:
     """SQLite has one writer: one that keeps it past the busy timeout makes a request 503."""
-    holder = sqlite3.connect(settings.data_dir / "pbx.sqlite3", isolation_level=None)
+    holder = sqlite3.connect(
+        settings.data_dir / "pbx.sqlite3", isolation_level=None, timeout=30,
+        check_same_thread=False,
+    )  # fmt: skip
     try:
-        holder.execute("BEGIN IMMEDIATE")
+        # In a thread: the service shares this event loop, and a round it has begun must be
+        # able to finish while we wait for the lock.
+        await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
         reply = await admin.post("/users", {"name": "Blocked Writer"})
     finally:
-        holder.execute("ROLLBACK")
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
         holder.close()
     assert reply.status == 503 and reply.error_code == "busy"
     users = (await admin.get("/users", params={"limit": "500"})).body["items"]
