@@ -108,12 +108,13 @@ def create_app(
 
     async def collaborators(app: web.Application) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
+        sessions = create_session_factory(engine)
         redis = Redis.from_url(settings.redis_url)
         edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
         app[health.EDGE_KEY] = edge
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             redis=redis,
             events=EventBus(redis, metrics.events_published),
             metrics=metrics,
@@ -147,6 +148,7 @@ def create_app(
         await hub.stop()
         await edge.close()
         await redis.aclose()
+        await sessions.dispose()
         await engine.dispose()
 
     app.cleanup_ctx.append(collaborators)

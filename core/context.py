@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import SessionFactory
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
@@ -26,7 +26,7 @@ class PhoneRegistrations(Protocol):
 @dataclass(frozen=True)
 class ServiceContext:
     settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: SessionFactory
     redis: Redis
     events: EventBus
     metrics: Metrics

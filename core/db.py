@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,11 +51,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, for_writes: bool = True) -> AsyncEngine:
+    """With SQLite, `for_writes` engines start every transaction with BEGIN IMMEDIATE."""
     engine = create_async_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
-        event.listen(engine.sync_engine, "begin", _begin_immediate)
+        if for_writes:
+            event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 
@@ -68,6 +71,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
     # We issue BEGIN ourselves (below): pysqlite's implicit deferred BEGIN lets two writers
     # both read, then one fails with "database is locked" on upgrade instead of waiting.
+    # On a reading engine nothing begins: each SELECT reads the latest committed snapshot.
     dbapi_connection.isolation_level = None
 
 
@@ -75,5 +79,35 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+class SessionFactory:
+    """`sessions()` for reading, `sessions.begin()` for a write transaction.
+
+    SQLite has one write lock. Writes take it at once (BEGIN IMMEDIATE), so concurrent writers
+    queue on the busy timeout instead of failing; reads go through a second engine that never
+    takes it, so a burst of writes does not stall every read (and no read blocks a write).
+    With PostgreSQL both are the same engine.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._reader = (
+            create_engine(str(engine.url), for_writes=False)
+            if engine.dialect.name == "sqlite"
+            else None
+        )
+        self._writes = async_sessionmaker(engine, expire_on_commit=False)
+        self._reads = async_sessionmaker(self._reader or engine, expire_on_commit=False)
+
+    def __call__(self) -> AsyncSession:
+        return self._reads()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._writes.begin()
+
+    async def dispose(self) -> None:
+        if self._reader is not None:
+            await self._reader.dispose()
+
+
+def create_session_factory(engine: AsyncEngine) -> SessionFactory:
+    return SessionFactory(engine)

@@ -101,12 +101,14 @@ async def store_registration(settings: Settings) -> None:
     """
     row = registration_row(settings)
     engine = create_engine(settings.database_url)
+    sessions = create_session_factory(engine)
     try:
-        async with create_session_factory(engine)() as session, session.begin():
+        async with sessions.begin() as session:
             await session.execute(delete(UacRegistration))
             if row is not None:
                 session.add(UacRegistration(**row))
     finally:
+        await sessions.dispose()
         await engine.dispose()
 
 
