@@ -18,18 +18,14 @@ from acd.chat_models import ChannelMemberRow, ChannelRow, DialogRow
 from acd.working_hours import WorkingHours
 from core.context import ServiceContext
 from core.db import utcnow
-from core.errors import Conflict, InvalidInput, NotFound
-from extensions.models import User
+from core.errors import Conflict, NotFound
+from extensions.users import check_members
 
 log = structlog.get_logger(__name__)
 
 
 class ChannelNameTaken(Conflict):
     code = "channel_name_taken"
-
-
-class InvalidMembers(InvalidInput):
-    code = "invalid_members"
 
 
 @dataclass(frozen=True)
@@ -204,19 +200,7 @@ async def _validate(session: AsyncSession, spec: ChannelSpec, *, channel_id: int
     ))  # fmt: skip
     if taken:
         raise ChannelNameTaken(f"a channel named {spec.name!r} exists", field="name")
-    members = spec.members
-    if len(set(members)) != len(members):
-        raise InvalidMembers("a user can be a member only once", field="members")
-    if members:
-        active = set(await session.scalars(
-            select(User.id).where(User.id.in_(members), User.active.is_(True))
-        ))  # fmt: skip
-        missing = [m for m in members if m not in active]
-        if missing:
-            raise InvalidMembers(
-                f"no active user with id {', '.join(map(str, missing))}",
-                field="members", details={"user_ids": missing},
-            )  # fmt: skip
+    await check_members(session, spec.members)
 
 
 async def _write_members(session: AsyncSession, channel_id: int, members: tuple[int, ...]) -> None:

@@ -18,9 +18,10 @@ from acd.strategies import Strategy
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound
-from extensions.models import Extension, User
+from extensions.models import Extension
 from extensions.namespace import ensure_free
 from extensions.numbering import OwnerType
+from extensions.users import check_members
 from ivr.destination_checks import check_destination
 from ivr.destinations import Destination, HangupDestination
 from ivr.prompt_library import PromptRow
@@ -38,10 +39,6 @@ class QueueNameTaken(Conflict):
 
 class QueueInUse(Conflict):
     code = "queue_in_use"
-
-
-class InvalidMembers(InvalidInput):
-    code = "invalid_members"
 
 
 class InvalidOverflow(InvalidInput):
@@ -218,7 +215,7 @@ async def _validate(
         if holder is None or (holder.owner_type, holder.owner_id) != ("queue", queue_id):
             await ensure_free(session, spec.extension)
     if changed("members"):
-        await _check_members(session, spec.members)
+        await check_members(session, spec.members)
     if changed("overflow"):
         if spec.overflow.type == "queue" and spec.overflow.id == queue_id:
             raise InvalidOverflow("a queue cannot overflow into itself", field="overflow.id")
@@ -231,22 +228,6 @@ async def _validate(
     ):
         raise UnknownPrompt(f"prompt {spec.hold_music_prompt_id} does not exist",
                                 field="hold_music.prompt_id")  # fmt: skip
-
-
-async def _check_members(session: AsyncSession, members: tuple[int, ...]) -> None:
-    if len(set(members)) != len(members):
-        raise InvalidMembers("a user can be a member only once", field="members")
-    if not members:
-        return
-    active = set(await session.scalars(
-        select(User.id).where(User.id.in_(members), User.active.is_(True))
-    ))  # fmt: skip
-    missing = [m for m in members if m not in active]
-    if missing:
-        raise InvalidMembers(
-            f"no active user with id {', '.join(map(str, missing))}",
-            field="members", details={"user_ids": missing},
-        )  # fmt: skip
 
 
 async def _write_members(session: AsyncSession, queue_id: int, members: tuple[int, ...]) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.context import EdgeUnavailable, ServiceContext
 from core.db import utcnow
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.events import Event
 from extensions.models import ApiToken, Extension, User
 from extensions.namespace import free_extension, user_extension
@@ -173,3 +173,24 @@ def user_record(user: User, extension: str | None) -> UserRecord:
         updated_at=user.updated_at,
         dismissed_at=user.dismissed_at,
     )
+
+
+class InvalidMembers(InvalidInput):
+    code = "invalid_members"
+
+
+async def check_members(session: AsyncSession, members: tuple[int, ...]) -> None:
+    """Members of a queue or channel: active users, each once, in the order given."""
+    if len(set(members)) != len(members):
+        raise InvalidMembers("a user can be a member only once", field="members")
+    if not members:
+        return
+    active = set(await session.scalars(
+        select(User.id).where(User.id.in_(members), User.active.is_(True))
+    ))  # fmt: skip
+    missing = [m for m in members if m not in active]
+    if missing:
+        raise InvalidMembers(
+            f"no active user with id {', '.join(map(str, missing))}",
+            field="members", details={"user_ids": missing},
+        )  # fmt: skip
