@@ -22,7 +22,7 @@ from core.context import ServiceContext
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
-from pbx.legs import Leg, LegGone, WorkerCommandFailed
+from pbx.legs import Leg, WorkerCommandFailed
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +176,11 @@ class QueueCall:
             from_uri=f"sip:{self._leg.caller}@{edge.domain}",
             headers={"X-PBX-Queue": self._spec.name},
         )
-        await self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
+        try:
+            await self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
+        except BaseException:
+            await agent_leg.drop()  # not ours to track yet: it must not ring on
+            raise
         return agent_leg
 
     async def _first_answer(self, legs: dict[int, tuple[AgentTarget, Leg]]) -> int | None:
@@ -212,8 +216,7 @@ class QueueCall:
             return QueueResult(QueueOutcome.ANSWERED, hangup_by)
         finally:
             for each in (self._leg, agent_leg):
-                with contextlib.suppress(LegGone):
-                    await each.hangup()
+                await each.drop()
             wrap_up = self._spec.wrap_up_time
             now = store(self._ctx).now()
             await change_presence(
@@ -229,9 +232,7 @@ class QueueCall:
     ) -> None:
         """CANCEL (or BYE) the agents' legs; `withdraw`: their offer ends through no fault."""
         for user_id, (_, leg) in list(legs.items()):
-            if not leg.ended.done():
-                with contextlib.suppress(LegGone):
-                    await leg.hangup()
+            await leg.drop()
             if withdraw:
                 await self._dispatcher.withdraw(user_id, entry)
         legs.clear()

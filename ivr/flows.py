@@ -370,14 +370,19 @@ class CallFlows:
             timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
         )
-        if decided_at is not None:
-            elapsed = asyncio.get_running_loop().time() - decided_at
-            self._ctx.metrics.extension_dial_latency.observe(elapsed)
-        if caller_answered:
-            # After the INVITE has left: the phone starts ringing one round-trip sooner.
-            await leg.play(self._tones.ringback, loop=True, barge_in=False)
-        await call.add_leg(callee.id, "callee", callee.sip_call_id)
-        return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
+        # Whatever ends this call (even the caller leaving between two steps), the callee's
+        # phone must not keep ringing, or stay connected to nobody.
+        try:
+            if decided_at is not None:
+                elapsed = asyncio.get_running_loop().time() - decided_at
+                self._ctx.metrics.extension_dial_latency.observe(elapsed)
+            if caller_answered:
+                # After the INVITE has left: the phone starts ringing one round-trip sooner.
+                await leg.play(self._tones.ringback, loop=True, barge_in=False)
+            await call.add_leg(callee.id, "callee", callee.sip_call_id)
+            return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
+        finally:
+            await callee.drop()
 
     async def _connect(
         self,
@@ -389,10 +394,9 @@ class CallFlows:
         caller_answered: bool,
         post_dial: str = "",
     ) -> Finish:
+        """Wait for the callee, then bridge them (whoever dialled hangs the callee up after)."""
         await _first(callee.answered, callee.ended, leg.ended)
         if leg.ended.done():
-            with contextlib.suppress(LegGone):
-                await callee.hangup()  # CANCEL while it rings
             return Finish(Disposition.ABANDONED, "caller")
         if callee.ended.done() and not callee.answered.done():
             code = callee.ended.result().code
@@ -400,9 +404,16 @@ class CallFlows:
                 with contextlib.suppress(LegGone):
                     await leg.stop_playback()
             return Finish(_disposition_of(code), "callee", sip_code=code)
-        if not caller_answered:
-            await leg.answer()
-        await leg.bridge(callee)
+        connected = caller_answered
+        try:
+            if not connected:
+                await leg.answer()
+                connected = True
+            await leg.bridge(callee)
+        except LegGone:
+            # One side hung up in the instant between the callee's answer and the bridge.
+            if not connected:
+                return Finish(Disposition.ABANDONED, "caller")
         if isinstance(target, Reachable):
             await call.answered(target.extension, target.user_id)
         else:
@@ -411,9 +422,7 @@ class CallFlows:
             await _send_post_dial(callee, post_dial)
         await _first(leg.ended, callee.ended)
         hangup_by = "caller" if leg.ended.done() else "callee"
-        for each in (leg, callee):
-            with contextlib.suppress(LegGone):
-                await each.hangup()
+        await leg.drop()
         return Finish(Disposition.ANSWERED, hangup_by)
 
     @contextlib.asynccontextmanager
@@ -524,10 +533,13 @@ class CallFlows:
             _uri_for_number(trunk_uri, number), timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
         )  # fmt: skip
-        await call.add_leg(callee.id, "trunk", callee.sip_call_id)
-        return await self._connect(
-            leg, callee, call, number, caller_answered=caller_answered, post_dial=post_dial
-        )
+        try:
+            await call.add_leg(callee.id, "trunk", callee.sip_call_id)
+            return await self._connect(
+                leg, callee, call, number, caller_answered=caller_answered, post_dial=post_dial
+            )
+        finally:
+            await callee.drop()
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -542,9 +554,7 @@ class CallFlows:
             finish = Finish(Disposition.FAILED if lost else Disposition.ABANDONED,
                             "system" if lost else "caller")  # fmt: skip
         finally:
-            if not leg.ended.done():
-                with contextlib.suppress(LegGone):
-                    await leg.hangup()
+            await leg.drop()
         await call.ended(finish.disposition, finish.hangup_by)
 
     async def _say(self, leg: Leg, prompt_key: str) -> None:

@@ -125,6 +125,12 @@ class Leg:
     async def hangup(self) -> None:
         await self._command(lambda cid: Hangup(cid=cid, leg=self.id))
 
+    async def drop(self) -> None:
+        """Hang up unless the leg has ended already; a leg that is gone is not an error."""
+        if not self.ended.done():
+            with contextlib.suppress(LegGone):
+                await self.hangup()
+
     async def play(self, path: Path, *, loop: bool = False, barge_in: bool = True) -> Playback:
         playback = Playback()
         self._playbacks.append(playback)

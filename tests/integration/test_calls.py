@@ -15,6 +15,9 @@ from tests.support.api_client import ApiClient
 from tests.support.phone import TestCall, TestPhone
 from tests.support.sipp import call_number
 
+# Enough tries for the BYE to overtake the bridge at least once on a loaded machine.
+CHANGED_MIND_CALLS = 8
+
 COMPANY_NUMBER = "4930555000"
 TRUNK_NUMBER = "4930777888"
 
@@ -130,6 +133,24 @@ async def test_internal_call_rings_the_other_phone_and_bridges_audio(
     assert (record["caller"], record["disposition"], record["hangup_by"]) == (
         caller_ext, "answered", "callee",
     )  # fmt: skip
+
+
+async def test_caller_hanging_up_as_the_call_is_answered_releases_the_callee(
+    admin: ApiClient, settings: Settings, phone: MakePhone
+) -> None:
+    """The caller's BYE may reach the worker before the bridge does: the callee's phone must
+    not stay connected to nobody (nor keep a worker leg)."""
+    caller, _ = await phone("Changed Their Mind")
+    callee, callee_ext = await phone("Answers At Once")
+    for _ in range(CHANGED_MIND_CALLS):
+        call = await caller.call(
+            f"sip:{callee_ext}@{settings.sip.host}:{settings.sip.port}", hang_up_when_answered=True
+        )
+        incoming = await callee.next_incoming(timeout=10)
+        assert await asyncio.wait_for(call.progress.ended, 10) == 200
+        assert await asyncio.wait_for(incoming.progress.ended, 5) == 200
+        record = await wait_for_call(admin, direction="internal", party=callee_ext)
+        assert (record["disposition"], record["hangup_by"]) == ("answered", "caller")
 
 
 @pytest.mark.parametrize(("dialled", "code"), [("own", 403), ("9999", 404), ("12ab", 484)])

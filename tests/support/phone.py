@@ -60,6 +60,8 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
         # tick after stopTransmit (pjproject issue 4526).
         self.old_players: list[Any] = []
         self.handle = 0
+        # Hang up the moment the call is answered (the caller who changed their mind).
+        self.hang_up_when_answered = False
 
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
@@ -70,6 +72,8 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
             loop.call_soon_threadsafe(_settle, self.progress.ringing, None)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             loop.call_soon_threadsafe(_settle, self.progress.answered, None)
+            if self.hang_up_when_answered:
+                self.account.ua.post(lambda: self.hangup(pj.CallOpParam()))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             code = int(info.lastStatusCode)
             loop.call_soon_threadsafe(_settle, self.progress.ended, code)
@@ -266,9 +270,15 @@ class TestPhone:
     def address(self) -> str:
         return f"{self._ua.host}:{self._ua.sip_port}"
 
-    async def call(self, uri: str, headers: dict[str, str] | None = None) -> TestCall:
+    async def call(
+        self,
+        uri: str,
+        headers: dict[str, str] | None = None,
+        *,
+        hang_up_when_answered: bool = False,
+    ) -> TestCall:
         """Place a call from this phone's account (with extra SIP headers); returns once the
-        INVITE is sent."""
+        INVITE is sent. `hang_up_when_answered`: BYE at once after the ACK."""
         handle = self._handle
         if handle is None:
             raise RuntimeError("register the phone first")
@@ -282,6 +292,7 @@ class TestPhone:
             assert account is not None
             call = _PhoneCall(account, progress, pj.PJSUA_INVALID_ID)
             call.handle = self._ua.keep(call)
+            call.hang_up_when_answered = hang_up_when_answered
             options = pj.CallOpParam(True)
             for name, value in (headers or {}).items():
                 header = pj.SipHeader()
