@@ -145,6 +145,10 @@ class WorkerPool:
     def legs_in_use(self) -> int:
         return sum(len(w.legs) for w in self._workers)
 
+    def live_legs(self) -> list[Leg]:
+        """Every leg the workers hold now (to name a leak, not to drive calls)."""
+        return [leg for w in self._workers for leg in w.legs.values()]
+
     @property
     def restarts(self) -> int:
         return sum(w.restarts for w in self._workers)
