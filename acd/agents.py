@@ -17,6 +17,7 @@ from acd.presence import (
     choose_status,
     end_wrap_up,
     tick,
+    wrap_up_length,
 )
 from acd.presence_store import PresenceStore, Transition
 from core.context import ServiceContext
@@ -60,12 +61,13 @@ async def choose(
         if not user.active:
             raise UserInactive(f"user {user_id} is dismissed", details={"user_id": user_id})
     acd = ctx.settings.acd
+    wrap_up = wrap_up_length(user.wrap_up_time, acd.wrap_up_time)
     now = store(ctx).now()
 
     def transition(current: Presence) -> Presence:
         return choose_status(
             current, status, reason=reason, message=message,
-            reasons=frozenset(acd.not_ready_reasons), now=now, wrap_up_seconds=acd.wrap_up_time,
+            reasons=frozenset(acd.not_ready_reasons), now=now, wrap_up_seconds=wrap_up,
         )  # fmt: skip
 
     return await change_presence(ctx, user_id, transition, by)

@@ -29,7 +29,7 @@ from acd.models import QueueMemberRow, QueueRow
 from acd.presence import NotOfferable, offer, offer_withdrawn
 from acd.strategies import AgentHistory, Strategy
 from core.context import ServiceContext
-from extensions.models import Extension
+from extensions.models import Extension, User
 from extensions.numbering import OwnerType
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ RECENT_WAITS = 20
 class AgentTarget:
     user_id: int
     extension: str
+    wrap_up_time: int | None  # the agent's own, instead of the queue's; None: the queue's
 
 
 @dataclass(frozen=True)
@@ -187,10 +188,10 @@ class Dispatcher:
         waiting = [e for e in self._entries.values() if not e.offer_out]
         if not waiting:
             return
-        rules, extensions = await self._queue_rules({e.queue_id for e in waiting})
+        rules, reachable = await self._queue_rules({e.queue_id for e in waiting})
         members = {m for rule in rules.values() for m in rule.members}
         presences = await store(self._ctx).get_many(members)
-        free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in extensions)
+        free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in reachable)
         # One capacity model: enough open chat dialogs (chat.block_calls_at) keep calls away.
         free -= await agents_blocked_for_calls(self._ctx, free)
         if not free:
@@ -211,9 +212,7 @@ class Dispatcher:
             if entry is None:
                 continue
             claimed = [
-                AgentTarget(agent, extensions[agent])
-                for agent in match.agents
-                if await self._claim(agent, entry)
+                reachable[agent] for agent in match.agents if await self._claim(agent, entry)
             ]
             if not claimed:
                 continue
@@ -234,30 +233,32 @@ class Dispatcher:
 
     async def _queue_rules(
         self, queue_ids: set[int]
-    ) -> tuple[dict[int, QueueRule], dict[int, str]]:
-        """Each queue's strategy and members in order; every member's extension."""
+    ) -> tuple[dict[int, QueueRule], dict[int, AgentTarget]]:
+        """Each queue's strategy and members in order; every member with an extension."""
         async with self._ctx.sessions() as session:
             queues = await session.execute(
                 select(QueueRow.id, QueueRow.strategy).where(QueueRow.id.in_(queue_ids))
             )
             members = await session.execute(
-                select(QueueMemberRow.queue_id, QueueMemberRow.user_id, Extension.number)
+                select(QueueMemberRow.queue_id, QueueMemberRow.user_id, Extension.number,
+                       User.wrap_up_time)
+                .join(User, User.id == QueueMemberRow.user_id)
                 .outerjoin(Extension, (Extension.owner_type == OwnerType.USER.value)
                            & (Extension.owner_id == QueueMemberRow.user_id))
                 .where(QueueMemberRow.queue_id.in_(queue_ids))
                 .order_by(QueueMemberRow.queue_id, QueueMemberRow.position)
             )  # fmt: skip
             ordered: dict[int, list[int]] = {}
-            extensions: dict[int, str] = {}
-            for queue_id, user_id, number in members:
+            reachable: dict[int, AgentTarget] = {}
+            for queue_id, user_id, number, wrap_up_time in members:
                 ordered.setdefault(queue_id, []).append(user_id)
                 if number is not None:
-                    extensions[user_id] = number
+                    reachable[user_id] = AgentTarget(user_id, number, wrap_up_time)
             rules = {
                 queue_id: QueueRule(Strategy(strategy), tuple(ordered.get(queue_id, ())))
                 for queue_id, strategy in queues
             }
-        return rules, extensions
+        return rules, reachable
 
     async def _answered_today(self) -> dict[int, int]:
         key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")

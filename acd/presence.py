@@ -153,6 +153,12 @@ def offer_withdrawn(current: Presence) -> Presence:
     return idle if idle.busy else _apply_pending(idle)
 
 
+def wrap_up_length(agent_own: int | None, default: int) -> int:
+    """An agent's own wrap-up time wins over the queue's (as Asterisk's member wrapuptime
+    does), and over acd.wrap_up_time when wrap-up is chosen by hand."""
+    return default if agent_own is None else agent_own
+
+
 def call_ended(current: Presence, *, acd: bool, wrap_up_seconds: float, now: float) -> Presence:
     """After an ACD call the agent wraps up; a change asked for during the call wins."""
     idle = replace(current, activity=Activity.IDLE)

@@ -15,7 +15,7 @@ import structlog
 
 from acd.agents import change_presence, store
 from acd.dispatcher import AgentTarget, Dispatcher, Entry, Offer
-from acd.presence import Presence, Status, answered, call_ended, offer_missed
+from acd.presence import Presence, Status, answered, call_ended, offer_missed, wrap_up_length
 from acd.queue_log import QueueEvent, record
 from acd.queues import Queue
 from core.context import ServiceContext
@@ -217,7 +217,7 @@ class QueueCall:
         finally:
             for each in (self._leg, agent_leg):
                 await each.drop()
-            wrap_up = self._spec.wrap_up_time
+            wrap_up = wrap_up_length(agent.wrap_up_time, self._spec.wrap_up_time)
             now = store(self._ctx).now()
             await change_presence(
                 self._ctx, agent.user_id,

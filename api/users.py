@@ -17,6 +17,14 @@ routes = RouteTable()
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ExtensionNumber = Annotated[str, Field(pattern=EXTENSION_PATTERN, examples=["1001"])]
+WrapUpTime = Annotated[
+    int,
+    Field(
+        ge=0, le=3600,
+        description="Seconds of wrap-up after this agent's ACD calls, instead of the queue's "
+        "(and of acd.wrap_up_time for wrap-up chosen by hand); null: the queue's.",
+    ),
+]  # fmt: skip
 
 
 class UserCreate(BaseModel):
@@ -24,6 +32,7 @@ class UserCreate(BaseModel):
     name: Name
     email: EmailStr | None = None
     role: Role = Role.OPERATOR
+    wrap_up_time: WrapUpTime | None = None
 
 
 class UserPatch(BaseModel):
@@ -34,6 +43,7 @@ class UserPatch(BaseModel):
     email: EmailStr | None = None
     role: Role | None = None
     active: bool | None = None
+    wrap_up_time: WrapUpTime | None = None
 
 
 class UserOut(BaseModel):
@@ -43,6 +53,7 @@ class UserOut(BaseModel):
     role: Role
     active: bool
     extension: str | None
+    wrap_up_time: int | None
     created_at: datetime
     updated_at: datetime
     dismissed_at: datetime | None
@@ -108,7 +119,9 @@ USER_ERRORS = (401, 403, 404, 422)
 )
 async def create_user(req: ApiRequest) -> UserOut:
     body: UserCreate = req.body
-    record = await users.create_user(req.ctx, name=body.name, email=body.email, role=body.role)
+    record = await users.create_user(
+        req.ctx, name=body.name, email=body.email, role=body.role, wrap_up_time=body.wrap_up_time
+    )
     return UserOut.of(record)
 
 
@@ -165,6 +178,8 @@ async def patch_user(req: ApiRequest) -> UserOut:
         clear_email="email" in sent and body.email is None,
         role=body.role,
         active=body.active,
+        wrap_up_time=body.wrap_up_time,
+        clear_wrap_up_time="wrap_up_time" in sent and body.wrap_up_time is None,
     )
     record = await users.update_user(req.ctx, req.path["user_id"], changes)
     if body.active is False:

@@ -18,6 +18,8 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(default=True)
+    # Seconds of wrap-up after this agent's ACD calls; None: the queue's (acd.wrap_up_time by hand).
+    wrap_up_time: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     dismissed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)

@@ -30,6 +30,7 @@ class UserRecord:
     role: Role
     active: bool
     extension: str | None
+    wrap_up_time: int | None
     created_at: datetime
     updated_at: datetime
     dismissed_at: datetime | None
@@ -42,25 +43,34 @@ class UserRecord:
             "role": self.role.value,
             "active": self.active,
             "extension": self.extension,
+            "wrap_up_time": self.wrap_up_time,
         }
 
 
 @dataclass(frozen=True)
 class UserChanges:
-    """Fields a PATCH may set; None means "leave as is" (email uses `clear_email`)."""
+    """Fields a PATCH may set; None means "leave as is" (`clear_email`, `clear_wrap_up_time`
+    set them back to none)."""
 
     name: str | None = None
     email: str | None = None
     clear_email: bool = False
     role: Role | None = None
     active: bool | None = None
+    wrap_up_time: int | None = None
+    clear_wrap_up_time: bool = False
 
 
 async def create_user(
-    ctx: ServiceContext, *, name: str, email: str | None, role: Role
+    ctx: ServiceContext,
+    *,
+    name: str,
+    email: str | None,
+    role: Role,
+    wrap_up_time: int | None = None,
 ) -> UserRecord:
     async with ctx.sessions.begin() as session:
-        user = User(name=name, email=email, role=role.value, active=True)
+        user = User(name=name, email=email, role=role.value, active=True, wrap_up_time=wrap_up_time)
         session.add(user)
         await session.flush()
         record = user_record(user, extension=None)
@@ -104,6 +114,8 @@ async def update_user(ctx: ServiceContext, user_id: int, changes: UserChanges) -
             user.email = changes.email
         if changes.role is not None:
             user.role = changes.role.value
+        if changes.wrap_up_time is not None or changes.clear_wrap_up_time:
+            user.wrap_up_time = changes.wrap_up_time
         dismissing = changes.active is False and user.active
         if changes.active is not None:
             user.active = changes.active
@@ -169,6 +181,7 @@ def user_record(user: User, extension: str | None) -> UserRecord:
         role=Role(user.role),
         active=user.active,
         extension=extension,
+        wrap_up_time=user.wrap_up_time,
         created_at=user.created_at,
         updated_at=user.updated_at,
         dismissed_at=user.dismissed_at,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -84,6 +85,15 @@ async def test_wrap_up_by_hand_and_ended_early(admin: ApiClient) -> None:
     wrapping = await set_presence(admin, user["id"], "wrap_up")
     assert wrapping["status"] == "wrap_up" and wrapping["wrap_up_until"] is not None
     assert (await set_presence(admin, user["id"], "ready"))["wrap_up_until"] is None
+
+
+async def test_wrap_up_by_hand_lasts_the_agents_own_time(admin: ApiClient) -> None:
+    user = await admin.new_user("Slow Wrapper")
+    assert (await admin.patch(f"/users/{user['id']}", {"wrap_up_time": 900})).status == 200
+    wrapping = await set_presence(admin, user["id"], "wrap_up")
+    until = datetime.fromisoformat(wrapping["wrap_up_until"])
+    # acd.wrap_up_time (30 s by default) would end it long before.
+    assert until - datetime.now(UTC) > timedelta(seconds=800)
 
 
 async def test_wallboard_lists_everyone_with_reasons(admin: ApiClient) -> None:

@@ -102,6 +102,9 @@ async def test_supervisor_reads_but_does_not_write(admin: ApiClient) -> None:
         ({"name": "A", "role": "root"}, "role"),
         ({"name": "A", "colour": "red"}, "colour"),
         ({"name": 5}, "name"),
+        ({"name": "A", "wrap_up_time": -1}, "wrap_up_time"),
+        ({"name": "A", "wrap_up_time": 3601}, "wrap_up_time"),
+        ({"name": "A", "wrap_up_time": "soon"}, "wrap_up_time"),
     ],
 )
 async def test_invalid_user_is_422_naming_the_field(
@@ -152,6 +155,11 @@ async def test_patch_changes_only_what_is_sent(admin: ApiClient) -> None:
     assert cleared.body["email"] is None and cleared.body["name"] == "Paula P."
     promoted = await admin.patch(f"/users/{user['id']}", {"role": "supervisor"})
     assert promoted.body["role"] == "supervisor"
+    assert promoted.body["wrap_up_time"] is None  # the queue's
+    own = await admin.patch(f"/users/{user['id']}", {"wrap_up_time": 45})
+    assert own.body["wrap_up_time"] == 45 and own.body["role"] == "supervisor"
+    back = await admin.patch(f"/users/{user['id']}", {"wrap_up_time": None})
+    assert back.body["wrap_up_time"] is None
 
 
 async def test_tokens_default_to_the_users_role_and_die_with_the_user(admin: ApiClient) -> None:

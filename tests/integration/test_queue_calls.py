@@ -228,6 +228,21 @@ async def test_wrap_up_ended_early_by_the_agent(
     assert (await second).succeeded
 
 
+async def test_an_agents_own_wrap_up_time_overrides_the_queues(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    worker = await agent("Fast Wrapper")
+    assert (await admin.patch(f"/users/{worker.user_id}", {"wrap_up_time": 2})).status == 200
+    _, number = await queue_line(admin, [worker], wrap_up_time=600)
+    sipp = caller(settings, tmp_path, number, stay_s=0.5)
+    await worker.rings()
+    assert (await sipp).succeeded
+    await eventually_presence(admin, worker, status="wrap_up")
+    second = caller(settings, tmp_path, number, stay_s=1.0)
+    await worker.rings(timeout=8)  # after 2 s, not the queue's 10 minutes
+    assert (await second).succeeded
+
+
 async def test_caller_abandoning_while_agents_ring(
     admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
 ) -> None:

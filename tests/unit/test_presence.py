@@ -26,6 +26,7 @@ from acd.presence import (
     offer_withdrawn,
     stamped,
     tick,
+    wrap_up_length,
 )
 from ivr.destinations import ExtensionDestination, HangupDestination, NumberDestination
 
@@ -120,6 +121,13 @@ def test_wrap_up_can_end_early_or_be_entered_by_hand() -> None:
     assert manual.status is Status.WRAP_UP and manual.wrap_up_until == 25.0
     with pytest.raises(IllegalStatus):
         end_wrap_up(Presence(Status.READY))
+
+
+@pytest.mark.parametrize(
+    ("agent_own", "default", "length"), [(None, 10, 10), (45, 10, 45), (0, 10, 0), (None, 0, 0)]
+)
+def test_an_agents_own_wrap_up_time_wins(agent_own: int | None, default: int, length: int) -> None:
+    assert wrap_up_length(agent_own, default) == length
 
 
 def test_direct_calls_block_acd_work_without_wrap_up() -> None:
