@@ -109,7 +109,7 @@ class QueueCall:
                 if offer is not None:
                     await self._release(offer, entry)
                 await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
-                return QueueResult(QueueOutcome.ABANDONED, "caller")
+                return self._abandoned()
             if digit is not None and digit == spec.exit_key:
                 if offer is not None:
                     await self._release(offer, entry)
@@ -161,7 +161,7 @@ class QueueCall:
             await self._hang_up_all(legs, entry)
             if caller_gone:
                 await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
-                return QueueResult(QueueOutcome.ABANDONED, "caller")
+                return self._abandoned()
             self._dispatcher.offer_over(entry, missed)
             return None
         agent, agent_leg = legs.pop(winner)
@@ -209,7 +209,11 @@ class QueueCall:
             talk_started = loop.time()
             await asyncio.wait([self._leg.ended, agent_leg.ended],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            hangup_by = "caller" if self._leg.ended.done() else "agent"
+            hangup_by = (
+                self._leg.ended.result().ended_by("caller")
+                if self._leg.ended.done()
+                else agent_leg.ended.result().ended_by("agent")
+            )
             talk = round(loop.time() - talk_started, 3)
             await self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
                             talk_seconds=talk)  # fmt: skip
@@ -223,6 +227,10 @@ class QueueCall:
                 self._ctx, agent.user_id,
                 lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
             )  # fmt: skip
+
+    def _abandoned(self) -> QueueResult:
+        """The caller's leg ended while waiting: they hung up, or their media died."""
+        return QueueResult(QueueOutcome.ABANDONED, self._leg.ended.result().ended_by("caller"))
 
     def _missed(self, presence: Presence) -> Presence:
         return offer_missed(presence, max_missed=self._ctx.settings.acd.max_missed_offers)

@@ -98,6 +98,7 @@ def create_app(
             metrics.worker_legs_capacity.set(pool.legs_capacity)
             metrics.worker_legs_in_use.set(pool.legs_in_use)
             metrics.worker_restarts.set(pool.restarts)
+            metrics.media_timeouts.set(pool.media_timeouts)
         await _acd_figures(request.app[CONTEXT_KEY], request.app[DISPATCHER_KEY], metrics)
         trunk = await registration_state(settings.trunk, request.app[health.EDGE_KEY])
         for state in RegistrationState:

@@ -70,6 +70,11 @@ class Metrics:
             "Media worker restarts since the service started",
             registry=self.registry,
         )
+        self.media_timeouts = Gauge(
+            "pbx_media_timeouts",
+            "Call legs hung up since the service started because their RTP stopped",
+            registry=self.registry,
+        )
         self.trunk_registration = Gauge(
             "pbx_trunk_registration",
             "The trunk's registration at the provider: 1 for its current state",

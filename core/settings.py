@@ -84,6 +84,9 @@ class WorkerSettings(_Section):
     first_sip_port: int = Field(5080, ge=1, le=65535)
     first_rtp_port: int = Field(20000, ge=1, le=65535)
     rtp_ports_per_worker: int = Field(40, ge=8, le=1000)
+    # A call leg from which no RTP has arrived for this long (a phone that lost power, a
+    # provider that dropped the call without a BYE) is hung up; on hold does not count. 0: never.
+    media_timeout: int = Field(60, ge=0, le=3600)
 
 
 class CallSettings(_Section):

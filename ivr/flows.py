@@ -421,7 +421,11 @@ class CallFlows:
         if post_dial:
             await _send_post_dial(callee, post_dial)
         await _first(leg.ended, callee.ended)
-        hangup_by = "caller" if leg.ended.done() else "callee"
+        hangup_by = (
+            leg.ended.result().ended_by("caller")
+            if leg.ended.done()
+            else callee.ended.result().ended_by("callee")
+        )
         await leg.drop()
         return Finish(Disposition.ANSWERED, hangup_by)
 
@@ -552,7 +556,7 @@ class CallFlows:
             end = leg.ended.result() if leg.ended.done() else None
             lost = end is not None and end.code >= 500
             finish = Finish(Disposition.FAILED if lost else Disposition.ABANDONED,
-                            "system" if lost else "caller")  # fmt: skip
+                            end.ended_by("caller") if end else "caller")  # fmt: skip
         finally:
             await leg.drop()
         await call.ended(finish.disposition, finish.hangup_by)

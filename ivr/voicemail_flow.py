@@ -53,7 +53,7 @@ async def leave_voicemail(
         if key == END_KEY:
             with contextlib.suppress(LegGone):
                 await leg.stop_recording()
-    hangup_by = "caller" if leg.ended.done() else "system"
+    hangup_by = leg.ended.result().ended_by("caller") if leg.ended.done() else "system"
     try:
         async with asyncio.timeout(RECORDING_CLOSE_TIMEOUT_S):
             await recording.finished

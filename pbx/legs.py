@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pbx.protocol import (
+    MEDIA_TIMEOUT_REASON,
     Answer,
     Bridge,
     Command,
@@ -47,6 +48,11 @@ class WorkerCommandFailed(Exception):
 class LegEnd:
     code: int
     reason: str
+
+    def ended_by(self, party: str) -> str:
+        """Who ended the leg, for the call record: `party` (who was on it), or "system" when
+        the service cut it (its worker died, its media stopped)."""
+        return "system" if self.reason in (WORKER_LOST, MEDIA_TIMEOUT_REASON) else party
 
 
 @dataclass

@@ -22,6 +22,7 @@ from core.child_process import ChildProcess, ChildProcessFailed
 from core.settings import WorkerSettings
 from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
 from pbx.protocol import (
+    MEDIA_TIMEOUT_REASON,
     Command,
     CommandResult,
     Dial,
@@ -115,6 +116,7 @@ class WorkerPool:
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
         self._flows: set[asyncio.Task[None]] = set()
+        self._media_timeouts = 0
 
     @property
     def workers(self) -> list[WorkerStatus]:
@@ -152,6 +154,11 @@ class WorkerPool:
     @property
     def restarts(self) -> int:
         return sum(w.restarts for w in self._workers)
+
+    @property
+    def media_timeouts(self) -> int:
+        """Legs the workers hung up because their RTP stopped."""
+        return self._media_timeouts
 
     def dispatcher_targets(self) -> list[str]:
         return [f"sip:{self._settings.host}:{w.sip_port}" for w in self._workers]
@@ -192,6 +199,7 @@ class WorkerPool:
             "--host", self._settings.host, "--sip-port", str(worker.sip_port),
             "--rtp-port", str(worker.rtp_port),
             "--rtp-ports", str(self._settings.rtp_ports_per_worker),
+            "--media-timeout", str(self._settings.media_timeout),
             "--events-fd", str(write_fd), "--trunk-username", self._trunk_username,
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
             "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
@@ -362,6 +370,10 @@ class WorkerPool:
             leg.on_recording_ended(event.seconds)
         elif isinstance(event, LegEnded):
             worker.legs.pop(event.leg, None)
+            if event.reason == MEDIA_TIMEOUT_REASON:
+                self._media_timeouts += 1
+                log.warning("leg_media_timeout", leg=event.leg, worker=worker.id,
+                            caller=leg.from_uri, called=leg.to_uri)  # fmt: skip
             if leg.recording_open:
                 worker.closing[event.leg] = leg
             leg.on_ended(LegEnd(event.code, event.reason))

@@ -25,6 +25,8 @@ FULL_STATUS = 503
 # answers 486 when all its call slots are taken, before we see the INVITE: without the header
 # a 486 or 503 means "this worker is full" and Kamailio tries the next one.
 FINAL_HEADER = "X-PBX-Final"
+# LegEnded's reason when the worker hung up a leg whose RTP stopped (pbx.media_timeout).
+MEDIA_TIMEOUT_REASON = "Media Timeout"
 
 
 class ProtocolError(Exception):

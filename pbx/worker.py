@@ -23,9 +23,11 @@ from typing import Any
 import pjsua2 as pj
 import structlog
 
+from pbx.media_timeout import RxWatch, sweep_interval
 from pbx.protocol import (
     FINAL_HEADER,
     FULL_STATUS,
+    MEDIA_TIMEOUT_REASON,
     Answer,
     Bridge,
     Command,
@@ -72,6 +74,7 @@ HEADER_PREFIX = "x-pbx-"
 SILENCE_LEVEL = 20
 SILENCE_POLL_S = 0.2
 RING_TIMEOUT = (408, "Request Timeout")
+MEDIA_TIMEOUT = (408, MEDIA_TIMEOUT_REASON)
 # Let BYEs and final answers leave before the endpoint goes.
 SHUTDOWN_LINGER_S = 0.2
 
@@ -164,6 +167,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.answered = False
         self.hangup_sent = False
         self.timed_out = False
+        self.rx_watch: RxWatch | None = None  # from the answer on
+        self.media_timed_out = False
         self.ended = False
 
     def audio(self) -> Any | None:
@@ -174,6 +179,19 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
                 return self.getAudioMedia(index)
         return None
 
+    def rx_packets(self) -> int | None:
+        """RTP packets received so far; None while there is no stream that should carry any
+        (media not up, on hold either way, a stream the far end only receives)."""
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if (
+                media.type == pj.PJMEDIA_TYPE_AUDIO
+                and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+                and media.dir & pj.PJMEDIA_DIR_DECODING
+            ):
+                return int(self.getStreamStat(index).rtcp.rxStat.pkt)
+        return None
+
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
         if info.state == pj.PJSIP_INV_STATE_EARLY and self.direction == "outbound":
@@ -182,6 +200,7 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
                 self.agent.emit(LegRinging(leg=self.leg_id))
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.answered = True
+            self.rx_watch = RxWatch(alive_at=time.monotonic())
             self.agent.deadlines.cancel((self.leg_id, "ring"))
             self.agent.emit(LegAnswered(leg=self.leg_id, sip_call_id=info.callIdString))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -219,9 +238,11 @@ class WorkerAgent:
         trusted: frozenset[str],
         trunk_username: str,
         trunk_password: str,
+        media_timeout: float,
         emit: Callable[[_Message], None],
     ) -> None:
         self.ua = ua
+        self.media_timeout = media_timeout
         self.worker_id = worker_id
         self.trusted = trusted
         self.emit = emit
@@ -361,6 +382,8 @@ class WorkerAgent:
             leg.peer = None
         if leg.timed_out and not leg.answered:
             code, reason = RING_TIMEOUT
+        elif leg.media_timed_out:
+            code, reason = MEDIA_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
 
     # -- commands ---------------------------------------------------------------------------
@@ -439,6 +462,31 @@ class WorkerAgent:
             log.info("ring_timeout", leg=leg_id)
             leg.timed_out = True
             self._hangup(leg)
+
+    # -- dead media -------------------------------------------------------------------------
+
+    def watch_media(self) -> None:
+        """Look for legs without RTP every little while (pbx.media_timeout); 0 turns it off."""
+        if self.media_timeout > 0:
+            interval = sweep_interval(self.media_timeout)
+            self.deadlines.start(("*", "media"), interval, self._sweep_media)
+
+    def _sweep_media(self) -> None:
+        now = time.monotonic()
+        try:
+            for leg in list(self.legs.values()):
+                if leg.rx_watch is None or leg.hangup_sent:
+                    continue
+                try:
+                    silent = leg.rx_watch.silent_for(leg.rx_packets(), now)
+                    if silent >= self.media_timeout:
+                        log.warning("media_timeout", leg=leg.leg_id, silent_s=round(silent, 1))
+                        leg.media_timed_out = True
+                        self._hangup(leg)
+                except pj.Error as exc:  # the leg ended in between: its own events say so
+                    log.info("media_sweep_skipped", leg=leg.leg_id, error=exc.info())
+        finally:
+            self.watch_media()
 
     def _dial(self, command: Dial) -> None:
         parent = self.legs.get(command.parent) if command.parent else None
@@ -704,6 +752,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
     parser.add_argument("--trunk-username", default="")
+    parser.add_argument("--media-timeout", type=float, default=0.0, help="seconds; 0: off")
     parser.add_argument("--pjsua-log-level", type=int, default=1, help="5 shows SIP messages")
     # The password comes in the environment, never on the command line (ps shows argv).
     return parser.parse_args(argv)
@@ -746,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
                 trusted=frozenset(args.trusted),
                 trunk_username=args.trunk_username,
                 trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
+                media_timeout=args.media_timeout,
                 emit=emit,
             )
         )
@@ -754,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         max_legs = ua.run(agent.probe_capacity)
+        ua.run(agent.watch_media)
         log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
         hello = Hello(
             worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()

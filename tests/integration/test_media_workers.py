@@ -24,12 +24,22 @@ import pytest
 from core.settings import WorkerSettings
 from pbx.legs import Leg, LegGone
 from pbx.pool import WorkerPool
-from pbx.protocol import FINAL_HEADER, Answer, Hello, IncomingCall, decode_event, encode
+from pbx.protocol import (
+    FINAL_HEADER,
+    MEDIA_TIMEOUT_REASON,
+    Answer,
+    Hello,
+    IncomingCall,
+    decode_event,
+    encode,
+)
 from pbx.ua_thread import shared_user_agent
 from tests.support.phone import TestCall, TestPhone
-from tests.support.ports import free_port_block
+from tests.support.ports import free_port, free_port_block
+from tests.support.sipp import call_number
 
 Flow = Callable[[Leg], Awaitable[None]]
+MEDIA_TIMEOUT_S = 2
 MakePhone = Callable[..., Awaitable[TestPhone]]
 
 
@@ -427,6 +437,50 @@ async def test_killed_worker_ends_only_its_own_calls_and_comes_back(
     # The dead worker's caller hears nothing more; its own phone ends it.
     with contextlib.suppress(RuntimeError):
         await doomed.hangup()
+
+
+async def test_a_leg_whose_rtp_stops_is_hung_up_and_a_talking_one_is_not(
+    phones: MakePhone, tmp_path: Path
+) -> None:
+    """A SIPp caller sends no RTP at all (a phone that lost its network, as the worker sees
+    it); a PJSUA2 phone talks the whole time. Only the silent one is cut."""
+    sipp_port, ua = free_port(), shared_user_agent()
+    controller = Controller()
+    settings = WorkerSettings(
+        count=1, first_sip_port=free_port_block(1), first_rtp_port=free_port_block(40),
+        rtp_ports_per_worker=40, media_timeout=MEDIA_TIMEOUT_S,
+    )  # fmt: skip
+    workers = WorkerPool(
+        settings, trusted=[f"127.0.0.1:{ua.sip_port}", f"127.0.0.1:{sipp_port}"],
+        on_inbound=controller.on_inbound,
+    )  # fmt: skip
+    await workers.start()
+    try:
+
+        async def answer_and_wait(leg: Leg) -> None:
+            await leg.answer()
+            await leg.ended
+
+        controller.reset(answer_and_wait)
+        talker = await (await phones("talker")).call(worker_uri(workers, 0))
+        await asyncio.wait_for(talker.answered, 5)
+        started = asyncio.get_running_loop().time()
+        silent = await call_number(
+            tmp_path, workers.workers[0].sip_port, "company", hang_up="remote", timeout_s=15,
+            local_port=sipp_port,
+        )  # fmt: skip
+        assert silent.succeeded, silent.output  # the worker's BYE came
+        waited = asyncio.get_running_loop().time() - started
+        assert MEDIA_TIMEOUT_S <= waited < MEDIA_TIMEOUT_S + 5, waited
+        talker_leg, silent_leg = controller.legs.get_nowait(), controller.legs.get_nowait()
+        end = silent_leg.ended.result()
+        assert (end.reason, end.ended_by("caller")) == (MEDIA_TIMEOUT_REASON, "system")
+        assert not talker.ended.done() and not talker_leg.ended.done()
+        assert workers.media_timeouts == 1
+        await talker.hangup()
+        await asyncio.wait_for(talker_leg.ended, 5)
+    finally:
+        await workers.stop()
 
 
 async def test_a_worker_whose_controller_dies_hangs_up_and_exits_0(phones: MakePhone) -> None:
