@@ -26,6 +26,7 @@ from pbx.provider_registration import (
     RETRY_AFTER_FAILURE_S,
     renewal_tick_seconds,
     store_registration,
+    unregister,
 )
 
 log = structlog.get_logger(__name__)
@@ -216,6 +217,12 @@ class KamailioProcess:
 
     async def stop(self) -> None:
         if self._process is not None:
+            if self._process.returncode is None:
+                rpc = KamailioRpc("127.0.0.1", self._settings.sip.rpc_port)
+                try:
+                    await unregister(self._settings.trunk, rpc)
+                finally:
+                    await rpc.close()
             await self._process.stop()
 
     def _require_sqlite_file(self) -> None:
@@ -316,6 +323,10 @@ class KamailioRpc:
                 return None
             raise
         return record
+
+    async def uac_unregister(self, l_uuid: str) -> None:
+        """Send a REGISTER with expires 0 for a registration at a provider."""
+        await self.call("uac.reg_unregister", "l_uuid", l_uuid)
 
     async def drop_registrations(self, username: str) -> None:
         """Forget every binding of an extension; an extension with none is fine."""

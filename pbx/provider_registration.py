@@ -6,16 +6,20 @@ Kamailio registers, not a media worker: the Contact the provider learns must be 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import Integer, String, UniqueConstraint, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.context import EdgeUnavailable
 from core.db import Base, create_engine, create_session_factory
 from core.settings import Settings, TrunkSettings
+
+log = structlog.get_logger(__name__)
 
 # uacreg.l_uuid of the trunk's registration, and the user part of the Contact it registers:
 # a provider sends calls to sip:trunk@<edge>.
@@ -24,6 +28,8 @@ REGISTRATION_ID = "trunk"
 # of its lifetime renews it about 10 % early (and retries a failed one that often).
 MIN_RENEWAL_TICK_S = 5
 RETRY_AFTER_FAILURE_S = 60
+# At stop: time for the un-REGISTER, the provider's challenge and its answer (two round trips).
+UNREGISTER_LINGER_S = 1.5
 # uac.reg_info flags (Kamailio uac module documentation, "uac.reg_info").
 _FLAG_ONGOING = 2
 _FLAG_ONLINE = 4
@@ -65,6 +71,10 @@ class UacRecords(Protocol):
     """Kamailio's in-memory registrations (uac.reg_info); raises EdgeUnavailable."""
 
     async def uac_registration(self, l_uuid: str) -> Mapping[str, Any] | None: ...
+
+
+class UacControl(UacRecords, Protocol):
+    async def uac_unregister(self, l_uuid: str) -> None: ...
 
 
 def registration_row(settings: Settings) -> dict[str, str | int] | None:
@@ -133,3 +143,22 @@ async def registration_state(trunk: TrunkSettings, edge: UacRecords) -> Registra
     except EdgeUnavailable:
         return RegistrationState.UNKNOWN
     return state_of_record(record)
+
+
+async def unregister(trunk: TrunkSettings, edge: UacControl) -> None:
+    """Before the edge stops: a REGISTER with expires 0, so the provider stops sending calls
+    to a Contact nobody answers (as Asterisk does at shutdown). Kamailio's record does not
+    show the provider's answer, so the edge is given UNREGISTER_LINGER_S for the challenge
+    and the answer; a provider that misses it forgets the Contact when it expires."""
+    if not trunk.registration:
+        return
+    try:
+        state = state_of_record(await edge.uac_registration(REGISTRATION_ID))
+        if state is not RegistrationState.REGISTERED:
+            return  # nothing the provider holds (or nothing Kamailio knows of)
+        await edge.uac_unregister(REGISTRATION_ID)
+    except EdgeUnavailable as exc:
+        log.warning("trunk_unregister_failed", error=str(exc))
+        return
+    log.info("trunk_unregister_sent")
+    await asyncio.sleep(UNREGISTER_LINGER_S)

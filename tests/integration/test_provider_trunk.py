@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from core.settings import Settings
+from pbx.kamailio import KamailioRpc
 from pbx.provider_registration import REGISTRATION_ID
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.integration.test_calls import wait_for_call
@@ -34,7 +35,21 @@ INBOUND_NUMBER = "4930999000"
 EXTERNAL_NUMBER = "4930777999"
 
 
-async def test_edge_registers_at_the_provider_renews_and_takes_its_calls(
+async def wait_for_the_renewal(settings: Settings) -> None:
+    """Kamailio holds the provider's second, hour-long grant."""
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    try:
+        async with asyncio.timeout(40):
+            while True:
+                record = await edge.uac_registration(REGISTRATION_ID)
+                if record is not None and int(record["diff_expires"]) > 60:
+                    return
+                await asyncio.sleep(0.5)
+    finally:
+        await edge.close()
+
+
+async def test_edge_registers_at_the_provider_renews_takes_its_calls_and_unregisters(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     provider_port = free_port()
@@ -46,13 +61,14 @@ async def test_edge_registers_at_the_provider_renews_and_takes_its_calls(
     )  # fmt: skip
     contact = f"sip:{REGISTRATION_ID}@{settings.sip.host}:{settings.sip.port}"
     # The first grant is short, so the renewal comes at the next timer tick; then an hour.
-    scenario = registrar_scenario(TRUNK_USERNAME, TRUNK_PASSWORD, contact, grants=[10, 3600])
+    scenario = registrar_scenario(
+        TRUNK_USERNAME, TRUNK_PASSWORD, contact, grants=[10, 3600], unregister=True
+    )
     # Listening before Kamailio starts: it registers at once.
     registrar = await SippServer.start(tmp_path, "registrar", scenario, provider_port)
     try:
         async with running_service(settings) as api_base:
-            result = await asyncio.wait_for(registrar.result(), 40)
-            assert result.succeeded, result.output
+            await wait_for_the_renewal(settings)
             health = (await ApiClient(http, api_base, None).get("/health")).body
             assert (health["trunk_registration"], health["status"]) == ("registered", "ok")
             metrics_url = f"http://127.0.0.1:{settings.api.port}/metrics"
@@ -76,6 +92,9 @@ async def test_edge_registers_at_the_provider_renews_and_takes_its_calls(
             assert call.succeeded, call.output
             record = await wait_for_call(admin, direction="inbound", party=INBOUND_NUMBER)
             assert record["called"] == INBOUND_NUMBER
+        # Stopped: the provider was told to forget the Contact (Expires: 0, authenticated).
+        result = await asyncio.wait_for(registrar.result(), 10)
+        assert result.succeeded, result.output
     finally:
         await registrar.stop()
 

@@ -209,12 +209,22 @@ def _verify_or_fail(what: str, ok_label: str) -> str:
   <label id="{ok_label}"/>"""
 
 
-def registrar_scenario(username: str, password: str, contact: str, grants: list[int]) -> str:
+def registrar_scenario(
+    username: str, password: str, contact: str, grants: list[int], *, unregister: bool = False
+) -> str:
     """A provider's registrar: for each granted lifetime in `grants`, a REGISTER is challenged
     (401), the REGISTER that follows must carry `username`/`password` (verifyauth) and the
-    Contact `contact`, and gets 200 with that lifetime. Renewals keep the Call-ID."""
+    Contact `contact`, and gets 200 with that lifetime. Renewals keep the Call-ID.
+    `unregister`: then a REGISTER asking for `Expires: 0` must come, the same way."""
     rounds = []
-    for number, seconds in enumerate(grants, start=1):
+    for number, seconds in enumerate([*grants, 0] if unregister else grants, start=1):
+        forget = (
+            """
+      <ereg regexp="^ *0 *$" search_in="hdr" header="Expires:" check_it="true"
+            assign_to="registered_contact"/>"""
+            if unregister and number > len(grants)
+            else ""
+        )
         rounds.append(f"""
   <recv request="REGISTER"/>
   <send>
@@ -228,7 +238,7 @@ def registrar_scenario(username: str, password: str, contact: str, grants: list[
     <action>
       <verifyauth assign_to="credentials_ok" username="{username}" password="{password}"/>
       <ereg regexp="{re.escape(contact)}>" search_in="hdr" header="Contact:" check_it="true"
-            assign_to="registered_contact"/>
+            assign_to="registered_contact"/>{forget}
     </action>
   </recv>{_verify_or_fail(f"REGISTER {number}", f"registered{number}")}
   <send>

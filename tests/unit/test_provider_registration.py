@@ -13,6 +13,7 @@ from pbx.provider_registration import (
     registration_state,
     renewal_tick_seconds,
     state_of_record,
+    unregister,
 )
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
@@ -77,12 +78,16 @@ class Edge:
         self.record = record
         self.answers = answers
         self.asked: list[str] = []
+        self.unregistered: list[str] = []
 
     async def uac_registration(self, l_uuid: str) -> Mapping[str, Any] | None:
         self.asked.append(l_uuid)
         if not self.answers:
             raise EdgeUnavailable("no answer")
         return self.record
+
+    async def uac_unregister(self, l_uuid: str) -> None:
+        self.unregistered.append(l_uuid)
 
 
 async def test_state_is_off_without_asking_the_edge_when_the_trunk_does_not_register() -> None:
@@ -98,3 +103,21 @@ async def test_state_is_asked_by_registration_id_and_unknown_when_the_edge_is_si
     assert online.asked == [REGISTRATION_ID]
     silent = Edge(None, answers=False)
     assert await registration_state(trunk, silent) is RegistrationState.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("environ", "edge", "sent"),
+    [
+        (REGISTERING, Edge({"flags": 4, "diff_expires": 300}), [REGISTRATION_ID]),
+        ({}, Edge({"flags": 4, "diff_expires": 300}), []),  # the trunk does not register
+        (REGISTERING, Edge({"flags": 2, "diff_expires": 0}), []),  # not registered yet
+        (REGISTERING, Edge(None), []),  # Kamailio holds no such registration
+        (REGISTERING, Edge(None, answers=False), []),  # Kamailio does not answer
+    ],
+)
+async def test_unregister_only_what_the_provider_holds(
+    environ: dict[str, str], edge: Edge, sent: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pbx.provider_registration.UNREGISTER_LINGER_S", 0)
+    await unregister(settings(**environ).trunk, edge)
+    assert edge.unregistered == sent
