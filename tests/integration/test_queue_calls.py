@@ -194,15 +194,22 @@ async def test_not_ready_dnd_and_away_members_are_skipped(
     assert on_break.idle() and focused.idle() and away.idle()
 
 
+async def answer_one_call(
+    admin: ApiClient, settings: Settings, folder: Path, number: str, worker: Agent
+) -> Any:
+    """A short queue call the (only) agent answers; their presence once wrap-up has begun."""
+    sipp = caller(settings, folder, number, stay_s=0.5)
+    await worker.rings()
+    assert (await sipp).succeeded
+    return await eventually_presence(admin, worker, status="wrap_up")
+
+
 async def test_wrap_up_blocks_offers_until_it_ends(
     admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
 ) -> None:
     worker = await agent("Wrapping Agent")
     _, number = await queue_line(admin, [worker], wrap_up_time=4)
-    sipp = caller(settings, tmp_path, number, stay_s=0.5)
-    await worker.rings()
-    assert (await sipp).succeeded
-    wrapping = await eventually_presence(admin, worker, status="wrap_up")
+    wrapping = await answer_one_call(admin, settings, tmp_path, number, worker)
     assert wrapping["wrap_up_until"] is not None
     second = caller(settings, tmp_path, number, stay_s=6.0)
     await asyncio.sleep(2.5)
@@ -216,10 +223,7 @@ async def test_wrap_up_ended_early_by_the_agent(
 ) -> None:
     worker = await agent("Quick Wrapper")
     _, number = await queue_line(admin, [worker], wrap_up_time=600)
-    sipp = caller(settings, tmp_path, number, stay_s=0.5)
-    await worker.rings()
-    assert (await sipp).succeeded
-    await eventually_presence(admin, worker, status="wrap_up")
+    await answer_one_call(admin, settings, tmp_path, number, worker)
     second = caller(settings, tmp_path, number, stay_s=5.0)
     await asyncio.sleep(2.5)
     assert worker.idle()
@@ -234,10 +238,7 @@ async def test_an_agents_own_wrap_up_time_overrides_the_queues(
     worker = await agent("Fast Wrapper")
     assert (await admin.patch(f"/users/{worker.user_id}", {"wrap_up_time": 2})).status == 200
     _, number = await queue_line(admin, [worker], wrap_up_time=600)
-    sipp = caller(settings, tmp_path, number, stay_s=0.5)
-    await worker.rings()
-    assert (await sipp).succeeded
-    await eventually_presence(admin, worker, status="wrap_up")
+    await answer_one_call(admin, settings, tmp_path, number, worker)
     second = caller(settings, tmp_path, number, stay_s=1.0)
     await worker.rings(timeout=8)  # after 2 s, not the queue's 10 minutes
     assert (await second).succeeded
