@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -18,11 +19,13 @@ from acd.dispatcher import AgentTarget, Dispatcher, Entry, Offer
 from acd.presence import Presence, Status, answered, call_ended, offer_missed, wrap_up_length
 from acd.queue_log import QueueEvent, record
 from acd.queues import Queue
-from core.context import ServiceContext
+from acd.ring_group import answering_agent
+from core.context import EdgeUnavailable, ServiceContext
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
 from pbx.legs import Leg, WorkerCommandFailed
+from pbx.protocol import RING_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -48,14 +51,21 @@ class Edge:
     domain: str
 
 
+class PhoneContacts(Protocol):
+    """The edge's registrations (Kamailio's usrloc); raises EdgeUnavailable."""
+
+    async def registered_contacts(self, username: str) -> list[str]: ...
+
+
 class QueueCall:
     """One caller's stay in one queue."""
 
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
-        queue: Queue, default_hold: Path,
+        queue: Queue, default_hold: Path, registrations: PhoneContacts,
     ) -> None:  # fmt: skip
         self._ctx = ctx
+        self._registrations = registrations
         self._dispatcher = dispatcher
         self._edge = edge
         self._leg = leg
@@ -107,12 +117,12 @@ class QueueCall:
             )
             if self._leg.ended.done():
                 if offer is not None:
-                    await self._release(offer, entry)
+                    await self._withdraw(offer.agents, entry)
                 await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
                 return self._abandoned()
             if digit is not None and digit == spec.exit_key:
                 if offer is not None:
-                    await self._release(offer, entry)
+                    await self._withdraw(offer.agents, entry)
                 await self._log(QueueEvent.EXIT_KEY, wait_seconds=entry.waited())
                 return QueueResult(QueueOutcome.OVERFLOW)
             if offer is not None:
@@ -132,49 +142,62 @@ class QueueCall:
     # -- ringing agents ---------------------------------------------------------------------
 
     async def _ring(self, entry: Entry, offer: Offer) -> QueueResult | None:
-        """Ring the offered agents; None when nobody answered (the caller waits on)."""
-        legs: dict[int, tuple[AgentTarget, Leg]] = {}
+        """Ring the offered agents; None when nobody answered (the caller waits on).
+
+        However many agents are offered (ring_all), one worker leg rings them: the edge forks
+        it to every phone and CANCELs the others when one answers."""
+        agents = offer.agents
         try:
-            for agent in offer.agents:
-                try:
-                    legs[agent.user_id] = (agent, await self._dial(agent))
-                except WorkerCommandFailed as exc:
-                    # No free leg for this agent in the caller's worker (ring_all): hand back.
-                    log.info("agent_not_rung", user_id=agent.user_id, error=str(exc))
-                    await self._dispatcher.withdraw(agent.user_id, entry)
-                    continue
+            agent_leg = await self._dial(agents)
+        except WorkerCommandFailed as exc:
+            log.info("agents_not_rung", user_ids=[a.user_id for a in agents], error=str(exc))
+            await self._withdraw(agents, entry)
+            self._dispatcher.offer_over(entry, [])
+            return None
+        try:
+            for agent in agents:
                 await self._log(QueueEvent.OFFER, user_id=agent.user_id,
                                 wait_seconds=entry.waited(), extension=agent.extension)  # fmt: skip
-            winner = await self._first_answer(legs)
+            watched: list[asyncio.Future[Any]] = [self._leg.ended, agent_leg.answered,
+                                                  agent_leg.ended]  # fmt: skip
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            winner = None
+            if agent_leg.answered.done() and not agent_leg.ended.done():
+                winner = await self._answering_agent(agents, agent_leg)
         except BaseException:
-            await self._hang_up_all(legs, entry)
+            await agent_leg.drop()
+            await self._withdraw(agents, entry)
             raise
         if winner is None:
+            await agent_leg.drop()
             caller_gone = self._leg.ended.done()
-            missed = [] if caller_gone else list(legs)
+            # Rang out or refused by every phone: each offered agent missed it.
+            missed = [] if caller_gone or agent_leg.answered.done() else [a.user_id for a in agents]
             for user_id in missed:
                 await self._log(QueueEvent.NO_ANSWER, user_id=user_id, wait_seconds=entry.waited())
                 await change_presence(
                     self._ctx, user_id, self._missed, f"no_answer:{entry.call_id}"
                 )
                 self._ctx.metrics.acd_offers.labels(result="no_answer").inc()
-            await self._hang_up_all(legs, entry)
+            await self._withdraw([a for a in agents if a.user_id not in missed], entry)
             if caller_gone:
                 await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
                 return self._abandoned()
             self._dispatcher.offer_over(entry, missed)
             return None
-        agent, agent_leg = legs.pop(winner)
-        await self._hang_up_all(legs, entry)
-        return await self._talk(entry, agent, agent_leg)
+        await self._withdraw([a for a in agents if a is not winner], entry)
+        return await self._talk(entry, winner, agent_leg)
 
-    async def _dial(self, agent: AgentTarget) -> Leg:
+    async def _dial(self, agents: tuple[AgentTarget, ...]) -> Leg:
         edge = self._edge
+        headers = {"X-PBX-Queue": self._spec.name}
+        if len(agents) > 1:
+            headers[RING_HEADER] = ",".join(a.extension for a in agents[1:])
         agent_leg = await self._leg.dial(
-            f"sip:{agent.extension}@{edge.host}:{edge.port}",
+            f"sip:{agents[0].extension}@{edge.host}:{edge.port}",
             timeout=self._spec.ring_timeout,
             from_uri=f"sip:{self._leg.caller}@{edge.domain}",
-            headers={"X-PBX-Queue": self._spec.name},
+            headers=headers,
         )
         try:
             await self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
@@ -183,18 +206,30 @@ class QueueCall:
             raise
         return agent_leg
 
-    async def _first_answer(self, legs: dict[int, tuple[AgentTarget, Leg]]) -> int | None:
-        while True:
-            live = [leg for _, leg in legs.values() if not leg.ended.done()]
-            for user_id, (_, leg) in legs.items():
-                if leg.answered.done() and not leg.ended.done():
-                    return user_id
-            if not live or self._leg.ended.done():
-                return None
-            watched: list[asyncio.Future[Any]] = [self._leg.ended]
-            for leg in live:
-                watched += [leg.answered, leg.ended]
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    async def _answering_agent(
+        self, agents: tuple[AgentTarget, ...], agent_leg: Leg
+    ) -> AgentTarget | None:
+        """Whose phone answered a leg rung on several; None (logged) if it cannot be told,
+        so that nobody is marked in a call that is someone else's."""
+        registered: dict[int, list[str]] = {}
+        if len(agents) > 1:
+            # Asked once a phone has answered, all at once: the caller hears nothing until
+            # the bridge.
+            contacts = await asyncio.gather(
+                *(self._registrations.registered_contacts(a.extension) for a in agents),
+                return_exceptions=True,
+            )
+            for agent, found in zip(agents, contacts, strict=True):
+                if isinstance(found, EdgeUnavailable):
+                    continue
+                if isinstance(found, BaseException):
+                    raise found
+                registered[agent.user_id] = found
+        winner = answering_agent(agent_leg.answered_contact, agents, registered)
+        if winner is None:
+            log.error("ring_all_answer_unidentified", contact=agent_leg.answered_contact,
+                      user_ids=[a.user_id for a in agents])  # fmt: skip
+        return winner
 
     async def _talk(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         cause = f"call:{entry.call_id}"
@@ -235,18 +270,9 @@ class QueueCall:
     def _missed(self, presence: Presence) -> Presence:
         return offer_missed(presence, max_missed=self._ctx.settings.acd.max_missed_offers)
 
-    async def _hang_up_all(
-        self, legs: dict[int, tuple[AgentTarget, Leg]], entry: Entry, *, withdraw: bool = True
-    ) -> None:
-        """CANCEL (or BYE) the agents' legs; `withdraw`: their offer ends through no fault."""
-        for user_id, (_, leg) in list(legs.items()):
-            await leg.drop()
-            if withdraw:
-                await self._dispatcher.withdraw(user_id, entry)
-        legs.clear()
-
-    async def _release(self, offer: Offer, entry: Entry) -> None:
-        for agent in offer.agents:
+    async def _withdraw(self, agents: Iterable[AgentTarget], entry: Entry) -> None:
+        """Their offer ends through no fault of theirs (another agent won, the caller left)."""
+        for agent in agents:
             await self._dispatcher.withdraw(agent.user_id, entry)
 
     # -- what the caller hears --------------------------------------------------------------

@@ -229,12 +229,13 @@ class CallFlows:
             await leg.hangup()
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
-            self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music
-        ).run()
+            self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
+            self._registrations,
+        ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by)
         if result.outcome is QueueOutcome.ABANDONED:
-            return Finish(Disposition.ABANDONED, "caller")
+            return Finish(Disposition.ABANDONED, result.hangup_by)
         await leg.stop_playback()
         return await self._to_destination(leg, call, queue.spec.overflow, None, hops=hops + 1)
 

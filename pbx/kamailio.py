@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
 from core.settings import Settings, WorkerSettings
-from pbx.protocol import FINAL_HEADER
+from pbx.protocol import FINAL_HEADER, RING_HEADER
 from pbx.provider_registration import (
     REGISTRATION_ID,
     RETRY_AFTER_FAILURE_S,
@@ -141,6 +141,7 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         dispatcher_list=dispatcher_list,
         trunk_sources=settings.trunk.sources,
         final_header=FINAL_HEADER,
+        ring_header=RING_HEADER,
         registration_id=REGISTRATION_ID if settings.trunk.registration else None,
         registration_tick_s=renewal_tick_seconds(settings.trunk),
         registration_retry_s=RETRY_AFTER_FAILURE_S,

@@ -102,6 +102,8 @@ class Leg:
         self.request_uri = request_uri
         self.headers = headers
         self.sip_call_id = sip_call_id
+        # Set on answer: the Contact of the phone that took the call.
+        self.answered_contact: str | None = None
         loop = asyncio.get_running_loop()
         self.ringing: asyncio.Future[None] = loop.create_future()
         self.answered: asyncio.Future[None] = loop.create_future()
@@ -241,9 +243,10 @@ class Leg:
     def on_ringing(self) -> None:
         _settle(self.ringing, None)
 
-    def on_answered(self, sip_call_id: str | None) -> None:
+    def on_answered(self, sip_call_id: str | None, contact: str | None = None) -> None:
         if sip_call_id:
             self.sip_call_id = sip_call_id
+        self.answered_contact = contact
         _settle(self.answered, None)
 
     def on_digit(self, digit: str) -> None:

@@ -361,7 +361,7 @@ class WorkerPool:
         if isinstance(event, LegRinging):
             leg.on_ringing()
         elif isinstance(event, LegAnswered):
-            leg.on_answered(event.sip_call_id)
+            leg.on_answered(event.sip_call_id, event.contact)
         elif isinstance(event, DtmfReceived):
             leg.on_digit(event.digit)
         elif isinstance(event, PlaybackEnded):

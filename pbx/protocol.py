@@ -25,6 +25,9 @@ FULL_STATUS = 503
 # answers 486 when all its call slots are taken, before we see the INVITE: without the header
 # a 486 or 503 means "this worker is full" and Kamailio tries the next one.
 FINAL_HEADER = "X-PBX-Final"
+# On a Dial to an extension: more extensions (comma-separated) the edge rings in parallel
+# with the same leg; the first to answer wins (see LegAnswered.contact).
+RING_HEADER = "X-PBX-Ring"
 # LegEnded's reason when the worker hung up a leg whose RTP stopped (pbx.media_timeout).
 MEDIA_TIMEOUT_REASON = "Media Timeout"
 
@@ -189,6 +192,8 @@ class LegAnswered(_Message):
     type: Literal["leg_answered"] = "leg_answered"
     leg: str
     sip_call_id: str | None = None
+    # The answering side's Contact URI: which phone took a call rung on several.
+    contact: str | None = None
 
 
 class LegEnded(_Message):

@@ -202,7 +202,11 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
             self.answered = True
             self.rx_watch = RxWatch(alive_at=time.monotonic())
             self.agent.deadlines.cancel((self.leg_id, "ring"))
-            self.agent.emit(LegAnswered(leg=self.leg_id, sip_call_id=info.callIdString))
+            self.agent.emit(
+                LegAnswered(
+                    leg=self.leg_id, sip_call_id=info.callIdString, contact=info.remoteContact
+                )
+            )
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.agent.leg_disconnected(self, info.lastStatusCode, info.lastReason)
 

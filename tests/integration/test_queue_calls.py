@@ -14,9 +14,18 @@ from ivr.prompts import cached_speech_path
 from tests.integration.test_calls import wait_for_call
 from tests.support.agents import Agent, MakeAgent, eventually_presence, presence, set_status
 from tests.support.api_client import ApiClient
-from tests.support.sipp import SippResult, call_number
+from tests.support.ports import free_port
+from tests.support.sipp import (
+    SippResult,
+    SippServer,
+    call_number,
+    desk_phone_scenario,
+    register_sipp_phone,
+)
 
 _numbers = itertools.count(4930600000)
+# More than the 3 legs a worker has for agents besides its caller.
+RING_ALL_TEAM = 5
 _names = itertools.count(1)
 
 
@@ -104,22 +113,50 @@ async def test_missed_offers_in_a_row_make_the_agent_not_ready(
 
 
 async def test_ring_all_rings_everyone_and_cancels_the_losers(
-    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str], tmp_path: Path
 ) -> None:
-    team = [await agent(f"Ring All {i}", auto_answer=None) for i in range(3)]
-    queue_id, number = await queue_line(admin, team, strategy="ring_all")
-    sipp = caller(settings, tmp_path, number, stay_s=5.0)
-    ringing = [await member.rings() for member in team]
-    await ringing[1].answer()
-    await asyncio.wait_for(ringing[1].answered, 5)
-    for loser in (ringing[0], ringing[2]):
-        assert await asyncio.wait_for(loser.ended, 5) == 487  # CANCELled
-    for member in (team[0], team[2]):
-        await eventually_presence(admin, member, status="ready", activity="idle")
-    await eventually_presence(admin, team[1], activity="in_call")
-    assert (await sipp).succeeded
+    """More phones than a worker has legs ring at once: the edge forks one leg to each (SIPp
+    desk phones, each a process of its own); the one that answers is told apart by its
+    Contact, the others are CANCELled and free again."""
+    winner = 2
+    team: list[tuple[int, str]] = []  # (user id, extension)
+    phones: list[SippServer] = []
+    try:
+        for i in range(RING_ALL_TEAM):
+            user = await admin.new_user(f"Ring All {i}")
+            extension = next_extension()
+            sip = (await admin.assign(user["id"], extension))["sip"]
+            port = free_port()
+            registered = await register_sipp_phone(
+                tmp_path, settings.sip.port, extension, sip["password"], settings.sip.domain,
+                port,
+            )  # fmt: skip
+            assert registered.succeeded, registered.output
+            scenario = desk_phone_scenario(extension, 1.0 if i == winner else None)
+            phones.append(await SippServer.start(tmp_path, f"desk-{extension}", scenario, port))
+            reply = await admin.put(f"/users/{user['id']}/presence", {"status": "ready"})
+            assert reply.status == 200, reply
+            team.append((user["id"], extension))
+        queue_id, number = await queue_line(admin, [], strategy="ring_all")
+        members = {"members": [user_id for user_id, _ in team]}
+        assert (await admin.patch(f"/queues/{queue_id}", members)).status == 200
+        sipp = caller(settings, tmp_path, number, stay_s=4.0)
+        results = await asyncio.wait_for(asyncio.gather(*(p.result() for p in phones)), 20)
+        for result in results:  # the winner got its BYE, the others their CANCEL
+            assert result.succeeded, result.output
+        assert (await sipp).succeeded
+    finally:
+        for each in phones:
+            await each.stop()
     events = await eventually_logged(admin, queue_id, "complete")
-    assert ("connect", team[1].user_id) in events and ("no_answer", team[0].user_id) not in events
+    assert ("connect", team[winner][0]) in events
+    assert not any(kind == "no_answer" for kind, _ in events)
+    record = await wait_for_call(admin, direction="inbound", party=number)
+    assert (record["connected_to"], record["user_id"]) == (team[winner][1], team[winner][0])
+    for user_id, _ in team:
+        reply = await admin.get(f"/users/{user_id}/presence")
+        assert reply.body["activity"] == "idle", reply.body
+        await admin.put(f"/users/{user_id}/presence", {"status": "logged_out"})
 
 
 async def test_evenly_offers_the_longest_idle_agent_first(

@@ -397,3 +397,146 @@ def _udp_port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+# -- desk phones that are separate processes ---------------------------------------------
+# One PJSUA2 endpoint holds every test phone of the test process, and pjsip refuses the
+# second of a forked INVITE's copies (482, merged request); real desk phones are devices of
+# their own. Forking tests (ring_all) therefore use SIPp phones: one process each.
+
+_PHONE_HEAD = """
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{extension}@{domain}>;tag=[pid]SIPpReg[call_number]
+      To: <sip:{extension}@{domain}>
+      Call-ID: [call_id]
+      Contact: <sip:{extension}@[local_ip]:[local_port]>
+      Expires: 300
+      Max-Forwards: 70"""
+
+
+def register_scenario(extension: str, password: str, domain: str) -> str:
+    """A desk phone's REGISTER, digest challenge answered."""
+    head = _PHONE_HEAD.format(extension=extension, domain=domain)
+    return _scenario(
+        "desk phone registration",
+        f"""
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0{head}
+      CSeq: 1 REGISTER
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0{head}
+      CSeq: 2 REGISTER
+      [authentication username={extension} password={password}]
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>""",
+    )
+
+
+def desk_phone_scenario(extension: str, answer_after_s: float | None) -> str:
+    """A ringing desk phone: answers after `answer_after_s` and waits for the BYE, or (None)
+    rings until it is CANCELled."""
+    reply_head = f"""
+      [last_Via:]
+      [last_Record-Route:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpPhone[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:{extension}@[local_ip]:[local_port]>"""
+    ringing = f"""
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing{reply_head}
+      Content-Length: 0
+    ]]>
+  </send>"""
+    if answer_after_s is None:
+        return _scenario(
+            "desk phone rung in vain",
+            ringing
+            + """
+  <recv request="CANCEL"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpPhone[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpPhone[call_number]
+      [last_Call-ID:]
+      CSeq: [last_cseq_number] INVITE
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>""",
+        )
+    return _scenario(
+        "desk phone that answers",
+        ringing
+        + f"""
+  <pause milliseconds="{int(answer_after_s * 1000)}"/>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK{reply_head}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=phone 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>""",
+    )
+
+
+async def register_sipp_phone(
+    folder: Path, edge_port: int, extension: str, password: str, domain: str, port: int
+) -> SippResult:
+    """Register `extension` with Contact 127.0.0.1:`port`, where a desk-phone SippServer
+    is to listen next."""
+    path = folder / f"register-{extension}.xml"
+    path.write_text(register_scenario(extension, password, domain))
+    process = await asyncio.create_subprocess_exec(
+        "sipp", f"127.0.0.1:{edge_port}", "-sf", str(path), "-m", "1", "-l", "1",
+        "-i", "127.0.0.1", "-p", str(port), "-timeout", "10s", "-timeout_error", "-nostdin",
+        "-trace_err", "-error_file", str(path) + ".err",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=folder,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    return SippResult(process.returncode or 0, output.decode(errors="replace"))
