@@ -79,8 +79,8 @@ _CALLER_BYE = """
   <recv response="200" crlf="true"/>
 """
 
-_REMOTE_BYE = """
-  <recv request="BYE" timeout="{bye_timeout_ms}"/>
+# 200 OK to the request just received (a BYE).
+_OK = """
   <send>
     <![CDATA[
       SIP/2.0 200 OK
@@ -91,8 +91,14 @@ _REMOTE_BYE = """
       [last_CSeq:]
       Content-Length: 0
     ]]>
-  </send>
-"""
+  </send>"""
+
+_REMOTE_BYE = (
+    """
+  <recv request="BYE" timeout="{bye_timeout_ms}"/>"""
+    + _OK
+    + "\n"
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,26 @@ _REPLY_HEAD = """
       [last_CSeq:]"""
 
 
+# The SDP of a 200 that answers an INVITE (one PCMU stream), and what a callee does after it.
+_SDP_ANSWER = """
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000"""
+_TALK_UNTIL_BYE = (
+    """
+  <recv request="ACK"/>
+  <recv request="BYE"/>"""
+    + _OK
+)
+
+
 def _verify_or_fail(what: str, ok_label: str) -> str:
     """Continue at `ok_label` if the last request's Authorization verified, else fail the call."""
     return f"""
@@ -289,32 +315,9 @@ def challenging_trunk_scenario(challenge: int, username: str, password: str) -> 
   <send>
     <![CDATA[
       SIP/2.0 200 OK{_REPLY_HEAD}
-      Contact: <sip:[local_ip]:[local_port]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=trunk 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
+      Contact: <sip:[local_ip]:[local_port]>{_SDP_ANSWER}
     ]]>
-  </send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>""",
+  </send>{_TALK_UNTIL_BYE}""",
     )
 
 
@@ -496,32 +499,9 @@ def desk_phone_scenario(extension: str, answer_after_s: float | None) -> str:
   <pause milliseconds="{int(answer_after_s * 1000)}"/>
   <send retrans="500">
     <![CDATA[
-      SIP/2.0 200 OK{reply_head}
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=phone 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
+      SIP/2.0 200 OK{reply_head}{_SDP_ANSWER}
     ]]>
-  </send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>""",
+  </send>{_TALK_UNTIL_BYE}""",
     )
 
 
