@@ -2,6 +2,10 @@
 talk to an auto-answering phone (a SIPp UAS) and hang up. Prints figures; asserts nothing.
 
     .venv/bin/python -m bench.calls [--rate 4] [--calls 60] [--talk 3] [--workers 10]
+                                    [--greeting-callers 30]
+
+Then, with --greeting-callers N: N callers arrive within a moment and stay in the greeting;
+how many the service answers at once is its capacity for callers in the greeting.
 
 Everything runs on 127.0.0.1 with free ports and stops by itself.
 """
@@ -35,6 +39,8 @@ from tests.support.sipp import render_caller_scenario
 
 COMPANY_NUMBER = "4930123000"
 EXTENSION = "1001"
+# Callers per second when measuring the greeting's capacity: all in before the first leaves.
+GREETING_RATE = 50.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -49,7 +55,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
+async def run(rate: float, calls: int, talk_s: float, workers: int, greeting_callers: int) -> None:
     settings = bench_settings("pbx-bench-", workers, PBX_CALLS__INTER_DIGIT_TIMEOUT="1.0")
     folder = settings.data_dir.parent  # SIPp scenarios and traces go next to the data
     await asyncio.to_thread(upgrade_database, settings.database_url)
@@ -116,6 +122,8 @@ async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
         elapsed = time.monotonic() - began
         report(folder, elapsed, calls, rate, peak_rss)
         print_dial_latency(ctx.metrics.extension_dial_latency)
+        if greeting_callers:
+            await greeting_capacity(folder / "greeting", settings.sip.port, greeting_callers)
     finally:
         if uas is not None:
             uas.terminate()
@@ -125,17 +133,42 @@ async def run(rate: float, calls: int, talk_s: float, workers: int) -> None:
         await redis.stop()
 
 
+async def greeting_capacity(folder: Path, edge_port: int, callers: int) -> None:
+    """Callers that all arrive within a moment and stay 3 s in the greeting (it and the wait
+    after it last longer): the ones answered are what the service holds in its greeting."""
+    scenario = greeting_scenario(folder)
+    print(f"greeting: {callers} callers within {callers / GREETING_RATE:.1f} s, 3 s each")
+    process = await asyncio.create_subprocess_exec(
+        "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario), "-r", str(GREETING_RATE),
+        "-m", str(callers), "-l", str(callers), "-i", "127.0.0.1", "-p", str(free_port()),
+        "-mi", "127.0.0.1", "-mp", str(free_port()), "-nostdin", "-timeout", "60s",
+        "-timeout_error", "-trace_stat", "-fd", "1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=folder,
+    )  # fmt: skip
+    await process.wait()
+    answered, refused = sipp_outcome(folder)
+    print(f"greeting: {answered} answered at once, {refused} refused (503 from the edge)")
+
+
+def greeting_scenario(folder: Path) -> Path:
+    folder.mkdir()
+    return render_caller_scenario(folder, COMPANY_NUMBER, stay_s=3.0)
+
+
+def sipp_outcome(folder: Path) -> tuple[int, int]:
+    """(succeeded, failed) calls from the SIPp statistics files in `folder`."""
+    stat_files = [f for f in sorted(folder.glob("caller-*.csv")) if not f.name.endswith("_rtt.csv")]
+    stat_rows = [row for f in stat_files for row in csv.DictReader(f.open(), delimiter=";")]
+    if not stat_rows:
+        return -1, -1
+    last = stat_rows[-1]
+    return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+
+
 def report(
     folder: Path, elapsed: float, calls: int, rate: float, peak_rss: dict[int, float]
 ) -> None:
-    stat_files = [f for f in sorted(folder.glob("caller-*.csv")) if not f.name.endswith("_rtt.csv")]
-    stat_rows = [row for f in stat_files for row in csv.DictReader(f.open(), delimiter=";")]
-    if stat_rows:
-        last = stat_rows[-1]
-        succeeded = int(last["SuccessfulCall(C)"])
-        failed = int(last["FailedCall(C)"])
-    else:
-        succeeded = failed = -1
+    succeeded, failed = sipp_outcome(folder)
     rtts = [
         float(row["response_time_ms"])
         for f in folder.glob("caller-*_rtt.csv")
@@ -178,8 +211,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=60)
     parser.add_argument("--talk", type=float, default=3.0, help="seconds bridged per call")
     parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--greeting-callers", type=int, default=0,
+                        help="then: how many callers the greeting holds at once")  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(run(args.rate, args.calls, args.talk, args.workers))
+    asyncio.run(run(args.rate, args.calls, args.talk, args.workers, args.greeting_callers))
 
 
 if __name__ == "__main__":
