@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from core.settings import Settings
+from pbx.protocol import FINAL_HEADER
 from tests.conftest import MakePhone
 from tests.support.api_client import ApiClient
 from tests.support.phone import TestCall, TestPhone
@@ -168,6 +169,9 @@ async def test_busy_callee_is_reported_to_the_caller(settings: Settings, phone: 
     _, busy_ext = await phone("Busy Callee", auto_answer=486)
     call = await caller.call(f"sip:{busy_ext}@{settings.sip.host}:{settings.sip.port}")
     assert await asyncio.wait_for(call.progress.ended, 10) == 486
+    # The worker's mark that keeps the edge from trying another worker stays in the edge.
+    assert "486" in call.progress.final_answer
+    assert FINAL_HEADER.lower() not in call.progress.final_answer.lower()
 
 
 async def test_caller_hanging_up_cancels_the_ringing_phone(

@@ -48,6 +48,8 @@ class CallProgress:
     answered: asyncio.Future[None]
     ended: asyncio.Future[int]  # the final SIP status (200 for a normal end after answer)
     digits: list[str] = field(default_factory=list)
+    # The SIP message that ended an unanswered call (a final answer), as received.
+    final_answer: str = ""
 
 
 class _PhoneCall(pj.Call):  # type: ignore[misc]
@@ -75,6 +77,10 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
             if self.hang_up_when_answered:
                 self.account.ua.post(lambda: self.hangup(pj.CallOpParam()))
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if prm.e.type == pj.PJSIP_EVENT_TSX_STATE and (
+                prm.e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG
+            ):
+                self.progress.final_answer = prm.e.body.tsxState.src.rdata.wholeMsg
             code = int(info.lastStatusCode)
             loop.call_soon_threadsafe(_settle, self.progress.ended, code)
             ua = self.account.ua
