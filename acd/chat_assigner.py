@@ -10,8 +10,6 @@ injected: `assign_round(now)` is one round at any time a test chooses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +32,7 @@ from acd.chat_assignment import (
 from acd.chat_models import DialogOfferRow, DialogRow
 from acd.dialogs import dialog_data, offered_to, open_dialog_loads
 from acd.working_hours import is_open
+from core.background import PassLoop
 from core.context import ServiceContext
 from core.events import Event
 
@@ -58,29 +57,21 @@ class ChatAssigner:
     def __init__(self, ctx: ServiceContext, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PassLoop(
+            "chat-assigner",
+            self._pass,
+            wakes_on=lambda kind: kind.startswith(_WAKING_EVENTS),
+            retry_s=TICK_S,
+        )
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
-        self._task = asyncio.create_task(self._run(), name="chat-assigner")
-        if events is not None:
-            self._listener = asyncio.create_task(self._listen(events), name="chat-events")
+        self._loop.start(events)
 
     async def stop(self) -> None:
-        """Lets a pass under way finish: cancelling one inside an aiosqlite call can hang."""
-        self._stopping = True
-        self.wake()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self._task is not None:
-            await self._task
+        await self._loop.stop()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def assign_round(self, now: float) -> RoundResult:
         """One round at time `now` (epoch seconds)."""
@@ -220,23 +211,11 @@ class ChatAssigner:
             **dialog_data(dialog), "offered_to": sorted(placement.agents),
         })  # fmt: skip
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            result = RoundResult(0, 0)
-            try:
-                result = await self.assign_round(self._clock())
-            except Exception:  # a round must never stop chat assignment: log and try again
-                log.exception("chat_round_failed")
-            if result.assigned and result.looked_at >= ROUND_LIMIT:
-                continue  # more may be waiting beyond this round's window
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
-            self._wake.clear()
-
-    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
-        while (text := await events.get()) is not None:
-            if json.loads(text).get("type", "").startswith(_WAKING_EVENTS):
-                self.wake()
+    async def _pass(self) -> float:
+        result = await self.assign_round(self._clock())
+        if result.assigned and result.looked_at >= ROUND_LIMIT:
+            return 0  # more may be waiting beyond this round's window
+        return TICK_S
 
 
 def _deadline(moment: datetime, spec: ChannelSpec) -> datetime | None:

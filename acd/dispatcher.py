@@ -10,9 +10,7 @@ simply not claimed, so an agent never holds two offers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -28,6 +26,7 @@ from acd.matching import QueueRule, WaitingCaller, match_callers
 from acd.models import QueueMemberRow, QueueRow
 from acd.presence import NotOfferable, offer, offer_withdrawn
 from acd.strategies import AgentHistory, Strategy
+from core.background import PassLoop
 from core.context import ServiceContext
 from extensions.models import Extension, User
 from extensions.numbering import OwnerType
@@ -77,36 +76,23 @@ class Dispatcher:
         self._ctx = ctx
         self._entries: dict[int, Entry] = {}
         self._ids = itertools.count(1)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
         self._recent_waits: dict[int, deque[float]] = {}
-        self._stopping = False
+        self._loop = PassLoop(
+            "acd-dispatcher", self._pass, wakes_on=lambda kind: kind.startswith(_WAKING_EVENTS),
+            retry_s=ROUND_INTERVAL_S, stop_timeout_s=STOP_TIMEOUT_S,
+        )  # fmt: skip
 
     # -- life -------------------------------------------------------------------------------
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
         """`events`: the service's event stream (envelopes as JSON), to wake on changes."""
-        self._task = asyncio.create_task(self._run(), name="acd-dispatcher")
-        if events is not None:
-            self._listener = asyncio.create_task(self._listen(events), name="acd-events")
+        self._loop.start(events)
 
     async def stop(self) -> None:
-        """Let the current round finish (cancelling inside an aiosqlite call can hang)."""
-        self._stopping = True
-        self.wake()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
-            except TimeoutError:
-                self._task.cancel()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await self._loop.stop()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     # -- entries (used by the queue call flow) ----------------------------------------------
 
@@ -169,20 +155,14 @@ class Dispatcher:
 
     # -- rounds -----------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                deadline = await expire_wrap_ups(self._ctx)
-                await self._round()
-            except Exception:  # a round must never kill the ACD: log and try again
-                log.exception("dispatch_round_failed")
-                deadline = None
-            wait = ROUND_INTERVAL_S
-            if deadline is not None:
-                wait = max(0.05, min(wait, deadline - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            self._wake.clear()
+    async def _pass(self) -> float:
+        """Wrap-ups that ran out, then offers; sleeps until the next wrap-up ends, at most
+        a round interval."""
+        deadline = await expire_wrap_ups(self._ctx)
+        await self._round()
+        if deadline is None:
+            return ROUND_INTERVAL_S
+        return max(0.05, min(ROUND_INTERVAL_S, deadline - time.time()))
 
     async def _round(self) -> None:
         waiting = [e for e in self._entries.values() if not e.offer_out]
@@ -263,9 +243,3 @@ class Dispatcher:
     async def _answered_today(self) -> dict[int, int]:
         key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")
         return {int(u): int(n) for u, n in (await self._ctx.redis.hgetall(key)).items()}
-
-    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
-        while (text := await events.get()) is not None:
-            kind = json.loads(text).get("type", "")
-            if kind.startswith(_WAKING_EVENTS):
-                self.wake()

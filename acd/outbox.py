@@ -6,7 +6,6 @@ earlier one), so nothing is lost or reordered by a receiver that is down for a w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -21,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from acd.chat_models import ChannelRow, ChatMessageRow, DialogRow, OutboxRow
+from core.background import PassLoop
 from core.context import ServiceContext
 
 log = structlog.get_logger(__name__)
@@ -63,34 +63,23 @@ class OutboxDelivery:
     def __init__(self, ctx: ServiceContext, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PassLoop(
+            "chat-outbox", self._pass, wakes_on=lambda kind: kind == "message_sent", retry_s=TICK_S
+        )
         self._http: aiohttp.ClientSession | None = None
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
         timeout = aiohttp.ClientTimeout(total=self._ctx.settings.chat.delivery_timeout_seconds)
         self._http = aiohttp.ClientSession(timeout=timeout)
-        self._task = asyncio.create_task(self._run(), name="chat-outbox")
-        if events is not None:
-            self._listener = asyncio.create_task(self._listen(events), name="chat-outbox-events")
+        self._loop.start(events)
 
     async def stop(self) -> None:
-        """Lets a pass under way finish: cancelling one inside an aiosqlite call can hang."""
-        self._stopping = True
-        self.wake()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self._task is not None:
-            await self._task
+        await self._loop.stop()
         if self._http is not None:
             await self._http.close()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def deliver_due(self, now: float) -> int:
         """Post every due head-of-dialog message once; returns how many were delivered."""
@@ -185,20 +174,6 @@ class OutboxDelivery:
                 result="delivered" if error is None else "failed"
             ).inc()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                delivered = await self.deliver_due(self._clock())
-            except Exception:  # a failed pass must not end delivery: log and try again
-                log.exception("outbox_pass_failed")
-                delivered = 0
-            if delivered:
-                continue  # the next reply of those dialogs may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
-            self._wake.clear()
-
-    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
-        while (text := await events.get()) is not None:
-            if json.loads(text).get("type") == "message_sent":
-                self.wake()
+    async def _pass(self) -> float:
+        delivered = await self.deliver_due(self._clock())
+        return 0 if delivered else TICK_S  # the next reply of those dialogs may be waiting
