@@ -42,9 +42,11 @@ TICK_S = 1.0
 # Dialogs looked at per round; a full round is followed by another at once.
 ROUND_LIMIT = 500
 LAST_ASSIGNED_KEY = "pbx:chat:last_assigned"
-# Events after which a waiting dialog may find an agent (our own assignments are not).
-_WAKING_EVENTS = ("presence_changed", "channel_", "user_", "dialog_created", "dialog_closed",
-                  "dialog_forwarded", "dialog_requeued", "message_sent")  # fmt: skip
+# Events that bring a dialog to place (our own assignments are not among them).
+_NEW_WORK_EVENTS = ("channel_", "dialog_created", "dialog_forwarded", "dialog_requeued")
+# Events after which a dialog still waiting may find an agent. Calls change presence several
+# times each: while no dialog waits they must not cost a round.
+_CAPACITY_EVENTS = ("presence_changed", "user_", "dialog_closed", "message_sent")
 
 
 class RoundResult(NamedTuple):
@@ -57,12 +59,9 @@ class ChatAssigner:
     def __init__(self, ctx: ServiceContext, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self._clock = clock
-        self._loop = PassLoop(
-            "chat-assigner",
-            self._pass,
-            wakes_on=lambda kind: kind.startswith(_WAKING_EVENTS),
-            retry_s=TICK_S,
-        )
+        # Whether the last round left dialogs unplaced (unknown at start).
+        self._dialogs_waiting = True
+        self._loop = PassLoop("chat-assigner", self._pass, wakes_on=self._wakes_on, retry_s=TICK_S)
 
     def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
         self._loop.start(events)
@@ -76,6 +75,8 @@ class ChatAssigner:
     async def assign_round(self, now: float) -> RoundResult:
         """One round at time `now` (epoch seconds)."""
         moment = datetime.fromtimestamp(now, UTC)
+        if not await self._anything_to_place(moment):
+            return RoundResult(0, 0)
         async with self._ctx.sessions.begin() as session:
             queued = list(await session.scalars(
                 select(DialogRow).where(DialogRow.state == "new")
@@ -92,6 +93,20 @@ class ChatAssigner:
         if assigned:
             await self._ctx.redis.hset(LAST_ASSIGNED_KEY, mapping=assigned)  # type: ignore[arg-type]
         return RoundResult(len(queued) + len(idle), len(assigned))
+
+    async def _anything_to_place(self, moment: datetime) -> bool:
+        """Whether a dialog waits or sat idle too long. Most rounds (woken by a presence
+        change) find none: asked without SQLite's write lock, which call presence needs."""
+        async with self._ctx.sessions() as session:
+            found = await session.scalar(
+                select(DialogRow.id)
+                .where(
+                    (DialogRow.state == "new")
+                    | ((DialogRow.state == "assigned") & (DialogRow.idle_deadline <= moment))
+                )
+                .limit(1)
+            )
+        return found is not None
 
     async def _place(
         self, session: AsyncSession, queued: list[DialogRow], idle: list[DialogRow], now: float
@@ -211,8 +226,14 @@ class ChatAssigner:
             **dialog_data(dialog), "offered_to": sorted(placement.agents),
         })  # fmt: skip
 
+    def _wakes_on(self, kind: str) -> bool:
+        return kind.startswith(_NEW_WORK_EVENTS) or (
+            self._dialogs_waiting and kind.startswith(_CAPACITY_EVENTS)
+        )
+
     async def _pass(self) -> float:
         result = await self.assign_round(self._clock())
+        self._dialogs_waiting = result.assigned < result.looked_at
         if result.assigned and result.looked_at >= ROUND_LIMIT:
             return 0  # more may be waiting beyond this round's window
         return TICK_S
