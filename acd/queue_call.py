@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -20,7 +20,7 @@ from acd.presence import Presence, Status, answered, call_ended, offer_missed, w
 from acd.queue_log import QueueEvent, record
 from acd.queues import Queue
 from acd.ring_group import answering_agent
-from core.context import EdgeUnavailable, ServiceContext
+from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
@@ -49,12 +49,6 @@ class Edge:
     host: str
     port: int
     domain: str
-
-
-class PhoneContacts(Protocol):
-    """The edge's registrations (Kamailio's usrloc); raises EdgeUnavailable."""
-
-    async def registered_contacts(self, username: str) -> list[str]: ...
 
 
 class QueueCall:
@@ -215,21 +209,20 @@ class QueueCall:
         if len(agents) > 1:
             # Asked once a phone has answered, all at once: the caller hears nothing until
             # the bridge.
-            contacts = await asyncio.gather(
-                *(self._registrations.registered_contacts(a.extension) for a in agents),
-                return_exceptions=True,
-            )
-            for agent, found in zip(agents, contacts, strict=True):
-                if isinstance(found, EdgeUnavailable):
-                    continue
-                if isinstance(found, BaseException):
-                    raise found
-                registered[agent.user_id] = found
+            contacts = await asyncio.gather(*(self._contacts(a.extension) for a in agents))
+            registered = {a.user_id: found for a, found in zip(agents, contacts, strict=True)}
         winner = answering_agent(agent_leg.answered_contact, agents, registered)
         if winner is None:
             log.error("ring_all_answer_unidentified", contact=agent_leg.answered_contact,
                       user_ids=[a.user_id for a in agents])  # fmt: skip
         return winner
+
+    async def _contacts(self, extension: str) -> list[str]:
+        """An extension's registered Contacts; none when the edge does not answer (the
+        extension in the answering Contact may still tell)."""
+        with contextlib.suppress(EdgeUnavailable):
+            return await self._registrations.registered_contacts(extension)
+        return []
 
     async def _talk(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         cause = f"call:{entry.call_id}"

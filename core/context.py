@@ -23,6 +23,13 @@ class PhoneRegistrations(Protocol):
     async def drop_registrations(self, username: str) -> None: ...
 
 
+class PhoneContacts(Protocol):
+    """Where the edge reaches a phone: the Contacts registered for an extension (Kamailio's
+    usrloc); raises EdgeUnavailable."""
+
+    async def registered_contacts(self, username: str) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class ServiceContext:
     settings: Settings

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote
 
 import structlog
@@ -25,7 +25,7 @@ from acd.forwarding import Action, Decision, after_no_answer, decide, rules_for_
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
-from core.context import EdgeUnavailable, ServiceContext
+from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
 from extensions.phones import Reachable, dialable_extensions, reachable_user
@@ -62,10 +62,6 @@ _BUSY_CODES = frozenset({486, 600})
 _UNAVAILABLE_CODES = frozenset({404, 410, 480, 484, 603})
 
 
-class Registrations(Protocol):
-    async def registered_contacts(self, username: str) -> list[str]: ...
-
-
 @dataclass(frozen=True)
 class Tones:
     ringback: Path
@@ -87,7 +83,7 @@ class CallFlows:
     def __init__(
         self,
         ctx: ServiceContext,
-        registrations: Registrations,
+        registrations: PhoneContacts,
         dispatcher: Dispatcher,
         tones: Tones,
         *,
