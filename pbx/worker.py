@@ -55,7 +55,7 @@ from pbx.protocol import (
     decode_command,
     encode,
 )
-from pbx.ua_thread import UserAgentError, UserAgentThread
+from pbx.ua_thread import Timer, UserAgentThread
 
 log = structlog.get_logger("pbx.worker")
 
@@ -77,6 +77,11 @@ RING_TIMEOUT = (408, "Request Timeout")
 MEDIA_TIMEOUT = (408, MEDIA_TIMEOUT_REASON)
 # Let BYEs and final answers leave before the endpoint goes.
 SHUTDOWN_LINGER_S = 0.2
+# The media clock stops this long after the last leg: recorders finish their WAV on its ticks,
+# and a worker between two calls need not stop and start it each time.
+CLOCK_IDLE_S = 2.0
+MEDIA_SWEEP = ("*", "media")
+CLOCK_STOP = ("*", "clock")
 
 
 class CommandFailed(Exception):
@@ -106,22 +111,26 @@ class Prompt(pj.AudioMediaPlayer):  # type: ignore[misc]
 
 
 class Deadlines:
-    """One-shot timers whose work runs on the UA thread; a newer deadline replaces the older.
+    """Keyed one-shot timers on the UA thread; a newer deadline replaces the older.
 
-    Used only from the UA thread; the functions must not hold pjsua2 objects (they wait on a
-    timer thread), so they name legs by id.
+    The functions run on the UA thread's own timer heap: no thread per timer, and nothing
+    wakes the worker while none is due.
     """
 
     def __init__(self, ua: UserAgentThread) -> None:
         self._ua = ua
-        self._timers: dict[tuple[str, str], threading.Timer] = {}
+        self._timers: dict[tuple[str, str], Timer] = {}
 
     def start(self, key: tuple[str, str], seconds: float, fn: Callable[[], None]) -> None:
         self.cancel(key)
-        timer = threading.Timer(seconds, self._expired, args=(key, fn))
-        timer.daemon = True
+
+        def run() -> None:
+            if self._timers.get(key) is timer:
+                del self._timers[key]
+                fn()
+
+        timer = self._ua.call_later(seconds, run)
         self._timers[key] = timer
-        timer.start()
 
     def cancel(self, key: tuple[str, str]) -> None:
         timer = self._timers.pop(key, None)
@@ -132,19 +141,8 @@ class Deadlines:
         for key in list(self._timers):
             self.cancel(key)
 
-    def _expired(self, key: tuple[str, str], fn: Callable[[], None]) -> None:
-        # On the timer's thread: hand over, and run only if nobody cancelled or replaced it.
-        timer = threading.current_thread()
-
-        def run() -> None:
-            if self._timers.get(key) is timer:
-                del self._timers[key]
-                fn()
-
-        try:
-            self._ua.post(run)
-        except UserAgentError:
-            log.info("deadline_after_stop", key=key)  # the endpoint and its calls are gone
+    def pending(self, key: tuple[str, str]) -> bool:
+        return key in self._timers
 
 
 class WorkerLeg(pj.Call):  # type: ignore[misc]
@@ -355,6 +353,7 @@ class WorkerAgent:
             self._retire(leg)
             return
         self.legs[leg.leg_id] = leg
+        self._legs_changed()
         request_line, headers = _parse_request(prm.rdata.wholeMsg)
         info = leg.getInfo()
         self.emit(
@@ -376,6 +375,7 @@ class WorkerAgent:
         self._retire(leg)
         if self.legs.pop(leg.leg_id, None) is None:
             return  # refused at the door: the controller never heard of it
+        self._legs_changed()
         self.deadlines.cancel((leg.leg_id, "ring"))
         if leg.recording is not None:
             self._stop_recording(leg)
@@ -469,11 +469,31 @@ class WorkerAgent:
 
     # -- dead media -------------------------------------------------------------------------
 
+    def _legs_changed(self) -> None:
+        """The media clock and the dead-media sweep run only while the worker holds legs: an
+        idle worker sleeps until a packet arrives."""
+        if self.legs:
+            self.deadlines.cancel(CLOCK_STOP)
+            self.ua.media_clock(True)
+            if not self.deadlines.pending(MEDIA_SWEEP):
+                self.watch_media()
+        else:
+            self.deadlines.cancel(MEDIA_SWEEP)
+            self.deadlines.start(CLOCK_STOP, CLOCK_IDLE_S, self._stop_idle_clock)
+
+    def _stop_idle_clock(self) -> None:
+        if self.legs:
+            return
+        if self._closing_recorders:
+            self.deadlines.start(CLOCK_STOP, CLOCK_IDLE_S, self._stop_idle_clock)
+            return
+        self.ua.media_clock(False)
+
     def watch_media(self) -> None:
         """Look for legs without RTP every little while (pbx.media_timeout); 0 turns it off."""
-        if self.media_timeout > 0:
+        if self.media_timeout > 0 and self.legs:
             interval = sweep_interval(self.media_timeout)
-            self.deadlines.start(("*", "media"), interval, self._sweep_media)
+            self.deadlines.start(MEDIA_SWEEP, interval, self._sweep_media)
 
     def _sweep_media(self) -> None:
         now = time.monotonic()
@@ -511,10 +531,12 @@ class WorkerAgent:
             header.hValue = value
             call.txOption.headers.append(header)
         self.legs[leg.leg_id] = leg
+        self._legs_changed()
         try:
             leg.makeCall(command.uri, call)
         except pj.Error:
             self.legs.pop(leg.leg_id, None)
+            self._legs_changed()
             self._retire(leg)
             raise
         if command.timeout_s is not None:
@@ -786,6 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         max_calls=MAX_CALLS_ASKED,
         log_level=args.pjsua_log_level,
         console_log=args.pjsua_log_level > 1,
+        clock_always_on=False,
     )
     ua.start()
     try:
@@ -808,7 +831,6 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         max_legs = ua.run(agent.probe_capacity)
-        ua.run(agent.watch_media)
         log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
         hello = Hello(
             worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()
