@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,7 +50,7 @@ from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
 from ivr.flows import CallFlows, Tones
 from ivr.voicemail import count_unheard
-from pbx.kamailio import KamailioRpc
+from pbx.kamailio import KamailioRpc, dispatcher_list_path, publish_worker_targets
 from pbx.pool import WorkerPool
 from pbx.provider_registration import RegistrationState, registration_state
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
@@ -98,6 +99,10 @@ def create_app(
             metrics.worker_legs_capacity.set(pool.legs_capacity)
             metrics.worker_legs_in_use.set(pool.legs_in_use)
             metrics.worker_restarts.set(pool.restarts)
+            metrics.spare_legs.set(pool.spare_legs)
+            metrics.pool_max_workers.set(pool.max_workers)
+            for worker_state, count in pool.workers_by_state().items():
+                metrics.pool_workers.labels(state=worker_state.value).set(count)
             metrics.media_timeouts.set(pool.media_timeouts)
         await _acd_figures(request.app[CONTEXT_KEY], request.app[DISPATCHER_KEY], metrics)
         trunk = await registration_state(settings.trunk, request.app[health.EDGE_KEY])
@@ -183,6 +188,10 @@ async def _start_media_workers(
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
         trusted=[f"{settings.sip.host}:{settings.sip.port}"],
         on_inbound=flows.handle,
+        publish_targets=functools.partial(
+            publish_worker_targets, dispatcher_list_path(settings), edge
+        ),
+        metrics=ctx.metrics,
         trunk_username=settings.trunk.username,
         trunk_password=settings.trunk.password,
     )

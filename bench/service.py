@@ -19,7 +19,8 @@ def bench_settings(prefix: str, workers: int, **extra: str) -> Settings:
         "PBX_SIP__PORT": str(free_port()),
         "PBX_SIP__RPC_PORT": str(free_port()),
         "PBX_API__PORT": str(free_port()),
-        "PBX_WORKERS__COUNT": str(workers),
+        "PBX_WORKERS__MAX_WORKERS": str(workers),
+        "PBX_WORKERS__SPARE_LEGS": str(4 * workers),
         "PBX_WORKERS__FIRST_SIP_PORT": str(free_port_block(workers)),
         "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(40 * workers)),
         # The benchmark's callers all come from one address.

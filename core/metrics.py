@@ -65,9 +65,38 @@ class Metrics:
         self.workers_alive = Gauge(
             "pbx_workers_alive", "Media worker processes running", registry=self.registry
         )
+        self.pool_workers = Gauge(
+            "pbx_worker_pool_workers",
+            "Media workers by state (starting, ready, retiring)",
+            ["state"],
+            registry=self.registry,
+        )
+        self.pool_max_workers = Gauge(
+            "pbx_worker_pool_max_workers",
+            "The most media workers the pool may run",
+            registry=self.registry,
+        )
+        self.spare_legs = Gauge(
+            "pbx_worker_spare_legs",
+            "Legs callers can still take in the ready workers (two per caller)",
+            registry=self.registry,
+        )
+        self.worker_start_seconds = Histogram(
+            "pbx_worker_start_seconds",
+            "From the fork request to the worker's hello",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.calls_refused = Counter(
+            "pbx_calls_refused_total",
+            "INVITEs a media worker refused before any call flow: worker_full (the edge tries"
+            " the next worker), untrusted_source",
+            ["reason"],
+            registry=self.registry,
+        )
         self.worker_restarts = Gauge(
             "pbx_worker_restarts",
-            "Media worker restarts since the service started",
+            "Media workers that died unexpectedly since the service started (replaced as needed)",
             registry=self.registry,
         )
         self.media_timeouts = Gauge(

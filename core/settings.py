@@ -75,9 +75,14 @@ class SipSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    # Media worker processes (one PJSUA2 endpoint each). A bridged call takes two legs of one
-    # worker; the wheel caps a worker at 4 legs, so 10 workers serve 20 bridged calls.
-    count: int = Field(10, ge=1, le=500)
+    # Media worker processes (one PJSUA2 endpoint each, 4 legs with the pinned wheel). A caller
+    # takes two legs of one worker: its own and the one its agent will be dialled on. The pool
+    # forks workers as calls come and keeps this many free legs ahead of the load.
+    spare_legs: int = Field(40, ge=2, le=10_000)
+    # At most this many workers; 0: as many as the machine holds (pbx.capacity).
+    max_workers: int = Field(0, ge=0, le=5_000)
+    # A worker idle this long is retired, if the others keep spare_legs free without it.
+    idle_retire_after: float = Field(60.0, gt=0, le=86_400)
     host: str = "127.0.0.1"
     # Worker i listens for SIP on first_sip_port + i and sends RTP from
     # first_rtp_port + i * rtp_ports_per_worker.

@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
 from core.settings import Settings, WorkerSettings
+from pbx.capacity import max_workers
 from pbx.protocol import FINAL_HEADER, RING_HEADER
 from pbx.provider_registration import (
     REGISTRATION_ID,
@@ -95,14 +96,32 @@ def kamailio_db_url(database_url: str) -> str:
     return kamailio_url
 
 
-def worker_targets(workers: WorkerSettings) -> list[str]:
-    """The SIP URIs of the media workers: worker i listens on first_sip_port + i."""
-    return [f"sip:{workers.host}:{workers.first_sip_port + i}" for i in range(workers.count)]
+def render_dispatcher_list(targets: list[str]) -> str:
+    """Kamailio dispatcher set 1: one line per media worker that takes new calls."""
+    return "".join(f"1 {target}\n" for target in targets)
 
 
-def render_dispatcher_list(workers: WorkerSettings) -> str:
-    """Kamailio dispatcher set 1: one line per media worker."""
-    return "".join(f"1 {target}\n" for target in worker_targets(workers))
+def worker_port_range(workers: WorkerSettings) -> tuple[int, int]:
+    """The SIP ports any media worker may send from: first and last, inclusive."""
+    return workers.first_sip_port, workers.first_sip_port + max_workers(workers) - 1
+
+
+def dispatcher_list_path(settings: Settings) -> Path:
+    return settings.data_dir / "kamailio" / "dispatcher.list"
+
+
+async def publish_worker_targets(list_file: Path, rpc: KamailioRpc, targets: list[str]) -> bool:
+    """Make the edge send new calls to exactly these workers (file, then a reload); False
+    when the edge did not take them (the pool tries again at its next change)."""
+    staged = list_file.with_suffix(".new")
+    staged.write_text(render_dispatcher_list(targets))
+    staged.replace(list_file)  # atomic: a reload never reads half a file
+    try:
+        await rpc.call("dispatcher.reload")
+    except KamailioRpcError as exc:
+        log.warning("dispatcher_reload_failed", workers=len(targets), error=str(exc))
+        return False
+    return True
 
 
 def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: Path) -> str:
@@ -139,6 +158,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         sqlite_path=sqlite_path,
         run_dir=run_dir,
         dispatcher_list=dispatcher_list,
+        worker_host=settings.workers.host,
+        worker_ports=worker_port_range(settings.workers),
         trunk_sources=settings.trunk.sources,
         final_header=FINAL_HEADER,
         ring_header=RING_HEADER,
@@ -162,7 +183,7 @@ class KamailioProcess:
         self._settings = settings
         self.config_path = settings.data_dir / "kamailio" / "kamailio.cfg"
         self.run_dir = settings.data_dir / "kamailio" / "run"
-        self.dispatcher_list = settings.data_dir / "kamailio" / "dispatcher.list"
+        self.dispatcher_list = dispatcher_list_path(settings)
         self._process: ChildProcess | None = None
 
     async def start(self) -> None:
@@ -178,7 +199,8 @@ class KamailioProcess:
             ],
         )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.dispatcher_list.write_text(render_dispatcher_list(self._settings.workers))
+        # Empty: the worker pool publishes its workers once they are up.
+        self.dispatcher_list.write_text(render_dispatcher_list([]))
         self.config_path.write_text(
             render_kamailio_config(self._settings, self.run_dir, self.dispatcher_list)
         )

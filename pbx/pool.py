@@ -1,8 +1,9 @@
-"""The media worker pool: spawns and supervises worker processes and routes their events.
+"""The media worker pool: forks workers as demand grows, retires idle ones, routes events.
 
-Each worker is a `python -m pbx.worker` child: commands go to its stdin, events come back on
-a pipe. A worker that dies is restarted on the same ports; the legs it held end with
-"worker lost" and nothing else notices.
+Workers are forked by one warmed-up fork server (pbx.forkserver) and each talks to the pool
+over its own socket: commands out, events in, EOF when it dies. The pool keeps spare legs
+ahead of the load (pbx.capacity), tells the edge which workers take calls, and ends the legs
+of a worker that died with "worker lost"; nothing else notices.
 """
 
 from __future__ import annotations
@@ -10,19 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
+import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from core.child_process import ChildProcess, ChildProcessFailed
+from core.metrics import Metrics
 from core.settings import WorkerSettings
+from pbx.capacity import (
+    PoolLimits,
+    WorkerLoad,
+    WorkerState,
+    admissible_legs,
+    legs_reserved,
+    max_workers,
+    plan,
+)
 from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
 from pbx.protocol import (
     MEDIA_TIMEOUT_REASON,
+    CallRefused,
     Command,
     CommandResult,
     Dial,
@@ -45,9 +59,14 @@ log = structlog.get_logger(__name__)
 
 HELLO_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 10.0
-# After Shutdown a worker hangs up and exits by itself; SIGTERM only after this.
+# After Shutdown a worker hangs up and exits by itself; SIGKILL only after this.
 EXIT_GRACE_S = 3.0
-RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
+# A retiring worker left the edge's set; an INVITE the edge relayed just before may still
+# arrive (the edge gives a worker 2 s to answer), so it shuts down only after this.
+RETIRE_DRAIN_S = 3.0
+# A worker slot whose process failed to start is not tried again for this long.
+BAD_SLOT_S = 60.0
+FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
 LOST_CODE = 500
 
 
@@ -56,6 +75,9 @@ class WorkerStartFailed(Exception):
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
+# Tells the edge which workers take new calls (SIP URIs), whenever that changes; False if the
+# edge did not take them.
+PublishTargets = Callable[[list[str]], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -63,10 +85,9 @@ class WorkerStatus:
     id: int
     pid: int | None
     sip_port: int
+    state: WorkerState
     max_legs: int
     legs_in_use: int
-    alive: bool
-    restarts: int
 
 
 @dataclass
@@ -74,20 +95,29 @@ class _Worker:
     id: int
     sip_port: int
     rtp_port: int
-    process: ChildProcess | None = None
+    state: WorkerState = WorkerState.STARTING
+    pid: int | None = None
     max_legs: int = 0
-    alive: bool = False
-    restarts: int = 0
+    writer: asyncio.StreamWriter | None = None
     legs: dict[str, Leg] = field(default_factory=dict)
+    # The inbound leg each outbound leg was dialled for (None: a spare leg).
+    parents: dict[str, str | None] = field(default_factory=dict)
     # Ended legs whose recording the worker is still closing (RecordingEnded follows).
     closing: dict[str, Leg] = field(default_factory=dict)
     pending: dict[int, asyncio.Future[CommandResult]] = field(default_factory=dict)
+    hello: asyncio.Future[Hello] | None = None
     reader: asyncio.Task[None] | None = None
-    supervisor: asyncio.Task[None] | None = None
+    idle_since: float | None = field(default_factory=time.monotonic)
+    retire_at: float | None = None
+
+    @property
+    def reserved(self) -> int:
+        inbound = [leg_id for leg_id, leg in self.legs.items() if leg.direction == "inbound"]
+        return legs_reserved(inbound, self.parents.values())
 
 
 class WorkerPool:
-    """N media workers, each one process with its own SIP port and RTP range, supervised."""
+    """Media workers forked on demand, each with its own SIP port and RTP range."""
 
     def __init__(
         self,
@@ -95,6 +125,8 @@ class WorkerPool:
         *,
         trusted: list[str],
         on_inbound: InboundHandler,
+        publish_targets: PublishTargets | None = None,
+        metrics: Metrics | None = None,
         trunk_username: str = "",
         trunk_password: str = "",
         python: str = sys.executable,
@@ -102,58 +134,89 @@ class WorkerPool:
         self._settings = settings
         self._trusted = trusted
         self._on_inbound = on_inbound
+        self._publish_targets = publish_targets
+        self._metrics = metrics
         self._trunk_username = trunk_username
         self._trunk_password = trunk_password
         self._python = python
-        self._workers = [
-            _Worker(
-                id=i,
-                sip_port=settings.first_sip_port + i,
-                rtp_port=settings.first_rtp_port + i * settings.rtp_ports_per_worker,
-            )
-            for i in range(settings.count)
-        ]
+        self.max_workers = max_workers(settings)
+        self._workers: dict[int, _Worker] = {}
+        self._bad_slots: dict[int, float] = {}
+        self._legs_per_worker = 0  # measured by the first worker
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
         self._flows: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._media_timeouts = 0
+        self._restarts = 0
+        self._refused: dict[str, int] = {}
+        self._forkserver: ChildProcess | None = None
+        self._control: socket.socket | None = None
+        self._forkserver_watch: asyncio.Task[None] | None = None
+        self._resize_wanted = asyncio.Event()
+        # Set while no worker is starting and the spare legs are there (or the pool is full).
+        self._settled = asyncio.Event()
+        self._resizer: asyncio.Task[None] | None = None
+        self._published: list[str] | None = None
+        self._stopping = False
+
+    # -- what the pool holds ------------------------------------------------------------
 
     @property
     def workers(self) -> list[WorkerStatus]:
         return [
             WorkerStatus(
                 id=w.id,
-                pid=w.process.pid if w.process else None,
+                pid=w.pid,
                 sip_port=w.sip_port,
+                state=w.state,
                 max_legs=w.max_legs,
                 legs_in_use=len(w.legs),
-                alive=w.alive,
-                restarts=w.restarts,
             )
-            for w in self._workers
+            for w in sorted(self._workers.values(), key=lambda w: w.id)
         ]
 
-    # Counts for the metrics endpoint.
     @property
     def workers_alive(self) -> int:
-        return sum(1 for w in self._workers if w.alive)
+        return sum(1 for w in self._workers.values() if w.state is not WorkerState.STARTING)
+
+    def workers_by_state(self) -> dict[WorkerState, int]:
+        counts = dict.fromkeys(WorkerState, 0)
+        for worker in self._workers.values():
+            counts[worker.state] += 1
+        return counts
 
     @property
     def legs_capacity(self) -> int:
-        """Legs the live workers may hold (a bridged call takes two of one worker)."""
-        return sum(w.max_legs for w in self._workers if w.alive)
+        """Legs the ready workers may hold (a bridged call takes two of one worker)."""
+        return sum(w.max_legs for w in self._workers.values() if w.state is WorkerState.READY)
 
     @property
     def legs_in_use(self) -> int:
-        return sum(len(w.legs) for w in self._workers)
+        return sum(len(w.legs) for w in self._workers.values())
+
+    @property
+    def spare_legs(self) -> int:
+        """Legs callers could still take in the ready workers."""
+        return sum(
+            admissible_legs(w.max_legs, w.reserved)
+            for w in self._workers.values()
+            if w.state is WorkerState.READY
+        )
 
     def live_legs(self) -> list[Leg]:
         """Every leg the workers hold now (to name a leak, not to drive calls)."""
-        return [leg for w in self._workers for leg in w.legs.values()]
+        return [leg for w in self._workers.values() for leg in w.legs.values()]
 
     @property
     def restarts(self) -> int:
-        return sum(w.restarts for w in self._workers)
+        """Workers that died unexpectedly (the pool replaces them as demand needs)."""
+        return self._restarts
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """INVITEs the workers refused before any call flow, by reason."""
+        return dict(self._refused)
 
     @property
     def media_timeouts(self) -> int:
@@ -161,106 +224,276 @@ class WorkerPool:
         return self._media_timeouts
 
     def dispatcher_targets(self) -> list[str]:
-        return [f"sip:{self._settings.host}:{w.sip_port}" for w in self._workers]
+        """The workers that take new calls, as the edge's dispatcher lists them."""
+        return [
+            f"sip:{self._settings.host}:{w.sip_port}"
+            for w in sorted(self._workers.values(), key=lambda w: w.id)
+            if w.state is WorkerState.READY
+        ]
+
+    # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every worker and wait until each has said hello (WorkerStartFailed if not)."""
-        await asyncio.gather(*(self._spawn(w) for w in self._workers))
-        for worker in self._workers:
-            worker.supervisor = asyncio.create_task(self._supervise(worker))
-        legs = sum(w.max_legs for w in self._workers)
-        log.info("worker_pool_started", workers=len(self._workers), legs=legs)
+        """Start the fork server and the first workers; return once the spare legs are up."""
+        await self._start_forkserver()
+        self._forkserver_watch = asyncio.create_task(self._watch_forkserver())
+        first = self._new_worker()
+        if first is None:
+            raise WorkerStartFailed("no worker slot is free")
+        await self._spawn(first)  # it measures the leg cap every later worker is told
+        self._resizer = asyncio.create_task(self._resize_loop())
+        async with asyncio.timeout(HELLO_TIMEOUT_S):
+            await self._settled.wait()
+        await self._publish()
+        log.info("worker_pool_started", workers=len(self._workers), legs=self.legs_capacity,
+                 max_workers=self.max_workers)  # fmt: skip
 
     async def stop(self) -> None:
-        """Shut every worker down (its calls are hung up); safe to repeat."""
+        """Shut every worker down (its calls are hung up), then the fork server; repeatable."""
+        self._stopping = True
         for flow in list(self._flows):
             flow.cancel()
-        supervisors = [w.supervisor for w in self._workers if w.supervisor is not None]
-        for task in supervisors:
-            task.cancel()
-        # A supervisor may be half-way through a restart: it cleans that process up first.
-        await asyncio.gather(*supervisors, return_exceptions=True)
-        await asyncio.gather(*(self._stop_worker(w) for w in self._workers))
+        for task in [self._resizer, self._forkserver_watch, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in [self._resizer, self._forkserver_watch, *self._tasks] if t),
+            return_exceptions=True,
+        )
+        await asyncio.gather(*(self._stop_worker(w) for w in list(self._workers.values())))
+        if self._control is not None:
+            self._control.close()  # the fork server reaps its workers and exits
+            self._control = None
+        if self._forkserver is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EXIT_GRACE_S):
+                    await self._forkserver.wait()
+            await self._forkserver.stop(timeout=EXIT_GRACE_S)
 
     async def kill_worker_for_test(self, worker_id: int) -> None:
-        """SIGKILL one worker (supervision tests); the pool restarts it."""
-        process = self._workers[worker_id].process
-        if process is not None and process.pid is not None:
-            os.kill(process.pid, 9)
+        """SIGKILL one worker (supervision tests); the pool replaces it as demand needs."""
+        pid = self._workers[worker_id].pid
+        if pid is not None:
+            os.kill(pid, 9)
 
-    # -- processes ----------------------------------------------------------------------
+    # -- the fork server ----------------------------------------------------------------
 
-    async def _spawn(self, worker: _Worker) -> None:
-        """Start the worker's process and wait for its Hello; on failure nothing is left."""
-        read_fd, write_fd = os.pipe()
+    async def _start_forkserver(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**os.environ, "PBX_TRUNK_PASSWORD": self._trunk_password}
-        argv = [
-            self._python, "-m", "pbx.worker", "--worker-id", str(worker.id),
-            "--host", self._settings.host, "--sip-port", str(worker.sip_port),
-            "--rtp-port", str(worker.rtp_port),
-            "--rtp-ports", str(self._settings.rtp_ports_per_worker),
-            "--media-timeout", str(self._settings.media_timeout),
-            "--events-fd", str(write_fd), "--trunk-username", self._trunk_username,
-            *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
-            "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
-        ]  # fmt: skip
-        process = ChildProcess(
-            f"worker-{worker.id}", argv, env=env, stdin_pipe=True, pass_fds=[write_fd]
-        )
-        loop = asyncio.get_running_loop()
-        hello: asyncio.Future[Hello] = loop.create_future()
+        argv = [self._python, "-m", "pbx.forkserver", "--control-fd", str(theirs.fileno())]
+        process = ChildProcess("forkserver", argv, env=env, pass_fds=[theirs.fileno()])
         try:
             await process.start()
         except BaseException:
-            os.close(read_fd)
+            ours.close()
             raise
         finally:
-            os.close(write_fd)
-        reader = asyncio.StreamReader(limit=1024 * 1024)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
-        )
-        worker.process = process
-        worker.reader = asyncio.create_task(self._read_events(worker, reader, transport, hello))
-        exited = asyncio.ensure_future(process.wait())
-        try:
-            watched: set[asyncio.Future[Any]] = {hello, exited}
-            done, _ = await asyncio.wait(
-                watched, timeout=HELLO_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            if hello not in done:
-                problem = "exited" if exited in done else f"said nothing in {HELLO_TIMEOUT_S:g} s"
-                output = "\n".join(process.last_output[-10:])
-                raise WorkerStartFailed(f"worker {worker.id} {problem} before its hello:\n{output}")
-        except BaseException:
-            exited.cancel()
-            await process.stop(timeout=1.0)
-            worker.reader.cancel()
-            raise
-        exited.cancel()
-        greeting = hello.result()
-        worker.max_legs = greeting.max_legs
-        worker.alive = True
-        log.info("worker_ready", worker=worker.id, pid=greeting.pid, max_legs=greeting.max_legs)
+            theirs.close()
+        self._forkserver, self._control = process, ours
 
-    async def _supervise(self, worker: _Worker) -> None:
-        """Restart the worker whenever its process ends (until stop), with backoff."""
+    async def _watch_forkserver(self) -> None:
+        """Start the fork server again if it dies; the workers it forked go on."""
         while True:
-            assert worker.process is not None
-            code = await worker.process.wait()
-            worker.alive = False
-            log.error("worker_lost", worker=worker.id, returncode=code, legs=len(worker.legs))
-            self._end_all_legs(worker)
+            assert self._forkserver is not None
+            code = await self._forkserver.wait()
+            log.error("forkserver_lost", returncode=code)
+            if self._control is not None:
+                self._control.close()
+                self._control = None
             for attempt in itertools.count():
-                await asyncio.sleep(RESTART_DELAYS_S[min(attempt, len(RESTART_DELAYS_S) - 1)])
-                worker.restarts += 1
+                delays = FORKSERVER_RESTART_DELAYS_S
+                await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
                 try:
-                    await self._spawn(worker)
-                except (OSError, ChildProcessFailed, WorkerStartFailed) as exc:
-                    log.error("worker_restart_failed", worker=worker.id, error=str(exc))
+                    await self._start_forkserver()
+                except (OSError, ChildProcessFailed) as exc:
+                    log.error("forkserver_restart_failed", error=str(exc))
                     continue
-                log.info("worker_restarted", worker=worker.id, restarts=worker.restarts)
                 break
+            self._resize_wanted.set()
+
+    # -- sizing -------------------------------------------------------------------------
+
+    def _starting(self) -> bool:
+        return any(w.state is WorkerState.STARTING for w in self._workers.values())
+
+    async def _resize_loop(self) -> None:
+        """Act on the capacity plan whenever load changes, or an idle worker's grace ends."""
+        loop = asyncio.get_running_loop()
+        while True:
+            next_check = self._resize()
+            settled = not self._starting() and (
+                self.spare_legs >= self._settings.spare_legs
+                or len(self._workers) >= self.max_workers
+            )
+            if settled:
+                self._settled.set()
+            else:
+                self._settled.clear()
+            wait = None if next_check is None else max(0.0, next_check - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(None if wait is None else loop.time() + wait):
+                    await self._resize_wanted.wait()
+            self._resize_wanted.clear()
+
+    def _resize(self) -> float | None:
+        now = time.monotonic()
+        limits = PoolLimits(
+            spare_legs=self._settings.spare_legs,
+            max_workers=self.max_workers,
+            legs_per_worker=self._legs_per_worker,
+            idle_grace=self._settings.idle_retire_after,
+        )
+        loads = [
+            WorkerLoad(
+                id=w.id,
+                state=w.state,
+                room=admissible_legs(w.max_legs or self._legs_per_worker, w.reserved),
+                idle_since=w.idle_since,
+            )
+            for w in self._workers.values()
+        ]
+        decision = plan(loads, limits, now)
+        for worker_id in decision.revive:
+            worker = self._workers[worker_id]
+            worker.state, worker.retire_at = WorkerState.READY, None
+            log.info("worker_revived", worker=worker_id)
+        for _ in range(decision.start):
+            if self._control is None:
+                break  # the fork server is being restarted; it asks again when back
+            new = self._new_worker()
+            if new is None:
+                break
+            self._own(self._spawn_quietly(new))
+        for worker_id in decision.retire:
+            worker = self._workers[worker_id]
+            worker.state = WorkerState.RETIRING
+            worker.retire_at = now + RETIRE_DRAIN_S
+            log.info("worker_retiring", worker=worker_id)
+            self._own(self._retire(worker))
+        if decision.revive or decision.retire:
+            self._own(self._publish())
+        return decision.next_check
+
+    def _legs_changed(self, worker: _Worker) -> None:
+        worker.idle_since = None if worker.legs else time.monotonic()
+        if worker.state is WorkerState.RETIRING and not worker.legs:
+            self._own(self._retire(worker))
+        self._resize_wanted.set()
+
+    def _new_worker(self) -> _Worker | None:
+        now = time.monotonic()
+        for slot in range(self.max_workers):
+            if slot in self._workers or self._bad_slots.get(slot, 0.0) > now:
+                continue
+            worker = _Worker(
+                id=slot,
+                sip_port=self._settings.first_sip_port + slot,
+                rtp_port=self._settings.first_rtp_port + slot * self._settings.rtp_ports_per_worker,
+            )
+            self._workers[slot] = worker
+            return worker
+        return None
+
+    async def _retire(self, worker: _Worker) -> None:
+        """Shut a retiring worker down once its drain time has passed and it holds no leg."""
+        await self._publish()
+        if worker.retire_at is not None:
+            await asyncio.sleep(max(0.0, worker.retire_at - time.monotonic()))
+        current = self._workers.get(worker.id) is worker
+        if current and worker.state is WorkerState.RETIRING and not worker.legs:
+            await self._stop_worker(worker)
+            log.info("worker_retired", worker=worker.id)
+
+    async def _publish(self) -> None:
+        targets = self.dispatcher_targets()
+        if self._publish_targets is None or targets == self._published:
+            return
+        if await self._publish_targets(targets):
+            self._published = targets
+
+    def _own(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker_pool_task_failed", error=repr(task.exception()))
+
+    # -- processes ----------------------------------------------------------------------
+
+    async def _spawn_quietly(self, worker: _Worker) -> None:
+        try:
+            await self._spawn(worker)
+        except (OSError, WorkerStartFailed) as exc:
+            log.error("worker_start_failed", worker=worker.id, error=str(exc))
+            self._bad_slots[worker.id] = time.monotonic() + BAD_SLOT_S
+        else:
+            await self._publish()
+
+    async def _spawn(self, worker: _Worker) -> None:
+        """Fork a worker and wait for its Hello; on failure its slot is free again."""
+        started = time.perf_counter()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [
+            "--worker-id", str(worker.id), "--host", self._settings.host,
+            "--sip-port", str(worker.sip_port), "--rtp-port", str(worker.rtp_port),
+            "--rtp-ports", str(self._settings.rtp_ports_per_worker),
+            "--media-timeout", str(self._settings.media_timeout),
+            "--trunk-username", self._trunk_username,
+            "--max-legs", str(self._legs_per_worker),
+            *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
+            "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
+        ]  # fmt: skip
+        request = json.dumps({"worker_id": worker.id, "argv": argv}).encode()
+        try:
+            if self._control is None:
+                raise WorkerStartFailed("the fork server is not running")
+            socket.send_fds(self._control, [request], [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            self._workers.pop(worker.id, None)
+            raise
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1024 * 1024)
+        worker.writer = writer
+        worker.hello = asyncio.get_running_loop().create_future()
+        worker.reader = asyncio.create_task(self._read_events(worker, reader))
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                greeting = await worker.hello
+        except (TimeoutError, WorkerStartFailed) as exc:
+            writer.close()
+            worker.reader.cancel()
+            self._workers.pop(worker.id, None)
+            problem = "said nothing in time" if isinstance(exc, TimeoutError) else str(exc)
+            raise WorkerStartFailed(f"worker {worker.id} {problem}") from None
+        worker.pid, worker.max_legs = greeting.pid, greeting.max_legs
+        self._legs_per_worker = self._legs_per_worker or greeting.max_legs
+        worker.state = WorkerState.READY
+        seconds = time.perf_counter() - started
+        if self._metrics is not None:
+            self._metrics.worker_start_seconds.observe(seconds)
+        log.info("worker_ready", worker=worker.id, pid=greeting.pid, max_legs=greeting.max_legs,
+                 start_ms=round(seconds * 1000, 1))  # fmt: skip
+        self._resize_wanted.set()
+
+    def _worker_gone(self, worker: _Worker) -> None:
+        """Its socket closed: a planned stop, or a death the pool did not ask for."""
+        if self._workers.get(worker.id) is not worker:
+            return
+        del self._workers[worker.id]
+        if worker.hello is not None and not worker.hello.done():
+            worker.hello.set_exception(WorkerStartFailed("exited before its hello"))
+        elif not self._stopping and worker.state is not WorkerState.RETIRING:
+            self._restarts += 1
+            log.error("worker_lost", worker=worker.id, pid=worker.pid, legs=len(worker.legs))
+            self._own(self._publish())
+        self._end_all_legs(worker)
+        self._resize_wanted.set()
 
     def _end_all_legs(self, worker: _Worker) -> None:
         for pending in worker.pending.values():
@@ -270,37 +503,40 @@ class WorkerPool:
         for leg in [*worker.legs.values(), *worker.closing.values()]:
             leg.on_ended(LegEnd(LOST_CODE, WORKER_LOST))
         worker.legs.clear()
+        worker.parents.clear()
         worker.closing.clear()
 
     async def _stop_worker(self, worker: _Worker) -> None:
-        process = worker.process
-        if process is None:
-            return
-        if worker.alive:
+        worker.state = WorkerState.RETIRING
+        if worker.writer is not None and worker.hello is not None and worker.hello.done():
             with contextlib.suppress(WorkerCommandFailed):
                 await self._command(worker, lambda cid: Shutdown(cid=cid))
-        worker.alive = False
-        with contextlib.suppress(OSError, RuntimeError):
-            process.stdin.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EXIT_GRACE_S):
-                await process.wait()
-        await process.stop(timeout=3.0)
+        if worker.writer is not None:
+            worker.writer.close()  # EOF: the worker hangs up whatever is left and exits
         if worker.reader is not None:
-            await asyncio.gather(worker.reader, return_exceptions=True)
-        self._end_all_legs(worker)
+            try:
+                async with asyncio.timeout(EXIT_GRACE_S):
+                    await asyncio.gather(worker.reader, return_exceptions=True)
+            except TimeoutError:
+                log.warning("worker_did_not_exit", worker=worker.id, pid=worker.pid)
+                if worker.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, 9)
+                worker.reader.cancel()
+        self._worker_gone(worker)
 
     # -- commands and events ------------------------------------------------------------
 
     async def _command(self, worker: _Worker, make: Callable[[int], Command]) -> None:
-        if not worker.alive or worker.process is None:
+        writer = worker.writer
+        if writer is None or writer.is_closing():
             raise WorkerCommandFailed(WORKER_LOST)
         cid = next(self._command_ids)
         result: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         worker.pending[cid] = result
         try:
-            worker.process.stdin.write(encode(make(cid)))
-            await worker.process.stdin.drain()
+            writer.write(encode(make(cid)))
+            await writer.drain()
             answer = await asyncio.wait_for(result, COMMAND_TIMEOUT_S)
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerCommandFailed(WORKER_LOST) from exc
@@ -313,13 +549,7 @@ class WorkerPool:
         if not answer.ok:
             raise WorkerCommandFailed(answer.error or "failed")
 
-    async def _read_events(
-        self,
-        worker: _Worker,
-        reader: asyncio.StreamReader,
-        transport: asyncio.BaseTransport,
-        hello: asyncio.Future[Hello],
-    ) -> None:
+    async def _read_events(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         try:
             async for line in reader:
                 try:
@@ -328,12 +558,16 @@ class WorkerPool:
                     log.error("bad_worker_event", worker=worker.id, error=str(exc))
                     continue
                 if isinstance(event, Hello):
-                    if not hello.done():
-                        hello.set_result(event)
+                    if worker.hello is not None and not worker.hello.done():
+                        worker.hello.set_result(event)
                     continue
                 self._on_event(worker, event)
+        except ConnectionError:
+            pass  # the worker died; its legs end below as at EOF
         finally:
-            transport.close()
+            if worker.writer is not None:
+                worker.writer.close()
+            self._worker_gone(worker)
 
     def _on_event(self, worker: _Worker, event: Event) -> None:
         if isinstance(event, CommandResult):
@@ -349,6 +583,9 @@ class WorkerPool:
             flow = asyncio.create_task(self._run_inbound(leg))
             self._flows.add(flow)
             flow.add_done_callback(self._flows.discard)
+            return
+        if isinstance(event, CallRefused):
+            self._count_refused(event.reason)
             return
         if isinstance(event, Hello):
             return
@@ -370,6 +607,8 @@ class WorkerPool:
             leg.on_recording_ended(event.seconds)
         elif isinstance(event, LegEnded):
             worker.legs.pop(event.leg, None)
+            worker.parents.pop(event.leg, None)
+            self._legs_changed(worker)
             if event.reason == MEDIA_TIMEOUT_REASON:
                 self._media_timeouts += 1
                 log.warning("leg_media_timeout", leg=event.leg, worker=worker.id,
@@ -414,7 +653,13 @@ class WorkerPool:
             sip_call_id=sip_call_id, send=send, dial=self._dial,
         )  # fmt: skip
         worker.legs[leg_id] = leg
+        self._legs_changed(worker)
         return leg
+
+    def _count_refused(self, reason: str) -> None:
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        if self._metrics is not None:
+            self._metrics.calls_refused.labels(reason=reason).inc()
 
     async def _dial(
         self,
@@ -424,10 +669,13 @@ class WorkerPool:
         from_uri: str | None,
         headers: dict[str, str],
     ) -> Leg:
-        worker = self._workers[parent.worker_id]
+        worker = self._workers.get(parent.worker_id)
+        if worker is None:
+            raise WorkerCommandFailed(WORKER_LOST)
         leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
         # Known before the Dial goes out: its first events may come before its result.
         leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
+        worker.parents[leg_id] = parent.id if parent.direction == "inbound" else None
         try:
             await self._command(
                 worker,
@@ -443,5 +691,7 @@ class WorkerPool:
             )
         except WorkerCommandFailed:
             worker.legs.pop(leg_id, None)
+            worker.parents.pop(leg_id, None)
+            self._legs_changed(worker)
             raise
         return leg

@@ -183,6 +183,13 @@ class IncomingCall(_Message):
     headers: dict[str, str] = {}
 
 
+class CallRefused(_Message):
+    """An INVITE the worker refused before the controller saw it (no leg exists)."""
+
+    type: Literal["call_refused"] = "call_refused"
+    reason: Literal["worker_full", "untrusted_source"]
+
+
 class LegRinging(_Message):
     type: Literal["leg_ringing"] = "leg_ringing"
     leg: str
@@ -226,6 +233,7 @@ Event = Annotated[
     Hello
     | CommandResult
     | IncomingCall
+    | CallRefused
     | LegRinging
     | LegAnswered
     | LegEnded

@@ -1,15 +1,14 @@
 """A media worker process: one PJSUA2 endpoint executing the controller's media commands.
 
-Run by the worker pool as `python -m pbx.worker ...`: commands arrive as JSON lines on stdin,
-events leave as JSON lines on the descriptor given by --events-fd (pjsua itself prints to
-stdout). The worker decides nothing about routing; it answers, plays, collects DTMF, dials,
-bridges, records and hangs up when told, and reports what happens.
+Forked by the fork server (pbx.forkserver) for the worker pool: commands arrive as JSON lines
+on the stream socket given by --channel-fd, and events leave as JSON lines on it (pjsua
+itself prints to stdout). The worker decides nothing about routing; it answers, plays,
+collects DTMF, dials, bridges, records and hangs up when told, and reports what happens.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import gc
 import os
 import signal
@@ -18,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import pjsua2 as pj
 import structlog
 
+from pbx.capacity import LEGS_PER_INBOUND_CALL, legs_reserved
 from pbx.media_timeout import RxWatch, sweep_interval
 from pbx.protocol import (
     FINAL_HEADER,
@@ -30,6 +30,7 @@ from pbx.protocol import (
     MEDIA_TIMEOUT_REASON,
     Answer,
     Bridge,
+    CallRefused,
     Command,
     CommandResult,
     Dial,
@@ -61,8 +62,6 @@ log = structlog.get_logger("pbx.worker")
 
 # Ask for far more than any wheel grants; the probe finds what was granted.
 MAX_CALLS_ASKED = 64
-# A caller leg and the agent leg bridged to it must live in one worker (one conference bridge).
-LEGS_PER_INBOUND_CALL = 2
 # Objects pjsua may still touch for a clock tick after stopTransmit (pjproject issue 4526).
 RETIRE_AFTER_S = 1.0
 # Ten conference-bridge ticks: enough for the bridge to apply a change made before.
@@ -317,13 +316,10 @@ class WorkerAgent:
         return capacity
 
     def _legs_reserved(self) -> int:
-        """Legs in use, counting an inbound leg without a dialled leg yet as two."""
-        inbound = [leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"]
-        children = collections.Counter(
-            leg.parent for leg in self.legs.values() if leg.direction == "outbound"
+        return legs_reserved(
+            (leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"),
+            (leg.parent for leg in self.legs.values() if leg.direction == "outbound"),
         )
-        held = sum(1 + max(LEGS_PER_INBOUND_CALL - 1, children.pop(i, 0)) for i in inbound)
-        return held + sum(children.values())
 
     # -- calls in ---------------------------------------------------------------------------
 
@@ -337,8 +333,10 @@ class WorkerAgent:
         elif source not in self.trusted:
             log.warning("invite_from_untrusted_source", source=source)
             reply = _final_answer(403)
+            self.emit(CallRefused(reason="untrusted_source"))
         elif self._legs_reserved() + LEGS_PER_INBOUND_CALL > self.max_legs:
             reply.statusCode = FULL_STATUS  # unmarked: the edge tries the next worker
+            self.emit(CallRefused(reason="worker_full"))
         else:
             reply.statusCode = 180
         if reply.statusCode != 180 and not self._probing:
@@ -733,7 +731,7 @@ class EventWriter:
                 while data:
                     written = os.write(self._fd, data)
                     data = data[written:]
-            except BrokenPipeError:
+            except ConnectionError:  # a broken pipe or a reset socket
                 # The controller died: stdin's EOF (or SIGTERM) follows and we hang up. An
                 # exception here would escape a pjsua callback and cut that clean-up short.
                 self._controller_gone = True
@@ -775,7 +773,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sip-port", type=int, required=True)
     parser.add_argument("--rtp-port", type=int, required=True)
     parser.add_argument("--rtp-ports", type=int, default=40)
-    parser.add_argument("--events-fd", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True, help="commands in, events out")
+    parser.add_argument("--max-legs", type=int, default=0, help="known leg cap; 0: probe it")
     parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
     parser.add_argument("--trunk-username", default="")
     parser.add_argument("--media-timeout", type=float, default=0.0, help="seconds; 0: off")
@@ -801,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    emit = EventWriter(args.events_fd)
+    emit = EventWriter(args.channel_fd)
     ua = UserAgentThread(
         host=args.host,
         sip_port=args.sip_port,
@@ -830,13 +829,21 @@ def main(argv: list[str] | None = None) -> int:
         ua.stop()
         raise
     try:
-        max_legs = ua.run(agent.probe_capacity)
+        if args.max_legs > 0:
+            agent.max_legs = max_legs = args.max_legs
+        else:
+            max_legs = ua.run(agent.probe_capacity)
         log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
         hello = Hello(
             worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()
         )
         emit(hello)
-        _serve_commands(ua, agent, emit)
+        with open(args.channel_fd, "rb", closefd=False) as commands:
+            try:
+                _serve_commands(ua, agent, emit, commands)
+            except ConnectionResetError:
+                # The pool closed its end with our events unread (it died): EOF all the same.
+                log.info("controller_gone")
     finally:
         # The controller is gone or asked us to stop: no call outlives its controller. A
         # second SIGTERM must not cut this short (pjsua2 objects left alive abort the exit).
@@ -848,9 +855,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _serve_commands(ua: UserAgentThread, agent: WorkerAgent, emit: EventWriter) -> None:
-    """Execute commands from stdin until Shutdown or EOF; one CommandResult each."""
-    for line in sys.stdin.buffer:
+def _serve_commands(
+    ua: UserAgentThread, agent: WorkerAgent, emit: EventWriter, commands: BinaryIO
+) -> None:
+    """Execute commands until Shutdown or EOF (the pool is gone); one CommandResult each."""
+    for line in commands:
         try:
             command = decode_command(line)
         except ProtocolError as exc:

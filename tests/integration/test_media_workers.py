@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import WorkerSettings
+from pbx.capacity import WorkerState
 from pbx.legs import Leg, LegGone
 from pbx.pool import WorkerPool
 from pbx.protocol import (
@@ -83,7 +84,8 @@ async def pool() -> AsyncIterator[tuple[WorkerPool, Controller]]:
     ua = shared_user_agent()
     controller = Controller()
     settings = WorkerSettings(
-        count=2, first_sip_port=free_port_block(2), first_rtp_port=free_port_block(80),
+        max_workers=2, spare_legs=8, first_sip_port=free_port_block(2),
+        first_rtp_port=free_port_block(80),
         rtp_ports_per_worker=40,
     )  # fmt: skip
     workers = WorkerPool(
@@ -169,7 +171,7 @@ def invite_from_elsewhere(port: int) -> tuple[int, str]:
 
 async def test_workers_discover_their_leg_cap(pool: tuple[WorkerPool, Controller]) -> None:
     workers, _ = pool
-    assert all(w.alive and w.max_legs >= 2 and w.pid for w in workers.workers)
+    assert all(w.state is WorkerState.READY and w.max_legs >= 2 and w.pid for w in workers.workers)
     assert workers.workers_alive == 2
     assert workers.legs_capacity == sum(w.max_legs for w in workers.workers)
     ports = [w.sip_port for w in workers.workers]
@@ -395,7 +397,8 @@ async def test_full_worker_answers_503_and_strangers_403(
     # Marked as meant: the edge must relay it, not try another worker.
     assert status == 403 and f"\r\n{FINAL_HEADER}: 1\r\n" in answer
     await asyncio.sleep(0.3)  # pjsua 2.15.1 used to abort here, a moment after the 403
-    assert workers.workers[0].alive and workers.workers[0].restarts == 0
+    assert workers.workers[0].state is WorkerState.READY and workers.restarts == 0
+    assert workers.refused == {"worker_full": 1, "untrusted_source": 1}
     assert controller.legs.empty()
 
 
@@ -423,8 +426,14 @@ async def test_killed_worker_ends_only_its_own_calls_and_comes_back(
     with pytest.raises(LegGone):
         await asyncio.wait_for(doomed_leg.play(prompts / "short.wav"), 1)
     assert not survivor_leg.ended.done()
-    await wait_until(lambda: workers.workers[0].alive)
-    assert workers.workers[0].restarts == 1 and workers.workers[0].pid != old_pid
+    # The pool forks a replacement into the free slot: same ports, a new process.
+    await wait_until(
+        lambda: (
+            [(w.id, w.state) for w in workers.workers]
+            == [(0, WorkerState.READY), (1, WorkerState.READY)]
+        )
+    )
+    assert workers.workers[0].pid != old_pid
     assert workers.restarts == 1 and workers.workers_alive == 2
     again = await phone.call(worker_uri(workers, 0))
     await asyncio.wait_for(again.answered, 5)
@@ -447,7 +456,8 @@ async def test_a_leg_whose_rtp_stops_is_hung_up_and_a_talking_one_is_not(
     sipp_port, ua = free_port(), shared_user_agent()
     controller = Controller()
     settings = WorkerSettings(
-        count=1, first_sip_port=free_port_block(1), first_rtp_port=free_port_block(40),
+        max_workers=1, spare_legs=4, first_sip_port=free_port_block(1),
+        first_rtp_port=free_port_block(40),
         rtp_ports_per_worker=40, media_timeout=MEDIA_TIMEOUT_S,
     )  # fmt: skip
     workers = WorkerPool(
@@ -484,27 +494,27 @@ async def test_a_leg_whose_rtp_stops_is_hung_up_and_a_talking_one_is_not(
 
 
 async def test_a_worker_whose_controller_dies_hangs_up_and_exits_0(phones: MakePhone) -> None:
-    """Driven by hand over the protocol; then its pipes break and SIGTERM comes, as when the
-    controller is killed (the pool's children get SIGTERM when their parent dies)."""
-    events_read, events_write = os.pipe()
+    """Driven by hand over the protocol; then its socket and output break and SIGTERM comes,
+    as when the controller is killed."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     output_read, output_write = os.pipe()
     sip_port = free_port_block(1)
     worker = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pbx.worker", "--worker-id", "7", "--sip-port", str(sip_port),
-        "--rtp-port", str(free_port_block(40)), "--events-fd", str(events_write),
+        "--rtp-port", str(free_port_block(40)), "--channel-fd", str(theirs.fileno()),
         "--trusted", f"127.0.0.1:{shared_user_agent().sip_port}",
-        stdin=subprocess.PIPE, stdout=output_write, stderr=output_write, pass_fds=[events_write],
+        stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
+        pass_fds=[theirs.fileno()],
     )  # fmt: skip
-    os.close(events_write)
+    theirs.close()
     os.close(output_write)
-    assert worker.stdin is not None
-    with os.fdopen(events_read, "rb") as events:
+    with ours, ours.makefile("rb") as events:
         hello = decode_event(await asyncio.to_thread(events.readline))
         assert isinstance(hello, Hello) and (hello.worker_id, hello.sip_port) == (7, sip_port)
         call = await (await phones("orphan")).call(f"sip:x@127.0.0.1:{sip_port}")
         incoming = decode_event(await asyncio.to_thread(events.readline))
         assert isinstance(incoming, IncomingCall)
-        worker.stdin.write(encode(Answer(cid=1, leg=incoming.leg)))
+        ours.sendall(encode(Answer(cid=1, leg=incoming.leg)))
         await asyncio.wait_for(call.answered, 5)
     os.close(output_read)  # the worker's log and events now go nowhere
     worker.send_signal(signal.SIGTERM)
