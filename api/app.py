@@ -124,7 +124,7 @@ def create_app(
             metrics=metrics,
             registrations=registrations or edge,
         )
-        hub = EventHub(redis)
+        hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
         dispatcher = Dispatcher(app[CONTEXT_KEY])
