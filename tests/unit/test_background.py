@@ -37,35 +37,32 @@ async def test_passes_repeat_at_once_sleep_as_told_and_wake_on_chosen_events() -
 async def test_a_burst_during_a_pass_coalesces_and_the_next_event_still_wakes() -> None:
     """The bug this replaced: a burst of more than CLIENT_BACKLOG events while a pass ran
     filled the loop's event queue, the hub dropped it, and it fell back to polling for good."""
-    pass_started = asyncio.Event()
+    started: asyncio.Queue[int] = asyncio.Queue()  # each pass's number as it starts
     release_first_pass = asyncio.Event()
     passes = 0
 
     async def run_pass() -> float:
         nonlocal passes
         passes += 1
-        pass_started.set()
+        started.put_nowait(passes)
         if passes == 1:
             await release_first_pass.wait()
-        return 60  # only a wake-up starts another pass within the test's timeout
+        return 60  # within the test's timeouts only a wake-up starts another pass
 
-    async def next_pass() -> None:
-        pass_started.clear()
+    async def next_pass() -> int:
         async with asyncio.timeout(5):
-            await pass_started.wait()
+            return await started.get()
 
     wakeups = Wakeups()
     loop = PassLoop("test", run_pass, wakes_on=lambda kind: kind.startswith("queue_"), retry_s=60)
     loop.start(wakeups)
-    await pass_started.wait()
+    assert await next_pass() == 1
     for _ in range(5000):
         wakeups.notify("queue_changed")
     release_first_pass.set()
-    await next_pass()  # the whole burst: one more pass
-    assert passes == 2
+    assert await next_pass() == 2  # the whole burst: one more pass
     wakeups.notify("queue_changed")
-    await next_pass()
-    assert passes == 3
+    assert await next_pass() == 3
     await loop.stop()
 
 
