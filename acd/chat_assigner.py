@@ -9,7 +9,6 @@ injected: `assign_round(now)` is one round at any time a test chooses.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -63,8 +62,8 @@ class ChatAssigner:
         self._dialogs_waiting = True
         self._loop = PassLoop("chat-assigner", self._pass, wakes_on=self._wakes_on, retry_s=TICK_S)
 
-    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
-        self._loop.start(events)
+    def start(self) -> None:
+        self._loop.start(self._ctx.wakeups)
 
     async def stop(self) -> None:
         await self._loop.stop()

@@ -84,9 +84,8 @@ class Dispatcher:
 
     # -- life -------------------------------------------------------------------------------
 
-    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
-        """`events`: the service's event stream (envelopes as JSON), to wake on changes."""
-        self._loop.start(events)
+    def start(self) -> None:
+        self._loop.start(self._ctx.wakeups)
 
     async def stop(self) -> None:
         await self._loop.stop()

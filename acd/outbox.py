@@ -68,10 +68,10 @@ class OutboxDelivery:
         )
         self._http: aiohttp.ClientSession | None = None
 
-    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
+    def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._ctx.settings.chat.delivery_timeout_seconds)
         self._http = aiohttp.ClientSession(timeout=timeout)
-        self._loop.start(events)
+        self._loop.start(self._ctx.wakeups)
 
     async def stop(self) -> None:
         await self._loop.stop()

@@ -46,6 +46,7 @@ from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
+from core.wakeups import Wakeups
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
 from ivr.flows import CallFlows, Tones
@@ -118,15 +119,17 @@ def create_app(
         redis = Redis.from_url(settings.redis_url)
         edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
         app[health.EDGE_KEY] = edge
+        wakeups = Wakeups()
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
             sessions=sessions,
             redis=redis,
-            events=EventBus(redis, metrics.events_published),
+            events=EventBus(redis, metrics.events_published, wakeups),
+            wakeups=wakeups,
             metrics=metrics,
             registrations=registrations or edge,
         )
-        hub = EventHub(redis)
+        hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
         dispatcher = Dispatcher(app[CONTEXT_KEY])
@@ -134,15 +137,15 @@ def create_app(
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         chat_assigner = ChatAssigner(app[CONTEXT_KEY])
         app[CHAT_ASSIGNER_KEY] = chat_assigner
-        chat_assigner.start(hub.subscribe())
+        chat_assigner.start()
         outbox = OutboxDelivery(app[CONTEXT_KEY])
-        outbox.start(hub.subscribe())
+        outbox.start()
         pool = None
         if media_workers:
             # Calls do not outlive the service: whatever "ringing" or "in call" Redis
             # remembers from the last run is stale.
             await recover_after_restart(app[CONTEXT_KEY])
-            dispatcher.start(hub.subscribe())
+            dispatcher.start()
             pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher, clock)
             app[POOL_KEY] = pool
         yield

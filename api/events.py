@@ -1,14 +1,20 @@
-"""The live event stream: GET /api/v1/events upgrades to a WebSocket of event envelopes."""
+"""The live event stream: GET /api/v1/events upgrades to a WebSocket of event envelopes.
+
+The EventHub is a pure consumer of the Redis event channel for WebSocket clients; nothing
+inside the service depends on it (background work is woken in-process, see core.wakeups), so
+it may drop a client that falls behind without anything else noticing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -19,18 +25,35 @@ from core.events import EVENTS_CHANNEL, events_after
 
 log = structlog.get_logger(__name__)
 
-# A client this far behind is cut off (close code 1013) rather than slowing the others.
+# A client this far behind is cut off rather than slowing the others or growing without bound.
 CLIENT_BACKLOG = 1000
 REPLAY_BATCH = 500
 RESUBSCRIBE_DELAY_S = 1.0
 
 
-class EventHub:
-    """One Redis subscription per process, fanned out to every open stream."""
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last item of a client's queue: how its WebSocket is closed."""
 
-    def __init__(self, redis: Redis) -> None:
+    code: WSCloseCode
+    reason: str
+
+
+TOO_SLOW = StreamEnd(WSCloseCode.TRY_AGAIN_LATER, "too far behind; reconnect with ?since=<last id>")
+SHUTTING_DOWN = StreamEnd(WSCloseCode.GOING_AWAY, "service shutting down")
+
+ClientQueue = asyncio.Queue[str | StreamEnd]
+
+
+class EventHub:
+    """One Redis subscription per process, fanned out to every open stream; each client has
+    its own queue of at most CLIENT_BACKLOG events."""
+
+    def __init__(self, redis: Redis, dropped_clients: Counter) -> None:
         self._redis = redis
-        self._clients: set[asyncio.Queue[str | None]] = set()
+        self._dropped_clients = dropped_clients
+        # Each client's queue, with who it is for the log.
+        self._clients: dict[ClientQueue, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -44,15 +67,17 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for queue in self._clients:
-            queue.put_nowait(None)
+            _end(queue, SHUTTING_DOWN)
+        self._clients.clear()
 
-    def subscribe(self) -> asyncio.Queue[str | None]:
-        queue: asyncio.Queue[str | None] = asyncio.Queue(CLIENT_BACKLOG)
-        self._clients.add(queue)
+    def subscribe(self, client: str) -> ClientQueue:
+        """`client` names the stream's owner in the log if it is dropped."""
+        queue: ClientQueue = asyncio.Queue(CLIENT_BACKLOG)
+        self._clients[queue] = client
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
-        self._clients.discard(queue)
+    def unsubscribe(self, queue: ClientQueue) -> None:
+        self._clients.pop(queue, None)
 
     async def _pump(self) -> None:
         while True:
@@ -69,14 +94,22 @@ class EventHub:
 
     def _fan_out(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
-        for queue in list(self._clients):
+        for queue, client in list(self._clients.items()):
             try:
                 queue.put_nowait(text)
             except asyncio.QueueFull:
-                self._clients.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.get_nowait()
-                queue.put_nowait(None)
+                del self._clients[queue]
+                _end(queue, TOO_SLOW)
+                self._dropped_clients.inc()
+                log.warning("event_stream_client_dropped", client=client, backlog=CLIENT_BACKLOG)
+
+
+def _end(queue: ClientQueue, end: StreamEnd) -> None:
+    """Replaces what the client has not been sent yet by `end`, so it is closed at once;
+    it catches up on the rest with ?since=<the last id it received>."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(end)
 
 
 HUB_KEY = web.AppKey("event_hub", EventHub)
@@ -90,7 +123,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     types = {t for t in request.query.get("types", "").split(",") if t}
     hub = request.app[HUB_KEY]
-    queue = hub.subscribe()  # before the replay, so nothing falls between replay and live
+    # Before the replay, so nothing falls between replay and live.
+    queue = hub.subscribe(f"user {principal.user_id or '(admin token)'} at {request.remote}")
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     ctx.metrics.websocket_clients.inc()
@@ -111,7 +145,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 async def _send_events(
     ctx: Any,
     ws: web.WebSocketResponse,
-    queue: asyncio.Queue[str | None],
+    queue: ClientQueue,
     since: int | None,
     types: set[str],
 ) -> None:
@@ -129,8 +163,8 @@ async def _send_events(
                 break
     while True:
         text = await queue.get()
-        if text is None:
-            await ws.close(code=1013, message=b"too far behind; reconnect with ?since=<last id>")
+        if isinstance(text, StreamEnd):
+            await ws.close(code=text.code, message=text.reason.encode())
             return
         envelope = json.loads(text)
         if envelope["id"] <= last_sent or (types and envelope["type"] not in types):
@@ -159,7 +193,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "Pass the token as `Authorization: Bearer` or `?token=`. `since=<id>` first "
                 "replays persisted events after that id; `types=a,b` filters by type. Event "
                 "types: user_created, user_updated, user_dismissed, extension_assigned, "
-                "extension_released, sip_password_reset, token_issued."
+                "extension_released, sip_password_reset, token_issued. A client more than "
+                f"{CLIENT_BACKLOG} events behind is closed with code 1013; it reconnects with "
+                "`since=<last id received>`."
             ),
             "security": [{"bearer": []}],
             "parameters": [

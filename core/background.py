@@ -1,15 +1,17 @@
 """The service's background passes: the ACD dispatcher, chat assignment and reply delivery
 each run one task that repeats a pass, sleeping in between until the pass's own wait runs
-out or an event on the service's stream wakes it early."""
+out or an event published in this process wakes it early (see core.wakeups: the wake-up is
+one coalescing flag, so no burst of events can make a loop miss the next one)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 
 import structlog
+
+from core.wakeups import Wakeups
 
 log = structlog.get_logger(__name__)
 
@@ -37,25 +39,25 @@ class PassLoop:
         self._stop_timeout_s = stop_timeout_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._wakeups: Wakeups | None = None
         self._stopping = False
 
-    def start(self, events: asyncio.Queue[str | None] | None = None) -> None:
-        """`events`: the service's event stream (envelopes as JSON); a type `wakes_on`
-        accepts starts the next pass at once."""
+    def start(self, wakeups: Wakeups | None = None) -> None:
+        """`wakeups`: the events published in this process; a type `wakes_on` accepts starts
+        the next pass at once."""
         self._task = asyncio.create_task(self._run(), name=self._name)
-        if events is not None:
-            self._listener = asyncio.create_task(self._listen(events), name=f"{self._name}-events")
+        if wakeups is not None:
+            wakeups.add_listener(self._notice)
+            self._wakeups = wakeups
 
     async def stop(self) -> None:
         """Lets a pass under way finish (cancelling one inside an aiosqlite call can hang);
         with `stop_timeout_s`, cancels it after that long."""
         self._stopping = True
         self.wake()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        if self._wakeups is not None:
+            self._wakeups.remove_listener(self._notice)
+            self._wakeups = None
         if self._task is None:
             return
         try:
@@ -81,7 +83,6 @@ class PassLoop:
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
             self._wake.clear()
 
-    async def _listen(self, events: asyncio.Queue[str | None]) -> None:
-        while (text := await events.get()) is not None:
-            if self._wakes_on(json.loads(text).get("type", "")):
-                self.wake()
+    def _notice(self, event_type: str) -> None:
+        if self._wakes_on(event_type):
+            self.wake()

@@ -11,6 +11,7 @@ from core.db import SessionFactory
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
+from core.wakeups import Wakeups
 
 
 class EdgeUnavailable(Exception):
@@ -36,5 +37,7 @@ class ServiceContext:
     sessions: SessionFactory
     redis: Redis
     events: EventBus
+    # The same Wakeups the EventBus notifies: background work listens here for event types.
+    wakeups: Wakeups
     metrics: Metrics
     registrations: PhoneRegistrations

@@ -1,4 +1,6 @@
-"""Events: every change is persisted in the same transaction as the change, then published."""
+"""Events: every change is persisted in the same transaction as the change, then published:
+to this process's own background work at once (core.wakeups), and to Redis for the WebSocket
+event stream and any other process."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UtcDateTime, utcnow
+from core.wakeups import Wakeups
 
 EVENTS_CHANNEL = "pbx:events"
 # Bumped when an event's envelope changes incompatibly; data fields may only be added.
@@ -55,11 +58,12 @@ class Event:
 
 
 class EventBus:
-    """Stage events inside a transaction; publish them to Redis once it has committed."""
+    """Stage events inside a transaction; publish them once it has committed."""
 
-    def __init__(self, redis: Redis, published: Counter) -> None:
+    def __init__(self, redis: Redis, published: Counter, wakeups: Wakeups) -> None:
         self._redis = redis
         self._published = published
+        self._wakeups = wakeups
 
     async def stage(self, session: AsyncSession, type_: str, data: dict[str, Any]) -> Event:
         row = EventRow(type=type_, occurred_at=utcnow(), data=data)
@@ -70,6 +74,8 @@ class EventBus:
     async def publish(self, *events: Event) -> None:
         for event in events:
             self._published.labels(type=event.type).inc()
+            # In-process first: a Redis outage must not keep the service's own work asleep.
+            self._wakeups.notify(event.type)
             try:
                 await self._redis.publish(EVENTS_CHANNEL, json.dumps(event.envelope()))
             except RedisError as exc:

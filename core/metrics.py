@@ -29,6 +29,11 @@ class Metrics:
         self.websocket_clients = Gauge(
             "pbx_event_stream_clients", "Open WebSocket event streams", registry=self.registry
         )
+        self.event_stream_clients_dropped = Counter(
+            "pbx_event_stream_clients_dropped_total",
+            "WebSocket event streams closed because the client fell too far behind",
+            registry=self.registry,
+        )
         self.registration_drop_failures = Counter(
             "pbx_registration_drop_failures_total",
             "Times the edge could not be told to drop a phone's registration",

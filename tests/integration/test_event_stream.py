@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestServer
 
+from api.routing import CONTEXT_KEY
 from tests.conftest import ADMIN_TOKEN
 from tests.support.api_client import ApiClient
+from tests.support.events import unpersisted_events
 
 
 async def next_event(ws: aiohttp.ClientWebSocketResponse, type_: str) -> dict[str, Any]:
@@ -81,3 +84,36 @@ async def test_event_stream_needs_a_staff_token(
         api_base + "/events?since=x", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ) as response:
         assert response.status == 422
+
+
+async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(
+    api_server: TestServer, http: aiohttp.ClientSession, api_base: str
+) -> None:
+    ctx = api_server.app[CONTEXT_KEY]
+
+    def dropped() -> float:
+        return ctx.metrics.registry.get_sample_value("pbx_event_stream_clients_dropped_total") or 0
+
+    dropped_before = dropped()
+    url = f"{api_base}/events?token={ADMIN_TOKEN}&types=slow_client_test"
+    async with http.ws_connect(url) as slow, http.ws_connect(url) as fast:
+        # The slow client reads nothing: once the socket buffers are full its backlog grows
+        # by every event. Batches of 8 KiB events until it passes CLIENT_BACKLOG; the fast
+        # client reads each batch before the next, so it never falls behind.
+        async with asyncio.timeout(60):
+            while dropped() == dropped_before:
+                batch = unpersisted_events("slow_client_test", 200, padding=8192)
+                await ctx.events.publish(*batch)
+                assert (await next_event(fast, "slow_client_test"))["id"] == batch[0].id
+                for event in batch[1:]:
+                    assert json.loads((await fast.receive()).data)["id"] == event.id
+            assert dropped() == dropped_before + 1
+            (after,) = unpersisted_events("slow_client_test", 1)
+            await ctx.events.publish(after)
+            assert (await next_event(fast, "slow_client_test"))["id"] == after.id
+            # The slow client gets what was already in flight, then a close it can act on.
+            while (message := await slow.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        assert slow.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        assert "since" in message.extra

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from core.background import PassLoop
+from core.wakeups import Wakeups
 
 
 async def test_passes_repeat_at_once_sleep_as_told_and_wake_on_chosen_events() -> None:
@@ -17,17 +17,52 @@ async def test_passes_repeat_at_once_sleep_as_told_and_wake_on_chosen_events() -
         passes += 1
         return waits[min(passes, len(waits)) - 1]
 
-    events: asyncio.Queue[str | None] = asyncio.Queue()
+    wakeups = Wakeups()
     loop = PassLoop("test", run_pass, wakes_on=lambda kind: kind == "wake_me", retry_s=60)
-    loop.start(events)
+    loop.start(wakeups)
     await asyncio.sleep(0.05)
     assert passes == 3  # two "at once", then a long sleep
-    await events.put(json.dumps({"type": "ignore_me"}))
+    wakeups.notify("ignore_me")
     await asyncio.sleep(0.05)
     assert passes == 3
-    await events.put(json.dumps({"type": "wake_me"}))
+    wakeups.notify("wake_me")
     await asyncio.sleep(0.05)
     assert passes == 4
+    await loop.stop()
+    wakeups.notify("wake_me")  # a stopped loop no longer listens
+    await asyncio.sleep(0.05)
+    assert passes == 4
+
+
+async def test_a_burst_during_a_pass_coalesces_and_the_next_event_still_wakes() -> None:
+    """The bug this replaced: a burst of more than CLIENT_BACKLOG events while a pass ran
+    filled the loop's event queue, the hub dropped it, and it fell back to polling for good."""
+    started: asyncio.Queue[int] = asyncio.Queue()  # each pass's number as it starts
+    release_first_pass = asyncio.Event()
+    passes = 0
+
+    async def run_pass() -> float:
+        nonlocal passes
+        passes += 1
+        started.put_nowait(passes)
+        if passes == 1:
+            await release_first_pass.wait()
+        return 60  # within the test's timeouts only a wake-up starts another pass
+
+    async def next_pass() -> int:
+        async with asyncio.timeout(5):
+            return await started.get()
+
+    wakeups = Wakeups()
+    loop = PassLoop("test", run_pass, wakes_on=lambda kind: kind.startswith("queue_"), retry_s=60)
+    loop.start(wakeups)
+    assert await next_pass() == 1
+    for _ in range(5000):
+        wakeups.notify("queue_changed")
+    release_first_pass.set()
+    assert await next_pass() == 2  # the whole burst: one more pass
+    wakeups.notify("queue_changed")
+    assert await next_pass() == 3
     await loop.stop()
 
 

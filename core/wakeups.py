@@ -1,0 +1,39 @@
+"""In-process wake-ups: the service's own background work hears of each published event type
+directly from the EventBus, at publish time, without going through Redis.
+
+Why not a queue per consumer fed from the Redis subscription (as the WebSocket hub does)?
+The consumers (the ACD dispatcher, chat assignment, reply delivery) only need to know that
+*something* of a kind happened so they run their next pass early; they re-read the state
+themselves. A bounded queue of every event overflows in a burst, and then the consumer is
+either dropped or must block the publisher; an unbounded one grows without limit. Calling
+each listener synchronously with the event type has neither problem: the listener decides
+at once whether the type concerns it and sets its own coalescing flag (an asyncio.Event), so
+a burst of any size costs a few function calls and can never lose the next wake-up.
+
+Every event is published by this process (the controller is the only one with an EventBus;
+the media workers report to it over their pipes), so nothing is missed by not listening to
+Redis here. Redis pub/sub remains the path for the WebSocket event stream and other processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# Called with the type of each event published in this process, right after its transaction
+# committed. It runs inside EventBus.publish: it must be quick and must not raise.
+Listener = Callable[[str], None]
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def notify(self, event_type: str) -> None:
+        for listener in self._listeners:
+            listener(event_type)
