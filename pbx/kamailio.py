@@ -340,6 +340,17 @@ class KamailioRpc:
         """Send a REGISTER with expires 0 for a registration at a provider."""
         await self.call("uac.reg_unregister", "l_uuid", l_uuid)
 
+    async def dropped_requests(self) -> dict[str, int]:
+        """Requests the edge's guard dropped since Kamailio started, by reason (DROP_REASONS)."""
+        result = await self.call("stats.fetch", "script:")
+        if not isinstance(result, dict):
+            raise KamailioRpcError(f"Kamailio RPC stats.fetch: unexpected answer {result!r}")
+        # {"script.edge_dropped_banned": "3", ...}: values are strings, to hold large numbers.
+        return {
+            reason: int(result.get(f"script.{DROP_STAT_PREFIX}{reason}", 0))
+            for reason in DROP_REASONS
+        }
+
     async def drop_registrations(self, username: str) -> None:
         """Forget every binding of an extension; an extension with none is fine."""
         await self.call("ul.rm", LOCATION_TABLE, username)
