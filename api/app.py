@@ -41,7 +41,7 @@ from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
-from core.context import PhoneRegistrations, ServiceContext
+from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
@@ -106,7 +106,12 @@ def create_app(
                 metrics.pool_workers.labels(state=worker_state.value).set(count)
             metrics.media_timeouts.set(pool.media_timeouts)
         await _acd_figures(request.app[CONTEXT_KEY], request.app[DISPATCHER_KEY], metrics)
-        trunk = await registration_state(settings.trunk, request.app[health.EDGE_KEY])
+        edge = request.app[health.EDGE_KEY]
+        try:
+            metrics.edge_drops.counts = await edge.dropped_requests()
+        except EdgeUnavailable:
+            metrics.edge_drops.counts = None
+        trunk = await registration_state(settings.trunk, edge)
         for state in RegistrationState:
             metrics.trunk_registration.labels(state=state.value).set(int(state is trunk))
         return web.Response(

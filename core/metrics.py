@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class EdgeDrops(Collector):
+    """Requests the SIP edge's guard dropped, by reason. Kamailio counts them; each scrape
+    reads its counts first (`counts`), so they are not kept twice. None: the edge did not
+    answer, and the metric has no samples (a counter that Kamailio restarted starts at 0)."""
+
+    def __init__(self) -> None:
+        self.counts: Mapping[str, int] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pbx_edge_dropped_requests",
+            "SIP requests the edge dropped or refused, by reason: banned (after failed digest"
+            " answers), phone_flood (over sip.max_requests_per_2s), trunk_limit (over"
+            " trunk.max_requests_per_s, answered 503)",
+            labels=["reason"],
+        )
+        for reason, count in (self.counts or {}).items():
+            family.add_metric([reason], count)
+        yield family
 
 
 class Metrics:
@@ -224,3 +249,6 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # The edge's guard (Kamailio counts; the /metrics handler reads them per scrape).
+        self.edge_drops = EdgeDrops()
+        self.registry.register(self.edge_drops)

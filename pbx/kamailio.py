@@ -36,6 +36,13 @@ READY_TIMEOUT_SECONDS = 15.0
 SHARED_MEMORY_MB = 64
 PRIVATE_MEMORY_MB = 8
 LOCATION_TABLE = "location"
+# Why the edge's guard drops a request: from a banned address (wrong passwords), over the
+# phones' flood limit (pike), over the trunk's limit (refused with 503).
+DROP_REASONS = ("banned", "phone_flood", "trunk_limit")
+# Kamailio's statistic for a reason is this prefix + the reason, in the group "script".
+DROP_STAT_PREFIX = "edge_dropped_"
+# Drops are logged as one summary line per source and reason this often.
+DROP_SUMMARY_SECONDS = 10
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
 # therefore gives four slashes. Three would leave a path relative to Kamailio's working
 # directory ("/"), and db_set_readonly, which matches the file name exactly, would not apply.
@@ -153,6 +160,10 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         max_auth_failures=sip.max_auth_failures,
         auth_ban_seconds=sip.auth_ban_seconds,
         max_requests_per_2s=sip.max_requests_per_2s,
+        trunk_max_requests_per_s=settings.trunk.max_requests_per_s,
+        drop_reasons=DROP_REASONS,
+        drop_stat_prefix=DROP_STAT_PREFIX,
+        drop_summary_s=DROP_SUMMARY_SECONDS,
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,
         sqlite_path=sqlite_path,
@@ -350,6 +361,17 @@ class KamailioRpc:
     async def uac_unregister(self, l_uuid: str) -> None:
         """Send a REGISTER with expires 0 for a registration at a provider."""
         await self.call("uac.reg_unregister", "l_uuid", l_uuid)
+
+    async def dropped_requests(self) -> dict[str, int]:
+        """Requests the edge's guard dropped since Kamailio started, by reason (DROP_REASONS)."""
+        result = await self.call("stats.fetch", "script:")
+        if not isinstance(result, dict):
+            raise KamailioRpcError(f"Kamailio RPC stats.fetch: unexpected answer {result!r}")
+        # {"script.edge_dropped_banned": "3", ...}: values are strings, to hold large numbers.
+        return {
+            reason: int(result.get(f"script.{DROP_STAT_PREFIX}{reason}", 0))
+            for reason in DROP_REASONS
+        }
 
     async def drop_registrations(self, username: str) -> None:
         """Forget every binding of an extension; an extension with none is fine."""

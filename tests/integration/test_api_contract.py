@@ -187,6 +187,8 @@ async def test_metrics_expose_request_and_extension_figures(
     assert 'pbx_http_requests_total{method="GET",route="/api/v1/users",status="200"}' in text
     assert 'pbx_extensions_assigned{holder="user"}' in text
     assert "pbx_events_total" in text
+    # Read from the edge at each scrape: its guard's drops since it started.
+    assert 'pbx_edge_dropped_requests_total{reason="phone_flood"}' in text
 
 
 async def test_a_database_held_by_another_writer_answers_503_not_500(

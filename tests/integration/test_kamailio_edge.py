@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import signal
 import socket
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from core.child_process import ChildProcess, ChildProcessFailed
 from core.context import EdgeUnavailable
@@ -25,6 +28,8 @@ from core.redis_server import ManagedRedis
 from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings, TrunkSettings
 from migrations import upgrade_database
 from pbx.kamailio import (
+    DROP_REASONS,
+    DROP_SUMMARY_SECONDS,
     KamailioError,
     KamailioProcess,
     KamailioRpc,
@@ -40,12 +45,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "127.0.0.1"
 BAN_SECONDS = 2
 MAX_FAILURES = 3
+PHONE_LIMIT_PER_2S = 20
+TRUNK_LIMIT_PER_S = 10
+# A provider at the stretch target of 100 calls/s sends 100 INVITEs/s: three times that.
+TRUNK_BURST_PER_S = 300
 
 
-def edge_settings(data_dir: Path, **sip: int) -> Settings:
+def edge_settings(data_dir: Path, trunk: TrunkSettings | None = None, **sip: int) -> Settings:
     return Settings(
         data=DataSettings(dir=data_dir),
         sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
+        trunk=trunk or TrunkSettings(),
     )
 
 
@@ -68,29 +78,103 @@ def remove_subscriber(settings: Settings, username: str) -> None:
         db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
 
 
+def sip_request(
+    method: str, port: int, local_port: int, *, user: str = "", to_tag: str = ""
+) -> tuple[str, bytes]:
+    """(Call-ID, datagram) of a request from 127.0.0.1:`local_port` to the edge at `port`:
+    to sip:`user`@ the edge (no user: the edge itself); with `to_tag`, inside a dialog."""
+    call_id = f"{uuid.uuid4().hex}@127.0.0.1"
+    target = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+    request = (
+        f"{method} sip:{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag={call_id[16:24]}\r\n"
+        f"To: <sip:{target}>{f';tag={to_tag}' if to_tag else ''}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    return call_id, request.encode()
+
+
 def sip_status(port: int, timeout: float, method: str = "OPTIONS") -> int | None:
     """Status code of the edge's answer to an out-of-dialog request, None if it stays silent."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         probe.settimeout(timeout)
-        local_port = probe.getsockname()[1]
-        call_id = uuid.uuid4().hex
-        request = (
-            f"{method} sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={call_id[16:24]}\r\n"
-            f"To: <sip:127.0.0.1:{port}>\r\n"
-            f"Call-ID: {call_id}@127.0.0.1\r\n"
-            f"CSeq: 1 {method}\r\n"
-            "Content-Length: 0\r\n\r\n"
-        )
-        probe.sendto(request.encode(), ("127.0.0.1", port))
+        _, request = sip_request(method, port, probe.getsockname()[1])
+        probe.sendto(request, ("127.0.0.1", port))
         try:
             answer = probe.recv(65535)
         except TimeoutError:
             return None
     return int(answer.split(b" ", 2)[1])
+
+
+class SipBurst(asyncio.DatagramProtocol):
+    """Many requests from one UDP socket on 127.0.0.1, and the first answer to each."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, str] = {}  # Call-ID -> method
+        self.answers: dict[str, int] = {}  # Call-ID -> status code
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls) -> SipBurst:
+        loop = asyncio.get_running_loop()
+        _, burst = await loop.create_datagram_endpoint(cls, local_addr=("127.0.0.1", 0))
+        return burst
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's UDP transport implements DatagramTransport without subclassing it.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        head, _, rest = data.partition(b"\r\n")
+        found = re.search(rb"^Call-ID: *(\S+)", rest, re.MULTILINE | re.IGNORECASE)
+        if head.startswith(b"SIP/2.0 ") and found:
+            self.answers.setdefault(found[1].decode(), int(head.split(b" ", 2)[1]))
+
+    @property
+    def local_port(self) -> int:
+        assert self._transport is not None
+        port: int = self._transport.get_extra_info("sockname")[1]
+        return port
+
+    async def send(
+        self, port: int, requests: list[tuple[str, str, str]], per_second: float
+    ) -> None:
+        """Send (method, user, to_tag) requests to the edge at `port`, `per_second` a second."""
+        assert self._transport is not None
+        started = time.monotonic()
+        for number, (method, user, to_tag) in enumerate(requests):
+            call_id, datagram = sip_request(method, port, self.local_port, user=user, to_tag=to_tag)
+            self.requests[call_id] = method
+            self._transport.sendto(datagram, ("127.0.0.1", port))
+            # Paced by the clock, not by the sleeps: a late wake-up sends the overdue at once.
+            delay = started + (number + 1) / per_second - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def statuses(self, method: str) -> list[int | None]:
+        return [self.answers.get(cid) for cid, m in self.requests.items() if m == method]
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], within: float, what: str
+) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        met = condition()
+        if met if isinstance(met, bool) else await met:
+            return
+        assert time.monotonic() < deadline, f"{what}: not within {within:g} s"
+        await asyncio.sleep(0.05)
 
 
 async def started_edge(settings: Settings) -> KamailioProcess:
@@ -118,6 +202,47 @@ async def guarded_edge_config(
         tmp_path_factory.mktemp("guarded-edge"),
         max_auth_failures=MAX_FAILURES,
         auth_ban_seconds=BAN_SECONDS,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def trunk_edge_config(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    """An edge whose trunk is 127.0.0.1, with a phones' limit far below the trunk's default."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("trunk-edge"),
+        TrunkSettings(sources=["127.0.0.1"]),
+        max_requests_per_2s=PHONE_LIMIT_PER_2S,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def limited_trunk_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """An edge whose trunk (127.0.0.1) may send only TRUNK_LIMIT_PER_S new requests a second."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("limited-trunk-edge"),
+        TrunkSettings(sources=["127.0.0.1"], max_requests_per_s=TRUNK_LIMIT_PER_S),
+        max_requests_per_2s=PHONE_LIMIT_PER_2S,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def phone_edge_config(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    """An edge with no trunk, so 127.0.0.1 is a phone; flooding it blocks 127.0.0.1 there."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("phone-edge"),
+        TrunkSettings(sources=[]),
+        max_requests_per_2s=PHONE_LIMIT_PER_2S,
     )
     edge = await started_edge(settings)
     yield settings
@@ -266,10 +391,113 @@ async def test_address_goes_silent_after_too_many_wrong_answers(
     with pytest.raises(TimeoutError):
         await register(phone, settings, "2001", "right-secret", answer_within=1.0)
     assert await asyncio.to_thread(sip_status, settings.sip.port, 0.5) is None
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    try:
+        # The REGISTER (and its retransmissions) and the OPTIONS, each counted.
+        assert (await edge.dropped_requests())["banned"] >= 2
+    finally:
+        await edge.close()
     banned_at = time.monotonic()
     while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
         assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
     assert await register(phone, settings, "2001", "right-secret") == 200
+
+
+@pytest.mark.sip
+async def test_trunk_burst_far_above_the_phones_limit_is_answered_in_full(
+    trunk_edge_config: Settings,
+) -> None:
+    settings = trunk_edge_config
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    burst = await SipBurst.open()
+    try:
+        # INVITEs to no inbound number: the edge asks for a phone's credentials (407).
+        count = TRUNK_BURST_PER_S  # one second of it
+        invites = [("INVITE", "4930000000", "")] * count
+        await burst.send(settings.sip.port, invites, per_second=TRUNK_BURST_PER_S)
+        await wait_until(lambda: len(burst.answers) == count, 10, "every INVITE answered")
+        assert set(burst.statuses("INVITE")) == {407}
+        assert await edge.dropped_requests() == dict.fromkeys(DROP_REASONS, 0)
+    finally:
+        burst.close()
+        await edge.close()
+
+
+@pytest.mark.sip
+async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
+    limited_trunk_edge_config: Settings,
+) -> None:
+    settings = limited_trunk_edge_config
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    burst = await SipBurst.open()
+    try:
+        # New INVITEs and BYEs of (unknown) dialogs in turn, 6 times the limit of INVITEs.
+        requests = [("INVITE", "4930000000", ""), ("BYE", "4930000000", "dialog")]
+        count = 6 * TRUNK_LIMIT_PER_S
+        await burst.send(settings.sip.port, requests * count, per_second=20 * TRUNK_LIMIT_PER_S)
+        await wait_until(lambda: len(burst.answers) == 2 * count, 10, "every request answered")
+        invites = burst.statuses("INVITE")
+        assert set(invites) == {407, 503} and invites[0] == 407
+        # A BYE is routed as its dialog says (here: nowhere, 404), never refused as excess.
+        assert set(burst.statuses("BYE")) == {404}
+        dropped = await edge.dropped_requests()
+        assert dropped == {"banned": 0, "phone_flood": 0, "trunk_limit": invites.count(503)}
+    finally:
+        burst.close()
+        await edge.close()
+
+
+@pytest.mark.sip
+async def test_phone_flood_is_dropped_counted_and_logged_as_a_summary(
+    phone_edge_config: Settings,
+) -> None:
+    settings = phone_edge_config
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    burst = await SipBurst.open()
+    count = 10 * PHONE_LIMIT_PER_2S
+
+    async def all_accounted_for() -> bool:
+        dropped = (await edge.dropped_requests())["phone_flood"]
+        return len(burst.answers) + dropped == count
+
+    try:
+        with capture_logs() as logs:
+            await burst.send(settings.sip.port, [("OPTIONS", "", "")] * count, per_second=400)
+            # Each request is answered or dropped, and counted when it is dropped.
+            await wait_until(all_accounted_for, 10, "every OPTIONS answered or counted")
+            dropped = (await edge.dropped_requests())["phone_flood"]
+            assert dropped >= count - 2 * PHONE_LIMIT_PER_2S
+            assert set(burst.statuses("OPTIONS")) == {200, None}
+
+            def summarised() -> list[int]:
+                return [
+                    int(found[1])
+                    for entry in logs
+                    if (found := SUMMARY.search(str(entry.get("event", ""))))
+                ]
+
+            await wait_until(
+                lambda: sum(summarised()) == dropped,
+                2 * DROP_SUMMARY_SECONDS + 5,
+                "the drops summarised in the log",
+            )
+        # One line per summary period the burst touched, none per dropped request.
+        assert 1 <= len(summarised()) <= 2
+        # Other edges of this module log their own summaries meanwhile: summaries too.
+        lines = [str(entry.get("event", "")) for entry in logs]
+        assert [line for line in lines if "dropp" in line.lower()] == [
+            line for line in lines if ANY_SUMMARY.search(line)
+        ]
+    finally:
+        burst.close()
+        await edge.close()
+
+
+ANY_SUMMARY = re.compile(r"guard: dropped \d+ requests from \S+ \(\w+\) in the last \d+ s")
+SUMMARY = re.compile(
+    rf"guard: dropped (\d+) requests from 127\.0\.0\.1 \(phone_flood\)"
+    rf" in the last {DROP_SUMMARY_SECONDS} s"
+)
 
 
 @pytest.mark.sip

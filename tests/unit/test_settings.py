@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import SettingsError, load_settings
+from core.settings import SettingsError, TrunkSettings, load_settings
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 
@@ -16,6 +16,13 @@ def test_shipped_config_listens_on_loopback_with_documented_ports() -> None:
         settings.database_url
         == f"sqlite+aiosqlite:///{REPO_CONFIG.parent / 'data' / 'pbx.sqlite3'}"
     )
+
+
+def test_trunk_limit_by_default_carries_the_stretch_call_rate() -> None:
+    settings = load_settings(REPO_CONFIG, environ={})
+    # 100 calls/s, even were ACK and BYE counted (only new requests are), plus retransmissions.
+    assert settings.trunk.max_requests_per_s > 100 * 3
+    assert settings.trunk.max_requests_per_s == TrunkSettings().max_requests_per_s
 
 
 def test_environment_overrides_single_keys() -> None:
@@ -54,6 +61,7 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_TRUNK__URI": "provider.example.com"}, "trunk.uri"),
         ({"PBX_TRUNK__REGISTER": "true", "PBX_TRUNK__URI": "sip:192.0.2.1"}, "trunk: .*register"),
         ({"PBX_TRUNK__REGISTER_EXPIRES": "30"}, "trunk.register_expires"),
+        ({"PBX_TRUNK__MAX_REQUESTS_PER_S": "0"}, "trunk.max_requests_per_s"),
     ],
 )
 def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:
