@@ -22,7 +22,8 @@ class EdgeDrops(Collector):
             "pbx_edge_dropped_requests",
             "SIP requests the edge dropped or refused, by reason: banned (after failed digest"
             " answers), phone_flood (over sip.max_requests_per_2s), trunk_limit (over"
-            " trunk.max_requests_per_s, answered 503)",
+            " trunk.max_requests_per_s, answered 503), no_worker (a call no media worker had"
+            " room for, answered 503)",
             labels=["reason"],
         )
         for reason, count in (self.counts or {}).items():

@@ -38,7 +38,8 @@ PRIVATE_MEMORY_MB = 8
 LOCATION_TABLE = "location"
 # Why the edge's guard drops a request: from a banned address (wrong passwords), over the
 # phones' flood limit (pike), over the trunk's limit (refused with 503).
-DROP_REASONS = ("banned", "phone_flood", "trunk_limit")
+# no_worker: a call no media worker had room for (every worker full, or none ready).
+DROP_REASONS = ("banned", "phone_flood", "trunk_limit", "no_worker")
 # Kamailio's statistic for a reason is this prefix + the reason, in the group "script".
 DROP_STAT_PREFIX = "edge_dropped_"
 # Drops are logged as one summary line per source and reason this often.

@@ -441,7 +441,12 @@ async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
         # A BYE is routed as its dialog says (here: nowhere, 404), never refused as excess.
         assert set(burst.statuses("BYE")) == {404}
         dropped = await edge.dropped_requests()
-        assert dropped == {"banned": 0, "phone_flood": 0, "trunk_limit": invites.count(503)}
+        assert dropped == {
+            "banned": 0,
+            "phone_flood": 0,
+            "trunk_limit": invites.count(503),
+            "no_worker": 0,
+        }
     finally:
         burst.close()
         await edge.close()
@@ -518,7 +523,7 @@ async def test_rendered_config_passes_kamailio_check(
     )
     config = tmp_path / "kamailio.cfg"
     dispatcher_list = tmp_path / "dispatcher.list"
-    dispatcher_list.write_text(render_dispatcher_list(settings.workers))
+    dispatcher_list.write_text(render_dispatcher_list(["sip:127.0.0.1:5080"]))
     config.write_text(render_kamailio_config(settings, tmp_path / "run", dispatcher_list))
     check = await asyncio.create_subprocess_exec(
         settings.sip.kamailio_binary,
