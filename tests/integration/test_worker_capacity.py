@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from api.app import POOL_KEY
 from core.settings import Settings
-from pbx.kamailio import KamailioRpc
 from pbx.capacity import WorkerState
+from pbx.kamailio import KamailioRpc
 from pbx.pool import WorkerPool
 from tests.conftest import MakePhone
 from tests.integration.test_api_prompts import make_wav, upload
