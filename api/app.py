@@ -16,6 +16,7 @@ from acd.agents import recover_after_restart, wallboard
 from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
+from acd.queue_log import register_writes as register_queue_log_writes
 from acd.queues import list_queues
 from api import (
     blocklist,
@@ -45,8 +46,11 @@ from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
+from core.write_behind import WriteBehind
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
+from ivr.call_recovery import close_interrupted_calls
+from ivr.cdr import register_writes as register_call_writes
 from ivr.flows import CallFlows, Tones
 from ivr.voicemail import count_unheard
 from pbx.kamailio import KamailioRpc
@@ -61,6 +65,8 @@ ROUTE_TABLES: list[RouteTable] = [
     canned_responses.routes, blocklist.routes, stats.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
+# Under the data folder: the journal of call records and queue-log rows not yet in SQL.
+WRITE_BEHIND_FOLDER = "write-behind"
 
 
 def create_app(
@@ -113,14 +119,23 @@ def create_app(
         redis = Redis.from_url(settings.redis_url)
         edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
         app[health.EDGE_KEY] = edge
+        events = EventBus(redis, metrics.events_published)
+        writes = WriteBehind(settings.data_dir / WRITE_BEHIND_FOLDER, sessions, events, metrics)
+        register_call_writes(writes)
+        register_queue_log_writes(writes)
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
             sessions=sessions,
             redis=redis,
-            events=EventBus(redis, metrics.events_published),
+            events=events,
             metrics=metrics,
             registrations=registrations or edge,
+            writes=writes,
         )
+        # Before any call: what the last run journaled goes to SQL, and the calls it left
+        # open are closed as failed.
+        await writes.start()
+        await close_interrupted_calls(app[CONTEXT_KEY])
         hub = EventHub(redis)
         await hub.start()
         app[HUB_KEY] = hub
@@ -147,6 +162,8 @@ def create_app(
         await outbox.stop()
         await chat_assigner.stop()
         await hub.stop()
+        # After every producer of rows has stopped, before Redis (its events) and the engine.
+        await writes.stop()
         await edge.close()
         await redis.aclose()
         await sessions.dispose()

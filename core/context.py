@@ -11,6 +11,7 @@ from core.db import SessionFactory
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
+from core.write_behind import WriteBehind
 
 
 class EdgeUnavailable(Exception):
@@ -38,3 +39,5 @@ class ServiceContext:
     events: EventBus
     metrics: Metrics
     registrations: PhoneRegistrations
+    # Call records and queue-log rows: journaled and committed in batches, never awaited.
+    writes: WriteBehind
