@@ -98,9 +98,9 @@ def flush_delay(pending: int, first_queued_at: float | None, now: float) -> floa
     return max(0.0, first_queued_at + FLUSH_DELAY_S - now)
 
 
-def retry_delay(failures: int) -> float:
+def retry_delay(failures: int, first_s: float = RETRY_FIRST_S) -> float:
     """The wait after the `failures`-th failed commit in a row (1, 2, ...)."""
-    return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** max(0, failures - 1))
+    return min(RETRY_MAX_S, first_s * 2.0 ** max(0, failures - 1))
 
 
 # -- the journal ------------------------------------------------------------------------------
@@ -168,9 +168,16 @@ class WriteBehind:
     queue in batches and publishes the batch's events after the commit, in order."""
 
     def __init__(
-        self, folder: Path, sessions: SessionFactory, events: EventBus, metrics: Metrics
+        self,
+        folder: Path,
+        sessions: SessionFactory,
+        events: EventBus,
+        metrics: Metrics,
+        *,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self._journal = Journal(folder)
+        self._retry_first_s = retry_first_s
         self._sessions = sessions
         self._events = events
         self._metrics = metrics
@@ -306,7 +313,7 @@ class WriteBehind:
                 if failures == 1:  # once per burst; the recovery line says how long it took
                     log.error("write_behind_commit_failed", rows=len(batch), error=str(exc))
                 self._metrics.write_behind_failures.inc()
-                await asyncio.sleep(retry_delay(failures))
+                await asyncio.sleep(retry_delay(failures, self._retry_first_s))
                 continue
             elapsed = time.perf_counter() - started
             break
