@@ -23,7 +23,6 @@ from typing import IO, Any
 
 import structlog
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -308,10 +307,13 @@ class WriteBehind:
             started = time.perf_counter()
             try:
                 events = await self._write(batch)
-            except SQLAlchemyError as exc:
+            except Exception as exc:
+                # SQL errors (busy, connection lost) mostly; an applier's bug is retried the
+                # same way rather than ending the task: rows stay journaled, the failure
+                # counter and the log show it, and nothing after it is silently lost.
                 failures += 1
                 if failures == 1:  # once per burst; the recovery line says how long it took
-                    log.error("write_behind_commit_failed", rows=len(batch), error=str(exc))
+                    log.error("write_behind_commit_failed", rows=len(batch), error=repr(exc))
                 self._metrics.write_behind_failures.inc()
                 await asyncio.sleep(retry_delay(failures, self._retry_first_s))
                 continue
