@@ -72,10 +72,10 @@ class QueueCall:
         """The caller is answered already. Returns once the call ended or must overflow."""
         refusal = await self._refusal()
         if refusal is not None:
-            await self._log(refusal, wait_seconds=0.0)
+            self._log(refusal, wait_seconds=0.0)
             return QueueResult(QueueOutcome.OVERFLOW)
         entry = self._dispatcher.join(self._queue.id, self._call.id)
-        await self._log(QueueEvent.ENTER, position=self._dispatcher.position(entry))
+        self._log(QueueEvent.ENTER, position=self._dispatcher.position(entry))
         try:
             return await self._wait(entry)
         finally:
@@ -112,12 +112,12 @@ class QueueCall:
             if self._leg.ended.done():
                 if offer is not None:
                     await self._withdraw(offer.agents, entry)
-                await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
+                self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
                 return self._abandoned()
             if digit is not None and digit == spec.exit_key:
                 if offer is not None:
                     await self._withdraw(offer.agents, entry)
-                await self._log(QueueEvent.EXIT_KEY, wait_seconds=entry.waited())
+                self._log(QueueEvent.EXIT_KEY, wait_seconds=entry.waited())
                 return QueueResult(QueueOutcome.OVERFLOW)
             if offer is not None:
                 result = await self._ring(entry, offer)
@@ -127,7 +127,7 @@ class QueueCall:
                 continue
             now = loop.time()
             if now >= deadline:
-                await self._log(QueueEvent.TIMEOUT, wait_seconds=entry.waited())
+                self._log(QueueEvent.TIMEOUT, wait_seconds=entry.waited())
                 return QueueResult(QueueOutcome.OVERFLOW)
             if now >= next_announcement:
                 await self._announce(entry)
@@ -150,7 +150,7 @@ class QueueCall:
             return None
         try:
             for agent in agents:
-                await self._log(QueueEvent.OFFER, user_id=agent.user_id,
+                self._log(QueueEvent.OFFER, user_id=agent.user_id,
                                 wait_seconds=entry.waited(), extension=agent.extension)  # fmt: skip
             watched: list[asyncio.Future[Any]] = [self._leg.ended, agent_leg.answered,
                                                   agent_leg.ended]  # fmt: skip
@@ -168,14 +168,14 @@ class QueueCall:
             # Rang out or refused by every phone: each offered agent missed it.
             missed = [] if caller_gone or agent_leg.answered.done() else [a.user_id for a in agents]
             for user_id in missed:
-                await self._log(QueueEvent.NO_ANSWER, user_id=user_id, wait_seconds=entry.waited())
+                self._log(QueueEvent.NO_ANSWER, user_id=user_id, wait_seconds=entry.waited())
                 await change_presence(
                     self._ctx, user_id, self._missed, f"no_answer:{entry.call_id}"
                 )
                 self._ctx.metrics.acd_offers.labels(result="no_answer").inc()
             await self._withdraw([a for a in agents if a.user_id not in missed], entry)
             if caller_gone:
-                await self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
+                self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
                 return self._abandoned()
             self._dispatcher.offer_over(entry, missed)
             return None
@@ -194,7 +194,7 @@ class QueueCall:
             headers=headers,
         )
         try:
-            await self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
+            self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
         except BaseException:
             await agent_leg.drop()  # not ours to track yet: it must not ring on
             raise
@@ -231,9 +231,9 @@ class QueueCall:
         loop = asyncio.get_running_loop()
         try:
             await self._leg.bridge(agent_leg)
-            await self._call.answered(agent.extension, agent.user_id)
+            self._call.answered(agent.extension, agent.user_id)
             await self._dispatcher.answered(entry, agent.user_id)
-            await self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
+            self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
             await asyncio.wait([self._leg.ended, agent_leg.ended],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -243,7 +243,7 @@ class QueueCall:
                 else agent_leg.ended.result().ended_by("agent")
             )
             talk = round(loop.time() - talk_started, 3)
-            await self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
+            self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
                             talk_seconds=talk)  # fmt: skip
             return QueueResult(QueueOutcome.ANSWERED, hangup_by)
         finally:
@@ -296,5 +296,5 @@ class QueueCall:
         if not self._leg.ended.done():
             await self._hold_music()
 
-    async def _log(self, event: QueueEvent, **details: Any) -> None:
-        await record(self._ctx, self._queue.id, self._call.id, event, **details)
+    def _log(self, event: QueueEvent, **details: Any) -> None:
+        record(self._ctx, self._queue.id, self._call.id, event, **details)

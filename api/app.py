@@ -17,6 +17,7 @@ from acd.agents import recover_after_restart, wallboard
 from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
+from acd.queue_log import register_writes as register_queue_log_writes
 from acd.queues import list_queues
 from api import (
     blocklist,
@@ -47,8 +48,11 @@ from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
 from core.wakeups import Wakeups
+from core.write_behind import WriteBehind
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
+from ivr.call_recovery import close_interrupted_calls
+from ivr.cdr import register_writes as register_call_writes
 from ivr.flows import CallFlows, Tones
 from ivr.voicemail import count_unheard
 from pbx.kamailio import KamailioRpc, dispatcher_list_path, publish_worker_targets
@@ -63,6 +67,8 @@ ROUTE_TABLES: list[RouteTable] = [
     canned_responses.routes, blocklist.routes, stats.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
+# Under the data folder: the journal of call records and queue-log rows not yet in SQL.
+WRITE_BEHIND_FOLDER = "write-behind"
 
 
 def create_app(
@@ -125,15 +131,24 @@ def create_app(
         edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
         app[health.EDGE_KEY] = edge
         wakeups = Wakeups()
+        events = EventBus(redis, metrics.events_published, wakeups)
+        writes = WriteBehind(settings.data_dir / WRITE_BEHIND_FOLDER, sessions, events, metrics)
+        register_call_writes(writes)
+        register_queue_log_writes(writes)
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
             sessions=sessions,
             redis=redis,
-            events=EventBus(redis, metrics.events_published, wakeups),
+            events=events,
             wakeups=wakeups,
             metrics=metrics,
             registrations=registrations or edge,
+            writes=writes,
         )
+        # Before any call: what the last run journaled goes to SQL, and the calls it left
+        # open are closed as failed.
+        await writes.start()
+        await close_interrupted_calls(app[CONTEXT_KEY])
         hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
@@ -160,6 +175,8 @@ def create_app(
         await outbox.stop()
         await chat_assigner.stop()
         await hub.stop()
+        # After every producer of rows has stopped, before Redis (its events) and the engine.
+        await writes.stop()
         await edge.close()
         await redis.aclose()
         await sessions.dispose()

@@ -12,6 +12,7 @@ from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
 from core.wakeups import Wakeups
+from core.write_behind import WriteBehind
 
 
 class EdgeUnavailable(Exception):
@@ -41,3 +42,5 @@ class ServiceContext:
     wakeups: Wakeups
     metrics: Metrics
     registrations: PhoneRegistrations
+    # Call records and queue-log rows: journaled and committed in batches, never awaited.
+    writes: WriteBehind

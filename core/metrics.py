@@ -253,3 +253,26 @@ class Metrics:
         # The edge's guard (Kamailio counts; the /metrics handler reads them per scrape).
         self.edge_drops = EdgeDrops()
         self.registry.register(self.edge_drops)
+        # The write-behind writer of call records and queue-log rows (core.write_behind).
+        self.write_behind_pending = Gauge(
+            "pbx_write_behind_pending_rows",
+            "Row changes journaled but not yet committed to SQL",
+            registry=self.registry,
+        )
+        self.write_behind_rows = Counter(
+            "pbx_write_behind_rows_total",
+            "Row changes committed by the write-behind writer, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.write_behind_flush = Histogram(
+            "pbx_write_behind_flush_seconds",
+            "Duration of one write-behind batch transaction (successful commits)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.write_behind_failures = Counter(
+            "pbx_write_behind_commit_failures_total",
+            "Write-behind batch commits that failed and were retried",
+            registry=self.registry,
+        )

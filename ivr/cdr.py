@@ -1,8 +1,7 @@
-"""Call detail records: one row per call, written as the call starts, is answered and ends."""
+"""Call detail records: one row per call, written behind it as it starts, is answered and ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -10,11 +9,13 @@ from typing import Any
 
 import structlog
 from sqlalchemy import JSON, Integer, String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import NotFound
+from core.write_behind import Staged, WriteBehind
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,9 @@ class CallFilter:
 
 
 class CallLog:
-    """The record of one live call; each step persists, publishes an event and counts."""
+    """The record of one live call. Each step is handed to the write-behind writer (journaled,
+    committed in a batch with its event a few milliseconds later) and counted; the call path
+    never waits on SQL for it. The id is allocated in memory, so it exists at once."""
 
     def __init__(self, ctx: ServiceContext, record_id: int, direction: Direction) -> None:
         self._ctx = ctx
@@ -81,7 +84,7 @@ class CallLog:
         self._closed = False
 
     @classmethod
-    async def open(
+    def open(
         cls,
         ctx: ServiceContext,
         *,
@@ -91,73 +94,152 @@ class CallLog:
         worker_id: int,
         user_id: int | None = None,
     ) -> CallLog:
-        async with ctx.sessions.begin() as session:
-            row = CallRecord(
-                direction=direction.value, caller=caller, called=called, worker_id=worker_id,
-                user_id=user_id, started_at=utcnow(), legs=[],
-            )  # fmt: skip
-            session.add(row)
-            await session.flush()
-            event = await ctx.events.stage(session, "call_started", _event_data(row))
-        await ctx.events.publish(event)
+        call_id = ctx.writes.next_id(CALLS_SEQUENCE)
+        ctx.writes.submit(_OPEN, {
+            "id": call_id, "at": _now(), "direction": direction.value, "caller": caller,
+            "called": called, "worker_id": worker_id, "user_id": user_id,
+        })  # fmt: skip
         ctx.metrics.active_calls.labels(direction=direction.value).inc()
-        log.info("call_started", call_id=row.id, direction=direction, caller=caller, called=called)
-        return cls(ctx, row.id, direction)
+        log.info("call_started", call_id=call_id, direction=direction, caller=caller, called=called)
+        return cls(ctx, call_id, direction)
 
-    async def add_leg(self, leg_id: str, role: str, sip_call_id: str | None) -> None:
-        def append(row: CallRecord) -> None:
-            # A new list: SQLAlchemy does not see in-place changes of a JSON column.
-            row.legs = [*row.legs, {"leg": leg_id, "role": role, "sip_call_id": sip_call_id}]
+    def add_leg(self, leg_id: str, role: str, sip_call_id: str | None) -> None:
+        self._ctx.writes.submit(_LEG, {
+            "id": self.id, "leg": leg_id, "role": role, "sip_call_id": sip_call_id,
+        })  # fmt: skip
 
-        await self._update(append)
+    def system_answered(self) -> None:
+        self._ctx.writes.submit(_SYSTEM_ANSWERED, {"id": self.id, "at": _now()})
 
-    async def system_answered(self) -> None:
-        def mark(row: CallRecord) -> None:
-            row.system_answered_at = utcnow()
-
-        await self._update(mark)
-
-    async def answered(self, connected_to: str, user_id: int | None = None) -> None:
-        def mark(row: CallRecord) -> None:
-            row.answered_at = utcnow()
-            row.connected_to = connected_to
-            if user_id is not None:
-                row.user_id = user_id
-
-        await self._update(mark, event_type="call_answered")
+    def answered(self, connected_to: str, user_id: int | None = None) -> None:
+        self._ctx.writes.submit(_ANSWERED, {
+            "id": self.id, "at": _now(), "connected_to": connected_to, "user_id": user_id,
+        })  # fmt: skip
         log.info("call_answered", call_id=self.id, connected_to=connected_to)
 
-    async def ended(self, disposition: Disposition, hangup_by: str) -> None:
+    def ended(self, disposition: Disposition, hangup_by: str) -> None:
         """Idempotent: the first end wins (both legs may report it)."""
         if self._closed:
             return
         self._closed = True
-
-        def close(row: CallRecord) -> None:
-            row.ended_at = utcnow()
-            row.disposition = disposition.value
-            row.hangup_by = hangup_by
-
-        await self._update(close, event_type="call_ended")
+        submit_end(self._ctx, self.id, utcnow(), disposition, hangup_by)
         metrics = self._ctx.metrics
         metrics.active_calls.labels(direction=self.direction.value).dec()
         metrics.calls.labels(direction=self.direction.value, disposition=disposition.value).inc()
         log.info("call_ended", call_id=self.id, disposition=disposition, hangup_by=hangup_by)
 
-    async def _update(
-        self, change: Callable[[CallRecord], None], event_type: str | None = None
-    ) -> None:
-        async with self._ctx.sessions.begin() as session:
-            row = await session.get(CallRecord, self.id)
-            assert row is not None
-            change(row)
-            event = (
-                await self._ctx.events.stage(session, event_type, _event_data(row))
-                if event_type
-                else None
-            )
-        if event is not None:
-            await self._ctx.events.publish(event)
+
+def submit_end(
+    ctx: ServiceContext, call_id: int, at: datetime, disposition: Disposition, hangup_by: str
+) -> None:
+    ctx.writes.submit(_ENDED, {
+        "id": call_id, "at": at.isoformat(), "disposition": disposition.value,
+        "hangup_by": hangup_by,
+    })  # fmt: skip
+
+
+# -- the rows, written behind the call (core.write_behind) ------------------------------------
+
+CALLS_SEQUENCE = "calls"
+_OPEN = "call_open"
+_LEG = "call_leg"
+_SYSTEM_ANSWERED = "call_system_answered"
+_ANSWERED = "call_answered"
+_ENDED = "call_ended"
+
+
+def register_writes(writer: WriteBehind) -> None:
+    """Each applier is idempotent: a journal replayed after a crash may hold committed steps."""
+    writer.sequence(CALLS_SEQUENCE, CallRecord.id)
+    writer.register(_OPEN, _apply_open)
+    writer.register(_LEG, _apply_leg)
+    writer.register(_SYSTEM_ANSWERED, _apply_system_answered)
+    writer.register(_ANSWERED, _apply_answered)
+    writer.register(_ENDED, _apply_ended)
+
+
+async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    if await session.get(CallRecord, data["id"]) is not None:
+        return []
+    row = CallRecord(
+        id=data["id"], direction=data["direction"], caller=data["caller"], called=data["called"],
+        worker_id=data["worker_id"], user_id=data["user_id"], started_at=_time(data["at"]),
+        connected_to=None, system_answered_at=None, answered_at=None, ended_at=None,
+        disposition=None, hangup_by=None, legs=[],
+    )  # fmt: skip
+    session.add(row)
+    return [("call_started", _event_data(row))]
+
+
+async def _apply_leg(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    if row is None or any(leg["leg"] == data["leg"] for leg in row.legs):
+        return []
+    leg = {"leg": data["leg"], "role": data["role"], "sip_call_id": data["sip_call_id"]}
+    # A new list: SQLAlchemy does not see in-place changes of a JSON column.
+    row.legs = [*row.legs, leg]
+    return []
+
+
+async def _apply_system_answered(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    if row is not None and row.system_answered_at is None:
+        row.system_answered_at = _time(data["at"])
+    return []
+
+
+async def _apply_answered(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    at = _time(data["at"])
+    if row is None or row.answered_at == at:
+        return []
+    row.answered_at = at
+    row.connected_to = data["connected_to"]
+    if data["user_id"] is not None:
+        row.user_id = data["user_id"]
+    return [("call_answered", _event_data(row))]
+
+
+async def _apply_ended(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    if row is None or row.ended_at is not None:
+        return []  # the first end wins
+    row.ended_at = _time(data["at"])
+    row.disposition = data["disposition"]
+    row.hangup_by = data["hangup_by"]
+    return [("call_ended", _event_data(row))]
+
+
+async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None:
+    row = await session.get(CallRecord, data["id"])
+    if row is None:
+        # Its call_open is always submitted first; a missing row is a bug, not a reason to
+        # block every later write behind it.
+        log.error("call_record_missing", call_id=data["id"])
+    return row
+
+
+# -- after a crash ------------------------------------------------------------------------------
+
+
+async def open_calls(ctx: ServiceContext) -> dict[int, datetime]:
+    """Calls without an end (the service stopped under them), with the last time the record
+    knows of: the latest of started, system answered and answered."""
+    query = select(
+        CallRecord.id, CallRecord.started_at, CallRecord.system_answered_at,
+        CallRecord.answered_at,
+    ).where(CallRecord.ended_at.is_(None))  # fmt: skip
+    async with ctx.sessions() as session:
+        rows = (await session.execute(query)).all()
+    return {row[0]: max(t for t in row[1:] if t is not None) for row in rows}
+
+
+def _now() -> str:
+    return utcnow().isoformat()
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 def _event_data(row: CallRecord) -> dict[str, Any]:

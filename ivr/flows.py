@@ -119,16 +119,16 @@ class CallFlows:
         if await calling_number_refused(self._ctx, leg.caller):
             await leg.reject(603, "Decline")  # blocklisted (acd.blocklist)
             return
-        call = await CallLog.open(
+        call = CallLog.open(
             self._ctx, direction=Direction.INBOUND, caller=leg.caller, called=leg.called,
             worker_id=leg.worker_id,
         )  # fmt: skip
-        await call.add_leg(leg.id, "caller", leg.sip_call_id)
+        call.add_leg(leg.id, "caller", leg.sip_call_id)
         await self._run(call, leg, lambda: self._greeting_flow(leg, call, number))
 
     async def _greeting_flow(self, leg: Leg, call: CallLog, number: InboundNumber) -> Finish:
         await leg.answer()
-        await call.system_answered()
+        call.system_answered()
         closed = await off_hours_route(self._ctx, number.id, self._clock())
         if closed is not None:
             if closed.prompt is not None:
@@ -345,7 +345,7 @@ class CallFlows:
         if destination.type == "voicemail":
             if not caller_answered:
                 await leg.answer()
-                await call.system_answered()
+                call.system_answered()
             return await self._to_voicemail(leg, call, destination.box)
         assert destination.type == "number"
         return await self._to_external(
@@ -376,7 +376,7 @@ class CallFlows:
             if caller_answered:
                 # After the INVITE has left: the phone starts ringing one round-trip sooner.
                 await leg.play(self._tones.ringback, loop=True, barge_in=False)
-            await call.add_leg(callee.id, "callee", callee.sip_call_id)
+            call.add_leg(callee.id, "callee", callee.sip_call_id)
             return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
         finally:
             await callee.drop()
@@ -412,9 +412,9 @@ class CallFlows:
             if not connected:
                 return Finish(Disposition.ABANDONED, "caller")
         if isinstance(target, Reachable):
-            await call.answered(target.extension, target.user_id)
+            call.answered(target.extension, target.user_id)
         else:
-            await call.answered(target)
+            call.answered(target)
         if post_dial:
             await _send_post_dial(callee, post_dial)
         await _first(leg.ended, callee.ended)
@@ -455,11 +455,11 @@ class CallFlows:
         plan = plan_phone_call(dialled, extension, await dialable_extensions(self._ctx))
         direction = Direction.OUTBOUND if plan.kind is Dialled.EXTERNAL else Direction.INTERNAL
         user_id = caller.user_id if caller else None
-        call = await CallLog.open(
+        call = CallLog.open(
             self._ctx, direction=direction, caller=extension, called=dialled,
             worker_id=leg.worker_id, user_id=user_id,
         )  # fmt: skip
-        await call.add_leg(leg.id, "caller", leg.sip_call_id)
+        call.add_leg(leg.id, "caller", leg.sip_call_id)
         if feature is not None:
             await self._run(call, leg, lambda: self._feature_code(leg, user_id, feature))
             return
@@ -490,12 +490,12 @@ class CallFlows:
             queue_id = await queue_of_extension(self._ctx, target)
             if queue_id is not None:
                 await leg.answer()
-                await call.system_answered()
+                call.system_answered()
                 return await self._to_queue(leg, call, queue_id)
             menu_id = await menu_for_extension(self._ctx, target)
             if menu_id is not None:
                 await leg.answer()
-                await call.system_answered()
+                call.system_answered()
                 return await self._to_menu(leg, call, menu_id, None)
             finish = await self._ring_extension(leg, call, target, caller_answered=False)
             return await _refuse_if_unanswered(leg, finish)
@@ -535,7 +535,7 @@ class CallFlows:
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
         )  # fmt: skip
         try:
-            await call.add_leg(callee.id, "trunk", callee.sip_call_id)
+            call.add_leg(callee.id, "trunk", callee.sip_call_id)
             return await self._connect(
                 leg, callee, call, number, caller_answered=caller_answered, post_dial=post_dial
             )
@@ -556,7 +556,7 @@ class CallFlows:
                             end.ended_by("caller") if end else "caller")  # fmt: skip
         finally:
             await leg.drop()
-        await call.ended(finish.disposition, finish.hangup_by)
+        call.ended(finish.disposition, finish.hangup_by)
 
     async def _say(self, leg: Leg, prompt_key: str) -> None:
         await self._play_through(leg, await system_prompt(self._ctx, prompt_key))

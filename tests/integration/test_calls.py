@@ -38,15 +38,21 @@ async def company_number(admin: ApiClient) -> AsyncIterator[dict[str, Any]]:
     await admin.delete(f"/numbers/{reply.body['id']}")
 
 
-async def wait_for_call(admin: ApiClient, **filters: str) -> dict[str, Any]:
-    """The newest finished call record matching `filters`."""
+async def wait_for_call(admin: ApiClient, after: int = 0, **filters: str) -> dict[str, Any]:
+    """The newest finished call record matching `filters`, newer than call `after`: records
+    are written behind the call, so an older match may show before this call's (bounded)."""
     async with asyncio.timeout(10):
         while True:
             items = (await admin.get("/calls", params=filters)).body["items"]
-            if items and items[0]["ended_at"] is not None:
+            if items and items[0]["id"] > after and items[0]["ended_at"] is not None:
                 record: dict[str, Any] = items[0]
                 return record
             await asyncio.sleep(0.2)
+
+
+async def newest_call_id(admin: ApiClient) -> int:
+    items = (await admin.get("/calls", params={"limit": "1"})).body["items"]
+    return int(items[0]["id"]) if items else 0
 
 
 async def assert_both_hear_each_other(a: TestCall, b: TestCall) -> None:
@@ -100,11 +106,14 @@ async def test_no_digits_take_the_default_destination(
     admin: ApiClient, settings: Settings, company_number: dict[str, Any], tmp_path: Path
 ) -> None:
     # Default destination "hangup": the greeting, the wait, a goodbye, then the service's BYE.
+    before = await newest_call_id(admin)
     result = await call_number(
         tmp_path, settings.sip.port, COMPANY_NUMBER, hang_up="remote", timeout_s=30
     )
     assert result.succeeded, result.output
-    record = await wait_for_call(admin, direction="inbound", disposition="ended_in_ivr")
+    record = await wait_for_call(
+        admin, after=before, direction="inbound", disposition="ended_in_ivr"
+    )
     assert record["hangup_by"] == "system"
 
 
@@ -144,13 +153,14 @@ async def test_caller_hanging_up_as_the_call_is_answered_releases_the_callee(
     caller, _ = await phone("Changed Their Mind")
     callee, callee_ext = await phone("Answers At Once")
     for _ in range(CHANGED_MIND_CALLS):
+        before = await newest_call_id(admin)
         call = await caller.call(
             f"sip:{callee_ext}@{settings.sip.host}:{settings.sip.port}", hang_up_when_answered=True
         )
         incoming = await callee.next_incoming(timeout=10)
         assert await asyncio.wait_for(call.progress.ended, 10) == 200
         assert await asyncio.wait_for(incoming.progress.ended, 5) == 200
-        record = await wait_for_call(admin, direction="internal", party=callee_ext)
+        record = await wait_for_call(admin, after=before, direction="internal", party=callee_ext)
         assert (record["disposition"], record["hangup_by"]) == ("answered", "caller")
 
 

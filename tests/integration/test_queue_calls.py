@@ -309,7 +309,7 @@ async def test_max_wait_sends_the_caller_to_overflow(
     sipp = caller(settings, tmp_path, number, stay_s=6.0)
     await backup.rings(timeout=10)
     assert (await sipp).succeeded
-    events = await queue_events(admin, queue_id)
+    events = await eventually_logged(admin, queue_id, "timeout")
     assert [kind for kind, _ in events] == ["enter", "timeout"]
 
 
@@ -324,7 +324,8 @@ async def test_nobody_logged_in_goes_to_overflow_at_once(
     sipp = caller(settings, tmp_path, number, stay_s=3.0)
     await backup.rings(timeout=8)
     assert (await sipp).succeeded
-    assert [kind for kind, _ in await queue_events(admin, queue_id)] == ["no_agents"]
+    logged = await eventually_logged(admin, queue_id, "no_agents")
+    assert [kind for kind, _ in logged] == ["no_agents"]
 
 
 async def test_exit_key_leaves_the_queue(
@@ -339,7 +340,8 @@ async def test_exit_key_leaves_the_queue(
     sipp = caller(settings, tmp_path, number, digits="0", digits_after_s=2.5, stay_s=3.0)
     await backup.rings(timeout=10)
     assert (await sipp).succeeded
-    assert [kind for kind, _ in await queue_events(admin, queue_id)] == ["enter", "exit_key"]
+    logged = await eventually_logged(admin, queue_id, "exit_key")
+    assert [kind for kind, _ in logged] == ["enter", "exit_key"]
 
 
 async def test_status_asked_for_during_a_call_applies_after_it(

@@ -1,0 +1,36 @@
+"""At start-up, the calls the last run left open (it stopped or crashed under them) are
+closed: their record as failed, hung up by the system, and their unfinished queue stays."""
+
+from __future__ import annotations
+
+import structlog
+
+from acd.queue_log import QueueEvent, record, rows_of_calls, unfinished_stays
+from core.context import ServiceContext
+from ivr.cdr import Disposition, open_calls, submit_end
+
+log = structlog.get_logger(__name__)
+
+
+async def close_interrupted_calls(ctx: ServiceContext) -> int:
+    """Run after the write-behind journal was replayed and before any call is taken. Each
+    call ends at the last time anything known happened to it (its record or queue log), with
+    its `call_ended` event; returns how many were closed."""
+    last_known = await open_calls(ctx)
+    if not last_known:
+        return 0
+    queue_rows = await rows_of_calls(ctx, last_known)
+    for row in queue_rows:
+        last_known[row.call_id] = max(last_known[row.call_id], row.at)
+    for stay in unfinished_stays(queue_rows):
+        at = last_known[stay.call_id]
+        wait = (at - stay.entered_at).total_seconds() if stay.entered_at is not None else None
+        if stay.closing is QueueEvent.COMPLETE:
+            record(ctx, stay.queue_id, stay.call_id, stay.closing, at=at, hangup_by="system")
+        else:
+            record(ctx, stay.queue_id, stay.call_id, stay.closing, at=at, wait_seconds=wait)
+    for call_id, at in last_known.items():
+        submit_end(ctx, call_id, at, Disposition.FAILED, "system")
+    await ctx.writes.flush()
+    log.warning("interrupted_calls_closed", calls=len(last_known))
+    return len(last_known)
