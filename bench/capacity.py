@@ -33,8 +33,10 @@ Modes
 - idle: up and settled (--settle s after /health is ok), then CPU and PSS over --seconds.
 - greeting: --callers arrive at --rate per second and each stays --stay s. The plateau (all
   callers in) is from the last arrival + 1 s to the first departure (--stay after the first
-  INVITE); there: CPU, CPU per 100 waiting callers, PSS minus idle PSS per caller, and the
-  service's pbx_worker* metrics. Needs --stay > callers/rate + 2.
+  INVITE); there: CPU, CPU per 100 waiting callers (cpu/100: all of it; +cpu/100: above the
+  idle baseline measured before the calls), memory minus the idle memory per caller, the
+  calls SIPp has in progress, and the service's pbx_worker* metrics. Needs
+  --stay > callers/rate + 2.
 - cps: --calls calls at --rate per second, each talks --talk s and hangs up; CPU over the run.
 - ramp: greeting steps, then cps steps (one service), each ramp stopping at its first step
   with a failure; one table.
@@ -616,6 +618,7 @@ class Row:
     cpu_percent: float | None = None
     cpu_window_s: float | None = None
     cpu_per_100_callers: float | None = None
+    cpu_per_100_above_idle: float | None = None
     pss_mb: float | None = None
     pss_per_caller_mb: float | None = None
     uss_mb: float | None = None
@@ -673,8 +676,9 @@ def run_greeting(
     try:
         _sleep_until(sipp, plateau_from)
         window.start()
-        connected.append(sipp.current_calls() or 0)
         _sleep_until(sipp, (plateau_from + plateau_to) / 2)
+        # SIPp writes its counters once a second: read in the middle and at the end only.
+        connected.append(sipp.current_calls() or 0)
         pss, uss = memory_mb(list(service.tree()))
         row.metrics = service.metrics()
         _sleep_until(sipp, plateau_to)
@@ -690,6 +694,7 @@ def run_greeting(
     row.pss_mb, row.uss_mb = pss, uss
     waiting = min(callers, row.connected_at_plateau) or callers
     row.cpu_per_100_callers = 100.0 * cpu / waiting
+    row.cpu_per_100_above_idle = 100.0 * (cpu - baseline.cpu_percent) / waiting
     row.pss_per_caller_mb = (pss - baseline.pss_mb) / waiting
     row.uss_per_caller_mb = (uss - baseline.uss_mb) / waiting
     if row.connected_at_plateau < callers:
@@ -770,7 +775,7 @@ def _fmt(value: float | int | None, digits: int = 1) -> str:
 
 COLUMNS = (
     ("mode", 8), ("load", 30), ("attempted", 9), ("answered", 8), ("failed", 6),
-    ("p50 ms", 8), ("p99 ms", 8), ("max ms", 8), ("cpu %", 7), ("cpu/100", 8),
+    ("p50 ms", 8), ("p99 ms", 8), ("max ms", 8), ("cpu %", 7), ("cpu/100", 8), ("+cpu/100", 8),
     ("PSS MB", 8), ("PSS/caller", 10), ("USS MB", 8), ("USS/caller", 10),
 )  # fmt: skip
 
@@ -785,8 +790,8 @@ def print_table(rows: list[Row], extra: dict[str, Any]) -> None:
             row.mode, row.load, _fmt(row.attempted), _fmt(row.answered), _fmt(row.failed),
             _fmt(row.latency_ms.get("p50")), _fmt(row.latency_ms.get("p99")),
             _fmt(row.latency_ms.get("max")), _fmt(row.cpu_percent),
-            _fmt(row.cpu_per_100_callers), _fmt(row.pss_mb), _fmt(row.pss_per_caller_mb, 2),
-            _fmt(row.uss_mb), _fmt(row.uss_per_caller_mb, 2),
+            _fmt(row.cpu_per_100_callers), _fmt(row.cpu_per_100_above_idle), _fmt(row.pss_mb),
+            _fmt(row.pss_per_caller_mb, 2), _fmt(row.uss_mb), _fmt(row.uss_per_caller_mb, 2),
         )  # fmt: skip
         print("  ".join(str(c).rjust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)))
     for row in rows:
