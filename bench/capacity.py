@@ -54,6 +54,7 @@ import csv
 import json
 import math
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -202,6 +203,14 @@ class Service:
         self.folder = folder
         self.data_dir = folder / "data"
         self.token = "bench_" + secrets.token_hex(16)
+        self.api_port = self.sip_port = 0
+        self.environ: dict[str, str] = {}
+        self._choose_ports()
+        self.log_path = folder / "service.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._last_tree: dict[int, ProcStat] = {}
+
+    def _choose_ports(self) -> None:
         self.api_port = free_port()
         self.sip_port = free_port()
         sip_ports, rtp_ports = _default_worker_ports()
@@ -211,21 +220,32 @@ class Service:
             "PBX_SIP__PORT": str(self.sip_port),
             "PBX_SIP__RPC_PORT": str(free_port()),
             "PBX_API__PORT": str(self.api_port),
-            "PBX_WORKERS__FIRST_SIP_PORT": str(free_port_block(sip_ports)),
-            "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(rtp_ports)),
+            "PBX_WORKERS__FIRST_SIP_PORT": str(_port_block(sip_ports)),
+            "PBX_WORKERS__FIRST_RTP_PORT": str(_port_block(rtp_ports)),
             "PBX_ADMIN_TOKEN": self.token,
         }
-        self.log_path = folder / "service.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._last_tree: dict[int, ProcStat] = {}
 
     @property
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid
 
-    def start(self, timeout_s: float = 180.0) -> float:
-        """Start `pbx run`; returns the seconds until /health said ok."""
+    def start(self, attempts: int = 3) -> float:
+        """Start `pbx run`; returns the seconds until /health said ok. Ports are only free
+        when checked: on "Address already in use" it starts again with other ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start()
+            except BenchError:
+                self.stop()
+                if attempt == attempts or "already in use" not in self.log_tail(200):
+                    raise
+                print(f"a port was taken meanwhile (attempt {attempt}); other ports")
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self._choose_ports()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout_s: float = 180.0) -> float:
         if not PBX.exists():
             raise BenchError(f"{PBX} is missing: run `make setup` first")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_")}
@@ -324,6 +344,17 @@ class Service:
             print(f"killing leftover {stat.name} (pid {stat.pid})", file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stat.pid, signal.SIGKILL)
+
+
+def _port_block(count: int) -> int:
+    """The first of `count` consecutive free ports, from a random place below the ephemeral
+    range (so no client socket takes one later, and not where every test's scan starts)."""
+    low, high = 10000, 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        if ephemeral - low > 4 * count:
+            high = ephemeral
+    return free_port_block(count, start=random.randrange(low, high - 2 * count), stop=high)
 
 
 def create_company_number(service: Service) -> float | None:
