@@ -54,7 +54,6 @@ import csv
 import json
 import math
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -72,7 +71,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port, free_port_block
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PBX = REPO / ".venv" / "bin" / "pbx"
@@ -181,23 +180,6 @@ class CpuWindow:
 # -- the service, started like `make run` --------------------------------------------------
 
 
-def _default_worker_ports() -> tuple[int, int]:
-    """(SIP ports, RTP ports) the default pool may use, for blocks of free ports."""
-    from core.settings import load_settings
-
-    workers = load_settings(REPO / "config.toml", {}).workers
-    count = max(
-        (
-            int(value)
-            for name, value in vars(workers).items()
-            if isinstance(value, int) and (name == "count" or name.startswith("max"))
-        ),
-        default=10,
-    )
-    per_worker = int(getattr(workers, "rtp_ports_per_worker", 40))
-    return count, count * per_worker
-
-
 class Service:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -213,15 +195,12 @@ class Service:
     def _choose_ports(self) -> None:
         self.api_port = free_port()
         self.sip_port = free_port()
-        sip_ports, rtp_ports = _default_worker_ports()
         self.environ = {
             "PBX_DATA__DIR": str(self.data_dir),
             "PBX_REDIS__PORT": str(free_port()),
             "PBX_SIP__PORT": str(self.sip_port),
             "PBX_SIP__RPC_PORT": str(free_port()),
             "PBX_API__PORT": str(self.api_port),
-            "PBX_WORKERS__FIRST_SIP_PORT": str(_port_block(sip_ports)),
-            "PBX_WORKERS__FIRST_RTP_PORT": str(_port_block(rtp_ports)),
             "PBX_ADMIN_TOKEN": self.token,
         }
 
@@ -344,17 +323,6 @@ class Service:
             print(f"killing leftover {stat.name} (pid {stat.pid})", file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stat.pid, signal.SIGKILL)
-
-
-def _port_block(count: int) -> int:
-    """The first of `count` consecutive free ports, from a random place below the ephemeral
-    range (so no client socket takes one later, and not where every test's scan starts)."""
-    low, high = 10000, 32768
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-        if ephemeral - low > 4 * count:
-            high = ephemeral
-    return free_port_block(count, start=random.randrange(low, high - 2 * count), stop=high)
 
 
 def create_company_number(service: Service) -> float | None:
