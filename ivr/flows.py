@@ -28,6 +28,7 @@ from acd.queues import find_queue, queue_of_extension
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
+from core.read_cache import ReadCache
 from extensions.phones import Reachable, dialable_extensions, reachable_user
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.destinations import Destination
@@ -98,6 +99,17 @@ class CallFlows:
         self._calls = ctx.settings.calls
         self._sip = ctx.settings.sip
         self._edge = Edge(self._sip.host, self._sip.port, self._sip.domain)
+        # Read before the caller is answered: from memory after the first call.
+        self._numbers: ReadCache[str, InboundNumber | None] = ReadCache(
+            lambda dialled: number_for_call(ctx, dialled),
+            emptied_by=("number_", "prompt_"),
+            wakeups=ctx.wakeups,
+        )
+        self._refused_callers: ReadCache[str, bool] = ReadCache(
+            lambda caller: calling_number_refused(ctx, caller),
+            emptied_by=("blocklist_",),
+            wakeups=ctx.wakeups,
+        )
 
     async def handle(self, leg: Leg) -> None:
         source = leg.headers.get(SOURCE_HEADER)
@@ -112,11 +124,11 @@ class CallFlows:
     # -- company numbers: greeting, extension dialing, default destination ----------------
 
     async def _company_number_call(self, leg: Leg) -> None:
-        number = await number_for_call(self._ctx, unquote(leg.called))
+        number = await self._numbers.get(unquote(leg.called))
         if number is None:
             await leg.reject(404, "Unknown number")
             return
-        if await calling_number_refused(self._ctx, leg.caller):
+        if await self._refused_callers.get(leg.caller):
             await leg.reject(603, "Decline")  # blocklisted (acd.blocklist)
             return
         call = CallLog.open(

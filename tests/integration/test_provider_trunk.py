@@ -57,7 +57,7 @@ async def test_edge_registers_at_the_provider_renews_takes_its_calls_and_unregis
         tmp_path / "data",
         trunk={"uri": f"sip:127.0.0.1:{provider_port}", "username": TRUNK_USERNAME,
                "password": TRUNK_PASSWORD, "register": "true", "register_expires": 60},
-        workers={"count": 1},
+        workers={"max_workers": 1, "spare_legs": 4},
     )  # fmt: skip
     contact = f"sip:{REGISTRATION_ID}@{settings.sip.host}:{settings.sip.port}"
     # The first grant is short, so the renewal comes at the next timer tick; then an hour.
@@ -110,7 +110,7 @@ async def trunk_service(
         tmp_path_factory.mktemp("trunk-service"),
         trunk={"uri": f"sip:127.0.0.1:{trunk_port}", "username": TRUNK_USERNAME,
                "password": TRUNK_PASSWORD},
-        workers={"count": 1},
+        workers={"max_workers": 1, "spare_legs": 4},
     )  # fmt: skip
     async with running_service(settings) as api_base:
         yield settings, api_base, trunk_port

@@ -24,6 +24,7 @@ from core.events import EventBus, EventRow
 from core.metrics import Metrics
 from core.redis_server import ManagedRedis
 from core.settings import Settings
+from core.wakeups import Wakeups
 from core.write_behind import Change, Journal, WriteBehind
 from ivr.call_recovery import close_interrupted_calls
 from ivr.cdr import CallRecord
@@ -90,11 +91,21 @@ def service_context(settings: Settings, url: str, folder: Path) -> ServiceContex
     metrics = Metrics()
     sessions = create_session_factory(create_engine(url))
     redis = Redis.from_url(settings.redis_url)
-    events = EventBus(redis, metrics.events_published)
+    wakeups = Wakeups()
+    events = EventBus(redis, metrics.events_published, wakeups)
     writes = WriteBehind(folder, sessions, events, metrics)
     register_call_writes(writes)
     register_queue_log_writes(writes)
-    return ServiceContext(settings, sessions, redis, events, metrics, NoEdge(), writes)
+    return ServiceContext(
+        settings=settings,
+        sessions=sessions,
+        redis=redis,
+        events=events,
+        wakeups=wakeups,
+        metrics=metrics,
+        registrations=NoEdge(),
+        writes=writes,
+    )
 
 
 async def test_a_crash_loses_no_row_and_its_open_calls_end_as_failed(

@@ -22,6 +22,7 @@ from core.db import create_engine, create_session_factory
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import load_settings
+from core.wakeups import Wakeups
 from core.write_behind import WriteBehind
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.cdr import register_writes as register_call_writes
@@ -39,12 +40,22 @@ async def main(database_url: str, redis_url: str, folder: Path) -> None:
     metrics = Metrics()
     sessions = create_session_factory(create_engine(database_url))
     redis = Redis.from_url(redis_url)
-    events = EventBus(redis, metrics.events_published)
+    wakeups = Wakeups()
+    events = EventBus(redis, metrics.events_published, wakeups)
     writes = WriteBehind(folder, sessions, events, metrics)
     register_call_writes(writes)
     register_queue_log_writes(writes)
     settings = load_settings(EMPTY_CONFIG, {"PBX_DATA__DIR": str(folder)})
-    ctx = ServiceContext(settings, sessions, redis, events, metrics, NoEdge(), writes)
+    ctx = ServiceContext(
+        settings=settings,
+        sessions=sessions,
+        redis=redis,
+        events=events,
+        wakeups=wakeups,
+        metrics=metrics,
+        registrations=NoEdge(),
+        writes=writes,
+    )
     await writes.start()
 
     done = CallLog.open(ctx, direction=Direction.INTERNAL, caller="201", called="202", worker_id=0)
