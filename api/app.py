@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,7 +54,7 @@ from ivr.call_recovery import close_interrupted_calls
 from ivr.cdr import register_writes as register_call_writes
 from ivr.flows import CallFlows, Tones
 from ivr.voicemail import count_unheard
-from pbx.kamailio import KamailioRpc, dispatcher_list_path, publish_worker_targets
+from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
 from pbx.pool import WorkerPool
 from pbx.provider_registration import RegistrationState, registration_state
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
@@ -213,9 +212,7 @@ async def _start_media_workers(
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
         trusted=[f"{settings.sip.host}:{settings.sip.port}"],
         on_inbound=flows.handle,
-        publish_targets=functools.partial(
-            publish_worker_targets, dispatcher_list_path(settings), edge
-        ),
+        edge=EdgeWorkerSet(dispatcher_list_path(settings), edge),
         metrics=ctx.metrics,
         trunk_username=settings.trunk.username,
         trunk_password=settings.trunk.password,

@@ -7,7 +7,8 @@ import ipaddress
 import itertools
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,27 @@ def kamailio_db_url(database_url: str) -> str:
     return kamailio_url
 
 
-def render_dispatcher_list(targets: list[str]) -> str:
-    """Kamailio dispatcher set 1: one line per media worker that takes new calls."""
-    return "".join(f"1 {target}\n" for target in targets)
+# Dispatcher list flags: 0 takes calls, 4 is off ("admin disabled": nothing turns it on again
+# but dispatcher.set_state).
+_SLOT_ON, _SLOT_OFF = 0, 4
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One place a media worker can run, as the edge's dispatcher lists it."""
+
+    uri: str
+    duid: str  # the dispatcher's id for its call count
+    max_calls: int  # maxload: callers the worker admits (its legs / 2)
+
+
+def render_dispatcher_list(slots: list[WorkerSlot], ready: Collection[str] = ()) -> str:
+    """Kamailio dispatcher set 1: every worker slot, on when its URI is in `ready`."""
+    return "".join(
+        f"1 {slot.uri} {_SLOT_ON if slot.uri in ready else _SLOT_OFF} 0"
+        f" duid={slot.duid};maxload={slot.max_calls}\n"
+        for slot in slots
+    )
 
 
 def worker_port_range(workers: WorkerSettings) -> tuple[int, int]:
@@ -118,18 +137,23 @@ def dispatcher_list_path(settings: Settings) -> Path:
     return settings.data_dir / "kamailio" / "dispatcher.list"
 
 
-async def publish_worker_targets(list_file: Path, rpc: KamailioRpc, targets: list[str]) -> bool:
-    """Make the edge send new calls to exactly these workers (file, then a reload); False
-    when the edge did not take them (the pool tries again at its next change)."""
-    staged = list_file.with_suffix(".new")
-    staged.write_text(render_dispatcher_list(targets))
-    staged.replace(list_file)  # atomic: a reload never reads half a file
-    try:
-        await rpc.call("dispatcher.reload")
-    except KamailioRpcError as exc:
-        log.warning("dispatcher_reload_failed", workers=len(targets), error=str(exc))
-        return False
-    return True
+class EdgeWorkerSet:
+    """The edge's dispatcher set of media workers, as the worker pool drives it."""
+
+    def __init__(self, list_file: Path, rpc: KamailioRpc) -> None:
+        self._list_file = list_file
+        self._rpc = rpc
+
+    async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None:
+        """List every slot (file, then one reload); KamailioRpcError if the edge refused."""
+        staged = self._list_file.with_suffix(".new")
+        staged.write_text(render_dispatcher_list(slots, ready))
+        staged.replace(self._list_file)  # atomic: a reload never reads half a file
+        await self._rpc.call("dispatcher.reload")
+
+    async def set_ready(self, uri: str, ready: bool) -> None:
+        """Turn one slot on or off; KamailioRpcError if the edge refused."""
+        await self._rpc.call("dispatcher.set_state", "a" if ready else "d", 1, uri)
 
 
 def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: Path) -> str:

@@ -16,15 +16,18 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
 from core.child_process import ChildProcess, ChildProcessFailed
+from core.context import EdgeUnavailable
 from core.metrics import Metrics
 from core.settings import WorkerSettings
 from pbx.capacity import (
+    LEGS_PER_INBOUND_CALL,
     PoolLimits,
     WorkerLoad,
     WorkerState,
@@ -33,6 +36,7 @@ from pbx.capacity import (
     max_workers,
     plan,
 )
+from pbx.kamailio import WorkerSlot
 from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
 from pbx.protocol import (
     MEDIA_TIMEOUT_REASON,
@@ -67,6 +71,8 @@ RETIRE_DRAIN_S = 3.0
 # A worker slot whose process failed to start is not tried again for this long.
 BAD_SLOT_S = 60.0
 FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
+# The edge did not take the worker list (Kamailio busy or restarting): try again after this.
+PUBLISH_RETRY_S = 0.5
 LOST_CODE = 500
 
 
@@ -75,9 +81,12 @@ class WorkerStartFailed(Exception):
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
-# Tells the edge which workers take new calls (SIP URIs), whenever that changes; False if the
-# edge did not take them.
-PublishTargets = Callable[[list[str]], Awaitable[bool]]
+class WorkerEdge(Protocol):
+    """The edge's list of workers (pbx.kamailio.EdgeWorkerSet); both raise EdgeUnavailable."""
+
+    async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None: ...
+
+    async def set_ready(self, uri: str, ready: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ class WorkerPool:
         *,
         trusted: list[str],
         on_inbound: InboundHandler,
-        publish_targets: PublishTargets | None = None,
+        edge: WorkerEdge | None = None,
         metrics: Metrics | None = None,
         trunk_username: str = "",
         trunk_password: str = "",
@@ -134,7 +143,7 @@ class WorkerPool:
         self._settings = settings
         self._trusted = trusted
         self._on_inbound = on_inbound
-        self._publish_targets = publish_targets
+        self._edge = edge
         self._metrics = metrics
         self._trunk_username = trunk_username
         self._trunk_password = trunk_password
@@ -157,7 +166,9 @@ class WorkerPool:
         # Set while no worker is starting and the spare legs are there (or the pool is full).
         self._settled = asyncio.Event()
         self._resizer: asyncio.Task[None] | None = None
-        self._published: list[str] | None = None
+        # What the edge was last told: each slot's URI, on or off (empty: nothing installed).
+        self._edge_slots: dict[str, bool] = {}
+        self._publishing = asyncio.Lock()
         self._stopping = False
 
     # -- what the pool holds ------------------------------------------------------------
@@ -226,9 +237,22 @@ class WorkerPool:
     def dispatcher_targets(self) -> list[str]:
         """The workers that take new calls, as the edge's dispatcher lists them."""
         return [
-            f"sip:{self._settings.host}:{w.sip_port}"
+            self._uri(w.sip_port)
             for w in sorted(self._workers.values(), key=lambda w: w.id)
             if w.state is WorkerState.READY
+        ]
+
+    def _uri(self, sip_port: int) -> str:
+        return f"sip:{self._settings.host}:{sip_port}"
+
+    def _slots(self) -> list[WorkerSlot]:
+        return [
+            WorkerSlot(
+                uri=self._uri(self._settings.first_sip_port + slot),
+                duid=f"w{slot}",
+                max_calls=max(1, self._legs_per_worker // LEGS_PER_INBOUND_CALL),
+            )
+            for slot in range(self.max_workers)
         ]
 
     # -- life cycle -----------------------------------------------------------------------
@@ -406,11 +430,29 @@ class WorkerPool:
             log.info("worker_retired", worker=worker.id)
 
     async def _publish(self) -> None:
-        targets = self.dispatcher_targets()
-        if self._publish_targets is None or targets == self._published:
+        """Bring the edge up to date with the ready workers: the first time every slot at once,
+        then one slot per change. One publication at a time, each with the newest state."""
+        if self._edge is None:
             return
-        if await self._publish_targets(targets):
-            self._published = targets
+        async with self._publishing:
+            ready = set(self.dispatcher_targets())
+            try:
+                if not self._edge_slots:
+                    slots = self._slots()
+                    await self._edge.install(slots, ready)
+                    self._edge_slots = {slot.uri: slot.uri in ready for slot in slots}
+                    return
+                for uri, on in self._edge_slots.items():
+                    if on != (uri in ready):
+                        await self._edge.set_ready(uri, not on)
+                        self._edge_slots[uri] = not on
+            except EdgeUnavailable as exc:
+                log.warning("edge_worker_update_failed", error=str(exc))
+                self._own(self._publish_later())
+
+    async def _publish_later(self) -> None:
+        await asyncio.sleep(PUBLISH_RETRY_S)
+        await self._publish()
 
     def _own(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

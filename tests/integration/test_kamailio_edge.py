@@ -33,6 +33,7 @@ from pbx.kamailio import (
     KamailioError,
     KamailioProcess,
     KamailioRpc,
+    WorkerSlot,
     kamailio_db_url,
     render_dispatcher_list,
     render_kamailio_config,
@@ -523,7 +524,8 @@ async def test_rendered_config_passes_kamailio_check(
     )
     config = tmp_path / "kamailio.cfg"
     dispatcher_list = tmp_path / "dispatcher.list"
-    dispatcher_list.write_text(render_dispatcher_list(["sip:127.0.0.1:5080"]))
+    worker = WorkerSlot(uri="sip:127.0.0.1:5080", duid="w0", max_calls=2)
+    dispatcher_list.write_text(render_dispatcher_list([worker], [worker.uri]))
     config.write_text(render_kamailio_config(settings, tmp_path / "run", dispatcher_list))
     check = await asyncio.create_subprocess_exec(
         settings.sip.kamailio_binary,
