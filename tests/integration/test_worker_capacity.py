@@ -154,7 +154,7 @@ async def test_killed_worker_ends_only_its_calls(
         callers.append(asyncio.create_task(
             call_number(tmp_path, settings.sip.port, HOLD_NUMBER, hang_up="remote", timeout_s=20)
         ))  # fmt: skip
-        await wait_until(lambda placed=placed: pool.legs_in_use == placed)  # type: ignore[misc]
+        await wait_until(lambda placed=placed: pool.legs_in_use == placed)
     assert all(w.legs_in_use == 1 for w in pool.workers)
     restarts = pool.restarts
     await pool.kill_worker_for_test(0)
