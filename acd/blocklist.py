@@ -4,6 +4,7 @@ calls are refused or marked spam. Entries are normalised once, so a lookup is on
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -134,9 +135,17 @@ async def remove_entry(ctx: ServiceContext, entry_id: int) -> None:
     await ctx.events.publish(event)
 
 
-async def calling_number_refused(ctx: ServiceContext, number: str) -> bool:
+async def all_actions(ctx: ServiceContext) -> dict[str, Action]:
+    """The whole blocklist, entry -> action (small: read once, matched in memory by calls)."""
     async with ctx.sessions() as session:
-        return await action_for(session, number) is Action.REFUSE
+        rows = await session.execute(select(BlocklistRow.entry, BlocklistRow.action))
+    return {entry: Action(action) for entry, action in rows}
+
+
+def calling_number_refused(actions: Mapping[str, Action], number: str) -> bool:
+    """Whether a call from `number` is refused, by the strongest entry matching it."""
+    matching = [actions[entry] for entry in entries_matching(number) if entry in actions]
+    return strongest(matching) is Action.REFUSE
 
 
 def entry_data(entry: BlocklistEntry) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from urllib.parse import unquote
 import structlog
 
 from acd.agents import apply_feature_code, change_presence, store
-from acd.blocklist import calling_number_refused
+from acd.blocklist import Action as BlocklistAction
+from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
@@ -48,13 +49,13 @@ from ivr.numbers import InboundNumber, number_for_call
 from ivr.prompts import system_prompt
 from ivr.voicemail_flow import leave_voicemail
 from pbx.legs import Leg, LegGone
+from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 
 log = structlog.get_logger(__name__)
 
 # Destinations leading to destinations (queue overflow into a queue...) stop after this many.
 MAX_DESTINATION_HOPS = 5
 
-SOURCE_HEADER = "X-PBX-Source"
 USER_HEADER = "X-PBX-User"
 # The far end's IVR needs a moment after answering before it listens for digits.
 POST_DIAL_DELAY_S = 1.0
@@ -105,15 +106,14 @@ class CallFlows:
             emptied_by=("number_", "prompt_"),
             wakeups=ctx.wakeups,
         )
-        self._refused_callers: ReadCache[str, bool] = ReadCache(
-            lambda caller: calling_number_refused(ctx, caller),
-            emptied_by=("blocklist_",),
-            wakeups=ctx.wakeups,
+        # The whole blocklist under one key: callers are mostly new numbers each time.
+        self._blocklist: ReadCache[None, dict[str, BlocklistAction]] = ReadCache(
+            lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
         )
 
     async def handle(self, leg: Leg) -> None:
         source = leg.headers.get(SOURCE_HEADER)
-        if source == "trunk":
+        if source == TRUNK_SOURCE:
             await self._company_number_call(leg)
         elif source == "phone" and leg.headers.get(USER_HEADER):
             await self._phone_call(leg, leg.headers[USER_HEADER])
@@ -128,7 +128,7 @@ class CallFlows:
         if number is None:
             await leg.reject(404, "Unknown number")
             return
-        if await self._refused_callers.get(leg.caller):
+        if calling_number_refused(await self._blocklist.get(None), leg.caller):
             await leg.reject(603, "Decline")  # blocklisted (acd.blocklist)
             return
         call = CallLog.open(

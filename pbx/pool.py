@@ -71,6 +71,8 @@ RETIRE_DRAIN_S = 3.0
 # A worker slot whose process failed to start is not tried again for this long.
 BAD_SLOT_S = 60.0
 FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
+# Leg changes within this long are planned for together (each plan looks at every worker).
+RESIZE_COALESCE_S = 0.02
 # The edge did not take the worker list (Kamailio busy or restarting): try again after this.
 PUBLISH_RETRY_S = 0.5
 LOST_CODE = 500
@@ -118,11 +120,12 @@ class _Worker:
     reader: asyncio.Task[None] | None = None
     idle_since: float | None = field(default_factory=time.monotonic)
     retire_at: float | None = None
+    # Legs in use or promised (pbx.capacity.legs_reserved), kept as legs come and go.
+    reserved: int = 0
 
-    @property
-    def reserved(self) -> int:
+    def count_reserved(self) -> None:
         inbound = [leg_id for leg_id, leg in self.legs.items() if leg.direction == "inbound"]
-        return legs_reserved(inbound, self.parents.values())
+        self.reserved = legs_reserved(inbound, self.parents.values())
 
 
 class WorkerPool:
@@ -358,6 +361,8 @@ class WorkerPool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(None if wait is None else loop.time() + wait):
                     await self._resize_wanted.wait()
+                # Calls come in bursts: one look at the pool for all the changes of a moment.
+                await asyncio.sleep(RESIZE_COALESCE_S)
             self._resize_wanted.clear()
 
     def _resize(self) -> float | None:
@@ -400,6 +405,7 @@ class WorkerPool:
         return decision.next_check
 
     def _legs_changed(self, worker: _Worker) -> None:
+        worker.count_reserved()
         worker.idle_since = None if worker.legs else time.monotonic()
         if worker.state is WorkerState.RETIRING and not worker.legs:
             self._own(self._retire(worker))
@@ -547,6 +553,7 @@ class WorkerPool:
         worker.legs.clear()
         worker.parents.clear()
         worker.closing.clear()
+        worker.reserved = 0
 
     async def _stop_worker(self, worker: _Worker) -> None:
         worker.state = WorkerState.RETIRING
@@ -716,8 +723,8 @@ class WorkerPool:
             raise WorkerCommandFailed(WORKER_LOST)
         leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
         # Known before the Dial goes out: its first events may come before its result.
-        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
         worker.parents[leg_id] = parent.id if parent.direction == "inbound" else None
+        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
         try:
             await self._command(
                 worker,

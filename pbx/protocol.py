@@ -28,6 +28,9 @@ FINAL_HEADER = "X-PBX-Final"
 # On a Dial to an extension: more extensions (comma-separated) the edge rings in parallel
 # with the same leg; the first to answer wins (see LegAnswered.contact).
 RING_HEADER = "X-PBX-Ring"
+# Set by the edge on every INVITE it sends a worker: "trunk" (the provider) or "phone".
+SOURCE_HEADER = "X-PBX-Source"
+TRUNK_SOURCE = "trunk"
 # LegEnded's reason when the worker hung up a leg whose RTP stopped (pbx.media_timeout).
 MEDIA_TIMEOUT_REASON = "Media Timeout"
 
