@@ -22,7 +22,7 @@ from acd.agents import apply_feature_code, change_presence, store
 from acd.blocklist import Action as BlocklistAction
 from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
-from acd.forwarding import Action, Decision, after_no_answer, decide, rules_for_call
+from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
@@ -79,6 +79,13 @@ class Finish:
     sip_code: int | None = None
 
 
+# Changes to who holds an extension, who may be reached and how calls to them are forwarded.
+DIRECTORY_EVENTS = (
+    "extension_", "user_", "queue_created", "queue_updated", "queue_deleted", "menu_",
+    "forwarding_",
+)  # fmt: skip
+
+
 class CallFlows:
     """Runs one flow per inbound leg; give `handle` to the worker pool as its on_inbound."""
 
@@ -106,6 +113,30 @@ class CallFlows:
             emptied_by=("number_", "prompt_"),
             wakeups=ctx.wakeups,
         )
+        # Who holds an extension and how to reach them: read on the digit -> INVITE path.
+        self._queue_of: ReadCache[str, int | None] = ReadCache(
+            lambda ext: queue_of_extension(ctx, ext), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
+        self._menu_of: ReadCache[str, int | None] = ReadCache(
+            lambda ext: menu_for_extension(ctx, ext), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
+        self._users: ReadCache[str, Reachable | None] = ReadCache(
+            lambda ext: reachable_user(ctx, ext), emptied_by=DIRECTORY_EVENTS, wakeups=ctx.wakeups
+        )
+        self._forwarding: ReadCache[int, Rules] = ReadCache(
+            lambda user_id: rules_for_call(ctx, user_id), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
+        self._dialable: ReadCache[None, frozenset[str]] = ReadCache(
+            lambda _all: dialable_extensions(ctx), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
+        self._menu_keys: ReadCache[int, frozenset[str]] = ReadCache(
+            lambda menu_id: menu_options(ctx, menu_id), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
         # The whole blocklist under one key: callers are mostly new numbers each time.
         self._blocklist: ReadCache[None, dict[str, BlocklistAction]] = ReadCache(
             lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
@@ -149,7 +180,7 @@ class CallFlows:
         prompt = number.greeting_path
         # A menu after the greeting: a single digit that is no extension picks its option.
         menu = number.default_destination
-        menu_keys = await menu_options(self._ctx, menu.id) if menu.type == "menu" else frozenset()
+        menu_keys = await self._menu_keys.get(menu.id) if menu.type == "menu" else frozenset()
         if not number.extension_dialing:
             playback = await leg.play(prompt, barge_in=False)
             await _until(playback.finished, leg)
@@ -177,7 +208,7 @@ class CallFlows:
         or one key of the menu that follows the greeting."""
         loop = asyncio.get_running_loop()
         collection = start_collecting(
-            await dialable_extensions(self._ctx), self._calls.inter_digit_timeout, menu_keys
+            await self._dialable.get(None), self._calls.inter_digit_timeout, menu_keys
         )
         playback = await leg.play(prompt, barge_in=True)
         prompt_over_at: float | None = None
@@ -256,10 +287,10 @@ class CallFlows:
         *,
         decided_at: float | None = None,
     ) -> Finish:
-        queue_id = await queue_of_extension(self._ctx, extension)
+        queue_id = await self._queue_of.get(extension)
         if queue_id is not None:
             return await self._to_queue(leg, call, queue_id)
-        menu_id = await menu_for_extension(self._ctx, extension)
+        menu_id = await self._menu_of.get(extension)
         if menu_id is not None:
             return await self._to_menu(leg, call, menu_id, number)
         finish = await self._ring_extension(
@@ -319,11 +350,11 @@ class CallFlows:
 
         `decided_at`: when the caller's digits decided the extension, for the dial latency.
         """
-        target = await reachable_user(self._ctx, extension)
+        target = await self._users.get(extension)
         if target is None:
             return Finish(Disposition.UNAVAILABLE, "system")
         # A forwarded call does not follow the next user's forwarding: no loops.
-        rules = await rules_for_call(self._ctx, target.user_id) if follow_forwarding else {}
+        rules = await self._forwarding.get(target.user_id) if follow_forwarding else {}
         decision = decide(await store(self._ctx).get(target.user_id), rules)
         if decision.action is not Action.RING:
             return await self._forward(leg, call, extension, decision, caller_answered)
@@ -461,10 +492,10 @@ class CallFlows:
     # -- calls from our own phones --------------------------------------------------------
 
     async def _phone_call(self, leg: Leg, extension: str) -> None:
-        caller = await reachable_user(self._ctx, extension)
+        caller = await self._users.get(extension)
         dialled = unquote(leg.called)
         feature = self._ctx.settings.feature_codes.by_code().get(dialled)
-        plan = plan_phone_call(dialled, extension, await dialable_extensions(self._ctx))
+        plan = plan_phone_call(dialled, extension, await self._dialable.get(None))
         direction = Direction.OUTBOUND if plan.kind is Dialled.EXTERNAL else Direction.INTERNAL
         user_id = caller.user_id if caller else None
         call = CallLog.open(
@@ -499,12 +530,12 @@ class CallFlows:
         self, leg: Leg, call: CallLog, kind: Dialled, target: str, post_dial: str
     ) -> Finish:
         if kind is Dialled.EXTENSION:
-            queue_id = await queue_of_extension(self._ctx, target)
+            queue_id = await self._queue_of.get(target)
             if queue_id is not None:
                 await leg.answer()
                 call.system_answered()
                 return await self._to_queue(leg, call, queue_id)
-            menu_id = await menu_for_extension(self._ctx, target)
+            menu_id = await self._menu_of.get(target)
             if menu_id is not None:
                 await leg.answer()
                 call.system_answered()

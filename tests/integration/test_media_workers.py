@@ -520,3 +520,43 @@ async def test_a_worker_whose_controller_dies_hangs_up_and_exits_0(phones: MakeP
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(call.ended, 5) == 200
     assert await asyncio.wait_for(worker.wait(), 5) == 0
+
+
+async def test_the_pool_grows_with_its_callers_and_retires_idle_workers(
+    phones: MakePhone,
+) -> None:
+    """Spare legs for two callers: filling a worker makes the pool fork the next, and once the
+    callers are gone the extra workers retire after their grace."""
+    ua, controller = shared_user_agent(), Controller()
+    settings = WorkerSettings(
+        spare_legs=4, max_workers=3, idle_retire_after=0.5, first_sip_port=free_port_block(3),
+        first_rtp_port=free_port_block(120), rtp_ports_per_worker=40,
+    )  # fmt: skip
+    workers = WorkerPool(
+        settings, trusted=[f"127.0.0.1:{ua.sip_port}"], on_inbound=controller.on_inbound
+    )
+    await workers.start()
+    try:
+        assert [w.id for w in workers.workers] == [0]
+
+        async def answer_and_wait(leg: Leg) -> None:
+            await leg.answer()
+            await leg.ended
+
+        controller.reset(answer_and_wait)
+        phone = await phones("grower")
+        calls = []
+        for worker_id in (0, 1):
+            for _ in range(2):  # two callers fill a worker (each keeps a leg for its agent)
+                calls.append(await phone.call(worker_uri(workers, worker_id)))
+                await asyncio.wait_for(calls[-1].answered, 5)
+            await wait_until(lambda n=worker_id + 2: len(workers.workers) == n)
+        assert workers.spare_legs == 4 and workers.legs_in_use == 4
+        for call in calls:
+            await call.hangup()
+        # Two workers retire after their grace; the one left keeps the spare legs.
+        await wait_until(lambda: len(workers.workers) == 1, timeout=15)
+        assert workers.workers[0].state is WorkerState.READY and workers.spare_legs == 4
+        assert workers.restarts == 0
+    finally:
+        await workers.stop()
