@@ -71,6 +71,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.dtmf_pcap import udp_frame
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -443,7 +444,7 @@ def write_speech_pcap(path: Path, seconds: float) -> None:
         for i in range(frames):
             start = (i * frame_bytes) % (len(audio) - frame_bytes)
             header = struct.pack("!BBHII", 0x80, 8, (1000 + i) & 0xFFFF, 16000 + i * 160, 0x5EED)
-            frame = _udp_frame(header + audio[start : start + frame_bytes])
+            frame = udp_frame(header + audio[start : start + frame_bytes])
             at = 1_700_000_000 + i * 0.02
             micros = round((at % 1) * 1_000_000) % 1_000_000
             out.write(struct.pack("<IIII", int(at), micros, len(frame), len(frame)))
@@ -463,29 +464,6 @@ def _rtp_payloads(pcap: Path) -> Iterator[bytes]:
         rtp = ip[(ip[0] & 0x0F) * 4 + 8 :]
         if len(rtp) > 12 and rtp[0] >> 6 == 2 and rtp[1] & 0x7F == 8:
             yield rtp[12 + 4 * (rtp[0] & 0x0F) :]
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _udp_frame(payload: bytes) -> bytes:
-    """Ethernet/IPv4/UDP around an RTP packet; SIPp rewrites addresses and ports."""
-    loopback = bytes([127, 0, 0, 1])
-    length = 8 + len(payload)
-    pseudo = loopback + loopback + struct.pack("!BBH", 0, 17, length)
-    udp = struct.pack("!HHHH", 10000, 10000, length, 0) + payload
-    udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp) or 0xFFFF) + udp[8:]
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0, 0x4000, 64, 17, 0, loopback, loopback
-    )
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return b"\0" * 12 + b"\x08\x00" + ip + udp
 
 
 @dataclass

@@ -37,7 +37,7 @@ def write_dtmf_pcap(
     ssrc = 0x5A1DD7F0
     for _ in range(lead_in_ms // PACKET_MS):
         header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, timestamp, ssrc)
-        packets.append((at, _udp_frame(header + PCMU_SILENCE)))
+        packets.append((at, udp_frame(header + PCMU_SILENCE)))
         seq += 1
         timestamp += PACKET_MS * SAMPLES_PER_MS
         at += PACKET_MS / 1000
@@ -53,7 +53,7 @@ def write_dtmf_pcap(
             header = struct.pack(
                 "!BBHII", 0x80, marker | payload_type, seq & 0xFFFF, timestamp, ssrc
             )
-            packets.append((at, _udp_frame(header + body)))
+            packets.append((at, udp_frame(header + body)))
             seq += 1
             if i < per_tone - 1:
                 at += PACKET_MS / 1000
@@ -80,7 +80,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _udp_frame(payload: bytes) -> bytes:
+def udp_frame(payload: bytes) -> bytes:
     """Ethernet/IPv4/UDP around an RTP packet; SIPp rewrites addresses and ports."""
     length = 8 + len(payload)
     pseudo = LOOPBACK + LOOPBACK + struct.pack("!BBH", 0, 17, length)
