@@ -1,10 +1,10 @@
 """The ACD dispatcher: the one owner of "which caller rings which agent".
 
 Callers join as entries; a round (after any presence or queue change, a caller joining or an
-offer ending, and at least every second) matches the waiting entries with free agents
-(acd.matching, pure) and claims each agent atomically in Redis (acd.presence.offer under
-WATCH) before the entry's call flow is told to ring. An agent another writer took meanwhile is
-simply not claimed, so an agent never holds two offers.
+offer ending, and at least every second while callers wait) matches the waiting entries with
+free agents (acd.matching, pure) and claims each agent atomically in Redis
+(acd.presence.offer under WATCH) before the entry's call flow is told to ring. An agent
+another writer took meanwhile is simply not claimed, so an agent never holds two offers.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 # Even with no event the dispatcher looks again this often (wrap-ups end, lost wake-ups).
 ROUND_INTERVAL_S = 1.0
+# With no caller waiting: a safety net only.
+IDLE_INTERVAL_S = 10.0
 LAST_OFFERED_KEY = "pbx:acd:last_offered"
 ANSWERED_KEY_PREFIX = "pbx:acd:answered:"
 # Events after which a waiting caller may have an agent.
@@ -159,9 +161,12 @@ class Dispatcher:
         a round interval."""
         deadline = await expire_wrap_ups(self._ctx)
         await self._round()
+        # Nobody waiting and no wrap-up running: only an event (a caller joining, a presence
+        # change) can give this loop work, and events wake it.
+        interval = ROUND_INTERVAL_S if self._entries else IDLE_INTERVAL_S
         if deadline is None:
-            return ROUND_INTERVAL_S
-        return max(0.05, min(ROUND_INTERVAL_S, deadline - time.time()))
+            return interval
+        return max(0.05, min(interval, deadline - time.time()))
 
     async def _round(self) -> None:
         waiting = [e for e in self._entries.values() if not e.offer_out]
