@@ -29,6 +29,9 @@ SIGNATURE_HEADER = "X-Channel-Signature"
 MESSAGE_ID_HEADER = "X-Channel-Message-Id"
 # Even with no event, look for retries that fell due this often.
 TICK_S = 1.0
+# Nothing waits for a retry: only a new reply (its message_sent event wakes the loop) can
+# give it work; this is a safety net.
+IDLE_S = 60.0
 BATCH = 200
 PARALLEL_POSTS = 16
 
@@ -67,6 +70,8 @@ class OutboxDelivery:
             "chat-outbox", self._pass, wakes_on=lambda kind: kind == "message_sent", retry_s=TICK_S
         )
         self._http: aiohttp.ClientSession | None = None
+        # The earliest retry the last pass saw ahead of it (a dialog's head reply), if any.
+        self._upcoming: datetime | None = None
 
     def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._ctx.settings.chat.delivery_timeout_seconds)
@@ -83,6 +88,7 @@ class OutboxDelivery:
 
     async def deliver_due(self, now: float) -> int:
         """Post every due head-of-dialog message once; returns how many were delivered."""
+        self._upcoming = None
         due = await self._due(now)
         if not due:
             return 0
@@ -116,6 +122,7 @@ class OutboxDelivery:
                 continue  # an earlier reply of this dialog is still on its way
             heads.add(outbox.dialog_id)
             if outbox.next_attempt_at > moment:
+                self._note_upcoming(outbox.next_attempt_at)
                 continue
             body = json.dumps({
                 "channel_id": channel_id, "dialog_id": outbox.dialog_id,
@@ -156,8 +163,10 @@ class OutboxDelivery:
                 else:
                     wait = backoff_seconds(attempts, first=chat.delivery_retry_seconds,
                                            cap=chat.delivery_retry_max_seconds)  # fmt: skip
+                    retry_at = moment + timedelta(seconds=wait)
                     values = {"attempts": attempts, "last_error": error,
-                              "next_attempt_at": moment + timedelta(seconds=wait)}  # fmt: skip
+                              "next_attempt_at": retry_at}  # fmt: skip
+                    self._note_upcoming(retry_at)
                 await session.execute(
                     update(OutboxRow).where(OutboxRow.id == delivery.outbox_id).values(**values)
                 )
@@ -174,6 +183,14 @@ class OutboxDelivery:
                 result="delivered" if error is None else "failed"
             ).inc()
 
+    def _note_upcoming(self, at: datetime) -> None:
+        if self._upcoming is None or at < self._upcoming:
+            self._upcoming = at
+
     async def _pass(self) -> float:
-        delivered = await self.deliver_due(self._clock())
-        return 0 if delivered else TICK_S  # the next reply of those dialogs may be waiting
+        if await self.deliver_due(self._clock()):
+            return 0  # the next reply of those dialogs may be waiting
+        if self._upcoming is None:
+            return IDLE_S
+        # A timer for the next retry instead of a look every second.
+        return min(IDLE_S, max(TICK_S / 20, self._upcoming.timestamp() - self._clock()))
