@@ -28,6 +28,7 @@ from acd.presence import NotOfferable, offer, offer_withdrawn
 from acd.strategies import AgentHistory, Strategy
 from core.background import PassLoop
 from core.context import ServiceContext
+from core.read_cache import ReadCache
 from extensions.models import Extension, User
 from extensions.numbering import OwnerType
 
@@ -35,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 # Even with no event the dispatcher looks again this often (wrap-ups end, lost wake-ups).
 ROUND_INTERVAL_S = 1.0
+# Changes to a queue's strategy or members, or to whether and where a member can be rung.
+QUEUE_RULE_EVENTS = ("queue_created", "queue_updated", "queue_deleted", "user_", "extension_")
 # With no caller waiting: a safety net only.
 IDLE_INTERVAL_S = 10.0
 LAST_OFFERED_KEY = "pbx:acd:last_offered"
@@ -52,6 +55,10 @@ class AgentTarget:
     user_id: int
     extension: str
     wrap_up_time: int | None  # the agent's own, instead of the queue's; None: the queue's
+
+
+# Each waiting queue's rule, and every member with an extension (user id -> how to ring them).
+QueueRules = tuple[dict[int, QueueRule], dict[int, AgentTarget]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,11 @@ class Dispatcher:
         self._entries: dict[int, Entry] = {}
         self._ids = itertools.count(1)
         self._recent_waits: dict[int, deque[float]] = {}
+        # A round needs the queues' strategies and members: read from memory after the first,
+        # so an agent who turns free is offered a caller without a trip to SQL.
+        self._rules: ReadCache[frozenset[int], QueueRules] = ReadCache(
+            self._queue_rules, emptied_by=QUEUE_RULE_EVENTS, wakeups=ctx.wakeups
+        )
         self._loop = PassLoop(
             "acd-dispatcher", self._pass, wakes_on=lambda kind: kind.startswith(_WAKING_EVENTS),
             retry_s=ROUND_INTERVAL_S, stop_timeout_s=STOP_TIMEOUT_S,
@@ -172,7 +184,7 @@ class Dispatcher:
         waiting = [e for e in self._entries.values() if not e.offer_out]
         if not waiting:
             return
-        rules, reachable = await self._queue_rules({e.queue_id for e in waiting})
+        rules, reachable = await self._rules.get(frozenset(e.queue_id for e in waiting))
         members = {m for rule in rules.values() for m in rule.members}
         presences = await store(self._ctx).get_many(members)
         free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in reachable)
@@ -215,9 +227,7 @@ class Dispatcher:
             return False  # someone else got there first (a direct call, another offer)
         return True
 
-    async def _queue_rules(
-        self, queue_ids: set[int]
-    ) -> tuple[dict[int, QueueRule], dict[int, AgentTarget]]:
+    async def _queue_rules(self, queue_ids: frozenset[int]) -> QueueRules:
         """Each queue's strategy and members in order; every member with an extension."""
         async with self._ctx.sessions() as session:
             queues = await session.execute(
