@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from types import FrameType
 
 from pbx import worker
@@ -76,8 +77,6 @@ class ForkServer:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
-            import traceback
-
             traceback.print_exc()
         finally:
             sys.stdout.flush()
