@@ -83,6 +83,8 @@ class WorkerStartFailed(Exception):
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
+
+
 class WorkerEdge(Protocol):
     """The edge's list of workers (pbx.kamailio.EdgeWorkerSet); both raise EdgeUnavailable."""
 
