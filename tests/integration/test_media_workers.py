@@ -550,7 +550,12 @@ async def test_the_pool_grows_with_its_callers_and_retires_idle_workers(
             for _ in range(2):  # two callers fill a worker (each keeps a leg for its agent)
                 calls.append(await phone.call(worker_uri(workers, worker_id)))
                 await asyncio.wait_for(calls[-1].answered, 5)
-            await wait_until(lambda n=worker_id + 2: len(workers.workers) == n)
+            # The next worker is forked and says hello before the spare legs are back.
+            await wait_until(
+                lambda n=worker_id + 2: (
+                    [w.state for w in workers.workers] == [WorkerState.READY] * n
+                )
+            )
         assert workers.spare_legs == 4 and workers.legs_in_use == 4
         for call in calls:
             await call.hangup()
