@@ -13,26 +13,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import select
 
 from acd.models import QueueLogRow
-from acd.queue_log import register_writes as register_queue_log_writes
-from core.context import ServiceContext
-from core.db import create_engine, create_session_factory
-from core.events import EventBus, EventRow
-from core.metrics import Metrics
+from core.events import EventRow
 from core.redis_server import ManagedRedis
 from core.settings import Settings
-from core.wakeups import Wakeups
-from core.write_behind import Change, Journal, WriteBehind
+from core.write_behind import Change, Journal
 from ivr.call_recovery import close_interrupted_calls
 from ivr.cdr import CallRecord
-from ivr.cdr import register_writes as register_call_writes
 from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, MakePhone
 from tests.support.api_client import ApiClient
-from tests.support.crashing_writer import QUEUE_ID, NoEdge
+from tests.support.crashing_writer import QUEUE_ID, service_context
 
 EVENT_WAIT_S = 10.0
 
@@ -85,27 +78,6 @@ async def fresh_database(tmp_path: Path) -> AsyncIterator[str]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'crash.sqlite3'}"
     await asyncio.to_thread(upgrade_database, url)
     yield url
-
-
-def service_context(settings: Settings, url: str, folder: Path) -> ServiceContext:
-    metrics = Metrics()
-    sessions = create_session_factory(create_engine(url))
-    redis = Redis.from_url(settings.redis_url)
-    wakeups = Wakeups()
-    events = EventBus(redis, metrics.events_published, wakeups)
-    writes = WriteBehind(folder, sessions, events, metrics)
-    register_call_writes(writes)
-    register_queue_log_writes(writes)
-    return ServiceContext(
-        settings=settings,
-        sessions=sessions,
-        redis=redis,
-        events=events,
-        wakeups=wakeups,
-        metrics=metrics,
-        registrations=NoEdge(),
-        writes=writes,
-    )
 
 
 async def test_a_crash_loses_no_row_and_its_open_calls_end_as_failed(

@@ -21,7 +21,7 @@ from core.context import ServiceContext
 from core.db import create_engine, create_session_factory
 from core.events import EventBus
 from core.metrics import Metrics
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from core.wakeups import Wakeups
 from core.write_behind import WriteBehind
 from ivr.cdr import CallLog, Direction, Disposition
@@ -36,17 +36,17 @@ class NoEdge:
         return None
 
 
-async def main(database_url: str, redis_url: str, folder: Path) -> None:
+def service_context(settings: Settings, database_url: str, folder: Path) -> ServiceContext:
+    """What the service's call path needs to write records behind calls, and nothing else."""
     metrics = Metrics()
     sessions = create_session_factory(create_engine(database_url))
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(settings.redis_url)
     wakeups = Wakeups()
     events = EventBus(redis, metrics.events_published, wakeups)
     writes = WriteBehind(folder, sessions, events, metrics)
     register_call_writes(writes)
     register_queue_log_writes(writes)
-    settings = load_settings(EMPTY_CONFIG, {"PBX_DATA__DIR": str(folder)})
-    ctx = ServiceContext(
+    return ServiceContext(
         settings=settings,
         sessions=sessions,
         redis=redis,
@@ -56,6 +56,13 @@ async def main(database_url: str, redis_url: str, folder: Path) -> None:
         registrations=NoEdge(),
         writes=writes,
     )
+
+
+async def main(database_url: str, redis_url: str, folder: Path) -> None:
+    environ = {"PBX_DATA__DIR": str(folder), "PBX_REDIS__URL": redis_url,
+               "PBX_REDIS__MANAGED": "false"}  # fmt: skip
+    ctx = service_context(load_settings(EMPTY_CONFIG, environ), database_url, folder)
+    writes = ctx.writes
     await writes.start()
 
     done = CallLog.open(ctx, direction=Direction.INTERNAL, caller="201", called="202", worker_id=0)
