@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 _handed_out: set[int] = set()
@@ -25,9 +26,14 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
-def free_port_block(count: int, start: int = 30000, stop: int = 60000) -> int:
+# Where the scan for port blocks starts; two suites run side by side on one machine (a helper's
+# worktree, a bench) set different bases so that they do not race for the same block.
+PORT_BASE_ENV = "PBX_TEST_PORT_BASE"
+
+
+def free_port_block(count: int, start: int | None = None, stop: int = 60000) -> int:
     """The first of `count` consecutive ports free for TCP and UDP (media workers, RTP)."""
-    candidate = start
+    candidate = start if start is not None else int(os.environ.get(PORT_BASE_ENV, "30000"))
     while candidate + count < stop:
         block = range(candidate, candidate + count)
         if not _handed_out.intersection(block) and all(_free_both(p) for p in block):
