@@ -3,12 +3,14 @@ history row, an event and a metric. The dispatcher hears about it through the ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from acd.models import PresenceHistoryRow
 from acd.presence import (
@@ -21,6 +23,8 @@ from acd.presence import (
 )
 from acd.presence_store import PresenceStore, Transition
 from core.context import ServiceContext
+from core.db import utcnow
+from core.write_behind import Staged, WriteBehind, already_written
 from extensions.models import User
 from extensions.phones import UserInactive
 from extensions.users import load_user
@@ -28,6 +32,7 @@ from extensions.users import load_user
 log = structlog.get_logger(__name__)
 
 PRESENCE_CHANGED = "presence_changed"
+PRESENCE_TOPIC = "presence"
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,24 @@ async def change_presence(
 ) -> Presence:
     """Apply one transition; a visible change is recorded, published and counted."""
     before, after = await store(ctx).update(user_id, transition)
+    if after != before:
+        ctx.wakeups.changed(PRESENCE_TOPIC, (user_id, after))
     if _visible(before) != _visible(after):
-        await _record(ctx, user_id, before, after, cause)
+        _record(ctx, user_id, before, after, cause)
     return after
+
+
+def watch_presence(
+    ctx: ServiceContext, watcher: Callable[[int, Presence], None]
+) -> Callable[[], None]:
+    """Calls `watcher` with every agent's presence right after its change is stored, before
+    its history row and event; returns the function that stops watching."""
+
+    def on_change(value: tuple[int, Presence]) -> None:
+        watcher(*value)
+
+    ctx.wakeups.watch(PRESENCE_TOPIC, on_change)
+    return lambda: ctx.wakeups.unwatch(PRESENCE_TOPIC, on_change)
 
 
 async def choose(
@@ -161,22 +181,43 @@ def _visible(presence: Presence) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-async def _record(
+def _record(
     ctx: ServiceContext, user_id: int, before: Presence, after: Presence, cause: str
 ) -> None:
+    """The history row and its event follow the change (write-behind): the change itself is
+    in Redis already and the controller saw it in-process, so no offer waits for SQL."""
     data = presence_data(user_id, after)
     data["cause"] = cause
     data["previous"] = {"status": before.status.value, "activity": before.shown_activity.value}
-    async with ctx.sessions.begin() as session:
-        session.add(PresenceHistoryRow(
-            user_id=user_id, status=after.status.value, reason=after.reason,
-            message=after.message, activity=after.shown_activity.value, cause=cause[:32],
-        ))  # fmt: skip
-        event = await ctx.events.stage(session, PRESENCE_CHANGED, data)
-    await ctx.events.publish(event)
+    ctx.writes.submit(_HISTORY_ROW, {
+        "id": ctx.writes.next_id(_HISTORY_SEQUENCE), "at": utcnow().isoformat(),
+        "user_id": user_id, "event": data,
+    })  # fmt: skip
     ctx.metrics.presence_changes.labels(status=after.status.value).inc()
     log.info(PRESENCE_CHANGED, user_id=user_id, status=after.status.value,
              activity=after.shown_activity.value, cause=cause)  # fmt: skip
+
+
+_HISTORY_ROW = "presence_history"
+_HISTORY_SEQUENCE = "presence_history"
+
+
+def register_writes(writer: WriteBehind) -> None:
+    writer.sequence(_HISTORY_SEQUENCE, PresenceHistoryRow.id)
+    writer.register(_HISTORY_ROW, _apply_history_row)
+
+
+async def _apply_history_row(session: AsyncSession, row: dict[str, Any]) -> Staged:
+    # Ids come from memory, so a row replayed after a crash is known by its id.
+    if await already_written(session, PresenceHistoryRow, row["id"]):
+        return []
+    data: dict[str, Any] = row["event"]
+    session.add(PresenceHistoryRow(
+        id=row["id"], at=datetime.fromisoformat(row["at"]), user_id=row["user_id"],
+        status=data["status"], reason=data["reason"], message=data["message"],
+        activity=data["activity"], cause=str(data["cause"])[:32],
+    ))  # fmt: skip
+    return [(PRESENCE_CHANGED, data)]
 
 
 def _iso(epoch: float | None) -> str | None:

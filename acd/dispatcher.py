@@ -1,10 +1,13 @@
-"""The ACD dispatcher: the one owner of "which caller rings which agent".
+"""The ACD dispatcher's shell: feeds the pure decision core (acd.decisions) with what happens
+and carries out what it decides.
 
-Callers join as entries; a round (after any presence or queue change, a caller joining or an
-offer ending, and at least every second while callers wait) matches the waiting entries with
-free agents (acd.matching, pure) and claims each agent atomically in Redis
-(acd.presence.offer under WATCH) before the entry's call flow is told to ring. An agent
-another writer took meanwhile is simply not claimed, so an agent never holds two offers.
+Callers join and leave as entries (the queue call flow holds them); every agent's presence
+reaches the core in-process right after its change is stored (acd.agents.watch_presence);
+queue rules and chat load are read off the hot path when the events that change them are
+published. A decision to ring is carried out by claiming each agent atomically in Redis (the
+`offer` transition under WATCH): an agent another writer took meanwhile is not claimed and the
+core hears `ClaimFailed`, so an agent never holds two offers. Nothing polls: the only timer is
+the core's next wrap-up end.
 """
 
 from __future__ import annotations
@@ -13,52 +16,54 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import select
 
-from acd.agents import change_presence, expire_wrap_ups, store
-from acd.dialogs import agents_blocked_for_calls
-from acd.matching import QueueRule, WaitingCaller, match_callers
+from acd.agents import change_presence, store, watch_presence
+from acd.decisions import (
+    AcdCore,
+    AgentTarget,
+    CallerJoined,
+    CallerLeft,
+    CallsBlocked,
+    ClaimFailed,
+    EndWrapUp,
+    Event,
+    OfferAnswered,
+    OfferEnded,
+    PresenceChanged,
+    RememberLastOffered,
+    Ring,
+    RulesChanged,
+    Started,
+    TimerFired,
+)
+from acd.matching import QueueRule
 from acd.models import QueueMemberRow, QueueRow
-from acd.presence import NotOfferable, offer, offer_withdrawn
-from acd.strategies import AgentHistory, Strategy
-from core.background import PassLoop
+from acd.presence import NotOfferable, Presence, offer, offer_withdrawn, tick
+from acd.strategies import Strategy
 from core.context import ServiceContext
-from core.read_cache import ReadCache
 from extensions.models import Extension, User
 from extensions.numbering import OwnerType
 
 log = structlog.get_logger(__name__)
 
-# Even with no event the dispatcher looks again this often (wrap-ups end, lost wake-ups).
-ROUND_INTERVAL_S = 1.0
 # Changes to a queue's strategy or members, or to whether and where a member can be rung.
 QUEUE_RULE_EVENTS = ("queue_created", "queue_updated", "queue_deleted", "user_", "extension_")
-# With no caller waiting: a safety net only.
-IDLE_INTERVAL_S = 10.0
+# Changes to agents' open chat dialogs, which may keep calls away (chat.block_calls_at).
+CHAT_LOAD_EVENTS = ("dialog_", "channel_")
 LAST_OFFERED_KEY = "pbx:acd:last_offered"
 ANSWERED_KEY_PREFIX = "pbx:acd:answered:"
-# Events after which a waiting caller may have an agent.
-_WAKING_EVENTS = ("presence_changed", "queue_", "user_")
-# How long stop() lets a running round finish before cancelling it.
-STOP_TIMEOUT_S = 5.0
+TIMER_SLACK_S = 0.002
 # Answered waits remembered per queue for the expected-wait announcement.
 RECENT_WAITS = 20
 
-
-@dataclass(frozen=True)
-class AgentTarget:
-    user_id: int
-    extension: str
-    wrap_up_time: int | None  # the agent's own, instead of the queue's; None: the queue's
-
-
-# Each waiting queue's rule, and every member with an extension (user id -> how to ring them).
-QueueRules = tuple[dict[int, QueueRule], dict[int, AgentTarget]]
+# The agents (of those given) whose open chat dialogs keep calls away.
+BlockedForCalls = Callable[[frozenset[int]], Awaitable[frozenset[int]]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,6 @@ class Entry:
     queue_id: int
     call_id: int
     entered_at: float
-    tried: set[int] = field(default_factory=set)
-    offer_out: bool = False
     offers: asyncio.Queue[Offer] = field(default_factory=asyncio.Queue)
 
     def waited(self) -> float:
@@ -81,68 +84,98 @@ class Entry:
 
 
 class Dispatcher:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, blocked_for_calls: BlockedForCalls) -> None:
         self._ctx = ctx
+        self._blocked_for_calls = blocked_for_calls
+        self._core = AcdCore()
         self._entries: dict[int, Entry] = {}
         self._ids = itertools.count(1)
         self._recent_waits: dict[int, deque[float]] = {}
-        # A round needs the queues' strategies and members: read from memory after the first,
-        # so an agent who turns free is offered a caller without a trip to SQL.
-        self._rules: ReadCache[frozenset[int], QueueRules] = ReadCache(
-            self._queue_rules, emptied_by=QUEUE_RULE_EVENTS, wakeups=ctx.wakeups
-        )
-        self._loop = PassLoop(
-            "acd-dispatcher", self._pass, wakes_on=lambda kind: kind.startswith(_WAKING_EVENTS),
-            retry_s=ROUND_INTERVAL_S, stop_timeout_s=STOP_TIMEOUT_S,
-        )  # fmt: skip
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reloads: dict[str, asyncio.Task[None]] = {}
+        self._stale: set[str] = set()
+        self._unwatch: Callable[[], None] | None = None
+        self._running = False
 
     # -- life -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._loop.start(self._ctx.wakeups)
+    async def start(self) -> None:
+        """Watches presence first (so no change is missed), then reads what the core needs."""
+        self._unwatch = watch_presence(self._ctx, self._presence_changed)
+        self._ctx.wakeups.add_listener(self._on_event)
+        self._running = True
+        presence_store = store(self._ctx)
+        rules = await self._load_rules()
+        known = set(await presence_store.known_agents()) | set(rules.reachable)
+        presences = await presence_store.get_many(sorted(known))
+        last_offered = {
+            int(q): int(u) for q, u in (await self._ctx.redis.hgetall(LAST_OFFERED_KEY)).items()
+        }
+        answered_today = await self._answered_today()
+        blocked = await self._blocked_for_calls(frozenset(rules.reachable))
+        now = time.time()
+        self._feed(
+            Started(now=now, presences=presences, answered_today=answered_today,
+                    last_offered=last_offered),
+            rules,
+            CallsBlocked(now=now, user_ids=blocked),
+        )  # fmt: skip
 
     async def stop(self) -> None:
-        await self._loop.stop()
+        self._running = False
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+            self._ctx.wakeups.remove_listener(self._on_event)
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.settled()
 
-    def wake(self) -> None:
-        self._loop.wake()
+    async def settled(self) -> None:
+        """Until every claim, wrap-up end and reload under way has finished (tests, benches)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- entries (used by the queue call flow) ----------------------------------------------
 
     def join(self, queue_id: int, call_id: int) -> Entry:
         entry = Entry(next(self._ids), queue_id, call_id, time.time())
         self._entries[entry.id] = entry
-        self.wake()
+        self._feed(CallerJoined(now=entry.entered_at, entry_id=entry.id, queue_id=queue_id))
         return entry
 
     async def leave(self, entry: Entry) -> None:
         """The caller is out of the queue; an offer made meanwhile is handed back."""
         self._entries.pop(entry.id, None)
+        self._feed(CallerLeft(now=time.time(), entry_id=entry.id))
         while not entry.offers.empty():
             for agent in entry.offers.get_nowait().agents:
                 await self.withdraw(agent.user_id, entry)
-        self.wake()
 
     def offer_over(self, entry: Entry, missed: Iterable[int]) -> None:
-        entry.tried.update(missed)
-        entry.offer_out = False
-        self.wake()
+        self._feed(OfferEnded(now=time.time(), entry_id=entry.id, missed=frozenset(missed)))
 
     async def withdraw(self, user_id: int, entry: Entry) -> None:
         await change_presence(self._ctx, user_id, offer_withdrawn, f"withdrawn:{entry.call_id}")
         self._ctx.metrics.acd_offers.labels(result="withdrawn").inc()
 
     async def answered(self, entry: Entry, user_id: int) -> None:
+        self._feed(OfferAnswered(now=time.time(), entry_id=entry.id, user_id=user_id))
         waits = self._recent_waits.setdefault(entry.queue_id, deque(maxlen=RECENT_WAITS))
         waits.append(entry.waited())
-        day = datetime.now(UTC).strftime("%Y%m%d")
-        key = ANSWERED_KEY_PREFIX + day
+        key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")
         await self._ctx.redis.hincrby(key, str(user_id), 1)
         await self._ctx.redis.expire(key, 2 * 86400)
 
     def waiting(self, queue_id: int) -> list[Entry]:
         entries = [e for e in self._entries.values() if e.queue_id == queue_id]
         return sorted(entries, key=lambda e: (e.entered_at, e.id))
+
+    def ringing(self, entry: Entry) -> bool:
+        """Agents ring for the caller, or one has answered."""
+        return not self._core.awaits_offer(entry.id)
 
     def position(self, entry: Entry) -> int:
         return 1 + sum(
@@ -166,80 +199,138 @@ class Dispatcher:
             figures[entry.queue_id] = (count + 1, max(longest, entry.waited()))
         return figures
 
-    # -- rounds -----------------------------------------------------------------------------
+    # -- feeding the core and carrying out its actions --------------------------------------
 
-    async def _pass(self) -> float:
-        """Wrap-ups that ran out, then offers; sleeps until the next wrap-up ends, at most
-        a round interval."""
-        deadline = await expire_wrap_ups(self._ctx)
-        await self._round()
-        # Nobody waiting and no wrap-up running: only an event (a caller joining, a presence
-        # change) can give this loop work, and events wake it.
-        interval = ROUND_INTERVAL_S if self._entries else IDLE_INTERVAL_S
-        if deadline is None:
-            return interval
-        return max(0.05, min(interval, deadline - time.time()))
+    def _feed(self, *events: Event) -> None:
+        if not self._running:
+            return  # an API-only app: callers may join, nobody decides
+        for action in self._core.handle(*events):
+            match action:
+                case Ring():
+                    self._own(self._ring(action))
+                case EndWrapUp():
+                    self._own(self._end_wrap_up(action.user_id))
+                case RememberLastOffered():
+                    self._own(self._remember_last_offered(action))
+        self._arm_timer()
 
-    async def _round(self) -> None:
-        waiting = [e for e in self._entries.values() if not e.offer_out]
-        if not waiting:
+    def _arm_timer(self) -> None:
+        deadline = self._core.next_deadline()
+        if deadline == self._timer_deadline:
             return
-        rules, reachable = await self._rules.get(frozenset(e.queue_id for e in waiting))
-        members = {m for rule in rules.values() for m in rule.members}
-        presences = await store(self._ctx).get_many(members)
-        free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in reachable)
-        # One capacity model: enough open chat dialogs (chat.block_calls_at) keep calls away.
-        free -= await agents_blocked_for_calls(self._ctx, free)
-        if not free:
-            return
-        answered_today = await self._answered_today()
-        history = {
-            m: AgentHistory(idle_since=p.idle_since, calls_answered=answered_today.get(m, 0))
-            for m, p in presences.items()
-        }
-        last_offered = {
-            int(q): int(u) for q, u in (await self._ctx.redis.hgetall(LAST_OFFERED_KEY)).items()
-        }
-        callers = [
-            WaitingCaller(e.id, e.queue_id, e.entered_at, frozenset(e.tried)) for e in waiting
-        ]
-        for match in match_callers(callers, rules, free, history, last_offered):
-            entry = self._entries.get(match.entry_id)
-            if entry is None:
-                continue
-            claimed = [
-                reachable[agent] for agent in match.agents if await self._claim(agent, entry)
-            ]
-            if not claimed:
-                continue
-            if match.new_round:
-                entry.tried.clear()
-            entry.offer_out = True
-            await self._ctx.redis.hset(
-                LAST_OFFERED_KEY, str(entry.queue_id), str(claimed[-1].user_id)
-            )
-            entry.offers.put_nowait(Offer(tuple(claimed)))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            # The loop's clock is monotonic, deadlines are epoch: a hair late rather than early,
+            # so that the core, judging by time.time(), sees the deadline passed.
+            delay = deadline - time.time() + TIMER_SLACK_S
+            self._timer = loop.call_at(loop.time() + max(0.0, delay), self._timer_fired)
 
-    async def _claim(self, agent: int, entry: Entry) -> bool:
+    def _timer_fired(self) -> None:
+        self._timer, self._timer_deadline = None, None
+        self._feed(TimerFired(now=time.time()))
+
+    def _presence_changed(self, user_id: int, presence: Presence) -> None:
+        self._feed(PresenceChanged(now=time.time(), user_id=user_id, presence=presence))
+
+    async def _ring(self, ring: Ring) -> None:
+        entry = self._entries.get(ring.entry_id)
+        claimed: list[AgentTarget] = []
+        for agent in ring.agents:
+            if entry is not None and await self._claim(agent.user_id, entry):
+                claimed.append(agent)
+            else:
+                await self._refused(ring.entry_id, agent.user_id)
+        if entry is None or entry.id not in self._entries:
+            for agent in claimed:  # the caller left while the claims ran
+                if entry is not None:
+                    await self.withdraw(agent.user_id, entry)
+            return
+        if not claimed:
+            self.offer_over(entry, [])
+            return
+        entry.offers.put_nowait(Offer(tuple(claimed)))
+
+    async def _claim(self, user_id: int, entry: Entry) -> bool:
         try:
-            await change_presence(self._ctx, agent, offer, f"offer:{entry.call_id}")
+            await change_presence(self._ctx, user_id, offer, f"offer:{entry.call_id}")
         except NotOfferable:
             return False  # someone else got there first (a direct call, another offer)
         return True
 
-    async def _queue_rules(self, queue_ids: frozenset[int]) -> QueueRules:
-        """Each queue's strategy and members in order; every member with an extension."""
+    async def _refused(self, entry_id: int, user_id: int) -> None:
+        """The core's view of this agent was behind the store's: it hears the store's."""
+        presence = await store(self._ctx).get(user_id)
+        self._feed(
+            ClaimFailed(now=time.time(), entry_id=entry_id, user_id=user_id),
+            PresenceChanged(now=time.time(), user_id=user_id, presence=presence),
+        )
+
+    async def _end_wrap_up(self, user_id: int) -> None:
+        now = time.time()
+        await change_presence(self._ctx, user_id, lambda p: tick(p, now), "wrap_up_over")
+
+    async def _remember_last_offered(self, action: RememberLastOffered) -> None:
+        await self._ctx.redis.hset(LAST_OFFERED_KEY, str(action.queue_id), str(action.user_id))
+
+    def _own(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("acd_action_failed", error=repr(task.exception()))
+
+    # -- what changes off the hot path ------------------------------------------------------
+
+    def _on_event(self, event_type: str) -> None:
+        if event_type.startswith(QUEUE_RULE_EVENTS):
+            self._reload("rules", self._reload_rules)
+        if event_type.startswith(CHAT_LOAD_EVENTS) and self._ctx.settings.chat.block_calls_at:
+            self._reload("chat_load", self._reload_blocked)
+
+    def _reload(self, name: str, reload: Callable[[], Awaitable[None]]) -> None:
+        """One reload of a kind at a time; changes during it mean one more after it."""
+        if name in self._reloads:
+            self._stale.add(name)
+            return
+
+        async def run() -> None:
+            try:
+                await reload()
+                while name in self._stale:
+                    self._stale.discard(name)
+                    await reload()
+            finally:
+                del self._reloads[name]
+
+        task = asyncio.ensure_future(run())
+        self._reloads[name] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _reload_rules(self) -> None:
+        self._feed(await self._load_rules())
+
+    async def _reload_blocked(self) -> None:
+        blocked = await self._blocked_for_calls(self._core.reachable_agents())
+        self._feed(CallsBlocked(now=time.time(), user_ids=blocked))
+
+    async def _load_rules(self) -> RulesChanged:
+        """Every queue's strategy and members in order; every member with an extension."""
         async with self._ctx.sessions() as session:
-            queues = await session.execute(
-                select(QueueRow.id, QueueRow.strategy).where(QueueRow.id.in_(queue_ids))
-            )
+            queues = await session.execute(select(QueueRow.id, QueueRow.strategy))
             members = await session.execute(
                 select(QueueMemberRow.queue_id, QueueMemberRow.user_id, Extension.number,
                        User.wrap_up_time)
                 .join(User, User.id == QueueMemberRow.user_id)
                 .outerjoin(Extension, (Extension.owner_type == OwnerType.USER.value)
                            & (Extension.owner_id == QueueMemberRow.user_id))
-                .where(QueueMemberRow.queue_id.in_(queue_ids))
                 .order_by(QueueMemberRow.queue_id, QueueMemberRow.position)
             )  # fmt: skip
             ordered: dict[int, list[int]] = {}
@@ -252,7 +343,7 @@ class Dispatcher:
                 queue_id: QueueRule(Strategy(strategy), tuple(ordered.get(queue_id, ())))
                 for queue_id, strategy in queues
             }
-        return rules, reachable
+        return RulesChanged(now=time.time(), rules=rules, reachable=reachable)
 
     async def _answered_today(self) -> dict[int, int]:
         key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")

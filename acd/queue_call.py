@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 
 from acd.agents import change_presence, store
-from acd.dispatcher import AgentTarget, Dispatcher, Entry, Offer
+from acd.decisions import AgentTarget
+from acd.dispatcher import Dispatcher, Entry, Offer
 from acd.presence import Presence, Status, answered, call_ended, offer_missed, wrap_up_length
 from acd.queue_log import QueueEvent, record
 from acd.queues import Queue

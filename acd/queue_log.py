@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from acd.models import QueueLogRow
 from core.context import ServiceContext
 from core.db import utcnow
-from core.write_behind import Staged, WriteBehind
+from core.write_behind import Staged, WriteBehind, already_written
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +82,7 @@ def register_writes(writer: WriteBehind) -> None:
 
 async def _apply_row(session: AsyncSession, data: dict[str, Any]) -> Staged:
     # Ids come from memory, so a row replayed after a crash is known by its id.
-    if await session.get(QueueLogRow, data["id"]) is not None:
+    if await already_written(session, QueueLogRow, data["id"]):
         return []
     detail: dict[str, Any] = data["detail"]
     session.add(QueueLogRow(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from acd.dispatcher import AgentTarget
+from acd.decisions import AgentTarget
 
 
 def sip_address(uri: str) -> str:

@@ -13,7 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from acd.agents import recover_after_restart, wallboard
+from acd.agents import register_writes as register_presence_writes
 from acd.chat_assigner import ChatAssigner
+from acd.dialogs import agents_blocked_for_calls
 from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
 from acd.queue_log import register_writes as register_queue_log_writes
@@ -134,6 +136,7 @@ def create_app(
         writes = WriteBehind(settings.data_dir / WRITE_BEHIND_FOLDER, sessions, events, metrics)
         register_call_writes(writes)
         register_queue_log_writes(writes)
+        register_presence_writes(writes)
         app[CONTEXT_KEY] = ServiceContext(
             settings=settings,
             sessions=sessions,
@@ -151,7 +154,8 @@ def create_app(
         hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
-        dispatcher = Dispatcher(app[CONTEXT_KEY])
+        ctx = app[CONTEXT_KEY]
+        dispatcher = Dispatcher(ctx, lambda agents: agents_blocked_for_calls(ctx, agents))
         app[DISPATCHER_KEY] = dispatcher
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         chat_assigner = ChatAssigner(app[CONTEXT_KEY])
@@ -164,7 +168,7 @@ def create_app(
             # Calls do not outlive the service: whatever "ringing" or "in call" Redis
             # remembers from the last run is stale.
             await recover_after_restart(app[CONTEXT_KEY])
-            dispatcher.start()
+            await dispatcher.start()
             pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher, clock)
             app[POOL_KEY] = pool
         yield

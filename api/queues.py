@@ -162,7 +162,7 @@ async def waiting_callers(req: ApiRequest) -> WaitingList:
     dispatcher = req.raw.app[DISPATCHER_KEY]
     return WaitingList(items=[
         WaitingCallerOut(call_id=e.call_id, position=position, wait_seconds=round(e.waited(), 3),
-                         ringing=e.offer_out)
+                         ringing=dispatcher.ringing(e))
         for position, e in enumerate(dispatcher.waiting(queue.id), start=1)
     ])  # fmt: skip
 

@@ -71,6 +71,15 @@ class EventBus:
         await session.flush()
         return Event.from_row(row)
 
+    async def stage_many(
+        self, session: AsyncSession, staged: list[tuple[str, dict[str, Any]]]
+    ) -> list[Event]:
+        """Like stage() for many events, with one flush (a write-behind batch's events)."""
+        rows = [EventRow(type=type_, occurred_at=utcnow(), data=data) for type_, data in staged]
+        session.add_all(rows)
+        await session.flush()
+        return [Event.from_row(row) for row in rows]
+
     async def publish(self, *events: Event) -> None:
         for event in events:
             self._published.labels(type=event.type).inc()

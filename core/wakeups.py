@@ -18,15 +18,21 @@ Redis here. Redis pub/sub remains the path for the WebSocket event stream and ot
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 # Called with the type of each event published in this process, right after its transaction
 # committed. It runs inside EventBus.publish: it must be quick and must not raise.
 Listener = Callable[[str], None]
+# Called with a changed value of one topic (e.g. an agent's presence right after its Redis
+# write): for state the controller mirrors in memory and must see before any SQL or event.
+# Each topic's owner wraps watch/changed in typed functions; the value's type is theirs.
+Watcher = Callable[[Any], None]
 
 
 class Wakeups:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._watchers: dict[str, list[Watcher]] = {}
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -37,3 +43,13 @@ class Wakeups:
     def notify(self, event_type: str) -> None:
         for listener in self._listeners:
             listener(event_type)
+
+    def watch(self, topic: str, watcher: Watcher) -> None:
+        self._watchers.setdefault(topic, []).append(watcher)
+
+    def unwatch(self, topic: str, watcher: Watcher) -> None:
+        self._watchers[topic].remove(watcher)
+
+    def changed(self, topic: str, value: Any) -> None:
+        for watcher in self._watchers.get(topic, ()):
+            watcher(value)

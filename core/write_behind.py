@@ -64,6 +64,18 @@ class Change:
     data: dict[str, Any]  # JSON values only: it is journaled as given
 
 
+_REPLAYING = "write_behind_replaying"
+
+
+async def already_written(session: AsyncSession, model: type[Any], row_id: int) -> bool:
+    """Whether a row an applier inserts is in SQL already: only possible when the journal of
+    a crashed run is replayed (ids come from memory, so the id tells), so only asked then;
+    in normal running it would cost a SELECT per row for nothing."""
+    if not session.info.get(_REPLAYING):
+        return False
+    return await session.get(model, row_id) is not None
+
+
 # -- pure parts -------------------------------------------------------------------------------
 
 
@@ -219,7 +231,7 @@ class WriteBehind:
         if leftover:
             segments = self._journal.seal()
             for start in range(0, len(leftover), MAX_BATCH_ROWS):
-                await self._commit(leftover[start : start + MAX_BATCH_ROWS])
+                await self._commit(leftover[start : start + MAX_BATCH_ROWS], replaying=True)
             self._journal.drop(segments)
             log.warning("write_behind_journal_replayed", changes=len(leftover))
         async with self._sessions() as session:
@@ -300,13 +312,13 @@ class WriteBehind:
             self._metrics.write_behind_pending.set(self._submitted - self._committed)
             self._wake_waiters()
 
-    async def _commit(self, batch: list[Change]) -> None:
+    async def _commit(self, batch: list[Change], *, replaying: bool = False) -> None:
         """One transaction for the batch, retried until it commits; then its events."""
         failures = 0
         while True:
             started = time.perf_counter()
             try:
-                events = await self._write(batch)
+                events = await self._write(batch, replaying=replaying)
             except Exception as exc:
                 # SQL errors (busy, connection lost) mostly; an applier's bug is retried the
                 # same way rather than ending the task: rows stay journaled, the failure
@@ -328,17 +340,17 @@ class WriteBehind:
         await self._events.publish(*events)
         self._summary.log()
 
-    async def _write(self, batch: list[Change]) -> list[Event]:
-        events: list[Event] = []
+    async def _write(self, batch: list[Change], *, replaying: bool = False) -> list[Event]:
+        staged: Staged = []
         async with self._sessions.begin() as session:
+            session.info[_REPLAYING] = replaying
             for change in batch:
                 apply = self._appliers.get(change.kind)
                 if apply is None:  # a journal from another version of the code
                     log.error("write_behind_unknown_change", kind=change.kind)
                     continue
-                for type_, data in await apply(session, change.data):
-                    events.append(await self._events.stage(session, type_, data))
-        return events
+                staged += await apply(session, change.data)
+            return await self._events.stage_many(session, staged) if staged else []
 
     def _wake_waiters(self) -> None:
         waiting = []

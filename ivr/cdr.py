@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import NotFound
-from core.write_behind import Staged, WriteBehind
+from core.write_behind import Staged, WriteBehind, already_written
 
 log = structlog.get_logger(__name__)
 
@@ -159,7 +159,7 @@ def register_writes(writer: WriteBehind) -> None:
 
 
 async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
-    if await session.get(CallRecord, data["id"]) is not None:
+    if await already_written(session, CallRecord, data["id"]):
         return []
     row = CallRecord(
         id=data["id"], direction=data["direction"], caller=data["caller"], called=data["called"],

@@ -113,7 +113,7 @@ async def test_presence_changes_are_events_and_history(
     url = api_base.replace("http", "ws") + "/events?types=presence_changed"
     async with http.ws_connect(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as ws:
         await set_presence(admin, user["id"], "dnd", message="focus time")
-        event = await next_event(ws, "presence_changed")
+        event = await next_event(ws, "presence_changed", lambda d: d["user_id"] == user["id"])
     data = event["data"]
     assert (data["user_id"], data["status"], data["message"]) == (user["id"], "dnd", "focus time")
     assert data["previous"] == {"status": "logged_out", "activity": "idle"}

@@ -64,14 +64,17 @@ async def test_chats_and_calls_share_one_capacity(
         # Call side: one open dialog reaches block_calls_at, so no call offer until it closes.
         await admin.assign(agent.user_id, "7001")
         queue = await admin.post("/queues", {"name": "Capacity", "members": [agent.user_id]})
-        # Rounds driven by hand: the dispatcher's own loop is not running in an API-only app.
+        # The dispatcher is not running in an API-only app: started here, it decides as soon
+        # as the events that concern it are in (settled: its claims and reloads are done).
         dispatcher = app[DISPATCHER_KEY]
+        await dispatcher.start()
         entry = dispatcher.join(queue.body["id"], call_id=1)
-        await dispatcher._round()
+        await dispatcher.settled()
         assert entry.offers.empty()
         await agent.api.post(f"/dialogs/{dialog_id}/close")
-        await dispatcher._round()
-        offer = entry.offers.get_nowait()
+        async with asyncio.timeout(10):
+            offer = await entry.offers.get()
         assert [target.user_id for target in offer.agents] == [agent.user_id]
         await dispatcher.withdraw(agent.user_id, entry)
         await dispatcher.leave(entry)
+        await dispatcher.stop()

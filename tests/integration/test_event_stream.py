@@ -16,13 +16,18 @@ from tests.support.api_client import ApiClient
 from tests.support.events import unpersisted_events
 
 
-async def next_event(ws: aiohttp.ClientWebSocketResponse, type_: str) -> dict[str, Any]:
+async def next_event(
+    ws: aiohttp.ClientWebSocketResponse, type_: str,
+    where: Callable[[dict[str, Any]], bool] = lambda _data: True,
+) -> dict[str, Any]:  # fmt: skip
+    """The next event of `type_` whose data `where` accepts (others' events are skipped: an
+    earlier test's may still be on their way)."""
     async with asyncio.timeout(5):
         while True:
             message = await ws.receive()
             assert message.type == aiohttp.WSMsgType.TEXT, message
             envelope: dict[str, Any] = json.loads(message.data)
-            if envelope["type"] == type_:
+            if envelope["type"] == type_ and where(envelope["data"]):
                 return envelope
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from acd.agents import register_writes as register_presence_writes
 from acd.queue_log import QueueEvent, record
 from acd.queue_log import register_writes as register_queue_log_writes
 from core.context import ServiceContext
@@ -46,6 +47,7 @@ def service_context(settings: Settings, database_url: str, folder: Path) -> Serv
     writes = WriteBehind(folder, sessions, events, metrics)
     register_call_writes(writes)
     register_queue_log_writes(writes)
+    register_presence_writes(writes)
     return ServiceContext(
         settings=settings,
         sessions=sessions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from acd.dispatcher import AgentTarget
+from acd.decisions import AgentTarget
 from acd.ring_group import answering_agent, sip_address
 
 ANNA = AgentTarget(1, "1001", None)

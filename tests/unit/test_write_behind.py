@@ -143,6 +143,14 @@ def test_stays_are_told_apart_by_queue_and_call() -> None:
 # -- the writer, against an in-memory stand-in for SQL ----------------------------------------
 
 
+class FakeTransaction(list[dict[str, Any]]):
+    """The changes applied in one transaction; `info` as a SQLAlchemy session has it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info: dict[str, Any] = {}
+
+
 class FakeSql:
     """Transactions as lists of applied changes; the first `failures` commits fail."""
 
@@ -154,7 +162,7 @@ class FakeSql:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[list[dict[str, Any]]]:
-        transaction: list[dict[str, Any]] = []
+        transaction = FakeTransaction()
         self.begun += 1
         yield transaction
         if self.gate is not None:
@@ -182,6 +190,10 @@ class FakeEvents:
     async def stage(self, _session: Any, type_: str, data: dict[str, Any]) -> Event:
         self.staged += 1
         return Event(self.staged, type_, datetime.now(UTC), data)
+
+    async def stage_many(self, session: Any, staged: list[tuple[str, dict[str, Any]]]
+                         ) -> list[Event]:  # fmt: skip
+        return [await self.stage(session, type_, data) for type_, data in staged]
 
     async def publish(self, *events: Event) -> None:
         self.published.extend(events)
