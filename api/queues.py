@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from acd import queue_log, queues
 from acd.strategies import Strategy
-from api.routing import ADMIN, DISPATCHER_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
 from extensions.numbering import EXTENSION_PATTERN
 from ivr.destinations import Destination, HangupDestination
@@ -159,11 +159,13 @@ class WaitingList(BaseModel):
 )  # fmt: skip
 async def waiting_callers(req: ApiRequest) -> WaitingList:
     queue = await queues.get_queue(req.ctx, req.path["queue_id"])
-    dispatcher = req.raw.app[DISPATCHER_KEY]
+    # Without a controller (the API served alone) no call is in any queue.
+    running = req.raw.app.get(CONTROLLER_KEY)
+    waiting = running.waiting_callers(queue.id) if running is not None else []
     return WaitingList(items=[
-        WaitingCallerOut(call_id=e.call_id, position=position, wait_seconds=round(e.waited(), 3),
-                         ringing=dispatcher.ringing(e))
-        for position, e in enumerate(dispatcher.waiting(queue.id), start=1)
+        WaitingCallerOut(call_id=w.call_id, position=w.position, wait_seconds=w.wait_seconds,
+                         ringing=w.ringing)
+        for w in waiting
     ])  # fmt: skip
 
 

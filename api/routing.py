@@ -11,10 +11,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from acd.chat_assigner import ChatAssigner
-from acd.dispatcher import Dispatcher
 from api.auth import authenticated_principal
 from api.errors import validation_failed
+from controller.component import Controller
 from core.context import ServiceContext
 from core.errors import Forbidden, InvalidInput
 from extensions.roles import Role
@@ -22,8 +21,8 @@ from extensions.tokens import Principal
 
 API_PREFIX = "/api/v1"
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
-DISPATCHER_KEY = web.AppKey("acd_dispatcher", Dispatcher)
-CHAT_ASSIGNER_KEY = web.AppKey("chat_assigner", ChatAssigner)
+# Absent when the app serves the API alone.
+CONTROLLER_KEY = web.AppKey("controller", Controller)
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ANY_ROLE = frozenset(Role)

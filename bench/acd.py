@@ -33,7 +33,7 @@ from acd.presence import Presence, answered, call_ended
 from acd.queues import QueueSpec, create_queue
 from acd.strategies import Strategy
 from api.app import create_app
-from api.routing import CONTEXT_KEY, DISPATCHER_KEY
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from bench.calls import percentile
 from bench.service import bench_settings
 from core.context import ServiceContext
@@ -127,7 +127,7 @@ async def run(agent_count: int, callers: int, fair_calls: int, ready_runs: int) 
         await kamailio.start()
         await server.start_server()
         ctx = server.app[CONTEXT_KEY]
-        dispatcher = server.app[DISPATCHER_KEY]
+        dispatcher = server.app[CONTROLLER_KEY].dispatcher
 
         print(f"1. agent ready -> INVITE to the phone, {ready_runs} runs ...", flush=True)
         latencies = await ready_to_invite(ctx, dispatcher, folder, ready_runs)

@@ -23,8 +23,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import Histogram
 
-from api.app import POOL_KEY, create_app
-from api.routing import CONTEXT_KEY
+from api.app import create_app
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from bench.service import bench_settings
 from core.redis_server import ManagedRedis
 from extensions.phones import assign_extension
@@ -112,7 +112,8 @@ async def run(rate: float, calls: int, talk_s: float, workers: int, greeting_cal
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=folder,
         )  # fmt: skip
         peak_rss: dict[int, float] = {}
-        pool = runner.app[POOL_KEY]
+        pool = runner.app[CONTROLLER_KEY].pool
+        assert pool is not None
         while caller.returncode is None:
             for worker in pool.workers:
                 if worker.pid:

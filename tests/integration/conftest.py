@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from api.app import POOL_KEY
+from api.routing import CONTROLLER_KEY
 
 # Longest a finished call may take to release its legs (a CANCEL's 487 and ACK, a BYE).
 LEG_RELEASE_S = 10.0
@@ -20,7 +20,8 @@ async def no_leg_left_behind(request: pytest.FixtureRequest) -> AsyncIterator[No
     yield
     if "api_server" not in request.fixturenames:
         return
-    pool = request.getfixturevalue("api_server").app[POOL_KEY]
+    pool = request.getfixturevalue("api_server").app[CONTROLLER_KEY].pool
+    assert pool is not None
     try:
         async with asyncio.timeout(LEG_RELEASE_S):
             while pool.legs_in_use:

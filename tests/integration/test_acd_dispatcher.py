@@ -15,7 +15,7 @@ from acd import agents
 from acd.dispatcher import Dispatcher, Entry
 from acd.presence import Presence, Status, answered, call_ended, offer_withdrawn
 from acd.presence_store import PresenceStore
-from api.routing import CONTEXT_KEY, DISPATCHER_KEY
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from core.redis_server import ManagedRedis
 from tests.support.api_client import ApiClient
 from tests.support.ports import free_port
@@ -29,7 +29,7 @@ async def test_no_agent_is_ever_offered_two_callers_at_once(
     """Many callers in overlapping queues, agents toggling ready/not_ready in a loop: every
     offer handed out is checked against the offers still open."""
     ctx = api_server.app[CONTEXT_KEY]
-    dispatcher: Dispatcher = api_server.app[DISPATCHER_KEY]
+    dispatcher: Dispatcher = api_server.app[CONTROLLER_KEY].dispatcher
     team = []
     for i in range(8):
         user = await admin.new_user(f"Racer {i}")

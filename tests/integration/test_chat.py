@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from acd import blocklist
 from acd.chat_assigner import ChatAssigner
-from api.routing import CHAT_ASSIGNER_KEY, CONTEXT_KEY
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient, Reply
@@ -239,7 +239,7 @@ async def test_unanswered_dialog_moves_on_after_its_idle_time(
     admin: ApiClient, anonymous: ApiClient, api_server: TestServer, http: Any
 ) -> None:
     """The app's own assigner, driven with an injected clock instead of waiting a minute."""
-    assigner: ChatAssigner = api_server.app[CHAT_ASSIGNER_KEY]
+    assigner: ChatAssigner = api_server.app[CONTROLLER_KEY].chat_assigner
     a, b = await new_agents(admin, 2)
     channel = await new_channel(admin, members=[a.user_id, b.user_id], distribution="in_order",
                                 idle_seconds=60)  # fmt: skip

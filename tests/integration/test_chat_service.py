@@ -10,7 +10,7 @@ import aiohttp
 
 from acd import agents
 from acd.presence import direct_call_ended, direct_call_started
-from api.routing import CONTEXT_KEY, DISPATCHER_KEY
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.support.api_client import ApiClient
 from tests.support.chat import (
@@ -64,10 +64,9 @@ async def test_chats_and_calls_share_one_capacity(
         # Call side: one open dialog reaches block_calls_at, so no call offer until it closes.
         await admin.assign(agent.user_id, "7001")
         queue = await admin.post("/queues", {"name": "Capacity", "members": [agent.user_id]})
-        # The dispatcher is not running in an API-only app: started here, it decides as soon
-        # as the events that concern it are in (settled: its claims and reloads are done).
-        dispatcher = app[DISPATCHER_KEY]
-        await dispatcher.start()
+        # The dispatcher decides as soon as the events that concern it are in (settled: its
+        # claims and reloads are done).
+        dispatcher = app[CONTROLLER_KEY].dispatcher
         entry = dispatcher.join(queue.body["id"], call_id=1)
         await dispatcher.settled()
         assert entry.offers.empty()
@@ -77,4 +76,3 @@ async def test_chats_and_calls_share_one_capacity(
         assert [target.user_id for target in offer.agents] == [agent.user_id]
         await dispatcher.withdraw(agent.user_id, entry)
         await dispatcher.leave(entry)
-        await dispatcher.stop()

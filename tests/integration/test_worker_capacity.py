@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from api.app import POOL_KEY
+from api.routing import CONTROLLER_KEY
 from core.settings import Settings
 from pbx.capacity import WorkerState
 from pbx.kamailio import KamailioRpc
@@ -58,7 +58,9 @@ async def dial_number(admin: ApiClient) -> AsyncIterator[dict[str, Any]]:
 
 
 def pool_of(server: TestServer) -> WorkerPool:
-    return server.app[POOL_KEY]
+    pool = server.app[CONTROLLER_KEY].pool
+    assert pool is not None
+    return pool
 
 
 async def wait_until(condition: Any, timeout: float = 10.0) -> None:

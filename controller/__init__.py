@@ -1,0 +1,1 @@
+"""The controller component: call flows, ACD, chat assignment, reply delivery, worker pool."""

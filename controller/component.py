@@ -1,0 +1,144 @@
+"""The controller: call flows, the ACD, chat assignment, reply delivery and the media worker
+pool, started and stopped as one component, apart from the web app.
+
+`pbx run` starts it beside the API in one process; they share the plumbing of
+core.context.ServiceContext (SQL, Redis, events, the write-behind journal) and nothing else.
+The API reads the controller through the few methods below (waiting callers, figures for the
+metrics); the controller never calls the API. Either side runs without the other: the API
+alone (`create_app(..., controller=False)`) answers everything but live queue state, and the
+controller alone takes calls and chats with no HTTP server at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from acd.agents import recover_after_restart
+from acd.chat_assigner import ChatAssigner
+from acd.dialogs import agents_blocked_for_calls
+from acd.dispatcher import Dispatcher
+from acd.outbox import OutboxDelivery
+from core.context import ServiceContext
+from core.db import utcnow
+from ivr.flows import CallFlows, Tones
+from pbx.capacity import WorkerState
+from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
+from pbx.pool import WorkerPool
+from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class WaitingCall:
+    call_id: int
+    position: int
+    wait_seconds: float
+    ringing: bool  # an agent's phone rings for the caller (or has answered)
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    workers_alive: int
+    legs_capacity: int
+    legs_in_use: int
+    restarts: int
+    spare_legs: int
+    max_workers: int
+    workers_by_state: dict[WorkerState, int]
+    media_timeouts: int
+
+
+class Controller:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        edge: KamailioRpc,
+        *,
+        media_workers: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        """`media_workers=False`: no worker pool and no call flows (the ACD decides for
+        whoever joins its queues; chat runs as always).
+        `clock`: what call flows decide business hours with (tests fix it)."""
+        self._ctx = ctx
+        self._edge = edge
+        self._media_workers = media_workers
+        self._clock = clock
+        self.dispatcher = Dispatcher(ctx, lambda agents: agents_blocked_for_calls(ctx, agents))
+        # Chat needs no media: its assigner and reply delivery run with or without workers.
+        self.chat_assigner = ChatAssigner(ctx)
+        self._outbox = OutboxDelivery(ctx)
+        self.pool: WorkerPool | None = None
+
+    async def start(self) -> None:
+        # Calls do not outlive the controller: whatever "ringing" or "in call" Redis
+        # remembers from the last run is stale.
+        await recover_after_restart(self._ctx)
+        await self.dispatcher.start()
+        self.chat_assigner.start()
+        self._outbox.start()
+        if self._media_workers:
+            self.pool = await self._start_pool()
+        log.info("controller_started", media_workers=self._media_workers)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
+        await self.dispatcher.stop()
+        await self._outbox.stop()
+        await self.chat_assigner.stop()
+
+    # -- what the API may read --------------------------------------------------------------
+
+    def waiting_callers(self, queue_id: int) -> list[WaitingCall]:
+        """Callers in the queue now, longest waiting first."""
+        return [
+            WaitingCall(entry.call_id, position, round(entry.waited(), 3),
+                        self.dispatcher.ringing(entry))
+            for position, entry in enumerate(self.dispatcher.waiting(queue_id), start=1)
+        ]  # fmt: skip
+
+    def queue_figures(self) -> dict[int, tuple[int, float]]:
+        """Per queue: callers waiting and the longest wait."""
+        return self.dispatcher.queue_figures()
+
+    def pool_figures(self) -> PoolFigures | None:
+        pool = self.pool
+        if pool is None:
+            return None
+        return PoolFigures(
+            workers_alive=pool.workers_alive, legs_capacity=pool.legs_capacity,
+            legs_in_use=pool.legs_in_use, restarts=pool.restarts, spare_legs=pool.spare_legs,
+            max_workers=pool.max_workers, workers_by_state=pool.workers_by_state(),
+            media_timeouts=pool.media_timeouts,
+        )  # fmt: skip
+
+    # -- the media side ---------------------------------------------------------------------
+
+    async def _start_pool(self) -> WorkerPool:
+        settings = self._ctx.settings
+        folder = settings.data_dir / "tones"
+        tones = Tones(
+            ringback=await asyncio.to_thread(make_ringback_tone, folder),
+            hold_music=await asyncio.to_thread(make_hold_music, folder),
+            beep=await asyncio.to_thread(make_beep_tone, folder),
+        )
+        flows = CallFlows(self._ctx, self._edge, self.dispatcher, tones, clock=self._clock)
+        pool = WorkerPool(
+            settings.workers,
+            # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
+            trusted=[f"{settings.sip.host}:{settings.sip.port}"],
+            on_inbound=flows.handle,
+            edge=EdgeWorkerSet(dispatcher_list_path(settings), self._edge),
+            metrics=self._ctx.metrics,
+            trunk_username=settings.trunk.username,
+            trunk_password=settings.trunk.password,
+        )
+        await pool.start()
+        return pool
