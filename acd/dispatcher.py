@@ -173,6 +173,10 @@ class Dispatcher:
         entries = [e for e in self._entries.values() if e.queue_id == queue_id]
         return sorted(entries, key=lambda e: (e.entered_at, e.id))
 
+    def presence_of(self, user_id: int) -> Presence:
+        """An agent's presence as last stored, from memory (the call flows' hot path)."""
+        return self._core.presence(user_id)
+
     def ringing(self, entry: Entry) -> bool:
         """Agents ring for the caller, or one has answered."""
         return not self._core.awaits_offer(entry.id)
@@ -315,7 +319,13 @@ class Dispatcher:
         task.add_done_callback(self._task_done)
 
     async def _reload_rules(self) -> None:
-        self._feed(await self._load_rules())
+        rules = await self._load_rules()
+        if not self._ctx.settings.chat.block_calls_at:
+            self._feed(rules)
+            return
+        # New members' chat load is known before they can be offered anything.
+        blocked = await self._blocked_for_calls(frozenset(rules.reachable))
+        self._feed(rules, CallsBlocked(now=time.time(), user_ids=blocked))
 
     async def _reload_blocked(self) -> None:
         blocked = await self._blocked_for_calls(self._core.reachable_agents())

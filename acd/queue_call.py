@@ -248,14 +248,18 @@ class QueueCall:
                             talk_seconds=talk)  # fmt: skip
             return QueueResult(QueueOutcome.ANSWERED, hangup_by)
         finally:
-            for each in (self._leg, agent_leg):
-                await each.drop()
+            # The agent is free the moment their leg is gone: their presence changes before
+            # the caller's leg is hung up, so the next caller's INVITE waits for no worker.
+            await agent_leg.drop()
             wrap_up = wrap_up_length(agent.wrap_up_time, self._spec.wrap_up_time)
             now = store(self._ctx).now()
-            await change_presence(
-                self._ctx, agent.user_id,
-                lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
-            )  # fmt: skip
+            try:
+                await change_presence(
+                    self._ctx, agent.user_id,
+                    lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
+                )  # fmt: skip
+            finally:
+                await self._leg.drop()
 
     def _abandoned(self) -> QueueResult:
         """The caller's leg ended while waiting: they hung up, or their media died."""

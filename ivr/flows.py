@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from acd.agents import apply_feature_code, change_presence, store
+from acd.agents import apply_feature_code, change_presence
 from acd.blocklist import Action as BlocklistAction
 from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
@@ -26,7 +26,7 @@ from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rul
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
-from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
+from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
 from core.read_cache import ReadCache
@@ -230,8 +230,11 @@ class CallFlows:
                 collection = feed_tick(collection, loop.time())
             else:
                 collection = feed_digit(collection, digit, loop.time())
-        with contextlib.suppress(LegGone):
-            await leg.stop_playback()
+        if not collection.digits:
+            # A digit has stopped the prompt in the worker already (barge-in): no round trip
+            # to it between the deciding digit and the dial.
+            with contextlib.suppress(LegGone):
+                await leg.stop_playback()
         return collection
 
     async def _to_destination(
@@ -355,17 +358,15 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         # A forwarded call does not follow the next user's forwarding: no loops.
         rules = await self._forwarding.get(target.user_id) if follow_forwarding else {}
-        decision = decide(await store(self._ctx).get(target.user_id), rules)
+        # Presence from the controller's memory (the dispatcher mirrors every change), and no
+        # registration look-up: a phone that is not registered makes the edge answer 480 at
+        # once, which is the same "unavailable". Nothing but the dial is awaited here.
+        decision = decide(self._dispatcher.presence_of(target.user_id), rules)
         if decision.action is not Action.RING:
             return await self._forward(leg, call, extension, decision, caller_answered)
-        if not await self._is_registered(extension):
-            finish = Finish(Disposition.UNAVAILABLE, "system")
-        else:
-            async with self._occupied(target.user_id, call):
-                finish = await self._dial_user(
-                    leg, call, extension, target, caller_answered=caller_answered,
-                    decided_at=decided_at,
-                )  # fmt: skip
+        finish = await self._dial_user(
+            leg, call, extension, target, caller_answered=caller_answered, decided_at=decided_at
+        )
         unanswered = (Disposition.NO_ANSWER, Disposition.BUSY, Disposition.UNAVAILABLE)
         no_answer = after_no_answer(rules)
         if no_answer is not None and finish.disposition in unanswered and not leg.ended.done():
@@ -416,11 +417,15 @@ class CallFlows:
             if decided_at is not None:
                 elapsed = asyncio.get_running_loop().time() - decided_at
                 self._ctx.metrics.extension_dial_latency.observe(elapsed)
-            if caller_answered:
-                # After the INVITE has left: the phone starts ringing one round-trip sooner.
-                await leg.play(self._tones.ringback, loop=True, barge_in=False)
-            call.add_leg(callee.id, "callee", callee.sip_call_id)
-            return await self._connect(leg, callee, call, target, caller_answered=caller_answered)
+            # After the INVITE has left: the write follows the decision. The ACD skips the
+            # user from here until the call ends.
+            async with self._occupied(target.user_id, call):
+                if caller_answered:
+                    await leg.play(self._tones.ringback, loop=True, barge_in=False)
+                call.add_leg(callee.id, "callee", callee.sip_call_id)
+                return await self._connect(
+                    leg, callee, call, target, caller_answered=caller_answered
+                )
         finally:
             await callee.drop()
 
@@ -481,13 +486,6 @@ class CallFlows:
             yield
         finally:
             await change_presence(self._ctx, user_id, direct_call_ended, cause)
-
-    async def _is_registered(self, extension: str) -> bool:
-        try:
-            return bool(await self._registrations.registered_contacts(extension))
-        except EdgeUnavailable:
-            # Ring anyway: the edge answers 480 itself if nobody is registered.
-            return True
 
     # -- calls from our own phones --------------------------------------------------------
 
