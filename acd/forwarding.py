@@ -21,11 +21,11 @@ from acd.presence import Presence, Status
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import InvalidInput
+from destinations.checks import check_destination
+from destinations.destination import Destination
 from extensions.models import Extension
 from extensions.namespace import user_extension
 from extensions.users import load_user
-from ivr.destination_checks import check_destination
-from ivr.destinations import Destination
 
 BUSY = "busy"
 NO_ANSWER = "no_answer"

@@ -18,14 +18,14 @@ from acd.strategies import Strategy
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound
+from destinations.checks import check_destination
+from destinations.destination import Destination, HangupDestination
+from destinations.references import References, references_to
 from extensions.models import Extension
 from extensions.namespace import ensure_free
 from extensions.numbering import OwnerType
 from extensions.users import check_members
-from ivr.destination_checks import check_destination
-from ivr.destinations import Destination, HangupDestination
 from ivr.prompt_library import PromptRow
-from ivr.references import References, references_to
 
 log = structlog.get_logger(__name__)
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)

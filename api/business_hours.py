@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.numbers import Greeting
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from destinations.destination import Destination
 from ivr import number_hours
 from ivr.business_hours import CLOCK_PATTERN
-from ivr.destinations import Destination
 from ivr.prompt_refs import PromptRef
 
 routes = RouteTable()

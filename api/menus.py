@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from api.numbers import Greeting
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from destinations.destination import Destination, HangupDestination
 from extensions.numbering import EXTENSION_PATTERN
 from ivr import menus
-from ivr.destinations import Destination, HangupDestination
 from ivr.menu import OPTION_KEY_PATTERN, MenuOption
 from ivr.prompt_refs import PromptRef
 

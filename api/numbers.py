@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from destinations.destination import EXTERNAL_NUMBER_PATTERN, Destination
 from ivr import numbers
-from ivr.destinations import EXTERNAL_NUMBER_PATTERN, Destination
 from ivr.prompts import MAX_TEXT_LENGTH
 
 routes = RouteTable()

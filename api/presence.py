@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from acd import agents, forwarding
 from acd.presence import Activity, Presence, Status
 from api.routing import ANY_ROLE, STAFF, ApiRequest, RouteTable
-from ivr.destinations import Destination
+from destinations.destination import Destination
 
 routes = RouteTable()
 

@@ -11,8 +11,8 @@ from acd import queue_log, queues
 from acd.strategies import Strategy
 from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from destinations.destination import Destination, HangupDestination
 from extensions.numbering import EXTENSION_PATTERN
-from ivr.destinations import Destination, HangupDestination
 
 routes = RouteTable()
 

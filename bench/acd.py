@@ -38,10 +38,10 @@ from bench.calls import percentile
 from bench.service import bench_settings
 from core.context import ServiceContext
 from core.redis_server import ManagedRedis
+from destinations.destination import QueueDestination
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
-from ivr.destinations import QueueDestination
 from ivr.numbers import NumberSpec, create_number
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess

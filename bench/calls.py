@@ -27,10 +27,10 @@ from api.app import create_app
 from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from bench.service import bench_settings
 from core.redis_server import ManagedRedis
+from destinations.destination import HangupDestination
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
-from ivr.destinations import HangupDestination
 from ivr.numbers import NumberSpec, create_number
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc

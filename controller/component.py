@@ -25,7 +25,7 @@ from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
 from core.context import ServiceContext
 from core.db import utcnow
-from ivr.flows import CallFlows, Tones
+from flows.calls import CallFlows, Tones
 from pbx.capacity import WorkerState
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
 from pbx.pool import WorkerPool

@@ -18,7 +18,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 from core.wakeups import Wakeups
 from core.write_behind import WriteBehind
-from ivr.call_recovery import close_interrupted_calls
+from flows.call_recovery import close_interrupted_calls
 from ivr.cdr import register_writes as register_call_writes
 from pbx.kamailio import KamailioRpc
 

@@ -2,7 +2,7 @@
 
 A walk is a small state machine over key presses and timeouts with no timers or I/O inside:
 each step returns the next state and what the shell must do (play a menu, or leave the menus
-for a destination). The shell (ivr.menu_flow) owns the timers and the media.
+for a destination). The shell (flows.menu) owns the timers and the media.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ivr.destinations import (
+from destinations.destination import (
     Destination,
     ExtensionDestination,
     HangupDestination,

@@ -19,15 +19,15 @@ from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from core.events import Event
+from destinations.checks import check_destination
+from destinations.destination import Destination
+from destinations.references import is_menu, references_to
 from extensions.models import Extension
 from extensions.namespace import ensure_free, free_extension
 from extensions.numbering import OwnerType
-from ivr.destination_checks import check_destination
-from ivr.destinations import Destination
 from ivr.menu import BackOption, MenuOption, MenuPlan, RepeatOption, menus_reaching_nothing
 from ivr.prompt_refs import PromptRef, prepare_prompt, prompt_path
 from ivr.prompts import system_prompt
-from ivr.references import is_menu, references_to
 
 log = structlog.get_logger(__name__)
 _destination: TypeAdapter[Destination] = TypeAdapter(Destination)

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import NotFound
+from destinations.checks import check_destination
+from destinations.destination import Destination
 from ivr.business_hours import build_schedule, is_open
-from ivr.destination_checks import check_destination
-from ivr.destinations import Destination
 from ivr.numbers import NumberRow
 from ivr.prompt_refs import PromptRef, prepare_prompt, prompt_path
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
-from ivr.destination_checks import check_destination
-from ivr.destinations import Destination
+from destinations.checks import check_destination
+from destinations.destination import Destination
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompt_refs import UnknownPrompt
 from ivr.prompts import spoken

@@ -15,7 +15,6 @@ from sqlalchemy import Integer, String, column, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from acd.models import QueueRow
 from core.context import ServiceContext
 from core.db import Base, UtcDateTime, utcnow
 from core.errors import Conflict, InvalidInput, NotFound
@@ -106,6 +105,7 @@ _menus = table(
     column("invalid_prompt_id", Integer), column("timeout_prompt_id", Integer),
 )  # fmt: skip
 _boxes = table("voicemail_boxes", column("id", Integer), column("greeting_prompt_id", Integer))
+_queues = table("queues", column("name", String), column("hold_music_prompt_id", Integer))
 
 
 async def delete_prompt(ctx: ServiceContext, prompt_id: int) -> None:
@@ -162,7 +162,7 @@ async def _prompt_users(session: AsyncSession, prompt_id: int) -> dict[str, list
         )
     )
     boxes = select(_boxes.c.id).where(_boxes.c.greeting_prompt_id == prompt_id)
-    queues = select(QueueRow.name).where(QueueRow.hold_music_prompt_id == prompt_id)
+    queues = select(_queues.c.name).where(_queues.c.hold_music_prompt_id == prompt_id)
     return {
         "numbers": list(await session.scalars(greeting)),
         "business_hours": list(await session.scalars(off_hours)),

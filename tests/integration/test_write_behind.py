@@ -20,7 +20,7 @@ from core.events import EventRow
 from core.redis_server import ManagedRedis
 from core.settings import Settings
 from core.write_behind import Change, Journal
-from ivr.call_recovery import close_interrupted_calls
+from flows.call_recovery import close_interrupted_calls
 from ivr.cdr import CallRecord
 from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, MakePhone

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from ivr.destinations import (
+from destinations.destination import (
     Destination,
     ExtensionDestination,
     HangupDestination,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.destinations import (
+from destinations.destination import (
     Destination,
     ExtensionDestination,
     HangupDestination,

@@ -28,7 +28,7 @@ from acd.presence import (
     tick,
     wrap_up_length,
 )
-from ivr.destinations import ExtensionDestination, HangupDestination, NumberDestination
+from destinations.destination import ExtensionDestination, HangupDestination, NumberDestination
 
 REASONS = frozenset({"break", "other"})
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from core.context import ServiceContext
-from ivr.destinations import Destination, HangupDestination, MenuDestination
+from destinations.destination import Destination, HangupDestination, MenuDestination
 from ivr.menu import (
     BackOption,
     Leave,

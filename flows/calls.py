@@ -24,15 +24,17 @@ from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
-from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
 from core.read_cache import ReadCache
+from destinations.destination import Destination
 from extensions.phones import Reachable, dialable_extensions, reachable_user
+from flows.menu import discard_pending_keys, walk_menus
+from flows.queue_call import Edge, QueueCall, QueueOutcome
+from flows.voicemail import leave_voicemail
 from ivr.cdr import CallLog, Direction, Disposition
-from ivr.destinations import Destination
 from ivr.dialplan import Dialled, plan_phone_call
 from ivr.digits import (
     Collection,
@@ -42,12 +44,10 @@ from ivr.digits import (
     give_up_waiting,
     start_collecting,
 )
-from ivr.menu_flow import discard_pending_keys, walk_menus
 from ivr.menus import menu_for_extension, menu_options
 from ivr.number_hours import off_hours_route
 from ivr.numbers import InboundNumber, number_for_call
 from ivr.prompts import system_prompt
-from ivr.voicemail_flow import leave_voicemail
 from pbx.legs import Leg, LegGone
 from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 
@@ -310,7 +310,7 @@ class CallFlows:
         # The fallback's own failure ends the call: no endless loop between destinations.
         return await self._to_destination(leg, call, fallback, None)
 
-    # -- menus and voicemail (ivr.menu_flow, ivr.voicemail_flow) ---------------------------
+    # -- menus and voicemail (flows.menu, flows.voicemail) ---------------------------
 
     async def _to_menu(
         self, leg: Leg, call: CallLog, menu_id: int, number: InboundNumber | None,
