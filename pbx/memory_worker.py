@@ -316,6 +316,9 @@ class MemoryWorker:
         """EOF: hang up every leg, then exit (its events end)."""
         if not self.closed:
             self.hangup_all()
+            # A real worker lingers until its CANCELs are answered (pbx.worker).
+            for leg in [leg for leg in self.legs.values() if leg._hangup_sent]:
+                self.leg_ended(leg, CANCELLED, far_code=487)
             self._exit()
 
     def kill(self) -> None:
@@ -626,7 +629,7 @@ class MemoryWorkers:
         self, *, max_legs: int = DEFAULT_MAX_LEGS, prompt_seconds: float | None = 0.0
     ) -> None:
         self.max_legs = max_legs
-        self.prompt_seconds = prompt_seconds
+        self.prompt_seconds = self._default_prompt_seconds = prompt_seconds
         self.edge = MemoryEdge(on_change=self.changed)
         self.phones = MemoryPhones()
         self.workers: dict[int, MemoryWorker] = {}
@@ -661,6 +664,13 @@ class MemoryWorkers:
         self.changed()
 
     # -- scripting ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new test on the same workers: prompts play as at construction, no
+        failure is scripted, and `dialled` hands out only legs dialled from now on."""
+        self.prompt_seconds = self._default_prompt_seconds
+        self._failures.clear()
+        self._claimed.update(far.leg_id for far in self.dials)
 
     def call_in(
         self,
