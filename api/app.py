@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
@@ -41,7 +42,7 @@ from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
-from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
+from core.context import EdgeUnavailable, PhoneContacts, PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
 from core.metrics import Metrics
@@ -54,8 +55,9 @@ from ivr.call_recovery import close_interrupted_calls
 from ivr.cdr import register_writes as register_call_writes
 from ivr.flows import CallFlows, Tones
 from ivr.voicemail import count_unheard
+from pbx.channel import WorkerLauncher
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
-from pbx.pool import WorkerPool
+from pbx.pool import WorkerEdge, WorkerPool
 from pbx.provider_registration import RegistrationState, registration_state
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
@@ -70,16 +72,28 @@ MAX_BODY_BYTES = 1024 * 1024
 WRITE_BEHIND_FOLDER = "write-behind"
 
 
+@dataclass(frozen=True)
+class MediaWorkers:
+    """Media workers that are not forked PJSUA2 processes behind Kamailio, such as the
+    in-memory twin (pbx.memory_worker): what starts them, the edge's list of them, and where
+    the phones they ring are registered."""
+
+    launcher: WorkerLauncher
+    edge: WorkerEdge
+    contacts: PhoneContacts
+
+
 def create_app(
     settings: Settings,
     registrations: PhoneRegistrations | None = None,
     *,
-    media_workers: bool = True,
+    media_workers: bool | MediaWorkers = True,
     clock: Callable[[], datetime] = utcnow,
 ) -> web.Application:
     """The app opens its database, Redis, edge clients and media workers on start-up and
-    closes them on cleanup; `media_workers=False` serves the API alone. `clock` is what call
-    flows decide business hours with (tests fix it)."""
+    closes them on cleanup; `media_workers=False` serves the API alone, `MediaWorkers` runs
+    the call flows on workers other than forked ones. `clock` is what call flows decide
+    business hours with (tests fix it)."""
     app = web.Application(
         middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
@@ -165,7 +179,8 @@ def create_app(
             # remembers from the last run is stale.
             await recover_after_restart(app[CONTEXT_KEY])
             dispatcher.start()
-            pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher, clock)
+            other = media_workers if isinstance(media_workers, MediaWorkers) else None
+            pool = await _start_media_workers(app[CONTEXT_KEY], edge, dispatcher, clock, other)
             app[POOL_KEY] = pool
         yield
         if pool is not None:
@@ -197,7 +212,11 @@ POOL_KEY = web.AppKey("worker_pool", WorkerPool)
 
 
 async def _start_media_workers(
-    ctx: ServiceContext, edge: KamailioRpc, dispatcher: Dispatcher, clock: Callable[[], datetime]
+    ctx: ServiceContext,
+    edge: KamailioRpc,
+    dispatcher: Dispatcher,
+    clock: Callable[[], datetime],
+    other: MediaWorkers | None,
 ) -> WorkerPool:
     settings = ctx.settings
     folder = settings.data_dir / "tones"
@@ -206,16 +225,17 @@ async def _start_media_workers(
         hold_music=await asyncio.to_thread(make_hold_music, folder),
         beep=await asyncio.to_thread(make_beep_tone, folder),
     )
-    flows = CallFlows(ctx, edge, dispatcher, tones, clock=clock)
+    flows = CallFlows(ctx, other.contacts if other else edge, dispatcher, tones, clock=clock)
     pool = WorkerPool(
         settings.workers,
         # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
         trusted=[f"{settings.sip.host}:{settings.sip.port}"],
         on_inbound=flows.handle,
-        edge=EdgeWorkerSet(dispatcher_list_path(settings), edge),
+        edge=other.edge if other else EdgeWorkerSet(dispatcher_list_path(settings), edge),
         metrics=ctx.metrics,
         trunk_username=settings.trunk.username,
         trunk_password=settings.trunk.password,
+        launcher=other.launcher if other else None,
     )
     await pool.start()
     return pool
