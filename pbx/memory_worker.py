@@ -29,7 +29,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pbx.capacity import LEGS_PER_INBOUND_CALL, legs_reserved
 from pbx.channel import WorkerSpec
@@ -67,6 +67,11 @@ from pbx.protocol import (
     decode_event,
     encode,
 )
+
+if TYPE_CHECKING:
+    from core.context import PhoneContacts, PhoneRegistrations
+    from pbx.channel import WorkerChannel, WorkerLauncher
+    from pbx.pool import WorkerEdge
 
 # The pinned PJSUA2 wheel's cap (notes/pjsua2.md); a real worker measures it.
 DEFAULT_MAX_LEGS = 4
@@ -773,3 +778,12 @@ def _write_silence(path: Path, seconds: float) -> None:
         wav.setsampwidth(2)
         wav.setframerate(WAV_RATE)
         wav.writeframes(b"\0\0" * round(seconds * WAV_RATE))
+
+
+if TYPE_CHECKING:
+
+    def _stands_in_for_the_real_thing(
+        twin: MemoryWorkers, worker: MemoryWorker
+    ) -> tuple[WorkerLauncher, WorkerChannel, WorkerEdge, PhoneContacts, PhoneRegistrations]:
+        """mypy checks here that the twin's parts fit the interfaces they stand in for."""
+        return twin, worker, twin.edge, twin.phones, twin.phones
