@@ -122,5 +122,5 @@ async def test_a_worker_refusing_to_dial_an_extension_ends_the_call_as_failed(
     await twin.until(lambda: bool(caller.prompts))
     caller.press(desk.extension)
     assert await caller.ended == 200  # the caller is let go either way
-    ended = await events.next("call_ended", caller=calling, timeout=1.0)
+    ended = await events.next("call_ended", caller=calling, timeout=0.5)
     assert (ended["disposition"], ended["hangup_by"]) == ("failed", "system")
