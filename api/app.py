@@ -35,7 +35,7 @@ from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CONTEXT_KEY, CONTROLLER_KEY, RouteTable
-from controller.component import Controller
+from controller.component import Controller, MediaWorkers
 from controller.plumbing import open_plumbing
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import utcnow
@@ -60,13 +60,15 @@ def create_app(
     registrations: PhoneRegistrations | None = None,
     *,
     controller: bool = True,
-    media_workers: bool = True,
+    media_workers: bool | MediaWorkers = True,
     clock: Callable[[], datetime] = utcnow,
 ) -> web.Application:
     """The app opens the shared plumbing (database, Redis, edge client) and starts the
     controller (controller.component) beside itself on start-up, and closes them on cleanup.
     `controller=False` serves the API alone; `media_workers=False` runs the controller without
-    calls (chat only). `clock` is what call flows decide business hours with (tests fix it)."""
+    calls (chat only), `MediaWorkers` runs the call flows on workers other than forked ones
+    (the in-memory twin). `clock` is what call flows decide business hours with (tests fix
+    it)."""
     app = web.Application(
         middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )

@@ -23,15 +23,27 @@ from acd.chat_assigner import ChatAssigner
 from acd.dialogs import agents_blocked_for_calls
 from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
-from core.context import ServiceContext
+from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from flows.calls import CallFlows, Tones
 from pbx.capacity import WorkerState
+from pbx.channel import WorkerLauncher
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
-from pbx.pool import WorkerPool
+from pbx.pool import WorkerEdge, WorkerPool
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class MediaWorkers:
+    """Media workers that are not forked PJSUA2 processes behind Kamailio, such as the
+    in-memory twin (pbx.memory_worker): what starts them, the edge's list of them, and where
+    the phones they ring are registered."""
+
+    launcher: WorkerLauncher
+    edge: WorkerEdge
+    contacts: PhoneContacts
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Controller:
         ctx: ServiceContext,
         edge: KamailioRpc,
         *,
-        media_workers: bool = True,
+        media_workers: bool | MediaWorkers = True,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """`media_workers=False`: no worker pool and no call flows (the ACD decides for
@@ -85,7 +97,7 @@ class Controller:
         self._outbox.start()
         if self._media_workers:
             self.pool = await self._start_pool()
-        log.info("controller_started", media_workers=self._media_workers)
+        log.info("controller_started", media_workers=bool(self._media_workers))
 
     async def stop(self) -> None:
         if self.pool is not None:
@@ -129,13 +141,16 @@ class Controller:
             hold_music=await asyncio.to_thread(make_hold_music, folder),
             beep=await asyncio.to_thread(make_beep_tone, folder),
         )
-        flows = CallFlows(self._ctx, self._edge, self.dispatcher, tones, clock=self._clock)
+        other = self._media_workers if isinstance(self._media_workers, MediaWorkers) else None
+        contacts = other.contacts if other else self._edge
+        flows = CallFlows(self._ctx, contacts, self.dispatcher, tones, clock=self._clock)
         pool = WorkerPool(
             settings.workers,
             # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
             trusted=[f"{settings.sip.host}:{settings.sip.port}"],
             on_inbound=flows.handle,
-            edge=EdgeWorkerSet(dispatcher_list_path(settings), self._edge),
+            edge=other.edge if other else EdgeWorkerSet(dispatcher_list_path(settings), self._edge),
+            launcher=other.launcher if other else None,
             metrics=self._ctx.metrics,
             trunk_username=settings.trunk.username,
             trunk_password=settings.trunk.password,

@@ -48,7 +48,7 @@ from ivr.menus import menu_for_extension, menu_options
 from ivr.number_hours import off_hours_route
 from ivr.numbers import InboundNumber, number_for_call
 from ivr.prompts import system_prompt
-from pbx.legs import Leg, LegGone
+from pbx.legs import Leg, LegGone, WorkerCommandFailed
 from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 
 log = structlog.get_logger(__name__)
@@ -595,6 +595,11 @@ class CallFlows:
             lost = end is not None and end.code >= 500
             finish = Finish(Disposition.FAILED if lost else Disposition.ABANDONED,
                             end.ended_by("caller") if end else "caller")  # fmt: skip
+        except WorkerCommandFailed as exc:
+            # The worker could not carry a step out (no leg left to dial, a prompt it cannot
+            # read): the call failed, and its record says so instead of staying open.
+            log.warning("call_flow_step_refused", call_id=call.id, error=str(exc))
+            finish = Finish(Disposition.FAILED, "system")
         finally:
             await leg.drop()
         call.ended(finish.disposition, finish.hangup_by)

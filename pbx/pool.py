@@ -1,9 +1,10 @@
-"""The media worker pool: forks workers as demand grows, retires idle ones, routes events.
+"""The media worker pool: starts workers as demand grows, retires idle ones, routes events.
 
-Workers are forked by one warmed-up fork server (pbx.forkserver) and each talks to the pool
-over its own socket: commands out, events in, EOF when it dies. The pool keeps spare legs
-ahead of the load (pbx.capacity), tells the edge which workers take calls, and ends the legs
-of a worker that died with "worker lost"; nothing else notices.
+Workers are started by a launcher (pbx.channel): by default forked from one warmed-up fork
+server (pbx.forked_workers), in tests possibly the in-memory twin (pbx.memory_worker). Each
+talks to the pool over its own channel: commands out, events in, their end when it dies. The
+pool keeps spare legs ahead of the load (pbx.capacity), tells the edge which workers take
+calls, and ends the legs of a worker that died with "worker lost"; nothing else notices.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
-import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -22,7 +20,6 @@ from typing import Protocol
 
 import structlog
 
-from core.child_process import ChildProcess, ChildProcessFailed
 from core.context import EdgeUnavailable
 from core.metrics import Metrics
 from core.settings import WorkerSettings
@@ -36,6 +33,8 @@ from pbx.capacity import (
     max_workers,
     plan,
 )
+from pbx.channel import WorkerChannel, WorkerLauncher, WorkerSpec, WorkerStartFailed
+from pbx.forked_workers import ForkedWorkers
 from pbx.kamailio import WorkerSlot
 from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
 from pbx.protocol import (
@@ -52,11 +51,8 @@ from pbx.protocol import (
     LegEnded,
     LegRinging,
     PlaybackEnded,
-    ProtocolError,
     RecordingEnded,
     Shutdown,
-    decode_event,
-    encode,
 )
 
 log = structlog.get_logger(__name__)
@@ -70,16 +66,11 @@ EXIT_GRACE_S = 3.0
 RETIRE_DRAIN_S = 3.0
 # A worker slot whose process failed to start is not tried again for this long.
 BAD_SLOT_S = 60.0
-FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
 # Leg changes within this long are planned for together (each plan looks at every worker).
 RESIZE_COALESCE_S = 0.02
 # The edge did not take the worker list (Kamailio busy or restarting): try again after this.
 PUBLISH_RETRY_S = 0.5
 LOST_CODE = 500
-
-
-class WorkerStartFailed(Exception):
-    """A worker exited or stayed silent before its Hello."""
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
@@ -111,7 +102,7 @@ class _Worker:
     state: WorkerState = WorkerState.STARTING
     pid: int | None = None
     max_legs: int = 0
-    writer: asyncio.StreamWriter | None = None
+    channel: WorkerChannel | None = None
     legs: dict[str, Leg] = field(default_factory=dict)
     # The inbound leg each outbound leg was dialled for (None: a spare leg).
     parents: dict[str, str | None] = field(default_factory=dict)
@@ -131,7 +122,10 @@ class _Worker:
 
 
 class WorkerPool:
-    """Media workers forked on demand, each with its own SIP port and RTP range."""
+    """Media workers started on demand, each with its own SIP port and RTP range.
+
+    `launcher` starts them; by default they are forked PJSUA2 processes (`trusted`, the trunk
+    credentials and `python` are theirs)."""
 
     def __init__(
         self,
@@ -144,15 +138,16 @@ class WorkerPool:
         trunk_username: str = "",
         trunk_password: str = "",
         python: str = sys.executable,
+        launcher: WorkerLauncher | None = None,
     ) -> None:
         self._settings = settings
-        self._trusted = trusted
         self._on_inbound = on_inbound
         self._edge = edge
         self._metrics = metrics
-        self._trunk_username = trunk_username
-        self._trunk_password = trunk_password
-        self._python = python
+        self._launcher: WorkerLauncher = launcher or ForkedWorkers(
+            settings, trusted=trusted, trunk_username=trunk_username,
+            trunk_password=trunk_password, python=python,
+        )  # fmt: skip
         self.max_workers = max_workers(settings)
         self._workers: dict[int, _Worker] = {}
         self._bad_slots: dict[int, float] = {}
@@ -164,9 +159,6 @@ class WorkerPool:
         self._media_timeouts = 0
         self._restarts = 0
         self._refused: dict[str, int] = {}
-        self._forkserver: ChildProcess | None = None
-        self._control: socket.socket | None = None
-        self._forkserver_watch: asyncio.Task[None] | None = None
         self._resize_wanted = asyncio.Event()
         # Set while no worker is starting and the spare legs are there (or the pool is full).
         self._settled = asyncio.Event()
@@ -263,9 +255,8 @@ class WorkerPool:
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the fork server and the first workers; return once the spare legs are up."""
-        await self._start_forkserver()
-        self._forkserver_watch = asyncio.create_task(self._watch_forkserver())
+        """Start the launcher and the first workers; return once the spare legs are up."""
+        await self._launcher.start(on_available=self._resize_wanted.set)
         first = self._new_worker()
         if first is None:
             raise WorkerStartFailed("no worker slot is free")
@@ -278,68 +269,24 @@ class WorkerPool:
                  max_workers=self.max_workers)  # fmt: skip
 
     async def stop(self) -> None:
-        """Shut every worker down (its calls are hung up), then the fork server; repeatable."""
+        """Shut every worker down (its calls are hung up), then the launcher; repeatable."""
         self._stopping = True
         for flow in list(self._flows):
             flow.cancel()
-        for task in [self._resizer, self._forkserver_watch, *self._tasks]:
+        for task in [self._resizer, *self._tasks]:
             if task is not None:
                 task.cancel()
         await asyncio.gather(
-            *(t for t in [self._resizer, self._forkserver_watch, *self._tasks] if t),
-            return_exceptions=True,
+            *(t for t in [self._resizer, *self._tasks] if t), return_exceptions=True
         )
         await asyncio.gather(*(self._stop_worker(w) for w in list(self._workers.values())))
-        if self._control is not None:
-            self._control.close()  # the fork server reaps its workers and exits
-            self._control = None
-        if self._forkserver is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(EXIT_GRACE_S):
-                    await self._forkserver.wait()
-            await self._forkserver.stop(timeout=EXIT_GRACE_S)
+        await self._launcher.stop()
 
     async def kill_worker_for_test(self, worker_id: int) -> None:
-        """SIGKILL one worker (supervision tests); the pool replaces it as demand needs."""
-        pid = self._workers[worker_id].pid
-        if pid is not None:
-            os.kill(pid, 9)
-
-    # -- the fork server ----------------------------------------------------------------
-
-    async def _start_forkserver(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, "PBX_TRUNK_PASSWORD": self._trunk_password}
-        argv = [self._python, "-m", "pbx.forkserver", "--control-fd", str(theirs.fileno())]
-        process = ChildProcess("forkserver", argv, env=env, pass_fds=[theirs.fileno()])
-        try:
-            await process.start()
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._forkserver, self._control = process, ours
-
-    async def _watch_forkserver(self) -> None:
-        """Start the fork server again if it dies; the workers it forked go on."""
-        while True:
-            assert self._forkserver is not None
-            code = await self._forkserver.wait()
-            log.error("forkserver_lost", returncode=code)
-            if self._control is not None:
-                self._control.close()
-                self._control = None
-            for attempt in itertools.count():
-                delays = FORKSERVER_RESTART_DELAYS_S
-                await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
-                try:
-                    await self._start_forkserver()
-                except (OSError, ChildProcessFailed) as exc:
-                    log.error("forkserver_restart_failed", error=str(exc))
-                    continue
-                break
-            self._resize_wanted.set()
+        """Kill one worker (supervision tests); the pool replaces it as demand needs."""
+        channel = self._workers[worker_id].channel
+        if channel is not None:
+            channel.kill()
 
     # -- sizing -------------------------------------------------------------------------
 
@@ -390,8 +337,8 @@ class WorkerPool:
             worker.state, worker.retire_at = WorkerState.READY, None
             log.info("worker_revived", worker=worker_id)
         for _ in range(decision.start):
-            if self._control is None:
-                break  # the fork server is being restarted; it asks again when back
+            if not self._launcher.available:
+                break  # e.g. the fork server is being restarted; it asks again when back
             new = self._new_worker()
             if new is None:
                 break
@@ -484,39 +431,22 @@ class WorkerPool:
             await self._publish()
 
     async def _spawn(self, worker: _Worker) -> None:
-        """Fork a worker and wait for its Hello; on failure its slot is free again."""
+        """Start a worker and wait for its Hello; on failure its slot is free again."""
         started = time.perf_counter()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [
-            "--worker-id", str(worker.id), "--host", self._settings.host,
-            "--sip-port", str(worker.sip_port), "--rtp-port", str(worker.rtp_port),
-            "--rtp-ports", str(self._settings.rtp_ports_per_worker),
-            "--media-timeout", str(self._settings.media_timeout),
-            "--trunk-username", self._trunk_username,
-            "--max-legs", str(self._legs_per_worker),
-            *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
-            "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
-        ]  # fmt: skip
-        request = json.dumps({"worker_id": worker.id, "argv": argv}).encode()
+        spec = WorkerSpec(worker.id, worker.sip_port, worker.rtp_port, self._legs_per_worker)
         try:
-            if self._control is None:
-                raise WorkerStartFailed("the fork server is not running")
-            socket.send_fds(self._control, [request], [theirs.fileno()])
+            channel = await self._launcher.launch(spec)
         except BaseException:
-            ours.close()
             self._workers.pop(worker.id, None)
             raise
-        finally:
-            theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1024 * 1024)
-        worker.writer = writer
+        worker.channel = channel
         worker.hello = asyncio.get_running_loop().create_future()
-        worker.reader = asyncio.create_task(self._read_events(worker, reader))
+        worker.reader = asyncio.create_task(self._read_events(worker, channel))
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 greeting = await worker.hello
         except (TimeoutError, WorkerStartFailed) as exc:
-            writer.close()
+            channel.close()
             worker.reader.cancel()
             self._workers.pop(worker.id, None)
             problem = "said nothing in time" if isinstance(exc, TimeoutError) else str(exc)
@@ -559,35 +489,33 @@ class WorkerPool:
 
     async def _stop_worker(self, worker: _Worker) -> None:
         worker.state = WorkerState.RETIRING
-        if worker.writer is not None and worker.hello is not None and worker.hello.done():
+        if worker.channel is not None and worker.hello is not None and worker.hello.done():
             with contextlib.suppress(WorkerCommandFailed):
                 await self._command(worker, lambda cid: Shutdown(cid=cid))
-        if worker.writer is not None:
-            worker.writer.close()  # EOF: the worker hangs up whatever is left and exits
+        if worker.channel is not None:
+            worker.channel.close()  # the worker hangs up whatever is left and exits
         if worker.reader is not None:
             try:
                 async with asyncio.timeout(EXIT_GRACE_S):
                     await asyncio.gather(worker.reader, return_exceptions=True)
             except TimeoutError:
                 log.warning("worker_did_not_exit", worker=worker.id, pid=worker.pid)
-                if worker.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(worker.pid, 9)
+                if worker.channel is not None:
+                    worker.channel.kill()
                 worker.reader.cancel()
         self._worker_gone(worker)
 
     # -- commands and events ------------------------------------------------------------
 
     async def _command(self, worker: _Worker, make: Callable[[int], Command]) -> None:
-        writer = worker.writer
-        if writer is None or writer.is_closing():
+        channel = worker.channel
+        if channel is None:
             raise WorkerCommandFailed(WORKER_LOST)
         cid = next(self._command_ids)
         result: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         worker.pending[cid] = result
         try:
-            writer.write(encode(make(cid)))
-            await writer.drain()
+            await channel.send(make(cid))
             answer = await asyncio.wait_for(result, COMMAND_TIMEOUT_S)
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerCommandFailed(WORKER_LOST) from exc
@@ -600,14 +528,9 @@ class WorkerPool:
         if not answer.ok:
             raise WorkerCommandFailed(answer.error or "failed")
 
-    async def _read_events(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+    async def _read_events(self, worker: _Worker, channel: WorkerChannel) -> None:
         try:
-            async for line in reader:
-                try:
-                    event = decode_event(line)
-                except ProtocolError as exc:
-                    log.error("bad_worker_event", worker=worker.id, error=str(exc))
-                    continue
+            async for event in channel.events():
                 if isinstance(event, Hello):
                     if worker.hello is not None and not worker.hello.done():
                         worker.hello.set_result(event)
@@ -616,8 +539,7 @@ class WorkerPool:
         except ConnectionError:
             pass  # the worker died; its legs end below as at EOF
         finally:
-            if worker.writer is not None:
-                worker.writer.close()
+            channel.close()
             self._worker_gone(worker)
 
     def _on_event(self, worker: _Worker, event: Event) -> None:

@@ -43,8 +43,6 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_WORKERS__FIRST_RTP_PORT": str(free_port_block(80)),
         "PBX_ADMIN_TOKEN": ADMIN_TOKEN,
         "PBX_LOG__LEVEL": "warning",
-        # The provider for outbound calls: a PJSUA2 account on the test process's endpoint.
-        "PBX_TRUNK__URI": f"sip:127.0.0.1:{shared_user_agent().sip_port}",
         # Short waits keep call tests quick; the defaults suit people.
         "PBX_CALLS__INTER_DIGIT_TIMEOUT": "1.5",
         "PBX_CALLS__WAIT_AFTER_GREETING": "1.0",
@@ -53,6 +51,10 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_VOICEMAIL__SILENCE_SECONDS": "2",
         "PBX_CHAT__DELIVERY_RETRY_SECONDS": "0.2",
     }
+    if "uri" not in sections.get("trunk", {}):
+        # The provider for outbound calls: a PJSUA2 account on the test process's endpoint
+        # (started here, so tests that name another provider run without PJSUA2).
+        environ["PBX_TRUNK__URI"] = f"sip:127.0.0.1:{shared_user_agent().sip_port}"
     for section, values in sections.items():
         for key, value in values.items():
             environ[f"PBX_{section.upper()}__{key.upper()}"] = str(value)

@@ -1,0 +1,177 @@
+"""Real media workers: PJSUA2 processes forked by the warmed-up fork server (pbx.forkserver),
+each reached over its own socket of JSON lines (pbx.protocol): the pool's default launcher.
+
+The socket is the whole contract: commands out, events in, and EOF when the worker dies, so
+nothing pings workers. The fork server only forks and reaps; if it dies, the workers it forked
+go on and it is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from core.child_process import ChildProcess, ChildProcessFailed
+from core.settings import WorkerSettings
+from pbx.channel import WorkerSpec, WorkerStartFailed
+from pbx.protocol import Command, Event, Hello, ProtocolError, decode_event, encode
+
+log = structlog.get_logger(__name__)
+
+# The fork server exits by itself once its control socket closes; SIGKILL only after this.
+FORKSERVER_EXIT_S = 3.0
+FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
+# One event line is far below this; a longer one is not ours.
+LINE_LIMIT = 1024 * 1024
+
+
+class SocketChannel:
+    """One forked worker's socket (pbx.channel.WorkerChannel)."""
+
+    def __init__(
+        self, worker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._worker_id = worker_id
+        self._reader = reader
+        self._writer = writer
+        self._pid: int | None = None  # from its Hello
+
+    async def send(self, command: Command) -> None:
+        if self._writer.is_closing():
+            raise ConnectionError(f"worker {self._worker_id}'s socket is closed")
+        self._writer.write(encode(command))
+        await self._writer.drain()
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for line in self._reader:
+            try:
+                event = decode_event(line)
+            except ProtocolError as exc:
+                log.error("bad_worker_event", worker=self._worker_id, error=str(exc))
+                continue
+            if isinstance(event, Hello):
+                self._pid = event.pid
+            yield event
+
+    def close(self) -> None:
+        self._writer.close()  # EOF: the worker hangs up whatever is left and exits
+
+    def kill(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+
+
+class ForkedWorkers:
+    """Forks workers through one fork server, started again if it dies
+    (pbx.channel.WorkerLauncher)."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        trusted: list[str],
+        trunk_username: str = "",
+        trunk_password: str = "",
+        python: str = sys.executable,
+    ) -> None:
+        self._settings = settings
+        self._trusted = trusted
+        self._trunk_username = trunk_username
+        self._trunk_password = trunk_password
+        self._python = python
+        self._forkserver: ChildProcess | None = None
+        self._control: socket.socket | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._control is not None
+
+    async def start(self, on_available: Callable[[], None]) -> None:
+        await self._start_forkserver()
+        self._watch = asyncio.create_task(self._watch_forkserver(on_available))
+
+    async def launch(self, spec: WorkerSpec) -> SocketChannel:
+        """Fork a worker with its end of a new socket pair; its Hello comes on ours."""
+        settings = self._settings
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [
+            "--worker-id", str(spec.worker_id), "--host", settings.host,
+            "--sip-port", str(spec.sip_port), "--rtp-port", str(spec.rtp_port),
+            "--rtp-ports", str(settings.rtp_ports_per_worker),
+            "--media-timeout", str(settings.media_timeout),
+            "--trunk-username", self._trunk_username,
+            "--max-legs", str(spec.max_legs),
+            *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
+            "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
+        ]  # fmt: skip
+        request = json.dumps({"worker_id": spec.worker_id, "argv": argv}).encode()
+        try:
+            if self._control is None:
+                raise WorkerStartFailed("the fork server is not running")
+            socket.send_fds(self._control, [request], [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
+        return SocketChannel(spec.worker_id, reader, writer)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
+        if self._control is not None:
+            self._control.close()  # the fork server reaps its workers and exits
+            self._control = None
+        if self._forkserver is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FORKSERVER_EXIT_S):
+                    await self._forkserver.wait()
+            await self._forkserver.stop(timeout=FORKSERVER_EXIT_S)
+
+    async def _start_forkserver(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "PBX_TRUNK_PASSWORD": self._trunk_password}
+        argv = [self._python, "-m", "pbx.forkserver", "--control-fd", str(theirs.fileno())]
+        process = ChildProcess("forkserver", argv, env=env, pass_fds=[theirs.fileno()])
+        try:
+            await process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._forkserver, self._control = process, ours
+
+    async def _watch_forkserver(self, on_available: Callable[[], None]) -> None:
+        """Start the fork server again if it dies; the workers it forked go on."""
+        while True:
+            assert self._forkserver is not None
+            code = await self._forkserver.wait()
+            log.error("forkserver_lost", returncode=code)
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            for attempt in itertools.count():
+                delays = FORKSERVER_RESTART_DELAYS_S
+                await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
+                try:
+                    await self._start_forkserver()
+                except (OSError, ChildProcessFailed) as exc:
+                    log.error("forkserver_restart_failed", error=str(exc))
+                    continue
+                break
+            on_available()
