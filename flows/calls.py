@@ -24,7 +24,7 @@ from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
-from acd.queues import find_queue, queue_of_extension
+from acd.queues import Queue, find_queue, queue_of_extension
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
@@ -51,6 +51,8 @@ from ivr.prompts import system_prompt
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 
+# A queue's settings and members change with these (not with queue_<log event>).
+QUEUE_CHANGES = ("queue_created", "queue_updated", "queue_deleted", "user_")
 log = structlog.get_logger(__name__)
 
 # Destinations leading to destinations (queue overflow into a queue...) stop after this many.
@@ -116,6 +118,10 @@ class CallFlows:
         # Who holds an extension and how to reach them: read on the digit -> INVITE path.
         self._queue_of: ReadCache[str, int | None] = ReadCache(
             lambda ext: queue_of_extension(ctx, ext), emptied_by=DIRECTORY_EVENTS,
+            wakeups=ctx.wakeups,
+        )  # fmt: skip
+        self._queues: ReadCache[int, Queue | None] = ReadCache(
+            lambda queue_id: find_queue(ctx, queue_id), emptied_by=QUEUE_CHANGES,
             wakeups=ctx.wakeups,
         )  # fmt: skip
         self._menu_of: ReadCache[str, int | None] = ReadCache(
@@ -264,7 +270,7 @@ class CallFlows:
 
     async def _to_queue(self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0) -> Finish:
         """The caller (answered) waits in the queue; an overflow goes on to its destination."""
-        queue = await find_queue(self._ctx, queue_id)
+        queue = await self._queues.get(queue_id)
         if queue is None:
             log.warning("queue_gone", queue_id=queue_id, call_id=call.id)
             await self._say(leg, "not_available")

@@ -87,8 +87,8 @@ class QueueCall:
         if spec.max_length and len(self._dispatcher.waiting(self._queue.id)) >= spec.max_length:
             return QueueEvent.FULL
         if spec.when_no_agents == "overflow":
-            presences = await store(self._ctx).get_many(spec.members)
-            if all(p.status is Status.LOGGED_OUT for p in presences.values()):
+            presences = [self._dispatcher.presence_of(member) for member in spec.members]
+            if all(p.status is Status.LOGGED_OUT for p in presences):
                 return QueueEvent.NO_AGENTS
         return None
 
