@@ -64,6 +64,19 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _kill_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class ChildProcess:
     """One child process whose stdout and stderr go to the log line by line.
 
@@ -90,6 +103,8 @@ class ChildProcess:
         self._cwd = cwd
         self._env = dict(env) if env is not None else None
         self._process: asyncio.subprocess.Process | None = None
+        self._exit_fd: int | None = None
+        self._exited = asyncio.Event()
         self._readers: list[asyncio.Task[None]] = []
         self._last_lines: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
         self._log = log.bind(process=name)
@@ -135,6 +150,12 @@ class ChildProcess:
             raise ChildProcessFailed(
                 f"{self.name}: cannot run {self.argv[0]}: {exc.strerror or exc}"
             ) from exc
+        try:
+            # Readable once the process has exited (Linux 5.3+), whoever holds its pipes.
+            self._exit_fd = os.pidfd_open(self._process.pid)
+            asyncio.get_running_loop().add_reader(self._exit_fd, self._on_exit)
+        except ProcessLookupError:
+            self._exit_fd = None  # gone already: returncode follows from the child watcher
         assert self._process.stdout is not None and self._process.stderr is not None
         self._readers = [
             asyncio.create_task(self._forward(self._process.stdout, "stdout")),
@@ -169,13 +190,24 @@ class ChildProcess:
             await asyncio.sleep(_READY_POLL_SECONDS)
 
     async def wait(self) -> int:
-        """Wait until the process exits and its output is logged; return its exit code."""
-        returncode = await self._started().wait()
+        """Wait until the process exits and its output is logged; return its exit code.
+
+        The process itself, not its pipes: asyncio's Process.wait() (3.11) also waits for
+        stdout and stderr to close, which never happens while a grandchild holds them, as
+        Kamailio's workers do after its main process was killed."""
+        process = self._started()
+        if process.returncode is None and self._exit_fd is not None:
+            await self._exited.wait()
+        # The pidfd says it exited; the child watcher sets the code a moment later.
+        while process.returncode is None:  # noqa: ASYNC110  # set from the watcher's thread
+            await asyncio.sleep(_READY_POLL_SECONDS)
         await self._drain_output()
-        return returncode
+        return process.returncode
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109  # grace before SIGKILL
-        """SIGTERM, then SIGKILL to the whole process group after `timeout`; safe to repeat."""
+        """SIGTERM, then SIGKILL to the whole process group after `timeout`; safe to repeat.
+        Also when the child itself has died: what it started (its session) must not outlive
+        the service, e.g. Kamailio's workers holding the SIP port for the next run."""
         process = self._process
         if process is None:
             return
@@ -185,13 +217,33 @@ class ChildProcess:
                 process.send_signal(signal.SIGTERM)
             try:
                 async with asyncio.timeout(timeout):
-                    await process.wait()
+                    await self.wait()
             except TimeoutError:
                 self._log.warning("child_killed", pid=process.pid, after_seconds=timeout)
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                _kill_group(process.pid, signal.SIGKILL)
+                await self.wait()
             self._log.info("child_stopped", pid=process.pid, returncode=process.returncode)
+        await self._stop_leftovers(process.pid, timeout)
         await self._drain_output()
+
+    def _on_exit(self) -> None:
+        if self._exit_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._exit_fd)
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        self._exited.set()
+
+    async def _stop_leftovers(self, group: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Whatever is left in the child's process group: SIGTERM, then SIGKILL."""
+        if not _group_alive(group):
+            return
+        self._log.info("child_leftovers_stopped", pgid=group)
+        _kill_group(group, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while _group_alive(group) and loop.time() < deadline:  # noqa: ASYNC110  # no event for it
+            await asyncio.sleep(_READY_POLL_SECONDS)
+        _kill_group(group, signal.SIGKILL)
 
     def _started(self) -> asyncio.subprocess.Process:
         if self._process is None:
