@@ -1,5 +1,5 @@
-"""The controller: call flows, the ACD, chat assignment, reply delivery and the media worker
-pool, started and stopped as one component, apart from the web app.
+"""The controller: call flows, the ACD, chat assignment, reply delivery, retention of history and
+the media worker pool, started and stopped as one component, apart from the web app.
 
 `pbx run` starts it beside the API in one process; they share the plumbing of
 core.context.ServiceContext (SQL, Redis, events, the write-behind journal) and nothing else.
@@ -23,6 +23,7 @@ from acd.chat_assigner import ChatAssigner
 from acd.dialogs import agents_blocked_for_calls
 from acd.dispatcher import Dispatcher
 from acd.outbox import OutboxDelivery
+from controller.retention import RetentionJob
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from flows.calls import CallFlows, Tones
@@ -86,6 +87,7 @@ class Controller:
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         self.chat_assigner = ChatAssigner(ctx)
         self._outbox = OutboxDelivery(ctx)
+        self._retention = RetentionJob(ctx)
         self.pool: WorkerPool | None = None
 
     async def start(self) -> None:
@@ -95,6 +97,7 @@ class Controller:
         await self.dispatcher.start()
         self.chat_assigner.start()
         self._outbox.start()
+        self._retention.start()
         if self._media_workers:
             self.pool = await self._start_pool()
         log.info("controller_started", media_workers=bool(self._media_workers))
@@ -102,6 +105,7 @@ class Controller:
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.stop()
+        await self._retention.stop()
         await self.dispatcher.stop()
         await self._outbox.stop()
         await self.chat_assigner.stop()

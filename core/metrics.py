@@ -55,6 +55,12 @@ class Metrics:
         self.websocket_clients = Gauge(
             "pbx_event_stream_clients", "Open WebSocket event streams", registry=self.registry
         )
+        self.retention_deleted = Counter(
+            "pbx_retention_deleted_rows_total",
+            "History rows deleted because they outlived their retention period, by table",
+            ["table"],
+            registry=self.registry,
+        )
         self.event_stream_clients_dropped = Counter(
             "pbx_event_stream_clients_dropped_total",
             "WebSocket event streams closed because the client fell too far behind",

@@ -202,6 +202,16 @@ class ChatSettings(_Section):
     delivery_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
 
+class RetentionSettings(_Section):
+    # Days each kind of history is kept; 0 keeps it for ever. Applied once a day (and a
+    # minute after start) by the controller, in small batches.
+    events_days: int = Field(90, ge=0, le=36500)
+    queue_log_days: int = Field(400, ge=0, le=36500)
+    presence_history_days: int = Field(90, ge=0, le=36500)
+    # Call records (ended calls only).
+    calls_days: int = Field(400, ge=0, le=36500)
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -227,6 +237,7 @@ class Settings(_Section):
     prompts: PromptSettings = PromptSettings()
     feature_codes: FeatureCodeSettings = FeatureCodeSettings()
     chat: ChatSettings = ChatSettings()
+    retention: RetentionSettings = RetentionSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

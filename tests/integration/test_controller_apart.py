@@ -1,27 +1,34 @@
-"""The controller and the API, each working without the other (real Redis and SQLite; no
-Kamailio, no media workers)."""
+"""The controller and the API, each working without the other, and the controller's retention
+job (real Redis and SQLite; no Kamailio, no media workers)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 
 from acd import agents
+from acd.models import PresenceHistoryRow
 from acd.queues import QueueSpec, create_queue
 from api.app import create_app
 from controller.component import Controller
 from controller.plumbing import open_plumbing
+from controller.retention import RetentionJob
+from core.db import utcnow
+from core.events import EventRow
 from core.metrics import Metrics
 from core.redis_server import ManagedRedis
 from core.settings import Settings
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
+from ivr.cdr import CallRecord
 from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, make_settings
 
@@ -84,3 +91,34 @@ async def test_the_api_serves_without_a_controller(own_services: Settings) -> No
                 assert "pbx_worker_pool_workers{" not in await metrics.text()  # no pool, no samples
     finally:
         await server.close()
+
+
+async def test_history_past_its_retention_is_deleted_and_the_newest_row_kept(
+    own_services: Settings,
+) -> None:
+    old, recent = utcnow() - timedelta(days=400), utcnow() - timedelta(days=1)
+    async with open_plumbing(own_services, Metrics()) as plumbing:
+        ctx = plumbing.ctx
+        async with ctx.sessions.begin() as session:
+            for at in (old, old, recent):
+                session.add(EventRow(type="thing_happened", occurred_at=at, data={}))
+                session.add(PresenceHistoryRow(user_id=1, at=at, status="ready", activity="idle",
+                                               cause="test"))  # fmt: skip
+                session.add(CallRecord(direction="inbound", caller="1", called="2", worker_id=0,
+                                       started_at=at, ended_at=at, legs=[]))  # fmt: skip
+            # Open for a year (a crash left it): not history.
+            session.add(CallRecord(direction="inbound", caller="1", called="2", worker_id=0,
+                                   started_at=old, legs=[]))  # fmt: skip
+            # The newest event is old too: kept, so that its id is never handed out again.
+            session.add(EventRow(type="thing_happened", occurred_at=old, data={}))
+        deleted = await RetentionJob(ctx).apply()
+        assert deleted == {"events": 2, "presence_history": 2, "calls": 2}
+        async with ctx.sessions() as session:
+            events = list(await session.scalars(select(EventRow.type).order_by(EventRow.id)))
+            calls = list(await session.scalars(select(CallRecord.ended_at)))
+        # The recent one, the newest old one, and the retention_applied event itself.
+        assert events == ["thing_happened", "thing_happened", "retention_applied"]
+        assert len(calls) == 2 and None in calls
+        # Kept only while it was the newest: the next pass takes it.
+        assert await RetentionJob(ctx).apply() == {"events": 1}
+        assert await RetentionJob(ctx).apply() == {}
