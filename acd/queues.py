@@ -22,7 +22,7 @@ from destinations.checks import check_destination
 from destinations.destination import Destination, HangupDestination
 from destinations.references import References, references_to
 from extensions.models import Extension
-from extensions.namespace import ensure_free
+from extensions.namespace import take_extension
 from extensions.numbering import OwnerType
 from extensions.users import check_members
 from ivr.prompt_library import PromptRow
@@ -83,7 +83,7 @@ async def create_queue(ctx: ServiceContext, spec: QueueSpec) -> Queue:
             await session.flush()
             await _write_members(session, row.id, spec.members)
             if spec.extension is not None:
-                session.add(_queue_extension(spec.extension, row.id))
+                await take_extension(session, spec.extension, OwnerType.QUEUE, row.id)
             queue = Queue(row.id, spec, row.created_at, row.updated_at)
             event = await ctx.events.stage(session, "queue_created", queue_data(queue))
     except IntegrityError:
@@ -112,7 +112,7 @@ async def update_queue(ctx: ServiceContext, queue_id: int, changes: dict[str, An
             if merged.extension != current.extension:
                 await _release_extension(session, queue_id)
                 if merged.extension is not None:
-                    session.add(_queue_extension(merged.extension, queue_id))
+                    await take_extension(session, merged.extension, OwnerType.QUEUE, queue_id)
             await session.flush()
             queue = Queue(queue_id, merged, row.created_at, row.updated_at)
             event = await ctx.events.stage(session, "queue_updated", queue_data(queue))
@@ -210,10 +210,6 @@ async def _validate(
         )
         if taken:
             raise QueueNameTaken(f"a queue named {spec.name!r} exists", field="name")
-    if changed("extension") and spec.extension is not None:
-        holder = await session.get(Extension, spec.extension)
-        if holder is None or (holder.owner_type, holder.owner_id) != ("queue", queue_id):
-            await ensure_free(session, spec.extension)
     if changed("members"):
         await check_members(session, spec.members)
     if changed("overflow"):
@@ -235,10 +231,6 @@ async def _write_members(session: AsyncSession, queue_id: int, members: tuple[in
         QueueMemberRow(queue_id=queue_id, user_id=user_id, position=position)
         for position, user_id in enumerate(members)
     )
-
-
-def _queue_extension(number: str, queue_id: int) -> Extension:
-    return Extension(number=number, owner_type=OwnerType.QUEUE.value, owner_id=queue_id)
 
 
 async def _release_extension(session: AsyncSession, queue_id: int) -> None:

@@ -15,7 +15,7 @@ from core.events import Event
 from core.settings import SipSettings
 from extensions.credentials import digest_ha1, generate_sip_password
 from extensions.models import Extension, Subscriber, User
-from extensions.namespace import ensure_free, free_extension, user_extension
+from extensions.namespace import free_extension, take_extension, user_extension
 from extensions.numbering import OwnerType, is_valid_extension
 from extensions.users import drop_phone_registrations, load_user
 
@@ -56,12 +56,11 @@ async def assign_extension(ctx: ServiceContext, user_id: int, number: str) -> Si
             current = await user_extension(session, user_id)
             if current == number:
                 return _account(ctx.settings.sip, number, password=None)
-            await ensure_free(session, number)
             if current is not None:
                 await free_extension(session, current)
                 events.append(await _stage_released(ctx, session, current, user_id))
+            await take_extension(session, number, OwnerType.USER, user_id)
             password = generate_sip_password()
-            session.add(Extension(number=number, owner_type=OwnerType.USER, owner_id=user_id))
             session.add(_subscriber(ctx.settings.sip, number, password))
             await session.flush()
             events.append(
@@ -72,9 +71,7 @@ async def assign_extension(ctx: ServiceContext, user_id: int, number: str) -> Si
                 )
             )
     except IntegrityError:
-        # Lost a race against a concurrent assignment (PostgreSQL reports it at flush/commit).
-        async with ctx.sessions() as session:
-            await ensure_free(session, number)
+        # Lost a race against a concurrent change of this user's extension.
         raise Conflict("the user's extension changed concurrently; retry") from None
     if current is not None:
         await drop_phone_registrations(ctx, current)

@@ -11,7 +11,6 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,7 +22,7 @@ from destinations.checks import check_destination
 from destinations.destination import Destination
 from destinations.references import is_menu, references_to
 from extensions.models import Extension
-from extensions.namespace import ensure_free, free_extension
+from extensions.namespace import free_extension, take_extension
 from extensions.numbering import OwnerType
 from ivr.menu import BackOption, MenuOption, MenuPlan, RepeatOption, menus_reaching_nothing
 from ivr.prompt_refs import PromptRef, prepare_prompt, prompt_path
@@ -281,12 +280,7 @@ async def _validate(session: AsyncSession, menu_id: int, spec: MenuSpec) -> None
 
 
 async def _take_extension(session: AsyncSession, extension: str, menu_id: int) -> None:
-    await ensure_free(session, extension)
-    session.add(Extension(number=extension, owner_type=OwnerType.MENU.value, owner_id=menu_id))
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict("the extension was taken concurrently; retry", field="extension") from None
+    await take_extension(session, extension, OwnerType.MENU, menu_id)
 
 
 async def _stage_extension(
