@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,7 +21,6 @@ import structlog
 from sqlalchemy import select
 
 from acd.agents import change_presence, expire_wrap_ups, store
-from acd.dialogs import agents_blocked_for_calls
 from acd.matching import QueueRule, WaitingCaller, match_callers
 from acd.models import QueueMemberRow, QueueRow
 from acd.presence import NotOfferable, offer, offer_withdrawn
@@ -81,8 +80,15 @@ class Entry:
 
 
 class Dispatcher:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        blocked_for_calls: Callable[[frozenset[int]], Awaitable[frozenset[int]]],
+    ) -> None:
         self._ctx = ctx
+        # Of the agents given, those whose open chat dialogs keep calls from them
+        # (chat.block_calls_at). Injected by the app, so acd/ never imports chat/.
+        self._blocked_for_calls = blocked_for_calls
         self._entries: dict[int, Entry] = {}
         self._ids = itertools.count(1)
         self._recent_waits: dict[int, deque[float]] = {}
@@ -189,7 +195,7 @@ class Dispatcher:
         presences = await store(self._ctx).get_many(members)
         free = frozenset(m for m, p in presences.items() if p.takes_acd_work and m in reachable)
         # One capacity model: enough open chat dialogs (chat.block_calls_at) keep calls away.
-        free -= await agents_blocked_for_calls(self._ctx, free)
+        free -= await self._blocked_for_calls(free)
         if not free:
             return
         answered_today = await self._answered_today()

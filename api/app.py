@@ -13,9 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from acd.agents import recover_after_restart, wallboard
-from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
-from acd.outbox import OutboxDelivery
 from acd.queue_log import register_writes as register_queue_log_writes
 from acd.queues import list_queues
 from api import (
@@ -41,6 +39,9 @@ from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
+from chat.assigner import ChatAssigner
+from chat.dialogs import agents_blocked_for_calls
+from chat.outbox import OutboxDelivery
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory, utcnow
 from core.events import EventBus
@@ -151,7 +152,12 @@ def create_app(
         hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
-        dispatcher = Dispatcher(app[CONTEXT_KEY])
+        ctx = app[CONTEXT_KEY]
+
+        async def blocked_for_calls(agents: frozenset[int]) -> frozenset[int]:
+            return await agents_blocked_for_calls(ctx, agents)
+
+        dispatcher = Dispatcher(ctx, blocked_for_calls)
         app[DISPATCHER_KEY] = dispatcher
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         chat_assigner = ChatAssigner(app[CONTEXT_KEY])

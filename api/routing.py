@@ -11,10 +11,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from acd.chat_assigner import ChatAssigner
 from acd.dispatcher import Dispatcher
 from api.auth import authenticated_principal
 from api.errors import validation_failed
+from chat.assigner import ChatAssigner
 from core.context import ServiceContext
 from core.errors import Forbidden, InvalidInput
 from extensions.roles import Role

@@ -19,13 +19,13 @@ from urllib.parse import unquote
 import structlog
 
 from acd.agents import apply_feature_code, change_presence, store
-from acd.blocklist import Action as BlocklistAction
-from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queue_call import Edge, QueueCall, QueueOutcome
 from acd.queues import find_queue, queue_of_extension
+from chat.blocklist import Action as BlocklistAction
+from chat.blocklist import all_actions, calling_number_refused
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
