@@ -8,9 +8,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from acd import blocklist
-from acd.blocklist import Action
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from chat import blocklist
+from chat.blocklist import Action
 
 routes = RouteTable()
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from acd import canned_responses
 from api.routing import ANY_ROLE, STAFF, ApiRequest, RouteTable
+from chat import canned_responses
 from core.errors import InvalidInput
 
 routes = RouteTable()

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from acd import channels, dialogs
-from acd.chat_assignment import HARD_CAP, Countable, Distribution
-from acd.working_hours import WorkingHours
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from chat import channels, dialogs
+from chat.assignment import HARD_CAP, Countable, Distribution
+from chat.working_hours import WorkingHours
 from core.errors import InvalidInput
 
 routes = RouteTable()

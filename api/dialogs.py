@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from acd import dialogs
-from acd.chat_models import ChatMessageRow, DialogRow, OutboxRow
 from api.channels import SECRET_HEADER
 from api.routing import ANY_ROLE, ApiRequest, RouteTable
+from chat import dialogs
+from chat.models import ChatMessageRow, DialogRow, OutboxRow
 
 routes = RouteTable()
 

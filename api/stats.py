@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from acd import chat_stats
 from api.routing import STAFF, ApiRequest, RouteTable
+from chat import stats as chat_stats
 
 routes = RouteTable()
 

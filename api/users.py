@@ -7,8 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from acd import agents, channels, dialogs, queues
+from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from chat import channels, dialogs
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role

@@ -24,10 +24,10 @@ import aiohttp
 from aiohttp import web
 
 from acd import agents
-from acd.channels import ChannelSpec, create_channel
-from acd.chat_assignment import Distribution
 from api.app import create_app
 from api.routing import CONTEXT_KEY
+from chat.assignment import Distribution
+from chat.channels import ChannelSpec, create_channel
 from core.events import EVENTS_CHANNEL
 from core.logging import configure_logging
 from core.redis_server import ManagedRedis

@@ -19,10 +19,10 @@ from datetime import datetime
 import structlog
 
 from acd.agents import recover_after_restart
-from acd.chat_assigner import ChatAssigner
-from acd.dialogs import agents_blocked_for_calls
 from acd.dispatcher import Dispatcher
-from acd.outbox import OutboxDelivery
+from chat.assigner import ChatAssigner
+from chat.dialogs import agents_blocked_for_calls
+from chat.outbox import OutboxDelivery
 from controller.retention import RetentionJob
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow

@@ -19,12 +19,12 @@ from urllib.parse import unquote
 import structlog
 
 from acd.agents import apply_feature_code, change_presence
-from acd.blocklist import Action as BlocklistAction
-from acd.blocklist import all_actions, calling_number_refused
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
 from acd.queues import Queue, find_queue, queue_of_extension
+from chat.blocklist import Action as BlocklistAction
+from chat.blocklist import all_actions, calling_number_refused
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
@@ -166,7 +166,7 @@ class CallFlows:
             await leg.reject(404, "Unknown number")
             return
         if calling_number_refused(await self._blocklist.get(None), leg.caller):
-            await leg.reject(603, "Decline")  # blocklisted (acd.blocklist)
+            await leg.reject(603, "Decline")  # blocklisted (chat.blocklist)
             return
         call = CallLog.open(
             self._ctx, direction=Direction.INBOUND, caller=leg.caller, called=leg.called,

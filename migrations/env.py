@@ -5,8 +5,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import acd.chat_models  # (registers channels, dialogs, outbox, blocklist)
 import acd.models  # noqa: F401  (registers queues, queue log, presence history, forwarding)
+import chat.models  # noqa: F401  (registers channels, dialogs, outbox, blocklist)
 import core.events  # noqa: F401  (registers the events table)
 import extensions.models  # noqa: F401  (registers users, extensions, tokens, subscriber)
 import ivr.cdr

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from acd import blocklist
-from acd.chat_assigner import ChatAssigner
 from api.routing import CONTEXT_KEY, CONTROLLER_KEY
+from chat import blocklist
+from chat.assigner import ChatAssigner
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_event_stream import next_event
 from tests.support.api_client import ApiClient, Reply

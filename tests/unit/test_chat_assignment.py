@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from acd.chat_assignment import (
+from acd.presence import Activity, Presence, Status
+from chat.assignment import (
     HARD_CAP,
     ChannelRule,
     Countable,
@@ -17,7 +18,6 @@ from acd.chat_assignment import (
     plan_placements,
     takes_chats,
 )
-from acd.presence import Activity, Presence, Status
 
 CHANNEL = 7
 MEMBERS = (11, 12, 13)

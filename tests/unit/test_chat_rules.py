@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from acd.blocklist import Action, InvalidEntry, entries_matching, normalised_entry, strongest
-from acd.canned_responses import InvalidPlaceholder, check_placeholders, fill
-from acd.chat_stats import DialogFacts, figures, figures_by
-from acd.outbox import backoff_seconds, signature
-from acd.working_hours import WorkingHours, is_open
+from chat.blocklist import Action, InvalidEntry, entries_matching, normalised_entry, strongest
+from chat.canned_responses import InvalidPlaceholder, check_placeholders, fill
+from chat.outbox import backoff_seconds, signature
+from chat.stats import DialogFacts, figures, figures_by
+from chat.working_hours import WorkingHours, is_open
 
 OFFICE = WorkingHours(
     timezone="Europe/Berlin", days={"mon": ["09:00-12:00", "13:00-18:00"], "sat": ["10:00-24:00"]}

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from acd.chat_models import ChannelRow, DialogRow
+from chat.models import ChannelRow, DialogRow
 from core.context import ServiceContext
 from extensions.models import User
 

@@ -2,7 +2,7 @@
 
 A round (after a dialog arrives or frees capacity, a presence or channel change, and at least
 every second) loads the waiting dialogs and the ones sitting unanswered past their idle time,
-plans with acd.chat_assignment (pure) and applies the plan in the same SQL transaction with
+plans with chat.assignment (pure) and applies the plan in the same SQL transaction with
 conditional UPDATEs, so a dialog claimed meanwhile is simply not assigned again. The clock is
 injected: `assign_round(now)` is one round at any time a test chooses.
 """
@@ -19,8 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from acd.agents import store
-from acd.channels import ChannelSpec, channel_specs
-from acd.chat_assignment import (
+from chat.assignment import (
     Distribution,
     Loads,
     Placement,
@@ -28,9 +27,10 @@ from acd.chat_assignment import (
     counted_open,
     plan_placements,
 )
-from acd.chat_models import DialogOfferRow, DialogRow
-from acd.dialogs import dialog_data, offered_to, open_dialog_loads
-from acd.working_hours import is_open
+from chat.channels import ChannelSpec, channel_specs
+from chat.dialogs import dialog_data, offered_to, open_dialog_loads
+from chat.models import DialogOfferRow, DialogRow
+from chat.working_hours import is_open
 from core.background import PassLoop
 from core.context import ServiceContext
 from core.events import Event

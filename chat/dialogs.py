@@ -21,19 +21,19 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.blocklist import Action, action_for
-from acd.canned_responses import render_canned_response
-from acd.channels import channel_specs, load_channel_row
-from acd.chat_assignment import HARD_CAP, counted_open
-from acd.chat_models import (
+from chat.assignment import HARD_CAP, counted_open
+from chat.blocklist import Action, action_for
+from chat.canned_responses import render_canned_response
+from chat.channels import channel_specs, load_channel_row
+from chat.models import (
     ChannelRow,
     ChatMessageRow,
     DialogOfferRow,
     DialogRow,
     OutboxRow,
 )
-from acd.outbox import queue_delivery
-from acd.working_hours import is_open
+from chat.outbox import queue_delivery
+from chat.working_hours import is_open
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized

@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.chat_models import ChannelRow, ChatMessageRow, DialogRow, OutboxRow
+from chat.models import ChannelRow, ChatMessageRow, DialogRow, OutboxRow
 from core.background import PassLoop
 from core.context import ServiceContext
 

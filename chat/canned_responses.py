@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.chat_models import CannedResponseRow
+from chat.models import CannedResponseRow
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound

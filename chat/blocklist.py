@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.chat_models import BlocklistRow
+from chat.models import BlocklistRow
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound

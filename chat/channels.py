@@ -13,9 +13,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.chat_assignment import ChannelRule, Countable, Distribution
-from acd.chat_models import ChannelMemberRow, ChannelRow, DialogRow
-from acd.working_hours import WorkingHours
+from chat.assignment import ChannelRule, Countable, Distribution
+from chat.models import ChannelMemberRow, ChannelRow, DialogRow
+from chat.working_hours import WorkingHours
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, NotFound
