@@ -18,6 +18,7 @@ from acd.strategies import Strategy
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound
+from core.events import Event, EventBus
 from destinations.checks import check_destination
 from destinations.destination import Destination, HangupDestination
 from destinations.references import References, references_to
@@ -165,20 +166,19 @@ async def queue_of_extension(ctx: ServiceContext, extension: str) -> int | None:
     return holder.owner_id
 
 
-async def remove_member_everywhere(ctx: ServiceContext, user_id: int) -> list[int]:
-    """A dismissed user leaves every queue; returns the queues they were in."""
-    async with ctx.sessions.begin() as session:
-        queue_ids = list(await session.scalars(
-            select(QueueMemberRow.queue_id).where(QueueMemberRow.user_id == user_id)
-        ))  # fmt: skip
-        await session.execute(delete(QueueMemberRow).where(QueueMemberRow.user_id == user_id))
-        events = []
-        for queue_id in queue_ids:
-            row = await _load(session, queue_id)
-            queue = Queue(queue_id, await _spec(session, row), row.created_at, row.updated_at)
-            events.append(await ctx.events.stage(session, "queue_updated", queue_data(queue)))
-    await ctx.events.publish(*events)
-    return queue_ids
+async def leave_every_queue(session: AsyncSession, bus: EventBus, user_id: int) -> list[Event]:
+    """A dismissed user leaves every queue, inside the caller's transaction (dismissal is
+    one); returns the staged events to publish after its commit."""
+    queue_ids = list(await session.scalars(
+        select(QueueMemberRow.queue_id).where(QueueMemberRow.user_id == user_id)
+    ))  # fmt: skip
+    await session.execute(delete(QueueMemberRow).where(QueueMemberRow.user_id == user_id))
+    events = []
+    for queue_id in queue_ids:
+        row = await _load(session, queue_id)
+        queue = Queue(queue_id, await _spec(session, row), row.created_at, row.updated_at)
+        events.append(await bus.stage(session, "queue_updated", queue_data(queue)))
+    return events
 
 
 async def queue_references(session: AsyncSession, queue_id: int) -> References:

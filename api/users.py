@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from chat import channels, dialogs
+from core.events import Event
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role
@@ -182,12 +184,21 @@ async def patch_user(req: ApiRequest) -> UserOut:
         wrap_up_time=body.wrap_up_time,
         clear_wrap_up_time="wrap_up_time" in sent and body.wrap_up_time is None,
     )
-    record = await users.update_user(req.ctx, req.path["user_id"], changes)
+    bus = req.ctx.events
+
+    async def out_of_the_contact_center(session: AsyncSession, user_id: int) -> list[Event]:
+        # No queue offers them work, no channel gives them chats, their chats wait for others.
+        return [
+            *await queues.leave_every_queue(session, bus, user_id),
+            *await channels.leave_every_channel(session, bus, user_id),
+            *await dialogs.requeue_dialogs_of(session, bus, user_id),
+        ]
+
+    record = await users.update_user(
+        req.ctx, req.path["user_id"], changes, on_dismissal=out_of_the_contact_center
+    )
     if body.active is False:
-        # Out of the contact center too: no queue offers them work, colleagues see them gone.
-        await queues.remove_member_everywhere(req.ctx, record.id)
-        await channels.remove_member_everywhere(req.ctx, record.id)
-        await dialogs.requeue_dialogs_of(req.ctx, record.id)
+        # After the commit (Redis is not in the transaction); logging out twice is harmless.
         await agents.log_out_dismissed(req.ctx, record.id)
     return UserOut.of(record)
 

@@ -19,6 +19,7 @@ from chat.working_hours import WorkingHours
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, NotFound
+from core.events import Event, EventBus
 from extensions.users import check_members
 
 log = structlog.get_logger(__name__)
@@ -151,21 +152,20 @@ async def channel_specs(session: AsyncSession, channel_ids: set[int]) -> dict[in
     return {r.id: _spec_of(r, tuple(members.get(r.id, ()))) for r in rows}
 
 
-async def remove_member_everywhere(ctx: ServiceContext, user_id: int) -> list[int]:
-    """A dismissed user leaves every channel; returns the channels they were in."""
-    async with ctx.sessions.begin() as session:
-        channel_ids = list(await session.scalars(
-            select(ChannelMemberRow.channel_id).where(ChannelMemberRow.user_id == user_id)
-        ))  # fmt: skip
-        await session.execute(delete(ChannelMemberRow).where(ChannelMemberRow.user_id == user_id))
-        specs = await channel_specs(session, set(channel_ids))
-        events = []
-        for channel_id in channel_ids:
-            row = await load_channel_row(session, channel_id)
-            channel = _channel(row, specs[channel_id])
-            events.append(await ctx.events.stage(session, "channel_updated", channel_data(channel)))
-    await ctx.events.publish(*events)
-    return channel_ids
+async def leave_every_channel(session: AsyncSession, bus: EventBus, user_id: int) -> list[Event]:
+    """A dismissed user leaves every channel, inside the caller's transaction (dismissal is
+    one); returns the staged events to publish after its commit."""
+    channel_ids = list(await session.scalars(
+        select(ChannelMemberRow.channel_id).where(ChannelMemberRow.user_id == user_id)
+    ))  # fmt: skip
+    await session.execute(delete(ChannelMemberRow).where(ChannelMemberRow.user_id == user_id))
+    specs = await channel_specs(session, set(channel_ids))
+    events = []
+    for channel_id in channel_ids:
+        row = await load_channel_row(session, channel_id)
+        channel = _channel(row, specs[channel_id])
+        events.append(await bus.stage(session, "channel_updated", channel_data(channel)))
+    return events
 
 
 async def load_channel_row(session: AsyncSession, channel_id: int) -> ChannelRow:

@@ -37,6 +37,7 @@ from chat.working_hours import is_open
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from core.events import Event, EventBus
 from extensions.models import User
 from extensions.roles import Role
 from extensions.tokens import Principal
@@ -343,18 +344,17 @@ async def close(ctx: ServiceContext, viewer: Principal, dialog_id: int) -> Dialo
     return dialog
 
 
-async def requeue_dialogs_of(ctx: ServiceContext, user_id: int) -> int:
-    """A dismissed agent's open dialogs go back to their queues, keeping their place."""
-    async with ctx.sessions.begin() as session:
-        dialogs = list(await session.scalars(select(DialogRow).where(
-            DialogRow.assignee_id == user_id, DialogRow.state.in_(HELD_STATES)
-        )))  # fmt: skip
-        events = []
-        for dialog in dialogs:
-            dialog.state, dialog.assignee_id, dialog.idle_deadline = "new", None, None
-            events.append(await ctx.events.stage(session, "dialog_requeued", dialog_data(dialog)))
-    await ctx.events.publish(*events)
-    return len(dialogs)
+async def requeue_dialogs_of(session: AsyncSession, bus: EventBus, user_id: int) -> list[Event]:
+    """A dismissed agent's open dialogs go back to their queues, keeping their place, inside
+    the caller's transaction (dismissal is one); returns the staged events."""
+    dialogs = list(await session.scalars(select(DialogRow).where(
+        DialogRow.assignee_id == user_id, DialogRow.state.in_(HELD_STATES)
+    )))  # fmt: skip
+    events = []
+    for dialog in dialogs:
+        dialog.state, dialog.assignee_id, dialog.idle_deadline = "new", None, None
+        events.append(await bus.stage(session, "dialog_requeued", dialog_data(dialog)))
+    return events
 
 
 # -- capacity shared with calls ------------------------------------------------------------

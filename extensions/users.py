@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,7 +104,17 @@ async def list_users(
         return [user_record(user, number) for user, number in rows], total or 0
 
 
-async def update_user(ctx: ServiceContext, user_id: int, changes: UserChanges) -> UserRecord:
+# What a dismissal also changes in the packages above this one (queues, channels, dialogs),
+# run inside the dismissal's transaction; returns the events it staged.
+DismissalEffects = Callable[[AsyncSession, int], Awaitable[list[Event]]]
+
+
+async def update_user(
+    ctx: ServiceContext, user_id: int, changes: UserChanges,
+    on_dismissal: DismissalEffects | None = None,
+) -> UserRecord:  # fmt: skip
+    """One transaction, a dismissal with everything `on_dismissal` changes included: it is
+    all or nothing."""
     events: list[Event] = []
     released: str | None = None
     async with ctx.sessions.begin() as session:
@@ -138,6 +149,8 @@ async def update_user(ctx: ServiceContext, user_id: int, changes: UserChanges) -
             )
         kind = "user_dismissed" if dismissing else "user_updated"
         events.append(await ctx.events.stage(session, kind, record.event_data()))
+        if dismissing and on_dismissal is not None:
+            events += await on_dismissal(session, user_id)
     if released is not None:
         await drop_phone_registrations(ctx, released)
     await ctx.events.publish(*events)

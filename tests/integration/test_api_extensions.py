@@ -8,9 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from acd.queues import leave_every_queue
+from api.routing import CONTEXT_KEY
+from core.events import Event
 from core.settings import Settings
 from extensions.credentials import digest_ha1
+from extensions.users import UserChanges, update_user
 from tests.support.api_client import ApiClient
 
 NextExtension = Callable[[], str]
@@ -207,3 +213,25 @@ async def test_extensions_list_is_open_to_every_role(
         "extension": number,
         "holder": {"type": "user", "id": user["id"], "name": "Listed"},
     } in items
+
+
+async def test_a_dismissal_that_fails_half_way_changes_nothing(
+    admin: ApiClient, api_server: TestServer, next_extension: NextExtension
+) -> None:
+    """Dismissal is one transaction: when the last of its steps fails, the user is still
+    active, keeps their extension and their queue membership."""
+    user = await admin.new_user("Almost Gone")
+    number = next_extension()
+    await admin.put(f"/users/{user['id']}/extension", {"extension": number})
+    queue = (await admin.post("/queues", {"name": "Half way", "members": [user["id"]]})).body
+    ctx = api_server.app[CONTEXT_KEY]
+
+    async def leave_then_fail(session: AsyncSession, user_id: int) -> list[Event]:
+        await leave_every_queue(session, ctx.events, user_id)
+        raise RuntimeError("the next step failed")
+
+    with pytest.raises(RuntimeError):
+        await update_user(ctx, user["id"], UserChanges(active=False), on_dismissal=leave_then_fail)
+    after = (await admin.get(f"/users/{user['id']}")).body
+    assert (after["active"], after["extension"]) == (True, number)
+    assert (await admin.get(f"/queues/{queue['id']}")).body["members"] == [user["id"]]
