@@ -32,7 +32,8 @@ class QueueEvent(StrEnum):
     FULL = "full"  # max_length reached: straight to overflow
     NO_AGENTS = "no_agents"  # nobody logged in and when_no_agents = overflow
     COMPLETE = "complete"
-    # The service stopped while the caller waited; written at the next start.
+    # The caller's or the agent's worker died, or the service stopped while the caller waited
+    # (then written at the next start).
     FAILED = "failed"
 
 
@@ -143,6 +144,8 @@ async def rows_of_calls(ctx: ServiceContext, call_ids: Collection[int]) -> list[
 def _count(ctx: ServiceContext, queue_id: int, event: QueueEvent, wait: float | None) -> None:
     queue = str(queue_id)
     outcome = _OUTCOMES.get(event)
+    if event is QueueEvent.FAILED and wait is not None:
+        outcome = "failed"  # while waiting; a talk that failed was counted answered already
     if outcome is None:
         return
     ctx.metrics.queue_calls.labels(queue=queue, outcome=outcome).inc()

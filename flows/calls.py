@@ -284,6 +284,8 @@ class CallFlows:
             return Finish(Disposition.ANSWERED, result.hangup_by)
         if result.outcome is QueueOutcome.ABANDONED:
             return Finish(Disposition.ABANDONED, result.hangup_by)
+        if result.outcome is QueueOutcome.FAILED:
+            return Finish(Disposition.FAILED, "system")
         await leg.stop_playback()
         return await self._to_destination(leg, call, queue.spec.overflow, None, hops=hops + 1)
 
@@ -472,13 +474,12 @@ class CallFlows:
         if post_dial:
             await _send_post_dial(callee, post_dial)
         await _first(leg.ended, callee.ended)
-        hangup_by = (
-            leg.ended.result().ended_by("caller")
-            if leg.ended.done()
-            else callee.ended.result().ended_by("callee")
-        )
+        party = "caller" if leg.ended.done() else "callee"
+        end = leg.ended.result() if party == "caller" else callee.ended.result()
         await leg.drop()
-        return Finish(Disposition.ANSWERED, hangup_by)
+        if end.lost:
+            return Finish(Disposition.FAILED, "system")  # the worker died under the call
+        return Finish(Disposition.ANSWERED, end.ended_by(party))
 
     @contextlib.asynccontextmanager
     async def _occupied(self, user_id: int | None, call: CallLog) -> AsyncIterator[None]:

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 class QueueOutcome(StrEnum):
     ANSWERED = "answered"  # an agent took the call and it has ended
     ABANDONED = "abandoned"  # the caller hung up while waiting
+    FAILED = "failed"  # the caller's or the agent's worker died
     OVERFLOW = "overflow"  # timeout, exit key, full, no agents: the overflow destination
 
 
@@ -113,8 +114,7 @@ class QueueCall:
             if self._leg.ended.done():
                 if offer is not None:
                     await self._withdraw(offer.agents, entry)
-                self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
-                return self._abandoned()
+                return self._caller_gone(entry)
             if digit is not None and digit == spec.exit_key:
                 if offer is not None:
                     await self._withdraw(offer.agents, entry)
@@ -176,8 +176,7 @@ class QueueCall:
                 self._ctx.metrics.acd_offers.labels(result="no_answer").inc()
             await self._withdraw([a for a in agents if a.user_id not in missed], entry)
             if caller_gone:
-                self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
-                return self._abandoned()
+                return self._caller_gone(entry)
             self._dispatcher.offer_over(entry, missed)
             return None
         await self._withdraw([a for a in agents if a is not winner], entry)
@@ -238,12 +237,13 @@ class QueueCall:
             talk_started = loop.time()
             await asyncio.wait([self._leg.ended, agent_leg.ended],
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            hangup_by = (
-                self._leg.ended.result().ended_by("caller")
-                if self._leg.ended.done()
-                else agent_leg.ended.result().ended_by("agent")
-            )
+            end = self._leg.ended.result() if self._leg.ended.done() else agent_leg.ended.result()
+            hangup_by = end.ended_by("caller" if self._leg.ended.done() else "agent")
             talk = round(loop.time() - talk_started, 3)
+            if end.lost:
+                self._log(QueueEvent.FAILED, user_id=agent.user_id, talk_seconds=talk,
+                          reason=end.reason)  # fmt: skip
+                return QueueResult(QueueOutcome.FAILED, hangup_by)
             self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
                             talk_seconds=talk)  # fmt: skip
             return QueueResult(QueueOutcome.ANSWERED, hangup_by)
@@ -261,9 +261,15 @@ class QueueCall:
             finally:
                 await self._leg.drop()
 
-    def _abandoned(self) -> QueueResult:
-        """The caller's leg ended while waiting: they hung up, or their media died."""
-        return QueueResult(QueueOutcome.ABANDONED, self._leg.ended.result().ended_by("caller"))
+    def _caller_gone(self, entry: Entry) -> QueueResult:
+        """The caller's leg ended while waiting: they hung up or their media died (abandon),
+        or their worker died (failed: nobody chose to leave)."""
+        end = self._leg.ended.result()
+        if end.lost:
+            self._log(QueueEvent.FAILED, wait_seconds=entry.waited(), reason=end.reason)
+            return QueueResult(QueueOutcome.FAILED, "system")
+        self._log(QueueEvent.ABANDON, wait_seconds=entry.waited())
+        return QueueResult(QueueOutcome.ABANDONED, end.ended_by("caller"))
 
     def _missed(self, presence: Presence) -> Presence:
         return offer_missed(presence, max_missed=self._ctx.settings.acd.max_missed_offers)

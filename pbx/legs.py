@@ -49,6 +49,11 @@ class LegEnd:
     code: int
     reason: str
 
+    @property
+    def lost(self) -> bool:
+        """Its worker died: the call failed, nobody hung up."""
+        return self.reason == WORKER_LOST
+
     def ended_by(self, party: str) -> str:
         """Who ended the leg, for the call record: `party` (who was on it), or "system" when
         the service cut it (its worker died, its media stopped)."""

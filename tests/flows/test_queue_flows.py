@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp.test_utils import TestServer
+
+from api.routing import CONTROLLER_KEY
 from pbx.memory_worker import MemoryWorkers
 from pbx.protocol import Dial
 from tests.flows.builders import (
@@ -129,4 +132,27 @@ async def test_a_worker_refusing_the_agents_dial_is_no_missed_call_and_the_offer
     ]  # fmt: skip
     record = await call_record(admin, ended["call_id"])
     assert [leg["role"] for leg in record["legs"]] == ["caller", "agent"]
+    await set_presence(admin, agent.id, "logged_out")
+
+
+async def test_a_worker_dying_under_a_queue_call_fails_it_and_frees_the_agent(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, service: TestServer,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    agent = await user(admin, next_extension, status="ready")
+    queue_id = await queue(admin, [agent], wrap_up_time=0)
+    calling = caller_number()
+    caller = twin.call_in(calling, await queue_number(admin, queue_id))
+    phone = await twin.dialled(agent.extension)
+    phone.answer()
+    await twin.until(lambda: caller.bridged_to is phone)
+    pool = service.app[CONTROLLER_KEY].pool
+    assert pool is not None
+    await pool.kill_worker_for_test(caller.worker.id)
+    ended = await events.next("call_ended", caller=calling)
+    assert (ended["disposition"], ended["hangup_by"]) == ("failed", "system")
+    assert await queue_log(admin, queue_id) == [
+        ("enter", None), ("offer", agent.id), ("connect", agent.id), ("failed", agent.id),
+    ]  # fmt: skip
+    await events.next("presence_changed", user_id=agent.id, status="ready", activity="idle")
     await set_presence(admin, agent.id, "logged_out")
