@@ -1,4 +1,5 @@
-"""Health: is the service up, can it reach its database and Redis, is the trunk registered."""
+"""Health: is the service up, can it reach its database, Redis and the edge, do media workers
+run, is the trunk registered."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.routing import ApiRequest, RouteTable
+from api.routing import CONTROLLER_KEY, ApiRequest, RouteTable
+from core.context import EdgeUnavailable
+from pbx.capacity import WorkerState
 from pbx.kamailio import KamailioRpc
 from pbx.provider_registration import RegistrationState, registration_state
 
@@ -25,6 +28,11 @@ Check = Literal["ok", "failing"]
 class HealthChecks(BaseModel):
     database: Check
     redis: Check
+    # Kamailio answers its control interface.
+    edge: Check
+    # At least one media worker is ready (absent: the API runs without a controller or
+    # without media workers).
+    media_workers: Check | Literal["absent"]
 
 
 class Health(BaseModel):
@@ -48,11 +56,25 @@ async def health(req: ApiRequest) -> Health:
         await req.ctx.redis.ping()
     except (RedisError, OSError):
         redis = "failing"
-    trunk = await registration_state(req.ctx.settings.trunk, req.raw.app[EDGE_KEY])
-    healthy = database == "ok" and redis == "ok" and trunk is not RegistrationState.FAILED
+    edge_rpc = req.raw.app[EDGE_KEY]
+    edge: Check = "ok"
+    try:
+        await edge_rpc.call("core.uptime")
+    except EdgeUnavailable:
+        edge = "failing"
+    running = req.raw.app.get(CONTROLLER_KEY)
+    figures = running.pool_figures() if running is not None else None
+    workers: Check | Literal["absent"] = "absent"
+    if figures is not None:
+        workers = "ok" if figures.workers_by_state.get(WorkerState.READY, 0) else "failing"
+    trunk = await registration_state(req.ctx.settings.trunk, edge_rpc)
+    checks = HealthChecks(database=database, redis=redis, edge=edge, media_workers=workers)
+    healthy = (
+        "failing" not in (database, redis, edge, workers) and trunk is not RegistrationState.FAILED
+    )
     return Health(
         status="ok" if healthy else "degraded",
         version=version("pbx"),
-        checks=HealthChecks(database=database, redis=redis),
+        checks=checks,
         trunk_registration=trunk,
     )

@@ -16,7 +16,9 @@ async def test_health_and_openapi_need_no_token(anonymous: ApiClient) -> None:
     health = await anonymous.get("/health")
     assert health.status == 200
     assert health.body["status"] == "ok"
-    assert health.body["checks"] == {"database": "ok", "redis": "ok"}
+    assert health.body["checks"] == {
+        "database": "ok", "redis": "ok", "edge": "ok", "media_workers": "ok",
+    }  # fmt: skip
     assert health.body["trunk_registration"] == "off"
     spec = await anonymous.get("/openapi.json")
     assert spec.status == 200
