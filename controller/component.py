@@ -148,6 +148,7 @@ class Controller:
         other = self._media_workers if isinstance(self._media_workers, MediaWorkers) else None
         contacts = other.contacts if other else self._edge
         flows = CallFlows(self._ctx, contacts, self.dispatcher, tones, clock=self._clock)
+        await flows.warm()
         pool = WorkerPool(
             settings.workers,
             # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.

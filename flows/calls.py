@@ -148,6 +148,12 @@ class CallFlows:
             lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
         )
 
+    async def warm(self) -> None:
+        """Read what every call needs before the first one arrives: the extensions a caller
+        may dial and the blocklist (the per-number caches fill on their first call)."""
+        await self._dialable.get(None)
+        await self._blocklist.get(None)
+
     async def handle(self, leg: Leg) -> None:
         source = leg.headers.get(SOURCE_HEADER)
         if source == TRUNK_SOURCE:
