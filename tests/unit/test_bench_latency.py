@@ -1,11 +1,23 @@
-"""bench.wire's parsing: frames, the kernel filter program, SIP and RFC 4733 packets.
-Pure: no sockets, no clock."""
+"""The wire-latency benchmark's own parsing and matching (bench.wire, bench.latency): frames,
+the kernel filter program, SIP and RFC 4733 packets, pairing starts with INVITEs, the queue
+as seen on the wire, and percentiles. Pure: no sockets, no clock."""
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
 
+from bench.latency import (
+    FreeSample,
+    QueueCaller,
+    bye_samples,
+    digit_sample,
+    http_first_segment,
+    mark_queue_state,
+    queue_callers,
+    summarize,
+    waiting_at,
+)
 from bench.wire import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -156,7 +168,113 @@ def test_key_presses_group_by_rtp_timestamp_even_for_the_same_digit(tmp_path: Pa
     assert all(len(p.packet_ts) == 10 for p in presses)  # 8 updates, the end sent 3 times
 
 
+def test_digit_latency_runs_from_the_deciding_press_to_the_callers_invite(
+    tmp_path: Path,
+) -> None:
+    events = _dtmf_stream(tmp_path, "1001", start=100.0)  # the 4th press at 101.47
+    at_edge = [
+        sip(100.0, CALLER, EDGE, method="INVITE", call_id="caller", from_user="491"),
+        sip(101.4742, WORKER, EDGE, method="INVITE", call_id="dial", from_user="491"),
+    ]
+    at_phone = [
+        sip(101.4, EDGE, PHONE, method="INVITE", call_id="other", from_user="492"),
+        sip(101.4750, EDGE, PHONE, method="INVITE", call_id="dial", from_user="491"),
+        sip(102.0, EDGE, PHONE, method="INVITE", call_id="dial", from_user="491"),  # retrans.
+    ]
+    sample = digit_sample("491", "1001", events, at_phone, at_edge)
+    assert not isinstance(sample, str)
+    assert round(sample.total_ms, 3) == 5.0
+    assert round(sample.to_edge_ms or 0, 3) == 4.2
+    assert round(sample.edge_to_phone_ms or 0, 3) == 0.8
+    assert round(sample.from_end_ms or 0, 3) == -135.0  # the INVITE before the key's end
+    assert sample.packets_before_edge == 1 and sample.marked
+    assert digit_sample("491", "1001", events[:-10], at_phone, at_edge) == (
+        "3 key presses on the wire for 4 digits"
+    )
+    assert digit_sample("491", "1000", events, at_phone, at_edge) == (
+        "key press 4 is event 1, not '0'"
+    )
+    assert digit_sample("493", "1001", events, at_phone, at_edge) == "no INVITE at the phone"
+
+
 def test_first_of_each_call_drops_retransmissions() -> None:
     messages = [sip(2.0, EDGE, PHONE, call_id="a"), sip(1.0, EDGE, PHONE, call_id="b"),
                 sip(1.5, EDGE, PHONE, call_id="a")]  # fmt: skip
     assert [(m.call_id, m.ts) for m in first_of_each_call(messages)] == [("b", 1.0), ("a", 1.5)]
+
+
+# -- agent free -----------------------------------------------------------------------------
+
+
+def _agent_call(call: str, invite_at: float, caller: str, bye_at: float) -> list[SipMessage]:
+    """An agent's call as the phone's port sees it: INVITE in, its BYE out, 200 OK in."""
+    return [
+        sip(invite_at - 0.001, WORKER, EDGE, method="INVITE", call_id=call, from_user=caller),
+        sip(invite_at, EDGE, PHONE, method="INVITE", call_id=call, from_user=caller),
+        sip(bye_at, PHONE, EDGE, method="BYE", call_id=call, cseq="1 BYE"),
+        sip(bye_at + 0.5, PHONE, EDGE, method="BYE", call_id=call, cseq="1 BYE"),  # retrans.
+        sip(bye_at + 0.001, EDGE, PHONE, status=200, call_id=call, cseq="1 BYE"),
+    ]
+
+
+def test_agent_free_pairs_each_byes_200_with_the_next_new_invite() -> None:
+    messages = [*_agent_call("a", 1.0, "491", 2.0), *_agent_call("b", 2.021, "492", 3.0),
+                *_agent_call("c", 3.0005, "493", 4.0)]  # fmt: skip
+    at_edge = [m for m in messages if m.dst == EDGE]
+    samples = bye_samples([PHONE], messages, at_edge)
+    # b: 20 ms after the 200 OK; c overtook b's 200 OK: negative, not skipped; after the
+    # last BYE nothing came
+    assert [(s.caller, round(s.total_ms, 3)) for s in samples] == [("492", 20.0),
+                                                                   ("493", -0.5)]  # fmt: skip
+    assert round(samples[0].to_edge_ms or 0, 3) == 19.0
+    assert round(samples[0].edge_to_phone_ms or 0, 3) == 1.0
+
+
+def test_the_queue_on_the_wire_is_answered_callers_not_yet_offered_or_gone() -> None:
+    messages = [
+        sip(1.0, EDGE, CALLER, status=200, call_id="x1", from_user="491"),
+        sip(1.1, EDGE, CALLER, status=200, call_id="x2", from_user="492"),
+        sip(1.2, EDGE, CALLER, status=200, call_id="x3", from_user="493"),
+        sip(1.9, EDGE, CALLER, status=200, call_id="x4", from_user="494"),  # in the greeting
+        sip(1.3, EDGE, CALLER, status=200, call_id="x3", from_user="493"),  # retransmission
+        sip(1.5, EDGE, CALLER, method="BYE", call_id="x2", cseq="2 BYE"),  # hung up
+        sip(0.5, EDGE, CALLER, status=200, call_id="x0", cseq="1 OPTIONS", from_user="490"),
+    ]
+    callers = queue_callers(CALLER, messages)
+    assert sorted(callers, key=lambda c: c.number) == [
+        QueueCaller("491", 1.0, None), QueueCaller("492", 1.1, 1.5),
+        QueueCaller("493", 1.2, None), QueueCaller("494", 1.9, None),
+    ]  # fmt: skip
+    offers = [sip(1.8, EDGE, PHONE, method="INVITE", from_user="491")]
+    assert [c.number for c in waiting_at(2.0, callers, offers, 0.3)] == ["493"]
+    assert [c.number for c in waiting_at(2.3, callers, offers, 0.3)] == ["493", "494"]
+    assert [c.number for c in waiting_at(1.45, callers, offers, 0.3)] == ["491", "492"]
+
+    samples = [FreeSample(PHONE, 2.3, 10.0, None, None, "493"),
+               FreeSample(PHONE, 2.3, 10.0, None, None, "494")]  # fmt: skip
+    mark_queue_state(samples, callers, offers, 0.3)
+    assert [(s.waiting, s.oldest) for s in samples] == [(2, True), (2, False)]
+
+
+def test_http_segments_are_found_after_our_connection_began() -> None:
+    packets = [
+        Packet(1.0, IPPROTO_TCP, 8080, 50000, b"HTTP/1.1 200 OK"),  # an earlier connection
+        Packet(5.0, IPPROTO_TCP, 8080, 50000, b""),  # an ACK carries no data
+        Packet(5.2, IPPROTO_TCP, 8080, 50000, b"HTTP/1.1 200 OK"),
+        Packet(5.3, IPPROTO_TCP, 8080, 50000, b"{...}"),
+        Packet(5.2, IPPROTO_UDP, 8080, 50000, b"not TCP"),
+    ]
+    assert http_first_segment(packets, 8080, 50000, after=4.0) == 5.2
+    assert http_first_segment(packets, 8080, 50000) == 1.0
+    assert http_first_segment(packets, 50000, 8080) is None
+
+
+def test_percentiles_are_nearest_rank_and_skip_missing_values() -> None:
+    summary = summarize([float(v) for v in range(100, 0, -1)] + [None])
+    assert (summary.count, summary.p50, summary.p99, summary.max, summary.min) == (
+        100, 50.0, 99.0, 100.0, 1.0,
+    )  # fmt: skip
+    assert summarize([7.0]).p99 == 7.0
+    few = summarize([1.0, 2.0, 3.0])
+    assert (few.p50, few.p99) == (2.0, 3.0)  # below 100 samples p99 is the maximum
+    assert summarize([]).count == 0 and summarize([]).p50 is None
