@@ -11,6 +11,7 @@ from acd import queue_log, queues
 from acd.strategies import Strategy
 from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from core.settings import MAX_RING_TIMEOUT_S
 from destinations.destination import Destination, HangupDestination
 from extensions.numbering import EXTENSION_PATTERN
 
@@ -30,7 +31,7 @@ class QueueFields(BaseModel):
     members: list[int] = Field(default_factory=list, max_length=500)
     strategy: Strategy = Strategy.EVENLY
     # Seconds an offered agent's phone rings before the next agent is tried.
-    ring_timeout: int = Field(20, ge=5, le=600)
+    ring_timeout: int = Field(20, ge=5, le=MAX_RING_TIMEOUT_S)
     # Seconds of wrap-up after each call of this queue (0: none).
     wrap_up_time: int = Field(10, ge=0, le=3600)
     # Seconds a caller waits at most before the overflow destination (0: no limit).
@@ -60,7 +61,7 @@ class QueuePatch(BaseModel):
     extension: Annotated[str, Field(pattern=EXTENSION_PATTERN)] | None = None
     members: list[int] | None = Field(None, max_length=500)
     strategy: Strategy | None = None
-    ring_timeout: int | None = Field(None, ge=5, le=600)
+    ring_timeout: int | None = Field(None, ge=5, le=MAX_RING_TIMEOUT_S)
     wrap_up_time: int | None = Field(None, ge=0, le=3600)
     max_wait: int | None = Field(None, ge=0, le=86400)
     max_length: int | None = Field(None, ge=0, le=10000)
