@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+from core.sql_ints import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
 
 log = structlog.get_logger(__name__)
 
@@ -53,17 +54,25 @@ class RequestInvalid(InvalidInput):
     code = "validation_error"
 
 
+class NumberOutOfRange(RequestInvalid):
+    """An integer a SQL column cannot hold (core.sql_ints), in the path, query or body."""
+
+    code = OUT_OF_RANGE
+
+
 def validation_failed(exc: ValidationError) -> RequestInvalid:
     details = [
         ErrorDetail(
-            code=err["type"],
+            code=OUT_OF_RANGE if err["type"] == PYDANTIC_INT_TOO_LONG else err["type"],
             message=err["msg"],
             field=".".join(str(part) for part in err["loc"]) or None,
         )
         for err in exc.errors()
     ]
     first = details[0]
-    error = RequestInvalid(f"{first.field}: {first.message}" if first.field else first.message)
+    # The code follows the first error, as `field` and `message` do; `errors` lists them all.
+    kind = NumberOutOfRange if first.code == OUT_OF_RANGE else RequestInvalid
+    error = kind(f"{first.field}: {first.message}" if first.field else first.message)
     error.field = first.field
     error.details = {"errors": [d.model_dump() for d in details]}
     return error

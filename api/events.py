@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.auth import authenticated_principal
-from api.routing import API_PREFIX, CONTEXT_KEY, STAFF
+from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, sql_integer
 from core.errors import Forbidden, InvalidInput
 from core.events import EVENTS_CHANNEL, events_after
 
@@ -178,7 +178,7 @@ def _since(request: web.Request) -> int | None:
         return None
     if not raw.isdecimal():
         raise InvalidInput("since must be an event id (a whole number)", field="since")
-    return int(raw)
+    return sql_integer(raw, "since")
 
 
 OPENAPI_PATHS: dict[str, Any] = {

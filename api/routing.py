@@ -12,10 +12,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api.auth import authenticated_principal
-from api.errors import validation_failed
+from api.errors import NumberOutOfRange, validation_failed
 from controller.component import Controller
 from core.context import ServiceContext
 from core.errors import Forbidden, InvalidInput
+from core.sql_ints import INT64_MAX
 from extensions.roles import Role
 from extensions.tokens import Principal
 
@@ -77,18 +78,20 @@ class RouteTable:
 
     def install(self, app: web.Application) -> None:
         for route in self.routes:
-            # Ids are digits only, so /users/abc is a 404, never a parse error downstream.
-            pattern = _PATH_PARAM.sub(r"{\1:\\d{1,18}}", API_PREFIX + route.path)
+            # Ids are digits only, so /users/abc is a 404, never a parse error downstream;
+            # an id too large for SQL is a 422 (path_ids).
+            pattern = _PATH_PARAM.sub(r"{\1:\\d+}", API_PREFIX + route.path)
             app.router.add_route(route.method, pattern, _endpoint(route))
 
 
 def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         ctx = request.app[CONTEXT_KEY]
-        path = {name: int(value) for name, value in request.match_info.items()}
         principal = None
         if route.roles is not None:
             principal = await authenticated_principal(ctx, request)
+        path = path_ids(request)
+        if principal is not None:
             _authorize(route, principal, path)
         api_request = ApiRequest(
             ctx=ctx,
@@ -119,6 +122,25 @@ def _authorize(route: Route, principal: Principal, path: dict[str, int]) -> None
     ):
         return
     raise Forbidden(f"role {principal.role.value} may not {route.summary.lower()}")
+
+
+def path_ids(request: web.Request) -> dict[str, int]:
+    """The ids in the path (digits, by the route's pattern); 422 beyond a SQL integer."""
+    return {name: sql_integer(text, name) for name, text in request.match_info.items()}
+
+
+def sql_integer(digits: str, field: str) -> int:
+    """A decimal digit string as an int a SQL column holds, else NumberOutOfRange."""
+    # Checked on the length first: int() refuses strings over 4,300 digits with ValueError.
+    significant = digits.lstrip("0") or "0"
+    value = int(significant) if len(significant) <= len(str(INT64_MAX)) else None
+    if value is None or value > INT64_MAX:
+        raise NumberOutOfRange(
+            f"{field}: {digits[:24]}{'...' if len(digits) > 24 else ''} is beyond a signed"
+            f" 64-bit integer (at most {INT64_MAX})",
+            field=field,
+        )
+    return value
 
 
 async def _parse_body(route: Route, request: web.Request) -> BaseModel | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from acd import agents, channels, dialogs, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
+from core.sql_ints import Count
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role
@@ -74,7 +75,7 @@ class UserListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     active: bool | None = None
     limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Count = 0
 
 
 class ExtensionAssign(BaseModel):
