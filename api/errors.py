@@ -60,6 +60,27 @@ class NumberOutOfRange(RequestInvalid):
     code = OUT_OF_RANGE
 
 
+class BodyInvalid(InvalidInput):
+    """The body as a whole: not UTF-8, not JSON, or not a JSON object."""
+
+    code = "invalid_body"
+
+
+class BodyTooDeep(InvalidInput):
+    code = "body_too_deep"
+
+
+class TextInvalid(InvalidInput):
+    """A string with NUL (PostgreSQL's text cannot hold it) or a lone UTF-16 surrogate (no
+    UTF-8 encoding exists, so no database can)."""
+
+    code = "invalid_text"
+
+
+class HeaderInvalid(InvalidInput):
+    code = "invalid_header"
+
+
 def validation_failed(exc: ValidationError) -> RequestInvalid:
     details = [
         ErrorDetail(

@@ -1,17 +1,26 @@
 """What a client sends is refused with a 4xx before it reaches SQL: every integer a request
-may carry is bounded to a signed 64-bit column."""
+may carry is bounded to a signed 64-bit column, and bodies are UTF-8 JSON objects of bounded
+depth whose strings a database can store."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.app import ROUTE_TABLES
-from api.errors import NumberOutOfRange, RequestInvalid, validation_failed
+from api.errors import (
+    BodyInvalid,
+    BodyTooDeep,
+    NumberOutOfRange,
+    RequestInvalid,
+    TextInvalid,
+    validation_failed,
+)
 from api.openapi import openapi_document
-from api.routing import sql_integer
+from api.routing import MAX_BODY_DEPTH, json_object, sql_integer
 from core.sql_ints import INT64_MAX, INT64_MIN, Count, Id, SqlInt
 
 
@@ -114,3 +123,53 @@ def test_path_ids_beyond_64_bits_are_number_out_of_range(digits: str) -> None:
     with pytest.raises(NumberOutOfRange) as caught:
         sql_integer(digits, "user_id")
     assert caught.value.field == "user_id"
+
+
+def nested(depth: int) -> bytes:
+    """An object `depth` levels deep: {"a": {"a": ... {} }}."""
+    return ('{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (b'{"name": "caf\xe9"}', BodyInvalid),  # Latin-1, not UTF-8
+        (b"\xff\xfe{\x00}\x00", BodyInvalid),  # UTF-16
+        (b"", BodyInvalid),
+        (b"  ", BodyInvalid),
+        (b"{", BodyInvalid),
+        (b"[1, 2]", BodyInvalid),
+        (b"null", BodyInvalid),
+        (b'{"a": NaN}', BodyInvalid),
+        (b'{"a": -Infinity}', BodyInvalid),
+        (b'{"a": 1e400}', NumberOutOfRange),
+        (b'{"a": ' + b"1" * 5000 + b"}", NumberOutOfRange),
+        (nested(MAX_BODY_DEPTH + 1), BodyTooDeep),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", BodyTooDeep),
+        (b'{"name": "\\ud800"}', TextInvalid),  # a lone surrogate: no UTF-8 encoding exists
+        (b'{"\\udfff": 1}', TextInvalid),
+        (b'{"name": "a\\u0000b"}', TextInvalid),  # PostgreSQL's text cannot hold NUL
+    ],
+)
+def test_a_body_that_cannot_be_read_is_refused_with_its_reason(
+    raw: bytes, kind: type[Exception]
+) -> None:
+    with pytest.raises(kind):
+        json_object(raw)
+
+
+def test_a_readable_body_is_the_object_it_says() -> None:
+    text = {"name": "Zoë 😀", "n": [1, 2.5, None, True], "deep": json.loads(nested(3))}
+    raw = json.dumps(text).encode()  # ASCII escapes, surrogate pairs included
+    assert json_object(raw) == text
+    assert json_object(nested(MAX_BODY_DEPTH)) == json.loads(nested(MAX_BODY_DEPTH))
+    assert json_object(json.dumps(text, ensure_ascii=False).encode()) == text
+
+
+def test_the_field_of_a_bad_string_or_a_too_deep_value_is_named() -> None:
+    with pytest.raises(TextInvalid) as text:
+        json_object(b'{"customer": {"names": ["ok", "\\ud83d"]}}')
+    assert text.value.field == "customer.names.1"
+    with pytest.raises(BodyTooDeep) as deep:
+        json_object(nested(MAX_BODY_DEPTH + 1))
+    assert deep.value.field == ".".join(["a"] * MAX_BODY_DEPTH)
