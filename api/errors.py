@@ -131,6 +131,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         code = CODE_BY_HTTP_STATUS.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
+    except web.RequestPayloadError as exc:
+        # The body is not what its headers say (gzip that is not gzip, broken chunks); aiohttp
+        # finds out only when a handler reads it.
+        detail = getattr(exc.__cause__, "message", None) or str(exc)
+        return error_response(400, "unreadable_body", f"the body could not be read: {detail}")
     except Exception as exc:
         if _database_busy(exc):
             # SQLite's one writer stayed taken for the whole busy timeout (a burst of writes):
