@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.routing import STAFF, ApiRequest, RouteTable
-from core.sql_ints import Count, Id
+from core.sql_bounds import Count, Id, UtcInstant
 from ivr.cdr import CallFilter, Direction, Disposition, get_call, list_calls
 
 routes = RouteTable()
@@ -45,8 +45,8 @@ class CallListQuery(BaseModel):
     user_id: Id | None = None
     # Matches the caller, the dialled number or extension, or who answered.
     party: str | None = Field(None, max_length=128)
-    started_after: datetime | None = None
-    started_before: datetime | None = None
+    started_after: UtcInstant | None = None
+    started_before: UtcInstant | None = None
     limit: int = Field(100, ge=1, le=500)
     offset: Count = 0
 

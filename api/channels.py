@@ -13,7 +13,7 @@ from acd.chat_assignment import HARD_CAP, Countable, Distribution
 from acd.working_hours import WorkingHours
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
-from core.sql_ints import SqlInt
+from core.sql_bounds import SqlInt
 
 routes = RouteTable()
 

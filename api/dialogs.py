@@ -12,7 +12,7 @@ from acd import dialogs
 from acd.chat_models import ChatMessageRow, DialogRow, OutboxRow
 from api.channels import SECRET_HEADER
 from api.routing import ANY_ROLE, ApiRequest, RouteTable
-from core.sql_ints import Count, SqlInt
+from core.sql_bounds import Count, SqlInt
 
 routes = RouteTable()
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
-from core.sql_ints import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
+from core.sql_bounds import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ class RequestInvalid(InvalidInput):
 
 
 class NumberOutOfRange(RequestInvalid):
-    """An integer a SQL column cannot hold (core.sql_ints), in the path, query or body."""
+    """An integer a SQL column cannot hold (core.sql_bounds), in the path, query or body."""
 
     code = OUT_OF_RANGE
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
-from core.sql_ints import Id
+from core.sql_bounds import Id
 from destinations.destination import EXTERNAL_NUMBER_PATTERN, Destination
 from ivr import numbers
 from ivr.prompts import MAX_TEXT_LENGTH

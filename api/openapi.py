@@ -10,7 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api.errors import ErrorResponse
 from api.routing import API_PREFIX, Route
-from core.sql_ints import INT64_MAX
+from core.sql_bounds import INT64_MAX
 
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {

@@ -12,7 +12,7 @@ from acd.strategies import Strategy
 from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
 from core.settings import MAX_RING_TIMEOUT_S
-from core.sql_ints import Count, Id, SqlInt
+from core.sql_bounds import Count, Id, SqlInt, UtcInstant
 from destinations.destination import Destination, HangupDestination
 from extensions.numbering import EXTENSION_PATTERN
 
@@ -175,7 +175,7 @@ class QueueLogQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     queue_id: SqlInt | None = None
     call_id: SqlInt | None = None
-    since: datetime | None = None
+    since: UtcInstant | None = None
     limit: int = Field(100, ge=1, le=1000)
     offset: Count = 0
 

@@ -24,7 +24,7 @@ from api.errors import (
 from controller.component import Controller
 from core.context import ServiceContext
 from core.errors import Forbidden
-from core.sql_ints import INT64_MAX
+from core.sql_bounds import INT64_MAX
 from extensions.roles import Role
 from extensions.tokens import Principal
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.routing import ADMIN, ApiRequest, RouteTable
-from core.sql_ints import Id
+from core.sql_bounds import Id
 from extensions import tokens
 from extensions.roles import Role
 

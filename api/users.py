@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from acd import agents, channels, dialogs, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
-from core.sql_ints import Count
+from core.sql_bounds import Count
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role

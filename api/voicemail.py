@@ -25,7 +25,7 @@ from api.routing import (
 )
 from core.context import ServiceContext
 from core.errors import Forbidden, InvalidInput
-from core.sql_ints import Id
+from core.sql_bounds import Id
 from extensions.tokens import Principal
 from ivr import voicemail
 from ivr.prompt_refs import PromptRef

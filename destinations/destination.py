@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.sql_ints import Id
+from core.sql_bounds import Id
 from extensions.numbering import EXTENSION_PATTERN
 
 EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"

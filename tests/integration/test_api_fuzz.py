@@ -25,7 +25,7 @@ import pytest
 from yarl import URL
 
 from core.settings import Settings
-from core.sql_ints import INT64_MAX, INT64_MIN
+from core.sql_bounds import INT64_MAX, INT64_MIN
 from tests.conftest import ADMIN_TOKEN
 from tests.support.api_client import ApiClient
 
@@ -78,6 +78,16 @@ BAD_QUERY_VALUES = [
     "true",
     "%FF%FE",
     "[1]",
+]
+DATETIME_EXTREMES = [
+    "0001-01-01T00:00:00",
+    "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+    "0001-01-01T00:00:00-14:00",
+    "9999-12-31T23:59:59.999999",
+    "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+    "9999-12-31T23:59:59+14:00",
+    "2026-12-04",
+    "1e20",
 ]
 # Headers that describe the body wrongly: a charset nobody knows (aiohttp's text() raised
 # LookupError on it), another media type, an encoding the bytes are not in. (An encoding
@@ -265,6 +275,16 @@ def operation_cases(
                     token,
                 )
             schema = schemas.concrete(query_param["schema"])
+            if schema.get("format") == "date-time":
+                # Valid instants at the ends of what datetime holds, naive and in far zones.
+                for instant in DATETIME_EXTREMES:
+                    yield Case(
+                        f"{who} query {name}={instant}",
+                        method,
+                        target(query={name: quote(instant)}),
+                        plain_body,
+                        token,
+                    )
             if schema.get("type") == "integer":
                 # Reads at the bounds: valid, so they reach SQL, which must take them.
                 for bound in (schema.get("maximum", INT64_MAX), schema.get("minimum", INT64_MIN)):

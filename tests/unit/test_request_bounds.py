@@ -5,6 +5,7 @@ depth whose strings a database can store."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from api.errors import (
 )
 from api.openapi import openapi_document
 from api.routing import MAX_BODY_DEPTH, json_object, sql_integer
-from core.sql_ints import INT64_MAX, INT64_MIN, Count, Id, SqlInt
+from core.sql_bounds import INT64_MAX, INT64_MIN, Count, Id, SqlInt, UtcInstant
 
 
 def request_integers(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -68,7 +69,7 @@ def test_every_integer_a_request_carries_fits_a_sql_integer_column() -> None:
         if not INT64_MIN <= schema.get("minimum", INT64_MIN - 1) <= INT64_MAX
         or not INT64_MIN <= schema.get("maximum", INT64_MAX + 1) <= INT64_MAX
     ]
-    # A plain `int` field lets 2**64 through to the driver (a 500): use core.sql_ints.
+    # A plain `int` field lets 2**64 through to the driver (a 500): use core.sql_bounds.
     assert not unbounded, "\n".join(unbounded)
 
 
@@ -173,3 +174,28 @@ def test_the_field_of_a_bad_string_or_a_too_deep_value_is_named() -> None:
     with pytest.raises(BodyTooDeep) as deep:
         json_object(nested(MAX_BODY_DEPTH + 1))
     assert deep.value.field == ".".join(["a"] * MAX_BODY_DEPTH)
+
+
+class Window(BaseModel):
+    since: UtcInstant
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("2026-12-04T10:00:00", "timezone_aware"),  # the columns are UTC: a zone is needed
+        ("9999-12-31T23:59:59-14:00", "datetime_out_of_range"),  # year 10000 in UTC
+        ("0001-01-01T00:00:00+14:00", "datetime_out_of_range"),  # year 0 in UTC
+    ],
+)
+def test_an_instant_the_database_cannot_store_in_utc_is_refused(text: str, code: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Window.model_validate({"since": text})
+    error = validation_failed(caught.value)
+    assert (error.code, error.field) == ("validation_error", "since")
+    assert error.details["errors"][0]["code"] == code
+
+
+def test_an_instant_keeps_the_zone_it_was_given_in() -> None:
+    since = Window.model_validate({"since": "9999-12-31T23:59:59+14:00"}).since
+    assert since.utcoffset() == timedelta(hours=14)

@@ -1,17 +1,28 @@
-"""Integers clients send, bounded to what a SQL integer column stores (signed 64-bit).
+"""Values clients send, bounded to what SQL columns store: integers and instants.
 
 SQLite's INTEGER and PostgreSQL's BIGINT hold -2**63 .. 2**63 - 1; a larger Python int reaches
 the driver and fails there (sqlite3 raises OverflowError while binding it), which answered 500.
 Every integer field of a request schema is one of these types, so pydantic refuses the number
 with the error type `number_out_of_range` and the field it was in, and the OpenAPI document
 states the bounds (`tests/unit/test_request_bounds.py` checks that no integer is left unbounded).
+
+Instants are stored in UTC (core.db), which needs a zone to convert from and a result within
+Python's years 1 to 9999: 9999-12-31T23:59:59-14:00 is in year 10000 in UTC and raised
+OverflowError while binding.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -62,3 +73,17 @@ SqlInt = Annotated[int, _FitsSqlInteger()]
 Id = Annotated[int, Field(ge=1), _FitsSqlInteger()]
 # A count or an offset: 0 and up.
 Count = Annotated[int, Field(ge=0), _FitsSqlInteger()]
+
+
+def _convertible_to_utc(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "the instant is outside the years 1 to 9999 in UTC"
+        ) from None
+    return value  # as given: the answer echoes the client's own zone
+
+
+# An instant with a zone (a naive one is refused: the columns are UTC), convertible to UTC.
+UtcInstant = Annotated[AwareDatetime, AfterValidator(_convertible_to_utc)]
