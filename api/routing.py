@@ -33,8 +33,8 @@ CONTEXT_KEY = web.AppKey("context", ServiceContext)
 # Absent when the app serves the API alone.
 CONTROLLER_KEY = web.AppKey("controller", Controller)
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
-# JSON nests at most this deep. Our deepest body (a menu: options -> destination) has three
-# levels; json.loads and pydantic recurse once per level, and 1,000 levels raised
+# JSON nests at most this deep. Our deepest body (business hours: weekly -> day -> span) has
+# four levels; json.loads and pydantic recurse once per level, and 1,000 levels raised
 # RecursionError, a 500.
 MAX_BODY_DEPTH = 32
 
