@@ -70,6 +70,11 @@ class EventHub:
             _end(queue, SHUTTING_DOWN)
         self._clients.clear()
 
+    @property
+    def clients(self) -> int:
+        """Streams subscribed now."""
+        return len(self._clients)
+
     def subscribe(self, client: str) -> ClientQueue:
         """`client` names the stream's owner in the log if it is dropped."""
         queue: ClientQueue = asyncio.Queue(CLIENT_BACKLOG)
@@ -126,7 +131,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     # Before the replay, so nothing falls between replay and live.
     queue = hub.subscribe(f"user {principal.user_id or '(admin token)'} at {request.remote}")
     ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        # A plain GET (no Upgrade) fails here with 400; its queue, left subscribed, filled
+        # with every event until it was dropped as a slow client (the fuzzer found 28).
+        hub.unsubscribe(queue)
+        raise
     ctx.metrics.websocket_clients.inc()
     sender = asyncio.create_task(_send_events(ctx, ws, queue, since, types))
     try:
