@@ -94,12 +94,10 @@ def create_app(
             metrics.workers_alive.set(pool.workers_alive)
             metrics.worker_legs_capacity.set(pool.legs_capacity)
             metrics.worker_legs_in_use.set(pool.legs_in_use)
-            metrics.worker_restarts.set(pool.restarts)
             metrics.spare_legs.set(pool.spare_legs)
             metrics.pool_max_workers.set(pool.max_workers)
             for worker_state, count in pool.workers_by_state.items():
                 metrics.pool_workers.labels(state=worker_state.value).set(count)
-            metrics.media_timeouts.set(pool.media_timeouts)
         queue_figures = running.queue_figures() if running is not None else {}
         await _acd_figures(request.app[CONTEXT_KEY], queue_figures, metrics)
         edge = request.app[health.EDGE_KEY]

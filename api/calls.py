@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.routing import STAFF, ApiRequest, RouteTable
+from core.sql_bounds import Count, Id, UtcInstant
 from ivr.cdr import CallFilter, Direction, Disposition, get_call, list_calls
 
 routes = RouteTable()
@@ -41,13 +42,13 @@ class CallListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     direction: Direction | None = None
     disposition: Disposition | None = None
-    user_id: int | None = Field(None, ge=1)
+    user_id: Id | None = None
     # Matches the caller, the dialled number or extension, or who answered.
     party: str | None = Field(None, max_length=128)
-    started_after: datetime | None = None
-    started_before: datetime | None = None
+    started_after: UtcInstant | None = None
+    started_before: UtcInstant | None = None
     limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Count = 0
 
 
 @routes.add(

@@ -13,6 +13,7 @@ from chat import channels, dialogs
 from chat.assignment import HARD_CAP, Countable, Distribution
 from chat.working_hours import WorkingHours
 from core.errors import InvalidInput
+from core.sql_bounds import SqlInt
 
 routes = RouteTable()
 
@@ -28,7 +29,7 @@ class ChannelFields(BaseModel):
     # webhook: messages in by POST .../inbound, replies out by POST to reply_url.
     type: Literal["webhook"] = "webhook"
     # User ids in order (in_order follows it).
-    members: list[int] = Field(default_factory=list, max_length=1000)
+    members: list[SqlInt] = Field(default_factory=list, max_length=1000)
     distribution: Distribution = Distribution.EVENLY
     # Skip members who are not ready/available (away, not_ready, dnd, wrap_up, logged_out).
     check_availability: bool = True
@@ -55,7 +56,7 @@ class ChannelPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Name | None = None
-    members: list[int] | None = Field(None, max_length=1000)
+    members: list[SqlInt] | None = Field(None, max_length=1000)
     distribution: Distribution | None = None
     check_availability: bool | None = None
     max_open_dialogs: int | None = Field(None, ge=1, le=HARD_CAP)

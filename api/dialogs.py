@@ -12,6 +12,7 @@ from api.channels import SECRET_HEADER
 from api.routing import ANY_ROLE, ApiRequest, RouteTable
 from chat import dialogs
 from chat.models import ChatMessageRow, DialogRow, OutboxRow
+from core.sql_bounds import Count, SqlInt
 
 routes = RouteTable()
 
@@ -89,13 +90,13 @@ class DialogQuery(BaseModel):
     """Operators see their own dialogs and the ones offered to them, whatever the filter."""
 
     model_config = ConfigDict(extra="forbid")
-    channel_id: int | None = None
+    channel_id: SqlInt | None = None
     state: State | None = None
-    assignee_id: int | None = None
+    assignee_id: SqlInt | None = None
     customer_id: str | None = None
     spam: bool | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: Count = 0
 
 
 class ReplyIn(BaseModel):
@@ -105,7 +106,7 @@ class ReplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                            max_length=10000)] | None = None  # fmt: skip
-    canned_response_id: int | None = None
+    canned_response_id: SqlInt | None = None
     wait_for_customer: bool = False
 
     @model_validator(mode="after")
@@ -119,8 +120,8 @@ class ForwardIn(BaseModel):
     """To an agent (`user_id`: theirs at once) or a channel (`channel_id`: its queue)."""
 
     model_config = ConfigDict(extra="forbid")
-    user_id: int | None = None
-    channel_id: int | None = None
+    user_id: SqlInt | None = None
+    channel_id: SqlInt | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> ForwardIn:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+from core.sql_bounds import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
 
 log = structlog.get_logger(__name__)
 
@@ -53,17 +54,46 @@ class RequestInvalid(InvalidInput):
     code = "validation_error"
 
 
+class NumberOutOfRange(RequestInvalid):
+    """An integer a SQL column cannot hold (core.sql_bounds), in the path, query or body."""
+
+    code = OUT_OF_RANGE
+
+
+class BodyInvalid(InvalidInput):
+    """The body as a whole: not UTF-8, not JSON, or not a JSON object."""
+
+    code = "invalid_body"
+
+
+class BodyTooDeep(InvalidInput):
+    code = "body_too_deep"
+
+
+class TextInvalid(InvalidInput):
+    """A string with NUL (PostgreSQL's text cannot hold it) or a lone UTF-16 surrogate (no
+    UTF-8 encoding exists, so no database can)."""
+
+    code = "invalid_text"
+
+
+class HeaderInvalid(InvalidInput):
+    code = "invalid_header"
+
+
 def validation_failed(exc: ValidationError) -> RequestInvalid:
     details = [
         ErrorDetail(
-            code=err["type"],
+            code=OUT_OF_RANGE if err["type"] == PYDANTIC_INT_TOO_LONG else err["type"],
             message=err["msg"],
             field=".".join(str(part) for part in err["loc"]) or None,
         )
         for err in exc.errors()
     ]
     first = details[0]
-    error = RequestInvalid(f"{first.field}: {first.message}" if first.field else first.message)
+    # The code follows the first error, as `field` and `message` do; `errors` lists them all.
+    kind = NumberOutOfRange if first.code == OUT_OF_RANGE else RequestInvalid
+    error = kind(f"{first.field}: {first.message}" if first.field else first.message)
     error.field = first.field
     error.details = {"errors": [d.model_dump() for d in details]}
     return error
@@ -101,6 +131,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         code = CODE_BY_HTTP_STATUS.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
+    except web.RequestPayloadError as exc:
+        # The body is not what its headers say (gzip that is not gzip, broken chunks); aiohttp
+        # finds out only when a handler reads it.
+        detail = getattr(exc.__cause__, "message", None) or str(exc)
+        return error_response(400, "unreadable_body", f"the body could not be read: {detail}")
     except Exception as exc:
         if _database_busy(exc):
             # SQLite's one writer stayed taken for the whole busy timeout (a burst of writes):

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.auth import authenticated_principal
-from api.routing import API_PREFIX, CONTEXT_KEY, STAFF
+from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, sql_integer
 from core.errors import Forbidden, InvalidInput
 from core.events import EVENTS_CHANNEL, events_after
 
@@ -69,6 +69,11 @@ class EventHub:
         for queue in self._clients:
             _end(queue, SHUTTING_DOWN)
         self._clients.clear()
+
+    @property
+    def clients(self) -> int:
+        """Streams subscribed now."""
+        return len(self._clients)
 
     def subscribe(self, client: str) -> ClientQueue:
         """`client` names the stream's owner in the log if it is dropped."""
@@ -126,7 +131,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     # Before the replay, so nothing falls between replay and live.
     queue = hub.subscribe(f"user {principal.user_id or '(admin token)'} at {request.remote}")
     ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        # A plain GET (no Upgrade) fails here with 400; its queue, left subscribed, filled
+        # with every event until it was dropped as a slow client (the fuzzer found 28).
+        hub.unsubscribe(queue)
+        raise
     ctx.metrics.websocket_clients.inc()
     sender = asyncio.create_task(_send_events(ctx, ws, queue, since, types))
     try:
@@ -178,7 +189,7 @@ def _since(request: web.Request) -> int | None:
         return None
     if not raw.isdecimal():
         raise InvalidInput("since must be an event id (a whole number)", field="since")
-    return int(raw)
+    return sql_integer(raw, "since")
 
 
 OPENAPI_PATHS: dict[str, Any] = {

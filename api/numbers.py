@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from core.sql_bounds import Id
 from destinations.destination import EXTERNAL_NUMBER_PATTERN, Destination
 from ivr import numbers
 from ivr.prompts import MAX_TEXT_LENGTH
@@ -26,7 +27,7 @@ class Greeting(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: Text | None = None
-    prompt_id: int | None = Field(None, ge=1)
+    prompt_id: Id | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Greeting:

@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api.errors import ErrorResponse
 from api.routing import API_PREFIX, Route
+from core.sql_bounds import INT64_MAX
 
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
@@ -17,7 +18,8 @@ _ERROR_TEXT = {
     403: "The token's role may not do this",
     404: "No such resource",
     409: "Conflicts with the current state (e.g. extension taken)",
-    422: "Invalid input; `error.field` names the field",
+    422: "Invalid input (validation_error, invalid_body, number_out_of_range, ...);"
+    " `error.field` names the field",
 }
 
 
@@ -84,7 +86,11 @@ def _responses(route: Route, ref: Any) -> dict[str, Any]:
         }
     else:
         responses[str(route.status if route.status != 200 else 204)] = {"description": "Done"}
-    for status in route.errors:
+    errors = set(route.errors)
+    if route.body is not None or route.query is not None or "{" in route.path:
+        # The wrapper refuses malformed input of any route that takes some (api.routing).
+        errors.add(422)
+    for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT[status],
             "content": {"application/json": {"schema": ref(ErrorResponse, "serialization")}},
@@ -94,10 +100,9 @@ def _responses(route: Route, ref: Any) -> dict[str, Any]:
 
 def _path_parameters(route: Route) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
-    return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-        for n in names
-    ]
+    # Digits only (else 404); beyond a SQL integer: 422 number_out_of_range (api.routing).
+    schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+    return [{"name": n, "in": "path", "required": True, "schema": dict(schema)} for n in names]
 
 
 def _query_parameters(route: Route) -> list[dict[str, Any]]:

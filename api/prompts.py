@@ -9,7 +9,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.auth import authenticated_principal
-from api.routing import ADMIN, API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import (
+    ADMIN,
+    API_PREFIX,
+    CONTEXT_KEY,
+    STAFF,
+    ApiRequest,
+    RouteTable,
+    path_ids,
+)
 from core.errors import Forbidden, InvalidInput
 from ivr import prompt_library
 from ivr.prompts import MAX_TEXT_LENGTH
@@ -131,7 +139,7 @@ async def prompt_audio(request: web.Request) -> web.StreamResponse:
     principal = await authenticated_principal(ctx, request)
     if principal.role not in STAFF:
         raise Forbidden("only admins and supervisors may download prompts")
-    row = await prompt_library.get_prompt(ctx, int(request.match_info["prompt_id"]))
+    row = await prompt_library.get_prompt(ctx, path_ids(request)["prompt_id"])
     return web.FileResponse(
         prompt_library.prompt_file(ctx, row), headers={"Content-Type": "audio/wav"}
     )
@@ -139,7 +147,7 @@ async def prompt_audio(request: web.Request) -> web.StreamResponse:
 
 def install_audio_routes(app: web.Application) -> None:
     app.router.add_post(API_PREFIX + "/prompts/upload", upload_prompt)
-    app.router.add_get(API_PREFIX + r"/prompts/{prompt_id:\d{1,18}}/audio", prompt_audio)
+    app.router.add_get(API_PREFIX + r"/prompts/{prompt_id:\d+}/audio", prompt_audio)
 
 
 _PROMPT_SCHEMA = {"$ref": "#/components/schemas/PromptOut"}

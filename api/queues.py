@@ -11,6 +11,8 @@ from acd import queue_log, queues
 from acd.strategies import Strategy
 from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
 from core.errors import InvalidInput
+from core.settings import MAX_RING_TIMEOUT_S
+from core.sql_bounds import Count, Id, SqlInt, UtcInstant
 from destinations.destination import Destination, HangupDestination
 from extensions.numbering import EXTENSION_PATTERN
 
@@ -27,10 +29,10 @@ class QueueFields(BaseModel):
     # Dialled during a greeting (or from a desk phone), it puts the caller in this queue.
     extension: Annotated[str, Field(pattern=EXTENSION_PATTERN)] | None = None
     # User ids in order (in_order and round_robin follow it).
-    members: list[int] = Field(default_factory=list, max_length=500)
+    members: list[SqlInt] = Field(default_factory=list, max_length=500)
     strategy: Strategy = Strategy.EVENLY
     # Seconds an offered agent's phone rings before the next agent is tried.
-    ring_timeout: int = Field(20, ge=5, le=600)
+    ring_timeout: int = Field(20, ge=5, le=MAX_RING_TIMEOUT_S)
     # Seconds of wrap-up after each call of this queue (0: none).
     wrap_up_time: int = Field(10, ge=0, le=3600)
     # Seconds a caller waits at most before the overflow destination (0: no limit).
@@ -41,7 +43,7 @@ class QueueFields(BaseModel):
     when_no_agents: Literal["wait", "overflow"] = "overflow"
     overflow: Destination = Field(default_factory=HangupDestination)
     # A prompt of the library played in a loop while waiting (null: the built-in hold tone).
-    hold_music_prompt_id: int | None = Field(None, ge=1)
+    hold_music_prompt_id: Id | None = None
     # Seconds between announcements of the caller's position and expected wait (0: never).
     announce_interval: int = Field(60, ge=0, le=3600)
     # A key that takes the caller out of the queue to the overflow destination.
@@ -58,15 +60,15 @@ class QueuePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name | None = None
     extension: Annotated[str, Field(pattern=EXTENSION_PATTERN)] | None = None
-    members: list[int] | None = Field(None, max_length=500)
+    members: list[SqlInt] | None = Field(None, max_length=500)
     strategy: Strategy | None = None
-    ring_timeout: int | None = Field(None, ge=5, le=600)
+    ring_timeout: int | None = Field(None, ge=5, le=MAX_RING_TIMEOUT_S)
     wrap_up_time: int | None = Field(None, ge=0, le=3600)
     max_wait: int | None = Field(None, ge=0, le=86400)
     max_length: int | None = Field(None, ge=0, le=10000)
     when_no_agents: Literal["wait", "overflow"] | None = None
     overflow: Destination | None = None
-    hold_music_prompt_id: int | None = Field(None, ge=1)
+    hold_music_prompt_id: Id | None = None
     announce_interval: int | None = Field(None, ge=0, le=3600)
     exit_key: ExitKey | None = None
 
@@ -171,11 +173,11 @@ async def waiting_callers(req: ApiRequest) -> WaitingList:
 
 class QueueLogQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    queue_id: int | None = None
-    call_id: int | None = None
-    since: datetime | None = None
+    queue_id: SqlInt | None = None
+    call_id: SqlInt | None = None
+    since: UtcInstant | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: Count = 0
 
 
 class QueueLogEntry(BaseModel):

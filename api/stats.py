@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from api.routing import STAFF, ApiRequest, RouteTable
 from chat import stats as chat_stats
+from core.sql_bounds import UtcInstant
 
 routes = RouteTable()
 
@@ -16,8 +17,8 @@ class StatsQuery(BaseModel):
     """Dialogs created in [since, until); both optional (ISO 8601 with a zone)."""
 
     model_config = ConfigDict(extra="forbid")
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: UtcInstant | None = None
+    until: UtcInstant | None = None
 
 
 class FiguresOut(BaseModel):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.routing import ADMIN, ApiRequest, RouteTable
+from core.sql_bounds import Id
 from extensions import tokens
 from extensions.roles import Role
 
@@ -15,7 +16,7 @@ routes = RouteTable()
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: int = Field(ge=1)
+    user_id: Id
     # Defaults to the user's own role.
     role: Role | None = None
     label: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""

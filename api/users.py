@@ -12,6 +12,7 @@ from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from chat import channels, dialogs
 from core.events import Event
+from core.sql_bounds import Count
 from extensions import phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role
@@ -77,7 +78,7 @@ class UserListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     active: bool | None = None
     limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Count = 0
 
 
 class ExtensionAssign(BaseModel):

@@ -13,9 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth import authenticated_principal
 from api.numbers import Greeting
-from api.routing import ADMIN, ANY_ROLE, API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import (
+    ADMIN,
+    ANY_ROLE,
+    API_PREFIX,
+    CONTEXT_KEY,
+    STAFF,
+    ApiRequest,
+    RouteTable,
+    path_ids,
+)
 from core.context import ServiceContext
 from core.errors import Forbidden, InvalidInput
+from core.sql_bounds import Id
 from extensions.tokens import Principal
 from ivr import voicemail
 from ivr.prompt_refs import PromptRef
@@ -31,7 +41,7 @@ class BoxOwner(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["user", "queue"]
-    id: int = Field(ge=1)
+    id: Id
 
 
 class BoxCreate(BaseModel):
@@ -267,7 +277,7 @@ async def message_audio(request: web.Request) -> web.StreamResponse:
     """GET /voicemail/messages/{message_id}/audio: the recorded WAV."""
     ctx = request.app[CONTEXT_KEY]
     principal = await authenticated_principal(ctx, request)
-    message = await _readable_message(ctx, principal, int(request.match_info["message_id"]))
+    message = await _readable_message(ctx, principal, path_ids(request)["message_id"])
     return web.FileResponse(
         voicemail.message_file(ctx, message),
         headers={
@@ -278,9 +288,7 @@ async def message_audio(request: web.Request) -> web.StreamResponse:
 
 
 def install_audio_routes(app: web.Application) -> None:
-    app.router.add_get(
-        API_PREFIX + r"/voicemail/messages/{message_id:\d{1,18}}/audio", message_audio
-    )
+    app.router.add_get(API_PREFIX + r"/voicemail/messages/{message_id:\d+}/audio", message_audio)
 
 
 async def _readable_box(

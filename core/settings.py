@@ -26,6 +26,10 @@ ENV_SECTION_SEPARATOR = "__"
 ENV_NOT_KEYS = frozenset({"PBX_CONFIG", "PBX_ADMIN_TOKEN"})
 # A trunk URI: sip:[user@]host[:port][;params]; a registration is for the host's domain.
 _TRUNK_URI = re.compile(r"^sip:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.\-]+)(?::\d{1,5})?(?:;\S*)?$")
+# The longest a phone may ring, in seconds: the bound of calls.ring_timeout and of a queue's
+# ring_timeout. The edge's INVITE timers are rendered from it (pbx.kamailio.invite_timer_ms),
+# so the worker that dialled always ends a ring, never Kamailio.
+MAX_RING_TIMEOUT_S = 600
 
 
 class SettingsError(Exception):
@@ -103,7 +107,7 @@ class CallSettings(_Section):
     # Unknown extension: the caller may try again this many times before the default route.
     unknown_extension_retries: int = Field(2, ge=0, le=10)
     # A ringing phone that does not answer within this goes to the no-answer route.
-    ring_timeout: float = Field(30.0, gt=0, le=600)
+    ring_timeout: float = Field(30.0, gt=0, le=MAX_RING_TIMEOUT_S)
 
 
 class VoicemailSettings(_Section):

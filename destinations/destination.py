@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.sql_bounds import Id
 from extensions.numbering import EXTENSION_PATTERN
 
 EXTERNAL_NUMBER_PATTERN = r"^\+?[0-9]{2,20}$"
@@ -23,17 +24,17 @@ class ExtensionDestination(_Destination):
 
 class QueueDestination(_Destination):
     type: Literal["queue"] = "queue"
-    id: int = Field(ge=1)
+    id: Id
 
 
 class MenuDestination(_Destination):
     type: Literal["menu"] = "menu"
-    id: int = Field(ge=1)
+    id: Id
 
 
 class VoicemailDestination(_Destination):
     type: Literal["voicemail"] = "voicemail"
-    box: int = Field(ge=1)
+    box: Id
 
 
 class NumberDestination(_Destination):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import math
 import re
 import socket
 from collections.abc import Collection, Mapping
@@ -20,7 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from core.child_process import ChildProcess, check_ports_free
 from core.context import EdgeUnavailable
-from core.settings import Settings, WorkerSettings
+from core.settings import MAX_RING_TIMEOUT_S, Settings, WorkerSettings
 from pbx.capacity import max_workers
 from pbx.protocol import FINAL_HEADER, RING_HEADER
 from pbx.provider_registration import (
@@ -45,6 +46,11 @@ DROP_REASONS = ("banned", "phone_flood", "trunk_limit", "no_worker")
 DROP_STAT_PREFIX = "edge_dropped_"
 # Drops are logged as one summary line per source and reason this often.
 DROP_SUMMARY_SECONDS = 10
+# A ring ends at the worker that dialled it: it CANCELs at the Dial's timeout_s and reports
+# 408. The edge must not end it first, yet tm's defaults would: fr_inv_timer (120 s after the
+# first 1xx) and max_inv_lifetime (180 s, RFC 3261 timer C) cut a queue's 600 s ring. Both
+# follow the longest ring the settings allow, plus this margin for the CANCEL and its 487.
+RING_TIMER_MARGIN_S = 10
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
 # therefore gives four slashes. Three would leave a path relative to Kamailio's working
 # directory ("/"), and db_set_readonly, which matches the file name exactly, would not apply.
@@ -156,6 +162,13 @@ class EdgeWorkerSet:
         await self._rpc.call("dispatcher.set_state", "a" if ready else "d", 1, uri)
 
 
+def invite_timer_ms(settings: Settings) -> int:
+    """tm's INVITE timers: the longest ring a queue (its ring_timeout's bound) or a call
+    (calls.ring_timeout) may have, plus RING_TIMER_MARGIN_S, in milliseconds."""
+    longest = max(MAX_RING_TIMEOUT_S, settings.calls.ring_timeout)
+    return math.ceil((longest + RING_TIMER_MARGIN_S) * 1000)
+
+
 def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: Path) -> str:
     """kamailio.cfg for these settings; ValueError if a setting cannot go into it safely."""
     sip = settings.sip
@@ -189,6 +202,7 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_reasons=DROP_REASONS,
         drop_stat_prefix=DROP_STAT_PREFIX,
         drop_summary_s=DROP_SUMMARY_SECONDS,
+        invite_timer_ms=invite_timer_ms(settings),
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,
         sqlite_path=sqlite_path,

@@ -470,6 +470,8 @@ class WorkerPool:
             worker.hello.set_exception(WorkerStartFailed("exited before its hello"))
         elif not self._stopping and worker.state is not WorkerState.RETIRING:
             self._restarts += 1
+            if self._metrics is not None:
+                self._metrics.worker_restarts.inc()
             log.error("worker_lost", worker=worker.id, pid=worker.pid, legs=len(worker.legs))
             self._own(self._publish())
         self._end_all_legs(worker)
@@ -584,6 +586,8 @@ class WorkerPool:
             self._legs_changed(worker)
             if event.reason == MEDIA_TIMEOUT_REASON:
                 self._media_timeouts += 1
+                if self._metrics is not None:
+                    self._metrics.media_timeouts.inc()
                 log.warning("leg_media_timeout", leg=event.leg, worker=worker.id,
                             caller=leg.from_uri, called=leg.to_uri)  # fmt: skip
             if leg.recording_open:

@@ -123,7 +123,7 @@ async def test_invalid_user_is_422_naming_the_field(
 async def test_body_that_is_not_a_json_object_is_422(admin: ApiClient, raw: str) -> None:
     reply = await admin.post("/users", data=raw)
     assert reply.status == 422
-    assert reply.error_code == "invalid"
+    assert reply.error_code == "invalid_body"
 
 
 async def test_unknown_ids_and_routes_are_404(admin: ApiClient) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
+from api.events import HUB_KEY
 from api.routing import CONTEXT_KEY
 from tests.conftest import ADMIN_TOKEN
 from tests.support.api_client import ApiClient
@@ -122,3 +123,14 @@ async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(
         assert message.type == aiohttp.WSMsgType.CLOSE
         assert slow.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
         assert "since" in message.extra
+
+
+async def test_a_plain_get_of_the_stream_is_refused_and_leaves_no_subscription(
+    api_server: TestServer, admin: ApiClient
+) -> None:
+    hub = api_server.app[HUB_KEY]
+    before = hub.clients
+    for _ in range(3):
+        reply = await admin.get("/events")
+        assert reply.status == 400 and reply.error_code == "bad_request"
+    assert hub.clients == before
