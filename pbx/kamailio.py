@@ -45,9 +45,11 @@ DROP_REASONS = ("banned", "phone_flood", "trunk_limit", "no_worker")
 DROP_STAT_PREFIX = "edge_dropped_"
 # Drops are logged as one summary line per source and reason this often.
 DROP_SUMMARY_SECONDS = 10
+# How long a Kamailio process waits for the service's SQLite write lock before a write fails.
+DB_BUSY_TIMEOUT_MS = 2000
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
 # therefore gives four slashes. Three would leave a path relative to Kamailio's working
-# directory ("/"), and db_set_readonly, which matches the file name exactly, would not apply.
+# directory ("/").
 _SQLITE_PREFIX = "sqlite:///"
 # Hosts and SIP domains go into the config verbatim: host names and IPv4 addresses only.
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9.\-]+$")
@@ -189,6 +191,7 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_reasons=DROP_REASONS,
         drop_stat_prefix=DROP_STAT_PREFIX,
         drop_summary_s=DROP_SUMMARY_SECONDS,
+        db_busy_timeout_ms=DB_BUSY_TIMEOUT_MS,
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,
         sqlite_path=sqlite_path,
@@ -267,6 +270,11 @@ class KamailioProcess:
         finally:
             await rpc.close()
         log.info("kamailio_ready", sip=f"{sip.host}:{sip.port}", rpc_port=sip.rpc_port)
+
+    @property
+    def pid(self) -> int | None:
+        """Kamailio's main process (its workers share its process group), once started."""
+        return self._process.pid if self._process is not None else None
 
     async def wait(self) -> int:
         """Return Kamailio's exit code once it exits (for a supervisor)."""

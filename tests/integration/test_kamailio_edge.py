@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,7 +26,14 @@ from structlog.testing import capture_logs
 from core.child_process import ChildProcess, ChildProcessFailed
 from core.context import EdgeUnavailable
 from core.redis_server import ManagedRedis
-from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings, TrunkSettings
+from core.settings import (
+    DatabaseSettings,
+    DataSettings,
+    Settings,
+    SipSettings,
+    TrunkSettings,
+    WorkerSettings,
+)
 from migrations import upgrade_database
 from pbx.kamailio import (
     DROP_REASONS,
@@ -52,11 +60,17 @@ TRUNK_LIMIT_PER_S = 10
 TRUNK_BURST_PER_S = 300
 
 
-def edge_settings(data_dir: Path, trunk: TrunkSettings | None = None, **sip: int) -> Settings:
+def edge_settings(
+    data_dir: Path,
+    trunk: TrunkSettings | None = None,
+    workers: WorkerSettings | None = None,
+    **sip: int,
+) -> Settings:
     return Settings(
         data=DataSettings(dir=data_dir),
         sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
         trunk=trunk or TrunkSettings(),
+        workers=workers or WorkerSettings(),
     )
 
 
@@ -77,6 +91,29 @@ def add_subscriber(settings: Settings, username: str, password: str) -> None:
 def remove_subscriber(settings: Settings, username: str) -> None:
     with closing(sqlite3.connect(database_file(settings))) as db, db:
         db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
+
+
+def location_rows(settings: Settings, username: str) -> int:
+    """Bindings of `username` in the database (what a restart of Kamailio loads)."""
+    with closing(sqlite3.connect(database_file(settings))) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM location WHERE username = ?", (username,)
+        ).fetchone()
+    return int(count)
+
+
+async def bindings(rpc: KamailioRpc, username: str) -> list[tuple[str, str, int]]:
+    """(Contact, Call-ID, CSeq) of each binding Kamailio holds: a new REGISTER changes CSeq."""
+    try:
+        result = await rpc.call("ul.lookup", "location", username)
+    except EdgeUnavailable as exc:
+        if "not found" in str(exc):
+            return []
+        raise
+    return [
+        (entry["Contact"]["Address"], entry["Contact"]["Call-ID"], entry["Contact"]["CSeq"])
+        for entry in result["Contacts"]
+    ]
 
 
 def sip_request(
@@ -331,6 +368,111 @@ async def test_dropped_registrations_leave_no_binding(
     await rpc.drop_registrations("1004")
     assert await rpc.registered_contacts("1004") == []
     await rpc.drop_registrations("1004")  # nothing left to drop is fine
+
+
+# A worker's audio offer (nothing is sent to that port).
+OFFER = (
+    "v=0\r\no=worker 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def invite_from_worker(settings: Settings, user: str, timeout: float = 5.0) -> int | None:
+    """Final status of an INVITE to `user` sent from the first media worker's port, the way a
+    worker rings a phone; the negative answer is acknowledged. None: no final answer."""
+    port = settings.sip.port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as worker:
+        worker.bind((settings.workers.host, settings.workers.first_sip_port))
+        worker.settimeout(timeout)
+        _, request = sip_request("INVITE", port, settings.workers.first_sip_port, user=user)
+        head = request.decode().removesuffix("Content-Length: 0\r\n\r\n")
+        invite = (
+            f"{head}Contact: <sip:worker@127.0.0.1:{settings.workers.first_sip_port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n{OFFER}"
+        ).encode()
+        worker.sendto(invite, ("127.0.0.1", port))
+        while True:
+            try:
+                answer = worker.recv(65535).decode()
+            except TimeoutError:
+                return None
+            status = int(answer.split(" ", 2)[1])
+            if status >= 200:
+                break
+        to = re.search(r"^To: *(.+?)\r$", answer, re.MULTILINE | re.IGNORECASE)
+        assert to is not None, answer
+        ack = re.sub(r"^INVITE ", "ACK ", head)
+        ack = re.sub(r"^To: .*?\r$", f"To: {to[1]}\r", ack, flags=re.MULTILINE)
+        ack = ack.replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        worker.sendto(f"{ack}Content-Length: 0\r\n\r\n".encode(), ("127.0.0.1", port))
+    return status
+
+
+@pytest.mark.sip
+async def test_registrations_survive_a_kill_of_the_edge(
+    tmp_path: Path, user_agent: UserAgentThread
+) -> None:
+    settings = edge_settings(
+        tmp_path / "edge", workers=WorkerSettings(first_sip_port=free_port(), max_workers=1)
+    )
+    edge = await started_edge(settings)
+    rpc = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    desk = TestPhone(user_agent, auto_answer=486)
+    try:
+        add_subscriber(settings, "3001", "secret-3001")
+        add_subscriber(settings, "3002", "secret-3002")
+        assert await desk.register("3001", "secret-3001", DOMAIN, "127.0.0.1", settings.sip.port)
+        before = await bindings(rpc, "3001")
+        assert len(before) == 1 and location_rows(settings, "3001") == 1
+
+        # kill -9 of every Kamailio process: nothing runs at exit.
+        assert edge.pid is not None
+        os.killpg(edge.pid, signal.SIGKILL)
+        await edge.wait()
+        edge = await started_edge(settings)
+
+        # The same binding, the same CSeq: loaded from the database, not registered again.
+        assert await bindings(rpc, "3001") == before
+        # A worker reaches the phone through it (which answers "busy" here).
+        assert await asyncio.to_thread(invite_from_worker, settings, "3001") == 486
+        await desk.next_incoming(timeout=1)
+
+        # Dropping a phone's registrations still works, and stays dropped after a restart.
+        await rpc.drop_registrations("3001")
+        assert await rpc.registered_contacts("3001") == []
+        assert location_rows(settings, "3001") == 0
+        await edge.stop()
+        edge = await started_edge(settings)
+        assert await rpc.registered_contacts("3001") == []
+        assert await asyncio.to_thread(invite_from_worker, settings, "3001") == 480
+    finally:
+        desk.close()
+        await rpc.close()
+        await edge.stop()
+
+
+@pytest.mark.sip
+async def test_registration_waits_for_the_services_write_lock(
+    edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1008", "secret-1008")
+    locked = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        # As the service's writes do: BEGIN IMMEDIATE takes SQLite's one write lock.
+        with closing(sqlite3.connect(database_file(edge_config), isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(0.5)
+            db.execute("COMMIT")
+
+    holder = asyncio.create_task(asyncio.to_thread(hold_the_write_lock))
+    await asyncio.to_thread(locked.wait, 5)
+    # Kamailio's write of the binding waits for the lock instead of failing the REGISTER.
+    assert await register(phone, edge_config, "1008", "secret-1008") == 200
+    await holder
+    assert location_rows(edge_config, "1008") == 1
+    assert await rpc.registered_contacts("1008")
 
 
 @pytest.mark.sip
