@@ -37,13 +37,25 @@ READY_TIMEOUT_SECONDS = 15.0
 SHARED_MEMORY_MB = 64
 PRIVATE_MEMORY_MB = 8
 LOCATION_TABLE = "location"
-# Why the edge's guard drops a request: from a banned address (wrong passwords), over the
-# phones' flood limit (pike), over the trunk's limit (refused with 503).
-# no_worker: a call no media worker had room for (every worker full, or none ready).
-DROP_REASONS = ("banned", "phone_flood", "trunk_limit", "no_worker")
+# Why the edge's guard drops (or refuses) a request:
+#   banned          from an address banned for wrong digest answers (silence)
+#   banned_account  for an account refused at that address for its wrong answers (403)
+#   auth_failures   a wrong digest answer (challenged again, and counted towards those bans)
+#   phone_flood     over the phones' flood limit (pike; silence)
+#   trunk_limit     over the trunk's limit (503)
+#   no_worker       a call no media worker had room for (every worker full, or none ready; 503)
+DROP_REASONS = (
+    "banned",
+    "banned_account",
+    "auth_failures",
+    "phone_flood",
+    "trunk_limit",
+    "no_worker",
+)
 # Kamailio's statistic for a reason is this prefix + the reason, in the group "script".
 DROP_STAT_PREFIX = "edge_dropped_"
-# Drops are logged as one summary line per source and reason this often.
+# Drops are logged as one summary line per source and reason this often; the bans and blocks
+# made in that time are logged with them.
 DROP_SUMMARY_SECONDS = 10
 # How long a Kamailio process waits for the service's SQLite write lock before a write fails.
 DB_BUSY_TIMEOUT_MS = 2000
@@ -185,6 +197,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         realm=sip.domain,
         children=sip.children,
         max_auth_failures=sip.max_auth_failures,
+        max_auth_accounts_per_address=sip.max_auth_accounts_per_address,
+        max_auth_failures_per_address=sip.max_auth_failures_per_address,
         auth_ban_seconds=sip.auth_ban_seconds,
         max_requests_per_2s=sip.max_requests_per_2s,
         trunk_max_requests_per_s=settings.trunk.max_requests_per_s,

@@ -53,7 +53,10 @@ from tests.support.ports import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "127.0.0.1"
 BAN_SECONDS = 2
+# The guarded edges' brute-force limits: per account and address, then per address.
 MAX_FAILURES = 3
+MAX_ACCOUNTS = 4
+MAX_ADDRESS_FAILURES = 5
 PHONE_LIMIT_PER_2S = 20
 TRUNK_LIMIT_PER_S = 10
 # A provider at the stretch target of 100 calls/s sends 100 INVITEs/s: three times that.
@@ -74,6 +77,14 @@ def edge_settings(
     )
 
 
+GUARD_LIMITS = {
+    "max_auth_failures": MAX_FAILURES,
+    "max_auth_accounts_per_address": MAX_ACCOUNTS,
+    "max_auth_failures_per_address": MAX_ADDRESS_FAILURES,
+    "auth_ban_seconds": BAN_SECONDS,
+}
+
+
 def database_file(settings: Settings) -> Path:
     return Path(settings.database_url.removeprefix("sqlite+aiosqlite:///"))
 
@@ -91,6 +102,16 @@ def add_subscriber(settings: Settings, username: str, password: str) -> None:
 def remove_subscriber(settings: Settings, username: str) -> None:
     with closing(sqlite3.connect(database_file(settings))) as db, db:
         db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
+
+
+def add_inbound_number(settings: Settings, number: str) -> None:
+    with closing(sqlite3.connect(database_file(settings))) as db, db:
+        db.execute(
+            "INSERT INTO numbers (number, name, extension_dialing, default_destination,"
+            " created_at, updated_at) VALUES (?, '', 1, '{\"type\": \"hangup\"}',"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            (number,),
+        )
 
 
 def location_rows(settings: Settings, username: str) -> int:
@@ -235,11 +256,25 @@ async def edge_config(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 async def guarded_edge_config(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Settings]:
-    """A second edge that bans quickly, so banning 127.0.0.1 there spares the other tests."""
+    """A second edge that bans quickly and has no trunk, so banning 127.0.0.1 there spares the
+    other tests."""
     settings = edge_settings(
-        tmp_path_factory.mktemp("guarded-edge"),
-        max_auth_failures=MAX_FAILURES,
-        auth_ban_seconds=BAN_SECONDS,
+        tmp_path_factory.mktemp("guarded-edge"), TrunkSettings(sources=[]), **GUARD_LIMITS
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def guarded_trunk_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """An edge with the same limits whose trunk is 127.0.0.1, where the phones are too."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("guarded-trunk-edge"),
+        TrunkSettings(sources=["127.0.0.1"]),
+        **GUARD_LIMITS,
     )
     edge = await started_edge(settings)
     yield settings
@@ -522,14 +557,21 @@ async def test_rpc_to_a_stopped_edge_raises_edge_unavailable() -> None:
         await client.close()
 
 
+async def ban_lifts(settings: Settings) -> None:
+    banned_at = time.monotonic()
+    while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
+        assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
+
+
 @pytest.mark.sip
-async def test_address_goes_silent_after_too_many_wrong_answers(
+async def test_address_goes_silent_when_many_accounts_fail_there(
     guarded_edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
     settings = guarded_edge_config
     add_subscriber(settings, "2001", "right-secret")
-    for _ in range(MAX_FAILURES):
-        assert await register(phone, settings, "2001", "guess") == 401
+    # Names being tried: one wrong answer each, and the last one bans the address.
+    for number in range(MAX_ACCOUNTS):
+        assert await register(phone, settings, f"29{number:02}", "guess") == 401
     # Banned: even the right password and a plain OPTIONS get no answer at all.
     with pytest.raises(TimeoutError):
         await register(phone, settings, "2001", "right-secret", answer_within=1.0)
@@ -540,10 +582,72 @@ async def test_address_goes_silent_after_too_many_wrong_answers(
         assert (await edge.dropped_requests())["banned"] >= 2
     finally:
         await edge.close()
-    banned_at = time.monotonic()
-    while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
-        assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
+    await ban_lifts(settings)
     assert await register(phone, settings, "2001", "right-secret") == 200
+
+
+@pytest.mark.sip
+async def test_address_goes_silent_when_its_accounts_fail_too_often_in_all(
+    guarded_edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    settings = guarded_edge_config
+    add_subscriber(settings, "2011", "right-secret")
+    add_subscriber(settings, "2012", "right-secret")
+    # Two accounts, each below its own limit or refused at it, but too many answers in all.
+    for _ in range(MAX_FAILURES):
+        assert await register(phone, settings, "2011", "guess") == 401
+    for _ in range(MAX_ADDRESS_FAILURES - MAX_FAILURES):
+        assert await register(phone, settings, "2012", "guess") == 401
+    assert await asyncio.to_thread(sip_status, settings.sip.port, 0.5) is None
+    await ban_lifts(settings)
+
+
+@pytest.mark.sip
+async def test_stale_phone_is_refused_alone_and_the_trunks_address_is_never_banned(
+    guarded_trunk_edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    """A phone with an old password, a good phone and the provider, all on 127.0.0.1."""
+    settings = guarded_trunk_edge_config
+    port = settings.sip.port
+    add_subscriber(settings, "2101", "new-secret")  # the stale phone still has "old-secret"
+    add_subscriber(settings, "2102", "good-secret")
+    add_inbound_number(settings, "4930123456")
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    burst = await SipBurst.open()
+    try:
+        for _ in range(MAX_FAILURES):
+            assert await register(phone, settings, "2101", "old-secret") == 401
+        # Refused at once from now on, at this address: no challenge, no digest work.
+        assert await register(phone, settings, "2101", "old-secret") == 403
+        assert await register(phone, settings, "2101", "new-secret") == 403
+        # Its neighbour registers and calls (no media worker here: the edge's own 503).
+        good = phone()
+        assert await good.register("2102", "good-secret", DOMAIN, "127.0.0.1", port) == 200
+        call = await good.call(f"sip:4930999999@127.0.0.1:{port}")
+        assert await asyncio.wait_for(call.ended, 5) == 503
+
+        # More accounts failing at the provider's address than would ban any other address.
+        for number in range(MAX_ACCOUNTS + MAX_ADDRESS_FAILURES):
+            assert await register(phone, settings, f"28{number:02}", "guess") == 401
+        assert await asyncio.to_thread(sip_status, port, 2.0) == 200
+        assert await register(phone, settings, "2102", "good-secret") == 200
+        # The provider's calls still come in (to the workers, of which this edge has none).
+        await burst.send(port, [("INVITE", "4930123456", "")], per_second=10)
+        await wait_until(lambda: len(burst.answers) == 1, 5, "the trunk's INVITE answered")
+        assert burst.statuses("INVITE") == [503]
+
+        dropped = await edge.dropped_requests()
+        assert dropped["banned"] == 0
+        assert dropped["banned_account"] == 2
+        assert dropped["auth_failures"] == MAX_FAILURES + MAX_ACCOUNTS + MAX_ADDRESS_FAILURES
+        assert dropped["no_worker"] == 2
+
+        # The block ends with its time: the stale phone is challenged again.
+        await asyncio.sleep(BAN_SECONDS + 1)
+        assert await register(phone, settings, "2101", "new-secret") == 200
+    finally:
+        burst.close()
+        await edge.close()
 
 
 @pytest.mark.sip
@@ -585,10 +689,8 @@ async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
         assert set(burst.statuses("BYE")) == {404}
         dropped = await edge.dropped_requests()
         assert dropped == {
-            "banned": 0,
-            "phone_flood": 0,
+            **dict.fromkeys(DROP_REASONS, 0),
             "trunk_limit": invites.count(503),
-            "no_worker": 0,
         }
     finally:
         burst.close()

@@ -18,6 +18,7 @@ from tests.integration.test_kamailio_edge import bindings
 from tests.support.api_client import ApiClient
 from tests.support.phone import TestPhone
 from tests.support.service import running_service
+from tests.support.sipp import call_number
 
 NextExtension = Callable[[], str]
 
@@ -130,6 +131,62 @@ async def test_password_reset_retires_the_old_password(
     assert stored_bindings(settings, number) == 0
     assert await register(phone, settings, number, old) in (401, 403)
     assert await register(phone, settings, number, new) == 200
+
+
+STALE_TEST_NUMBER = "4930555123"
+
+
+async def test_stale_phone_is_refused_alone_while_its_neighbours_and_the_trunk_carry_on(
+    admin: ApiClient,
+    settings: Settings,
+    phone: Callable[[], TestPhone],
+    next_extension: NextExtension,
+    tmp_path: Path,
+) -> None:
+    """A phone left with an old password retries from the address its neighbours and the
+    provider use too (127.0.0.1, the session's trunk source): only its account is refused."""
+    assert "127.0.0.1" in settings.trunk.sources
+    user = await admin.new_user("Stale Phone")
+    stale = next_extension()
+    old = (await admin.assign(user["id"], stale))["sip"]["password"]
+    await admin.post(f"/users/{user['id']}/sip-password")
+    for _ in range(settings.sip.max_auth_failures):
+        assert await register(phone, settings, stale, old) == 401
+    assert await register(phone, settings, stale, old) == 403
+
+    neighbours: list[TestPhone] = []
+    number = await admin.post(
+        "/numbers",
+        {"number": STALE_TEST_NUMBER, "greeting": {"text": "Hello."},
+         "extension_dialing": False, "default_destination": {"type": "hangup"}},
+    )  # fmt: skip
+    assert number.status == 201, number
+    try:
+        extensions = []
+        for name, auto_answer in (("Neighbour Caller", None), ("Neighbour Callee", 200)):
+            neighbour = await admin.new_user(name)
+            extension = next_extension()
+            sip = (await admin.assign(neighbour["id"], extension))["sip"]
+            neighbours.append(desk := TestPhone(auto_answer=auto_answer))
+            assert await desk.register(
+                extension, sip["password"], settings.sip.domain, settings.sip.host,
+                settings.sip.port,
+            ) == 200  # fmt: skip
+            extensions.append(extension)
+        caller, callee = neighbours
+        call = await caller.call(f"sip:{extensions[1]}@{settings.sip.host}:{settings.sip.port}")
+        incoming = await callee.next_incoming(timeout=10)
+        await asyncio.wait_for(call.progress.answered, 10)
+        await incoming.hangup()
+        assert await asyncio.wait_for(call.progress.ended, 5) == 200
+
+        trunk_call = await call_number(tmp_path, settings.sip.port, STALE_TEST_NUMBER, stay_s=0.5)
+        assert trunk_call.succeeded, trunk_call.output
+        assert await register(phone, settings, stale, old) == 403
+    finally:
+        for desk in neighbours:
+            desk.close()
+        await admin.delete(f"/numbers/{number.body['id']}")
 
 
 async def test_registrations_survive_a_restart_of_the_service(
