@@ -44,6 +44,8 @@ LOCATION_TABLE = "location"
 #   phone_flood     over the phones' flood limit (pike; silence)
 #   trunk_limit     over the trunk's limit (503)
 #   no_worker       a call no media worker had room for (every worker full, or none ready; 503)
+#   malformed       a request or reply that fails the sanity checks
+#   unknown_dialog  an in-dialog request without a route of ours (404)
 DROP_REASONS = (
     "banned",
     "banned_account",
@@ -51,12 +53,18 @@ DROP_REASONS = (
     "phone_flood",
     "trunk_limit",
     "no_worker",
+    "malformed",
+    "unknown_dialog",
 )
 # Kamailio's statistic for a reason is this prefix + the reason, in the group "script".
 DROP_STAT_PREFIX = "edge_dropped_"
 # Drops are logged as one summary line per source and reason this often; the bans and blocks
-# made in that time are logged with them.
+# made in that time are logged with them. Never more lines than DROP_SUMMARY_LINES at a time
+# (plus one saying how much was left out).
 DROP_SUMMARY_SECONDS = 10
+DROP_SUMMARY_LINES = 20
+# Sources with at least this many drops are logged before the others.
+DROP_SUMMARY_LOUD = 10
 # How long a Kamailio process waits for the service's SQLite write lock before a write fails.
 DB_BUSY_TIMEOUT_MS = 2000
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
@@ -205,6 +213,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_reasons=DROP_REASONS,
         drop_stat_prefix=DROP_STAT_PREFIX,
         drop_summary_s=DROP_SUMMARY_SECONDS,
+        drop_summary_lines=DROP_SUMMARY_LINES,
+        drop_summary_loud=DROP_SUMMARY_LOUD,
         db_busy_timeout_ms=DB_BUSY_TIMEOUT_MS,
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,

@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import closing
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -37,6 +37,7 @@ from core.settings import (
 from migrations import upgrade_database
 from pbx.kamailio import (
     DROP_REASONS,
+    DROP_SUMMARY_LINES,
     DROP_SUMMARY_SECONDS,
     KamailioError,
     KamailioProcess,
@@ -138,23 +139,76 @@ async def bindings(rpc: KamailioRpc, username: str) -> list[tuple[str, str, int]
 
 
 def sip_request(
-    method: str, port: int, local_port: int, *, user: str = "", to_tag: str = ""
+    method: str,
+    port: int,
+    local_port: int,
+    *,
+    user: str = "",
+    to_tag: str = "",
+    source: str = "127.0.0.1",
+    caller: str = "probe",
+    headers: str = "",
 ) -> tuple[str, bytes]:
-    """(Call-ID, datagram) of a request from 127.0.0.1:`local_port` to the edge at `port`:
-    to sip:`user`@ the edge (no user: the edge itself); with `to_tag`, inside a dialog."""
-    call_id = f"{uuid.uuid4().hex}@127.0.0.1"
+    """(Call-ID, datagram) of a request from `source`:`local_port` to the edge at `port`:
+    to sip:`user`@ the edge (no user: the edge itself); with `to_tag`, inside a dialog;
+    from sip:`caller`@`source`, with more `headers` ("Name: value\\r\\n" each)."""
+    call_id = f"{uuid.uuid4().hex}@{source}"
     target = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
     request = (
         f"{method} sip:{target} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+        f"Via: SIP/2.0/UDP {source}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:probe@127.0.0.1>;tag={call_id[16:24]}\r\n"
+        f"From: <sip:{caller}@{source}>;tag={call_id[16:24]}\r\n"
         f"To: <sip:{target}>{f';tag={to_tag}' if to_tag else ''}\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: 1 {method}\r\n"
+        f"{headers}"
         "Content-Length: 0\r\n\r\n"
     )
     return call_id, request.encode()
+
+
+def send_from(source: str, port: int, datagrams: list[bytes]) -> None:
+    """Send each datagram to the edge at `port` from `source` (any 127/8 address is ours);
+    their answers, if any, go unread."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((source, 0))
+        for datagram in datagrams:
+            sender.sendto(datagram, ("127.0.0.1", port))
+
+
+def wrong_digest_answer(source: str, port: int, account: str) -> int | None:
+    """REGISTER `account` from `source`, answer the edge's challenge with a wrong digest:
+    the final status (401 when the edge challenges again, None for silence)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind((source, 0))
+        phone.settimeout(2.0)
+        local_port = phone.getsockname()[1]
+        _, register = sip_request(
+            "REGISTER", port, local_port, user=account, source=source, caller=account
+        )
+        phone.sendto(register, ("127.0.0.1", port))
+        try:
+            challenge = phone.recv(65535).decode()
+        except TimeoutError:
+            return None
+        nonce = re.search(r'nonce="([^"]+)"', challenge)
+        if nonce is None:
+            return int(challenge.split(" ", 2)[1])
+        authorization = (
+            f'Authorization: Digest username="{account}", realm="{DOMAIN}",'
+            f' nonce="{nonce[1]}", uri="sip:{account}@127.0.0.1:{port}",'
+            f' response="{"0" * 32}", algorithm=MD5\r\n'
+        )
+        _, answer = sip_request(
+            "REGISTER", port, local_port, user=account, source=source, caller=account,
+            headers=authorization,
+        )  # fmt: skip
+        phone.sendto(answer, ("127.0.0.1", port))
+        try:
+            return int(phone.recv(65535).split(b" ", 2)[1])
+        except TimeoutError:
+            return None
 
 
 def sip_status(port: int, timeout: float, method: str = "OPTIONS") -> int | None:
@@ -688,9 +742,11 @@ async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
         # A BYE is routed as its dialog says (here: nowhere, 404), never refused as excess.
         assert set(burst.statuses("BYE")) == {404}
         dropped = await edge.dropped_requests()
+        # The BYEs are counted as requests for dialogs the edge does not know, not logged.
         assert dropped == {
             **dict.fromkeys(DROP_REASONS, 0),
             "trunk_limit": invites.count(503),
+            "unknown_dialog": count,
         }
     finally:
         burst.close()
@@ -743,11 +799,136 @@ async def test_phone_flood_is_dropped_counted_and_logged_as_a_summary(
         await edge.close()
 
 
-ANY_SUMMARY = re.compile(r"guard: dropped \d+ requests from \S+ \(\w+\) in the last \d+ s")
+ANY_SUMMARY = re.compile(
+    r"guard: dropped \d+ requests from \S+ \(\w+\) in the last \d+ s"
+    r"|guard: \d+ more lines left out, with \d+ dropped requests, in the last \d+ s"
+)
 SUMMARY = re.compile(
     rf"guard: dropped (\d+) requests from 127\.0\.0\.1 \(phone_flood\)"
     rf" in the last {DROP_SUMMARY_SECONDS} s"
 )
+
+
+@pytest.fixture(scope="module")
+async def summary_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """An edge with the guarded edges' limits, for traffic from addresses of its own."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("summary-edge"),
+        TrunkSettings(sources=[]),
+        max_requests_per_2s=1000,
+        **GUARD_LIMITS,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+# The sources of test_every_guard_path_is_only_summarised: one that goes through every path,
+# and more than a summary has lines for, one malformed request each.
+GUARDED_SOURCE = "127.0.2.1"
+MANY_SOURCES = [f"127.0.3.{n}" for n in range(1, 2 * DROP_SUMMARY_LINES + 6)]
+EACH = 30
+
+
+@pytest.mark.sip
+async def test_every_guard_path_is_counted_and_only_summarised(
+    summary_edge_config: Settings,
+) -> None:
+    settings = summary_edge_config
+    port = settings.sip.port
+    edge = KamailioRpc("127.0.0.1", port=settings.sip.rpc_port)
+    source = GUARDED_SOURCE
+
+    def requests(method: str, count: int, **options: str) -> list[bytes]:
+        return [sip_request(method, port, 9, source=source, **options)[1] for _ in range(count)]
+
+    def malformed(source: str) -> bytes:
+        _, request = sip_request("OPTIONS", port, 9, source=source)
+        return request.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE")
+
+    async def all_summarised() -> bool:
+        dropped = sum((await edge.dropped_requests()).values())
+        return dropped > 0 and summarised(logs) == dropped
+
+    try:
+        with capture_logs() as logs:
+            await asyncio.to_thread(send_from, source, port, [malformed(source)] * EACH)
+            await asyncio.to_thread(send_from, source, port, requests("BYE", EACH, to_tag="x"))
+            # One account fails until it is refused here, then sends on.
+            for _ in range(MAX_FAILURES):
+                assert await asyncio.to_thread(wrong_digest_answer, source, port, "probe") == 401
+            assert await asyncio.to_thread(wrong_digest_answer, source, port, "probe") == 403
+            await asyncio.to_thread(send_from, source, port, requests("REGISTER", EACH))
+            # Other accounts fail, until too many answers failed here: the address is ignored,
+            # and goes on sending.
+            for number in range(1, MAX_ADDRESS_FAILURES - MAX_FAILURES + 1):
+                account = f"guess{number}"
+                assert await asyncio.to_thread(wrong_digest_answer, source, port, account) == 401
+            await asyncio.to_thread(send_from, source, port, requests("OPTIONS", EACH))
+            # And many addresses at once.
+            for other in MANY_SOURCES:
+                await asyncio.to_thread(send_from, other, port, [malformed(other)])
+
+            await wait_until(all_summarised, 2 * DROP_SUMMARY_SECONDS + 5, "all summarised")
+        dropped = await edge.dropped_requests()
+        assert dropped == {
+            **dict.fromkeys(DROP_REASONS, 0),
+            "malformed": EACH + len(MANY_SOURCES),
+            "unknown_dialog": EACH,
+            "auth_failures": MAX_ADDRESS_FAILURES,
+            # The REGISTERs after the block (the one answered 403 included).
+            "banned_account": EACH + 1,
+            # The OPTIONS after the ban (none answered, each counted once).
+            "banned": EACH,
+        }
+        lines = [
+            str(entry.get("event", "")) for entry in logs if entry.get("process") == "kamailio"
+        ]
+        ours = [line[line.index("guard: ") :] for line in lines if ours_in(line)]
+        # The block and the ban, each once, and summaries: no line per request, and never more
+        # than DROP_SUMMARY_LINES (and one for the rest) at a time.
+        events = [line for line in ours if not ANY_SUMMARY.search(line)]
+        assert sorted(events) == sorted(
+            [
+                f"guard: refusing account probe at {source} for {BAN_SECONDS} s after"
+                f" {MAX_FAILURES} wrong digest answers",
+                f"guard: ignoring {source} for {BAN_SECONDS} s after"
+                f" {MAX_ADDRESS_FAILURES} wrong digest answers for"
+                f" {1 + MAX_ADDRESS_FAILURES - MAX_FAILURES} accounts",
+            ]
+        )
+        assert any(LEFT_OUT.search(line) for line in ours)
+        assert len(ours) <= 2 * (DROP_SUMMARY_LINES + 1)
+        assert len(ours) < len(MANY_SOURCES)
+    finally:
+        await edge.close()
+
+
+LEFT_OUT = re.compile(r"guard: (\d+) more lines left out, with (\d+) dropped requests")
+OURS = re.compile(
+    rf"guard: dropped (\d+) requests from (\S+@)?(127\.0\.[23]\.\d+) \("
+    rf"|guard: .*{re.escape(GUARDED_SOURCE)} for"
+)
+
+
+def ours_in(line: str) -> bool:
+    """A line of test_every_guard_path_is_counted_and_only_summarised's edge (only its
+    summaries are long enough to leave lines out)."""
+    return bool(OURS.search(line) or LEFT_OUT.search(line))
+
+
+def summarised(logs: list[MutableMapping[str, Any]]) -> int:
+    """Requests from that test's sources in the summaries so far."""
+    total = 0
+    for entry in logs:
+        line = str(entry.get("event", ""))
+        if (found := OURS.search(line)) and found[1]:
+            total += int(found[1])
+        elif found := LEFT_OUT.search(line):
+            total += int(found[2])
+    return total
 
 
 @pytest.mark.sip
