@@ -67,9 +67,15 @@ class SipSettings(_Section):
     domain: str = "127.0.0.1"
     # Kamailio's JSON-RPC over HTTP (loopback only): the service uses it to drop registrations.
     rpc_port: int = Field(5071, ge=1, le=65535)
-    # Brute-force guard: an address with this many failed digest answers within
-    # auth_ban_seconds is ignored for that long.
-    max_auth_failures: int = Field(30, ge=1)
+    # Brute-force guard, each count over auth_ban_seconds from its first failure. An account
+    # with max_auth_failures wrong digest answers from one address is refused (403) from that
+    # address for auth_ban_seconds; its neighbours behind the same address are not. The address
+    # itself is ignored for auth_ban_seconds only when max_auth_accounts_per_address accounts
+    # failed there (names being tried) or max_auth_failures_per_address answers failed there
+    # in all; trunk.sources never are.
+    max_auth_failures: int = Field(10, ge=1)
+    max_auth_accounts_per_address: int = Field(10, ge=2)
+    max_auth_failures_per_address: int = Field(100, ge=2)
     auth_ban_seconds: int = Field(300, ge=1)
     # Flood guard (pike): more than this many requests from one address in 2 s are dropped.
     # Not for trunk.sources: they have trunk.max_requests_per_s.
@@ -77,6 +83,15 @@ class SipSettings(_Section):
     kamailio_binary: str = "/usr/sbin/kamailio"
     # Kamailio worker processes per listening socket.
     children: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _one_account_cannot_ban_its_address(self) -> SipSettings:
+        if self.max_auth_failures_per_address <= self.max_auth_failures:
+            raise ValueError(
+                "max_auth_failures_per_address must exceed max_auth_failures: otherwise one"
+                " phone with an old password bans every phone behind its address"
+            )
+        return self
 
 
 class WorkerSettings(_Section):

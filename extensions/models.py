@@ -1,10 +1,11 @@
-"""SQL tables of users, extensions, API tokens and Kamailio's own subscriber/version tables."""
+"""SQL tables of users, extensions, API tokens and Kamailio's own subscriber, location and
+version tables."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import REAL, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UtcDateTime, utcnow
@@ -70,6 +71,53 @@ class Subscriber(Base):
     ha1b: Mapped[str] = mapped_column(String(128), default="")
 
 
+class Location(Base):
+    """Kamailio's usrloc table (schema version 9): the phones' registrations, written through by
+    Kamailio on every REGISTER so that a restart keeps them. The service only deletes rows, in
+    the transaction that retires the credentials they were made with.
+
+    `expires` and `last_modified` are Kamailio's to write and read: db_sqlite stores them as
+    Julian day numbers, db_postgres as local time.
+    """
+
+    __tablename__ = "location"
+    __table_args__ = (
+        UniqueConstraint("ruid", name="location_ruid_idx"),
+        Index("location_account_contact_idx", "username", "domain", "contact"),
+        Index("location_expires_idx", "expires"),
+        Index("location_tcpcon_idx", "connection_id"),
+        Index("location_connection_idx", "server_id", "connection_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ruid: Mapped[str] = mapped_column(String(64), server_default="")
+    username: Mapped[str] = mapped_column(String(64), server_default="")
+    domain: Mapped[str | None] = mapped_column(String(64))
+    contact: Mapped[str] = mapped_column(String(512), server_default="")
+    received: Mapped[str | None] = mapped_column(String(128))
+    path: Mapped[str | None] = mapped_column(String(512))
+    expires: Mapped[datetime] = mapped_column(
+        DateTime(), server_default=text("'2030-05-28 21:32:15'")
+    )
+    q: Mapped[float] = mapped_column(REAL(), server_default=text("1.0"))
+    callid: Mapped[str] = mapped_column(String(255), server_default="Default-Call-ID")
+    cseq: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    last_modified: Mapped[datetime] = mapped_column(
+        DateTime(), server_default=text("'2000-01-01 00:00:01'")
+    )
+    flags: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    cflags: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    user_agent: Mapped[str] = mapped_column(String(255), server_default="")
+    socket: Mapped[str | None] = mapped_column(String(64))
+    methods: Mapped[int | None] = mapped_column(Integer)
+    instance: Mapped[str | None] = mapped_column(String(255))
+    reg_id: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    server_id: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    connection_id: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    keepalive: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    partition: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
 class KamailioTableVersion(Base):
     """Kamailio's `version` table: modules refuse to start unless their table versions match."""
 
@@ -80,4 +128,4 @@ class KamailioTableVersion(Base):
     table_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
-KAMAILIO_TABLE_VERSIONS = {"version": 1, "subscriber": 7}
+KAMAILIO_TABLE_VERSIONS = {"version": 1, "subscriber": 7, "location": 9}

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict
-from extensions.models import Extension, Subscriber
+from extensions.models import Extension, Location, Subscriber
 from extensions.numbering import OwnerType
 
 
@@ -55,5 +55,16 @@ async def user_extension(session: AsyncSession, user_id: int) -> str | None:
 
 async def free_extension(session: AsyncSession, number: str) -> None:
     """Release a number and any SIP account on it: the phone's credentials stop working."""
-    await session.execute(delete(Subscriber).where(Subscriber.username == number))
+    await retire_credentials(session, number)
     await session.execute(delete(Extension).where(Extension.number == number))
+
+
+async def retire_credentials(session: AsyncSession, number: str) -> None:
+    """Delete the SIP account on a number and the registrations made with it.
+
+    Kamailio keeps registrations in the `location` table so that they outlive a restart; the
+    rows go in this transaction, so a restart can never bring back a phone whose credentials
+    are gone, even if telling the running edge (ul.rm, afterwards) fails.
+    """
+    await session.execute(delete(Subscriber).where(Subscriber.username == number))
+    await session.execute(delete(Location).where(Location.username == number))

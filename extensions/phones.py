@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,12 @@ from core.events import Event
 from core.settings import SipSettings
 from extensions.credentials import digest_ha1, generate_sip_password
 from extensions.models import Extension, Subscriber, User
-from extensions.namespace import free_extension, take_extension, user_extension
+from extensions.namespace import (
+    free_extension,
+    retire_credentials,
+    take_extension,
+    user_extension,
+)
 from extensions.numbering import OwnerType, is_valid_extension
 from extensions.users import drop_phone_registrations, load_user
 
@@ -102,7 +107,7 @@ async def reset_sip_password(ctx: ServiceContext, user_id: int) -> SipAccount:
         if number is None:
             raise NotFound(f"user {user_id} has no extension", details={"user_id": user_id})
         password = generate_sip_password()
-        await session.execute(delete(Subscriber).where(Subscriber.username == number))
+        await retire_credentials(session, number)
         session.add(_subscriber(ctx.settings.sip, number, password))
         event = await ctx.events.stage(
             session, "sip_password_reset", {"extension": number, "user_id": user_id}

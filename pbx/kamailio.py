@@ -38,22 +38,44 @@ READY_TIMEOUT_SECONDS = 15.0
 SHARED_MEMORY_MB = 64
 PRIVATE_MEMORY_MB = 8
 LOCATION_TABLE = "location"
-# Why the edge's guard drops a request: from a banned address (wrong passwords), over the
-# phones' flood limit (pike), over the trunk's limit (refused with 503).
-# no_worker: a call no media worker had room for (every worker full, or none ready).
-DROP_REASONS = ("banned", "phone_flood", "trunk_limit", "no_worker")
+# Why the edge's guard drops (or refuses) a request:
+#   banned          from an address banned for wrong digest answers (silence)
+#   banned_account  for an account refused at that address for its wrong answers (403)
+#   auth_failures   a wrong digest answer (challenged again, and counted towards those bans)
+#   phone_flood     over the phones' flood limit (pike; silence)
+#   trunk_limit     over the trunk's limit (503)
+#   no_worker       a call no media worker had room for (every worker full, or none ready; 503)
+#   malformed       a request or reply that fails the sanity checks
+#   unknown_dialog  an in-dialog request without a route of ours (404)
+DROP_REASONS = (
+    "banned",
+    "banned_account",
+    "auth_failures",
+    "phone_flood",
+    "trunk_limit",
+    "no_worker",
+    "malformed",
+    "unknown_dialog",
+)
 # Kamailio's statistic for a reason is this prefix + the reason, in the group "script".
 DROP_STAT_PREFIX = "edge_dropped_"
-# Drops are logged as one summary line per source and reason this often.
+# Drops are logged as one summary line per source and reason this often; the bans and blocks
+# made in that time are logged with them. Never more lines than DROP_SUMMARY_LINES at a time
+# (plus one saying how much was left out).
 DROP_SUMMARY_SECONDS = 10
 # A ring ends at the worker that dialled it: it CANCELs at the Dial's timeout_s and reports
 # 408. The edge must not end it first, yet tm's defaults would: fr_inv_timer (120 s after the
 # first 1xx) and max_inv_lifetime (180 s, RFC 3261 timer C) cut a queue's 600 s ring. Both
 # follow the longest ring the settings allow, plus this margin for the CANCEL and its 487.
 RING_TIMER_MARGIN_S = 10
+DROP_SUMMARY_LINES = 20
+# Sources with at least this many drops are logged before the others.
+DROP_SUMMARY_LOUD = 10
+# How long a Kamailio process waits for the service's SQLite write lock before a write fails.
+DB_BUSY_TIMEOUT_MS = 2000
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
 # therefore gives four slashes. Three would leave a path relative to Kamailio's working
-# directory ("/"), and db_set_readonly, which matches the file name exactly, would not apply.
+# directory ("/").
 _SQLITE_PREFIX = "sqlite:///"
 # Hosts and SIP domains go into the config verbatim: host names and IPv4 addresses only.
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9.\-]+$")
@@ -196,6 +218,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         realm=sip.domain,
         children=sip.children,
         max_auth_failures=sip.max_auth_failures,
+        max_auth_accounts_per_address=sip.max_auth_accounts_per_address,
+        max_auth_failures_per_address=sip.max_auth_failures_per_address,
         auth_ban_seconds=sip.auth_ban_seconds,
         max_requests_per_2s=sip.max_requests_per_2s,
         trunk_max_requests_per_s=settings.trunk.max_requests_per_s,
@@ -203,6 +227,9 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_stat_prefix=DROP_STAT_PREFIX,
         drop_summary_s=DROP_SUMMARY_SECONDS,
         invite_timer_ms=invite_timer_ms(settings),
+        drop_summary_lines=DROP_SUMMARY_LINES,
+        drop_summary_loud=DROP_SUMMARY_LOUD,
+        db_busy_timeout_ms=DB_BUSY_TIMEOUT_MS,
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,
         sqlite_path=sqlite_path,
@@ -281,6 +308,11 @@ class KamailioProcess:
         finally:
             await rpc.close()
         log.info("kamailio_ready", sip=f"{sip.host}:{sip.port}", rpc_port=sip.rpc_port)
+
+    @property
+    def pid(self) -> int | None:
+        """Kamailio's main process (its workers share its process group), once started."""
+        return self._process.pid if self._process is not None else None
 
     async def wait(self) -> int:
         """Return Kamailio's exit code once it exits (for a supervisor)."""

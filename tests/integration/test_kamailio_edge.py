@@ -10,12 +10,13 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import closing
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -25,10 +26,18 @@ from structlog.testing import capture_logs
 from core.child_process import ChildProcess, ChildProcessFailed
 from core.context import EdgeUnavailable
 from core.redis_server import ManagedRedis
-from core.settings import DatabaseSettings, DataSettings, Settings, SipSettings, TrunkSettings
+from core.settings import (
+    DatabaseSettings,
+    DataSettings,
+    Settings,
+    SipSettings,
+    TrunkSettings,
+    WorkerSettings,
+)
 from migrations import upgrade_database
 from pbx.kamailio import (
     DROP_REASONS,
+    DROP_SUMMARY_LINES,
     DROP_SUMMARY_SECONDS,
     KamailioError,
     KamailioProcess,
@@ -45,19 +54,36 @@ from tests.support.ports import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "127.0.0.1"
 BAN_SECONDS = 2
+# The guarded edges' brute-force limits: per account and address, then per address.
 MAX_FAILURES = 3
+MAX_ACCOUNTS = 4
+MAX_ADDRESS_FAILURES = 5
 PHONE_LIMIT_PER_2S = 20
 TRUNK_LIMIT_PER_S = 10
 # A provider at the stretch target of 100 calls/s sends 100 INVITEs/s: three times that.
 TRUNK_BURST_PER_S = 300
 
 
-def edge_settings(data_dir: Path, trunk: TrunkSettings | None = None, **sip: int) -> Settings:
+def edge_settings(
+    data_dir: Path,
+    trunk: TrunkSettings | None = None,
+    workers: WorkerSettings | None = None,
+    **sip: int,
+) -> Settings:
     return Settings(
         data=DataSettings(dir=data_dir),
         sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
         trunk=trunk or TrunkSettings(),
+        workers=workers or WorkerSettings(),
     )
+
+
+GUARD_LIMITS = {
+    "max_auth_failures": MAX_FAILURES,
+    "max_auth_accounts_per_address": MAX_ACCOUNTS,
+    "max_auth_failures_per_address": MAX_ADDRESS_FAILURES,
+    "auth_ban_seconds": BAN_SECONDS,
+}
 
 
 def database_file(settings: Settings) -> Path:
@@ -79,24 +105,110 @@ def remove_subscriber(settings: Settings, username: str) -> None:
         db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
 
 
+def add_inbound_number(settings: Settings, number: str) -> None:
+    with closing(sqlite3.connect(database_file(settings))) as db, db:
+        db.execute(
+            "INSERT INTO numbers (number, name, extension_dialing, default_destination,"
+            " created_at, updated_at) VALUES (?, '', 1, '{\"type\": \"hangup\"}',"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            (number,),
+        )
+
+
+def location_rows(settings: Settings, username: str) -> int:
+    """Bindings of `username` in the database (what a restart of Kamailio loads)."""
+    with closing(sqlite3.connect(database_file(settings))) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM location WHERE username = ?", (username,)
+        ).fetchone()
+    return int(count)
+
+
+async def bindings(rpc: KamailioRpc, username: str) -> list[tuple[str, str, int]]:
+    """(Contact, Call-ID, CSeq) of each binding Kamailio holds: a new REGISTER changes CSeq."""
+    try:
+        result = await rpc.call("ul.lookup", "location", username)
+    except EdgeUnavailable as exc:
+        if "not found" in str(exc):
+            return []
+        raise
+    return [
+        (entry["Contact"]["Address"], entry["Contact"]["Call-ID"], entry["Contact"]["CSeq"])
+        for entry in result["Contacts"]
+    ]
+
+
 def sip_request(
-    method: str, port: int, local_port: int, *, user: str = "", to_tag: str = ""
+    method: str,
+    port: int,
+    local_port: int,
+    *,
+    user: str = "",
+    to_tag: str = "",
+    source: str = "127.0.0.1",
+    caller: str = "probe",
+    headers: str = "",
 ) -> tuple[str, bytes]:
-    """(Call-ID, datagram) of a request from 127.0.0.1:`local_port` to the edge at `port`:
-    to sip:`user`@ the edge (no user: the edge itself); with `to_tag`, inside a dialog."""
-    call_id = f"{uuid.uuid4().hex}@127.0.0.1"
+    """(Call-ID, datagram) of a request from `source`:`local_port` to the edge at `port`:
+    to sip:`user`@ the edge (no user: the edge itself); with `to_tag`, inside a dialog;
+    from sip:`caller`@`source`, with more `headers` ("Name: value\\r\\n" each)."""
+    call_id = f"{uuid.uuid4().hex}@{source}"
     target = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
     request = (
         f"{method} sip:{target} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
+        f"Via: SIP/2.0/UDP {source}:{local_port};branch=z9hG4bK{call_id[:16]};rport\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:probe@127.0.0.1>;tag={call_id[16:24]}\r\n"
+        f"From: <sip:{caller}@{source}>;tag={call_id[16:24]}\r\n"
         f"To: <sip:{target}>{f';tag={to_tag}' if to_tag else ''}\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: 1 {method}\r\n"
+        f"{headers}"
         "Content-Length: 0\r\n\r\n"
     )
     return call_id, request.encode()
+
+
+def send_from(source: str, port: int, datagrams: list[bytes]) -> None:
+    """Send each datagram to the edge at `port` from `source` (any 127/8 address is ours);
+    their answers, if any, go unread."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((source, 0))
+        for datagram in datagrams:
+            sender.sendto(datagram, ("127.0.0.1", port))
+
+
+def wrong_digest_answer(source: str, port: int, account: str) -> int | None:
+    """REGISTER `account` from `source`, answer the edge's challenge with a wrong digest:
+    the final status (401 when the edge challenges again, None for silence)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind((source, 0))
+        phone.settimeout(2.0)
+        local_port = phone.getsockname()[1]
+        _, register = sip_request(
+            "REGISTER", port, local_port, user=account, source=source, caller=account
+        )
+        phone.sendto(register, ("127.0.0.1", port))
+        try:
+            challenge = phone.recv(65535).decode()
+        except TimeoutError:
+            return None
+        nonce = re.search(r'nonce="([^"]+)"', challenge)
+        if nonce is None:
+            return int(challenge.split(" ", 2)[1])
+        authorization = (
+            f'Authorization: Digest username="{account}", realm="{DOMAIN}",'
+            f' nonce="{nonce[1]}", uri="sip:{account}@127.0.0.1:{port}",'
+            f' response="{"0" * 32}", algorithm=MD5\r\n'
+        )
+        _, answer = sip_request(
+            "REGISTER", port, local_port, user=account, source=source, caller=account,
+            headers=authorization,
+        )  # fmt: skip
+        phone.sendto(answer, ("127.0.0.1", port))
+        try:
+            return int(phone.recv(65535).split(b" ", 2)[1])
+        except TimeoutError:
+            return None
 
 
 def sip_status(port: int, timeout: float, method: str = "OPTIONS") -> int | None:
@@ -198,11 +310,25 @@ async def edge_config(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 async def guarded_edge_config(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Settings]:
-    """A second edge that bans quickly, so banning 127.0.0.1 there spares the other tests."""
+    """A second edge that bans quickly and has no trunk, so banning 127.0.0.1 there spares the
+    other tests."""
     settings = edge_settings(
-        tmp_path_factory.mktemp("guarded-edge"),
-        max_auth_failures=MAX_FAILURES,
-        auth_ban_seconds=BAN_SECONDS,
+        tmp_path_factory.mktemp("guarded-edge"), TrunkSettings(sources=[]), **GUARD_LIMITS
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+@pytest.fixture(scope="module")
+async def guarded_trunk_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """An edge with the same limits whose trunk is 127.0.0.1, where the phones are too."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("guarded-trunk-edge"),
+        TrunkSettings(sources=["127.0.0.1"]),
+        **GUARD_LIMITS,
     )
     edge = await started_edge(settings)
     yield settings
@@ -333,6 +459,111 @@ async def test_dropped_registrations_leave_no_binding(
     await rpc.drop_registrations("1004")  # nothing left to drop is fine
 
 
+# A worker's audio offer (nothing is sent to that port).
+OFFER = (
+    "v=0\r\no=worker 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def invite_from_worker(settings: Settings, user: str, timeout: float = 5.0) -> int | None:
+    """Final status of an INVITE to `user` sent from the first media worker's port, the way a
+    worker rings a phone; the negative answer is acknowledged. None: no final answer."""
+    port = settings.sip.port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as worker:
+        worker.bind((settings.workers.host, settings.workers.first_sip_port))
+        worker.settimeout(timeout)
+        _, request = sip_request("INVITE", port, settings.workers.first_sip_port, user=user)
+        head = request.decode().removesuffix("Content-Length: 0\r\n\r\n")
+        invite = (
+            f"{head}Contact: <sip:worker@127.0.0.1:{settings.workers.first_sip_port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n{OFFER}"
+        ).encode()
+        worker.sendto(invite, ("127.0.0.1", port))
+        while True:
+            try:
+                answer = worker.recv(65535).decode()
+            except TimeoutError:
+                return None
+            status = int(answer.split(" ", 2)[1])
+            if status >= 200:
+                break
+        to = re.search(r"^To: *(.+?)\r$", answer, re.MULTILINE | re.IGNORECASE)
+        assert to is not None, answer
+        ack = re.sub(r"^INVITE ", "ACK ", head)
+        ack = re.sub(r"^To: .*?\r$", f"To: {to[1]}\r", ack, flags=re.MULTILINE)
+        ack = ack.replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        worker.sendto(f"{ack}Content-Length: 0\r\n\r\n".encode(), ("127.0.0.1", port))
+    return status
+
+
+@pytest.mark.sip
+async def test_registrations_survive_a_kill_of_the_edge(
+    tmp_path: Path, user_agent: UserAgentThread
+) -> None:
+    settings = edge_settings(
+        tmp_path / "edge", workers=WorkerSettings(first_sip_port=free_port(), max_workers=1)
+    )
+    edge = await started_edge(settings)
+    rpc = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    desk = TestPhone(user_agent, auto_answer=486)
+    try:
+        add_subscriber(settings, "3001", "secret-3001")
+        add_subscriber(settings, "3002", "secret-3002")
+        assert await desk.register("3001", "secret-3001", DOMAIN, "127.0.0.1", settings.sip.port)
+        before = await bindings(rpc, "3001")
+        assert len(before) == 1 and location_rows(settings, "3001") == 1
+
+        # kill -9 of every Kamailio process: nothing runs at exit.
+        assert edge.pid is not None
+        os.killpg(edge.pid, signal.SIGKILL)
+        await edge.wait()
+        edge = await started_edge(settings)
+
+        # The same binding, the same CSeq: loaded from the database, not registered again.
+        assert await bindings(rpc, "3001") == before
+        # A worker reaches the phone through it (which answers "busy" here).
+        assert await asyncio.to_thread(invite_from_worker, settings, "3001") == 486
+        await desk.next_incoming(timeout=1)
+
+        # Dropping a phone's registrations still works, and stays dropped after a restart.
+        await rpc.drop_registrations("3001")
+        assert await rpc.registered_contacts("3001") == []
+        assert location_rows(settings, "3001") == 0
+        await edge.stop()
+        edge = await started_edge(settings)
+        assert await rpc.registered_contacts("3001") == []
+        assert await asyncio.to_thread(invite_from_worker, settings, "3001") == 480
+    finally:
+        desk.close()
+        await rpc.close()
+        await edge.stop()
+
+
+@pytest.mark.sip
+async def test_registration_waits_for_the_services_write_lock(
+    edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
+) -> None:
+    add_subscriber(edge_config, "1008", "secret-1008")
+    locked = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        # As the service's writes do: BEGIN IMMEDIATE takes SQLite's one write lock.
+        with closing(sqlite3.connect(database_file(edge_config), isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(0.5)
+            db.execute("COMMIT")
+
+    holder = asyncio.create_task(asyncio.to_thread(hold_the_write_lock))
+    await asyncio.to_thread(locked.wait, 5)
+    # Kamailio's write of the binding waits for the lock instead of failing the REGISTER.
+    assert await register(phone, edge_config, "1008", "secret-1008") == 200
+    await holder
+    assert location_rows(edge_config, "1008") == 1
+    assert await rpc.registered_contacts("1008")
+
+
 @pytest.mark.sip
 async def test_credentials_of_another_extension_are_forbidden(
     edge_config: Settings, phone: Callable[[], TestPhone]
@@ -380,14 +611,21 @@ async def test_rpc_to_a_stopped_edge_raises_edge_unavailable() -> None:
         await client.close()
 
 
+async def ban_lifts(settings: Settings) -> None:
+    banned_at = time.monotonic()
+    while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
+        assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
+
+
 @pytest.mark.sip
-async def test_address_goes_silent_after_too_many_wrong_answers(
+async def test_address_goes_silent_when_many_accounts_fail_there(
     guarded_edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
     settings = guarded_edge_config
     add_subscriber(settings, "2001", "right-secret")
-    for _ in range(MAX_FAILURES):
-        assert await register(phone, settings, "2001", "guess") == 401
+    # Names being tried: one wrong answer each, and the last one bans the address.
+    for number in range(MAX_ACCOUNTS):
+        assert await register(phone, settings, f"29{number:02}", "guess") == 401
     # Banned: even the right password and a plain OPTIONS get no answer at all.
     with pytest.raises(TimeoutError):
         await register(phone, settings, "2001", "right-secret", answer_within=1.0)
@@ -398,10 +636,72 @@ async def test_address_goes_silent_after_too_many_wrong_answers(
         assert (await edge.dropped_requests())["banned"] >= 2
     finally:
         await edge.close()
-    banned_at = time.monotonic()
-    while await asyncio.to_thread(sip_status, settings.sip.port, 0.25) is None:
-        assert time.monotonic() - banned_at < BAN_SECONDS + 4, "the ban never lifted"
+    await ban_lifts(settings)
     assert await register(phone, settings, "2001", "right-secret") == 200
+
+
+@pytest.mark.sip
+async def test_address_goes_silent_when_its_accounts_fail_too_often_in_all(
+    guarded_edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    settings = guarded_edge_config
+    add_subscriber(settings, "2011", "right-secret")
+    add_subscriber(settings, "2012", "right-secret")
+    # Two accounts, each below its own limit or refused at it, but too many answers in all.
+    for _ in range(MAX_FAILURES):
+        assert await register(phone, settings, "2011", "guess") == 401
+    for _ in range(MAX_ADDRESS_FAILURES - MAX_FAILURES):
+        assert await register(phone, settings, "2012", "guess") == 401
+    assert await asyncio.to_thread(sip_status, settings.sip.port, 0.5) is None
+    await ban_lifts(settings)
+
+
+@pytest.mark.sip
+async def test_stale_phone_is_refused_alone_and_the_trunks_address_is_never_banned(
+    guarded_trunk_edge_config: Settings, phone: Callable[[], TestPhone]
+) -> None:
+    """A phone with an old password, a good phone and the provider, all on 127.0.0.1."""
+    settings = guarded_trunk_edge_config
+    port = settings.sip.port
+    add_subscriber(settings, "2101", "new-secret")  # the stale phone still has "old-secret"
+    add_subscriber(settings, "2102", "good-secret")
+    add_inbound_number(settings, "4930123456")
+    edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
+    burst = await SipBurst.open()
+    try:
+        for _ in range(MAX_FAILURES):
+            assert await register(phone, settings, "2101", "old-secret") == 401
+        # Refused at once from now on, at this address: no challenge, no digest work.
+        assert await register(phone, settings, "2101", "old-secret") == 403
+        assert await register(phone, settings, "2101", "new-secret") == 403
+        # Its neighbour registers and calls (no media worker here: the edge's own 503).
+        good = phone()
+        assert await good.register("2102", "good-secret", DOMAIN, "127.0.0.1", port) == 200
+        call = await good.call(f"sip:4930999999@127.0.0.1:{port}")
+        assert await asyncio.wait_for(call.ended, 5) == 503
+
+        # More accounts failing at the provider's address than would ban any other address.
+        for number in range(MAX_ACCOUNTS + MAX_ADDRESS_FAILURES):
+            assert await register(phone, settings, f"28{number:02}", "guess") == 401
+        assert await asyncio.to_thread(sip_status, port, 2.0) == 200
+        assert await register(phone, settings, "2102", "good-secret") == 200
+        # The provider's calls still come in (to the workers, of which this edge has none).
+        await burst.send(port, [("INVITE", "4930123456", "")], per_second=10)
+        await wait_until(lambda: len(burst.answers) == 1, 5, "the trunk's INVITE answered")
+        assert burst.statuses("INVITE") == [503]
+
+        dropped = await edge.dropped_requests()
+        assert dropped["banned"] == 0
+        assert dropped["banned_account"] == 2
+        assert dropped["auth_failures"] == MAX_FAILURES + MAX_ACCOUNTS + MAX_ADDRESS_FAILURES
+        assert dropped["no_worker"] == 2
+
+        # The block ends with its time: the stale phone is challenged again.
+        await asyncio.sleep(BAN_SECONDS + 1)
+        assert await register(phone, settings, "2101", "new-secret") == 200
+    finally:
+        burst.close()
+        await edge.close()
 
 
 @pytest.mark.sip
@@ -442,11 +742,11 @@ async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
         # A BYE is routed as its dialog says (here: nowhere, 404), never refused as excess.
         assert set(burst.statuses("BYE")) == {404}
         dropped = await edge.dropped_requests()
+        # The BYEs are counted as requests for dialogs the edge does not know, not logged.
         assert dropped == {
-            "banned": 0,
-            "phone_flood": 0,
+            **dict.fromkeys(DROP_REASONS, 0),
             "trunk_limit": invites.count(503),
-            "no_worker": 0,
+            "unknown_dialog": count,
         }
     finally:
         burst.close()
@@ -499,11 +799,136 @@ async def test_phone_flood_is_dropped_counted_and_logged_as_a_summary(
         await edge.close()
 
 
-ANY_SUMMARY = re.compile(r"guard: dropped \d+ requests from \S+ \(\w+\) in the last \d+ s")
+ANY_SUMMARY = re.compile(
+    r"guard: dropped \d+ requests from \S+ \(\w+\) in the last \d+ s"
+    r"|guard: \d+ more lines left out, with \d+ dropped requests, in the last \d+ s"
+)
 SUMMARY = re.compile(
     rf"guard: dropped (\d+) requests from 127\.0\.0\.1 \(phone_flood\)"
     rf" in the last {DROP_SUMMARY_SECONDS} s"
 )
+
+
+@pytest.fixture(scope="module")
+async def summary_edge_config(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """An edge with the guarded edges' limits, for traffic from addresses of its own."""
+    settings = edge_settings(
+        tmp_path_factory.mktemp("summary-edge"),
+        TrunkSettings(sources=[]),
+        max_requests_per_2s=1000,
+        **GUARD_LIMITS,
+    )
+    edge = await started_edge(settings)
+    yield settings
+    await edge.stop()
+
+
+# The sources of test_every_guard_path_is_only_summarised: one that goes through every path,
+# and more than a summary has lines for, one malformed request each.
+GUARDED_SOURCE = "127.0.2.1"
+MANY_SOURCES = [f"127.0.3.{n}" for n in range(1, 2 * DROP_SUMMARY_LINES + 6)]
+EACH = 30
+
+
+@pytest.mark.sip
+async def test_every_guard_path_is_counted_and_only_summarised(
+    summary_edge_config: Settings,
+) -> None:
+    settings = summary_edge_config
+    port = settings.sip.port
+    edge = KamailioRpc("127.0.0.1", port=settings.sip.rpc_port)
+    source = GUARDED_SOURCE
+
+    def requests(method: str, count: int, **options: str) -> list[bytes]:
+        return [sip_request(method, port, 9, source=source, **options)[1] for _ in range(count)]
+
+    def malformed(source: str) -> bytes:
+        _, request = sip_request("OPTIONS", port, 9, source=source)
+        return request.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE")
+
+    async def all_summarised() -> bool:
+        dropped = sum((await edge.dropped_requests()).values())
+        return dropped > 0 and summarised(logs) == dropped
+
+    try:
+        with capture_logs() as logs:
+            await asyncio.to_thread(send_from, source, port, [malformed(source)] * EACH)
+            await asyncio.to_thread(send_from, source, port, requests("BYE", EACH, to_tag="x"))
+            # One account fails until it is refused here, then sends on.
+            for _ in range(MAX_FAILURES):
+                assert await asyncio.to_thread(wrong_digest_answer, source, port, "probe") == 401
+            assert await asyncio.to_thread(wrong_digest_answer, source, port, "probe") == 403
+            await asyncio.to_thread(send_from, source, port, requests("REGISTER", EACH))
+            # Other accounts fail, until too many answers failed here: the address is ignored,
+            # and goes on sending.
+            for number in range(1, MAX_ADDRESS_FAILURES - MAX_FAILURES + 1):
+                account = f"guess{number}"
+                assert await asyncio.to_thread(wrong_digest_answer, source, port, account) == 401
+            await asyncio.to_thread(send_from, source, port, requests("OPTIONS", EACH))
+            # And many addresses at once.
+            for other in MANY_SOURCES:
+                await asyncio.to_thread(send_from, other, port, [malformed(other)])
+
+            await wait_until(all_summarised, 2 * DROP_SUMMARY_SECONDS + 5, "all summarised")
+        dropped = await edge.dropped_requests()
+        assert dropped == {
+            **dict.fromkeys(DROP_REASONS, 0),
+            "malformed": EACH + len(MANY_SOURCES),
+            "unknown_dialog": EACH,
+            "auth_failures": MAX_ADDRESS_FAILURES,
+            # The REGISTERs after the block (the one answered 403 included).
+            "banned_account": EACH + 1,
+            # The OPTIONS after the ban (none answered, each counted once).
+            "banned": EACH,
+        }
+        lines = [
+            str(entry.get("event", "")) for entry in logs if entry.get("process") == "kamailio"
+        ]
+        ours = [line[line.index("guard: ") :] for line in lines if ours_in(line)]
+        # The block and the ban, each once, and summaries: no line per request, and never more
+        # than DROP_SUMMARY_LINES (and one for the rest) at a time.
+        events = [line for line in ours if not ANY_SUMMARY.search(line)]
+        assert sorted(events) == sorted(
+            [
+                f"guard: refusing account probe at {source} for {BAN_SECONDS} s after"
+                f" {MAX_FAILURES} wrong digest answers",
+                f"guard: ignoring {source} for {BAN_SECONDS} s after"
+                f" {MAX_ADDRESS_FAILURES} wrong digest answers for"
+                f" {1 + MAX_ADDRESS_FAILURES - MAX_FAILURES} accounts",
+            ]
+        )
+        assert any(LEFT_OUT.search(line) for line in ours)
+        assert len(ours) <= 2 * (DROP_SUMMARY_LINES + 1)
+        assert len(ours) < len(MANY_SOURCES)
+    finally:
+        await edge.close()
+
+
+LEFT_OUT = re.compile(r"guard: (\d+) more lines left out, with (\d+) dropped requests")
+OURS = re.compile(
+    rf"guard: dropped (\d+) requests from (\S+@)?(127\.0\.[23]\.\d+) \("
+    rf"|guard: .*{re.escape(GUARDED_SOURCE)} for"
+)
+
+
+def ours_in(line: str) -> bool:
+    """A line of test_every_guard_path_is_counted_and_only_summarised's edge (only its
+    summaries are long enough to leave lines out)."""
+    return bool(OURS.search(line) or LEFT_OUT.search(line))
+
+
+def summarised(logs: list[MutableMapping[str, Any]]) -> int:
+    """Requests from that test's sources in the summaries so far."""
+    total = 0
+    for entry in logs:
+        line = str(entry.get("event", ""))
+        if (found := OURS.search(line)) and found[1]:
+            total += int(found[1])
+        elif found := LEFT_OUT.search(line):
+            total += int(found[2])
+    return total
 
 
 @pytest.mark.sip

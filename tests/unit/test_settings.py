@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import SettingsError, TrunkSettings, load_settings
+from core.settings import SettingsError, SipSettings, TrunkSettings, load_settings
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 
@@ -23,6 +23,15 @@ def test_trunk_limit_by_default_carries_the_stretch_call_rate() -> None:
     # 100 calls/s, even were ACK and BYE counted (only new requests are), plus retransmissions.
     assert settings.trunk.max_requests_per_s > 100 * 3
     assert settings.trunk.max_requests_per_s == TrunkSettings().max_requests_per_s
+
+
+def test_brute_force_limits_by_default_spare_an_office_with_a_stale_phone() -> None:
+    sip = load_settings(REPO_CONFIG, environ={}).sip
+    assert sip == SipSettings()
+    # Phones that keep failing at one address, each refused alone, before the address is.
+    stale_phones = sip.max_auth_failures_per_address // sip.max_auth_failures
+    assert min(stale_phones, sip.max_auth_accounts_per_address) >= 5
+    assert sip.auth_ban_seconds == 300
 
 
 def test_environment_overrides_single_keys() -> None:
@@ -62,6 +71,8 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_TRUNK__REGISTER": "true", "PBX_TRUNK__URI": "sip:192.0.2.1"}, "trunk: .*register"),
         ({"PBX_TRUNK__REGISTER_EXPIRES": "30"}, "trunk.register_expires"),
         ({"PBX_TRUNK__MAX_REQUESTS_PER_S": "0"}, "trunk.max_requests_per_s"),
+        ({"PBX_SIP__MAX_AUTH_FAILURES_PER_ADDRESS": "10"}, "sip: .*one phone with an old"),
+        ({"PBX_SIP__MAX_AUTH_ACCOUNTS_PER_ADDRESS": "1"}, "sip.max_auth_accounts_per_address"),
     ],
 )
 def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:
