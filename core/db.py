@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,6 +52,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# PostgreSQL: the transaction-level advisory lock every write transaction takes first (per
+# database), the counterpart of SQLite's BEGIN IMMEDIATE. Any constant; this one spells "pbx".
+WRITER_LOCK_KEY = 0x706278
+_TAKE_WRITER_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WRITER_LOCK_KEY)
+
+
 def create_engine(url: str, *, for_writes: bool = True) -> AsyncEngine:
     """With SQLite, `for_writes` engines start every transaction with BEGIN IMMEDIATE."""
     engine = create_async_engine(url, pool_pre_ping=True)
@@ -85,7 +92,14 @@ class SessionFactory:
     SQLite has one write lock. Writes take it at once (BEGIN IMMEDIATE), so concurrent writers
     queue on the busy timeout instead of failing; reads go through a second engine that never
     takes it, so a burst of writes does not stall every read (and no read blocks a write).
-    With PostgreSQL both are the same engine.
+
+    With PostgreSQL both are the same engine, and a write transaction first takes one advisory
+    lock, so writes run one at a time there too: the service's transactions read, check and
+    then write (claim a dialog while it is new, place the queued dialogs, dismiss a user), as
+    written for SQLite, where no other writer acts in between. Under PostgreSQL's READ
+    COMMITTED each statement sees the latest commit instead: a claim that lost the race read
+    the winner's changes half way and answered 403 `dialog_not_yours` instead of 409. Reads
+    take no lock.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -97,12 +111,19 @@ class SessionFactory:
         )
         self._writes = async_sessionmaker(engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._reader or engine, expire_on_commit=False)
+        self._serialize = engine.dialect.name == "postgresql"
 
     def __call__(self) -> AsyncSession:
         return self._reads()
 
     def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return self._writes.begin()
+        return self._begin_serialized() if self._serialize else self._writes.begin()
+
+    @asynccontextmanager
+    async def _begin_serialized(self) -> AsyncIterator[AsyncSession]:
+        async with self._writes.begin() as session:
+            await session.execute(_TAKE_WRITER_LOCK)
+            yield session
 
     async def dispose(self) -> None:
         if self._reader is not None:
