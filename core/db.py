@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -52,6 +53,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# How long a write waits for the writer lock (or a row lock) before it fails: SQLite's busy
+# timeout, PostgreSQL's lock_timeout; the API answers either with 503 `busy`.
+LOCK_TIMEOUT_MS = 5000
 # PostgreSQL: the transaction-level advisory lock every write transaction takes first (per
 # database), the counterpart of SQLite's BEGIN IMMEDIATE. Any constant; this one spells "pbx".
 WRITER_LOCK_KEY = 0x706278
@@ -60,7 +64,11 @@ _TAKE_WRITER_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WR
 
 def create_engine(url: str, *, for_writes: bool = True) -> AsyncEngine:
     """With SQLite, `for_writes` engines start every transaction with BEGIN IMMEDIATE."""
-    engine = create_async_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        # Without it a write would wait for the writer lock for ever behind a stuck one.
+        connect_args["server_settings"] = {"lock_timeout": str(LOCK_TIMEOUT_MS)}
+    engine = create_async_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         if for_writes:
@@ -73,7 +81,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets Kamailio's auth reads proceed while the API writes; busy_timeout waits out locks
     # instead of failing a request; foreign keys are off by default in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
     # We issue BEGIN ourselves (below): pysqlite's implicit deferred BEGIN lets two writers
