@@ -8,12 +8,10 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import cast
 
@@ -41,6 +39,8 @@ from pbx.kamailio import (
 from pbx.ua_thread import UserAgentError, UserAgentThread, shared_user_agent
 from tests.support.phone import TestPhone
 from tests.support.ports import free_port
+from tests.support.postgres import new_test_database_url
+from tests.support.sql import execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "127.0.0.1"
@@ -52,31 +52,34 @@ TRUNK_LIMIT_PER_S = 10
 TRUNK_BURST_PER_S = 300
 
 
-def edge_settings(data_dir: Path, trunk: TrunkSettings | None = None, **sip: int) -> Settings:
+def edge_settings(
+    data_dir: Path, trunk: TrunkSettings | None = None, *, sqlite: bool = False, **sip: int
+) -> Settings:
+    """An edge on the suite's database (PBX_TEST_DATABASE), or on SQLite when asked."""
+    url = "" if sqlite else new_test_database_url() or ""
     return Settings(
         data=DataSettings(dir=data_dir),
+        database=DatabaseSettings(url=url),
         sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
         trunk=trunk or TrunkSettings(),
     )
 
 
-def database_file(settings: Settings) -> Path:
-    return Path(settings.database_url.removeprefix("sqlite+aiosqlite:///"))
-
-
-def add_subscriber(settings: Settings, username: str, password: str) -> None:
+async def add_subscriber(settings: Settings, username: str, password: str) -> None:
     ha1 = hashlib.md5(f"{username}:{DOMAIN}:{password}".encode()).hexdigest()
-    with closing(sqlite3.connect(database_file(settings))) as db, db:
-        db.execute(
-            "INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
-            " VALUES (?, ?, '', ?, '')",
-            (username, DOMAIN, ha1),
-        )
+    await execute(
+        settings.database_url,
+        "INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
+        " VALUES (:username, :domain, '', :ha1, '')",
+        username=username, domain=DOMAIN, ha1=ha1,
+    )  # fmt: skip
 
 
-def remove_subscriber(settings: Settings, username: str) -> None:
-    with closing(sqlite3.connect(database_file(settings))) as db, db:
-        db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
+async def remove_subscriber(settings: Settings, username: str) -> None:
+    await execute(
+        settings.database_url, "DELETE FROM subscriber WHERE username = :username",
+        username=username,
+    )  # fmt: skip
 
 
 def sip_request(
@@ -291,7 +294,7 @@ async def register(
 async def test_phone_with_the_right_password_registers_and_is_located(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1001", "right-secret")
+    await add_subscriber(edge_config, "1001", "right-secret")
     desk = phone()
     code = await desk.register("1001", "right-secret", DOMAIN, "127.0.0.1", edge_config.sip.port)
     assert code == 200
@@ -305,7 +308,7 @@ async def test_phone_with_the_right_password_registers_and_is_located(
 async def test_wrong_password_is_refused(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1002", "right-secret")
+    await add_subscriber(edge_config, "1002", "right-secret")
     assert await register(phone, edge_config, "1002", "wrong-secret") == 401
     assert await register(phone, edge_config, "1999", "no-such-user") == 401
     assert await rpc.registered_contacts("1002") == []
@@ -315,9 +318,9 @@ async def test_wrong_password_is_refused(
 async def test_deleted_subscriber_cannot_register_with_old_credentials(
     edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1003", "old-secret")
+    await add_subscriber(edge_config, "1003", "old-secret")
     assert await register(phone, edge_config, "1003", "old-secret") == 200
-    remove_subscriber(edge_config, "1003")
+    await remove_subscriber(edge_config, "1003")
     assert await register(phone, edge_config, "1003", "old-secret") == 401
 
 
@@ -325,7 +328,7 @@ async def test_deleted_subscriber_cannot_register_with_old_credentials(
 async def test_dropped_registrations_leave_no_binding(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1004", "secret-1004")
+    await add_subscriber(edge_config, "1004", "secret-1004")
     assert await register(phone, edge_config, "1004", "secret-1004") == 200
     assert await rpc.registered_contacts("1004")
     await rpc.drop_registrations("1004")
@@ -337,7 +340,7 @@ async def test_dropped_registrations_leave_no_binding(
 async def test_credentials_of_another_extension_are_forbidden(
     edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1005", "secret-1005")
+    await add_subscriber(edge_config, "1005", "secret-1005")
     desk = phone()
     code = await desk.register(
         "1006", "secret-1005", DOMAIN, "127.0.0.1", edge_config.sip.port, auth_username="1005"
@@ -385,7 +388,7 @@ async def test_address_goes_silent_after_too_many_wrong_answers(
     guarded_edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
     settings = guarded_edge_config
-    add_subscriber(settings, "2001", "right-secret")
+    await add_subscriber(settings, "2001", "right-secret")
     for _ in range(MAX_FAILURES):
         assert await register(phone, settings, "2001", "guess") == 401
     # Banned: even the right password and a plain OPTIONS get no answer at all.
@@ -519,7 +522,7 @@ async def test_rendered_config_passes_kamailio_check(
     trunk = TrunkSettings.model_validate(
         {"uri": "sip:192.0.2.10:5060", "username": "acct", "password": "pw", "register": register}
     )
-    settings = edge_settings(tmp_path).model_copy(
+    settings = edge_settings(tmp_path, sqlite=True).model_copy(
         update={"database": DatabaseSettings(url=database_url), "trunk": trunk}
     )
     config = tmp_path / "kamailio.cfg"
@@ -552,7 +555,7 @@ def test_registration_needs_an_edge_address_the_provider_can_reach(tmp_path: Pat
 
 async def test_kamailio_refuses_to_start_without_a_migrated_database(tmp_path: Path) -> None:
     with pytest.raises(KamailioError, match="run the migrations"):
-        await KamailioProcess(edge_settings(tmp_path)).start()
+        await KamailioProcess(edge_settings(tmp_path, sqlite=True)).start()
 
 
 @pytest.mark.parametrize(
