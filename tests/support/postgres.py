@@ -29,14 +29,9 @@ SERVICE_USER = "pbx"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 # Durability is worth nothing in a folder deleted at the end; these make commits and
-# CREATE DATABASE cheap.
-FAST_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "300",
-    "shared_buffers": "64MB",
-}
+# CREATE DATABASE cheap (a benchmark asks for a durable server instead).
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+SERVER_SETTINGS = {"max_connections": "300", "shared_buffers": "64MB"}
 
 _PR_SET_PDEATHSIG = 1
 # Looked up here, not between fork and exec (see core/child_process.py).
@@ -64,8 +59,9 @@ class PostgresServer:
     """initdb into a temporary folder, `postgres` on a free 127.0.0.1 port with its unix
     socket in that folder; `new_database()` gives each service its own database."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
         self.port = free_port()
+        self._durable = durable
         self.password = secrets.token_hex(16)
         self._folder = Path(tempfile.mkdtemp(prefix="pbx-postgres-"))
         self._data = self._folder / "data"
@@ -96,7 +92,8 @@ class PostgresServer:
             "--auth-local", "trust", "--auth-host", "scram-sha-256", "--no-sync",
         )  # fmt: skip
         password_file.unlink()
-        options = [f"--{key}={value}" for key, value in FAST_SETTINGS.items()]
+        settings = SERVER_SETTINGS if self._durable else {**SERVER_SETTINGS, **FAST_SETTINGS}
+        options = [f"--{key}={value}" for key, value in settings.items()]
         log = (self._folder / "postgres.log").open("wb")
         self._process = subprocess.Popen(
             [
