@@ -1,5 +1,5 @@
 # `make run` and `make test` set up a fresh Debian 12 machine themselves (apt + virtualenv).
-.PHONY: setup run test lint bench
+.PHONY: setup run test test-postgresql lint bench
 
 setup:
 	@scripts/setup.sh
@@ -7,10 +7,18 @@ setup:
 run: setup
 	.venv/bin/pbx run
 
+# The whole suite on SQLite, then every test that reaches SQL again on a PostgreSQL server the
+# tests start themselves (unit tests use no database; e2e runs `pbx run` with its defaults).
+POSTGRESQL_SUITE = PBX_TEST_DATABASE=postgresql .venv/bin/pytest tests/integration tests/flows
+
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/pytest
+	$(POSTGRESQL_SUITE)
+
+test-postgresql: setup
+	$(POSTGRESQL_SUITE)
 
 lint: setup
 	.venv/bin/ruff check .

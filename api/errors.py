@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from core.sql_bounds import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
@@ -104,8 +104,15 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     return web.json_response(body, status=status)
 
 
+# PostgreSQL's lock_not_available: lock_timeout passed waiting for the writer lock.
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
 def _database_busy(exc: Exception) -> bool:
-    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
+    return sqlstate == _LOCK_NOT_AVAILABLE
 
 
 def _status_of(error: DomainError) -> int:
@@ -138,7 +145,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(400, "unreadable_body", f"the body could not be read: {detail}")
     except Exception as exc:
         if _database_busy(exc):
-            # SQLite's one writer stayed taken for the whole busy timeout (a burst of writes):
+            # The one writer stayed taken for the whole lock timeout (a burst of writes):
             # nothing was applied, and the client may simply try again.
             log.warning("database_busy", method=request.method, path=request.path)
             busy = error_response(503, "busy", "the service is busy; retry in a moment")

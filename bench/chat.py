@@ -2,11 +2,12 @@
 the new dialogs to 200 ready agents. Prints figures; asserts nothing.
 
     .venv/bin/python -m bench.chat [--messages 2000] [--concurrency 20] [--agents 200]
-                                   [--channels 10]
+                                   [--channels 10] [--postgresql]
 
 Assignment latency runs from just before the inbound POST to the moment its dialog_assigned
 event reaches a Redis subscriber, so it covers HTTP, SQL, the assigner's wake-up and the
-event publication. Everything runs on 127.0.0.1 (API only, its own Redis and SQLite file).
+event publication. Everything runs on 127.0.0.1 (API only, its own Redis and SQLite file;
+with --postgresql a PostgreSQL server of its own instead, fsync on, as tests/support starts).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from extensions.roles import Role
 from extensions.users import create_user
 from migrations import upgrade_database
 from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -43,7 +45,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def run(messages: int, concurrency: int, agent_count: int, channel_count: int) -> None:
+async def run(
+    messages: int, concurrency: int, agent_count: int, channel_count: int, database_url: str = ""
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pbx-bench-chat-"))
     api_port = free_port()
     environ = {
@@ -51,6 +55,7 @@ async def run(messages: int, concurrency: int, agent_count: int, channel_count: 
         "PBX_REDIS__PORT": str(free_port()),
         "PBX_SIP__RPC_PORT": str(free_port()),
         "PBX_API__PORT": str(api_port),
+        "PBX_DATABASE__URL": database_url,
     }
     config = folder / "config.toml"
     config.write_text("# every setting comes from PBX_* variables\n")
@@ -158,8 +163,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20, help="customers posting at once")
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--channels", type=int, default=10)
+    parser.add_argument("--postgresql", action="store_true", help="on PostgreSQL, not SQLite")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.concurrency, args.agents, args.channels))
+    server = PostgresServer(durable=True) if args.postgresql else None
+    try:
+        url = ""
+        if server is not None:
+            server.start()
+            url = server.new_database()
+        asyncio.run(run(args.messages, args.concurrency, args.agents, args.channels, url))
+    finally:
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

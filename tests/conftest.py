@@ -22,6 +22,7 @@ from tests.support.api_client import ApiClient
 from tests.support.clock import TestClock
 from tests.support.phone import TestPhone
 from tests.support.ports import free_port, free_port_block
+from tests.support.postgres import new_test_database_url, selected_backend, stop_test_server
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 # The `phone` fixture: make("Name", auto_answer=200) -> (registered phone, its extension).
@@ -51,6 +52,9 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_VOICEMAIL__SILENCE_SECONDS": "2",
         "PBX_CHAT__DELIVERY_RETRY_SECONDS": "0.2",
     }
+    if "url" not in sections.get("database", {}) and (url := new_test_database_url()):
+        # PBX_TEST_DATABASE=postgresql: a database of its own in the suite's PostgreSQL.
+        environ["PBX_DATABASE__URL"] = url
     if "uri" not in sections.get("trunk", {}):
         # The provider for outbound calls: a PJSUA2 account on the test process's endpoint
         # (started here, so tests that name another provider run without PJSUA2).
@@ -59,6 +63,19 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         for key, value in values.items():
             environ[f"PBX_{section.upper()}__{key.upper()}"] = str(value)
     return load_settings(EMPTY_CONFIG, environ)
+
+
+def pytest_report_header() -> str:
+    return f"database: {selected_backend()} (PBX_TEST_DATABASE=sqlite|postgresql)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_database_server_at_the_end() -> Iterator[None]:
+    """Stops the suite's PostgreSQL server, if a test started one (PBX_TEST_DATABASE)."""
+    try:
+        yield
+    finally:
+        stop_test_server()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from core.db import WRITER_LOCK_KEY, create_engine
 from core.settings import Settings
 from tests.support.api_client import ApiClient
 
@@ -193,23 +197,43 @@ async def test_metrics_expose_request_and_extension_figures(
     assert 'pbx_edge_dropped_requests_total{reason="phone_flood"}' in text
 
 
+@asynccontextmanager
+async def writer_lock_held(settings: Settings) -> AsyncIterator[None]:
+    """Another writer holds the database's one write lock: SQLite's, or on PostgreSQL the
+    advisory lock every write transaction of the service takes first."""
+    if settings.database_url.startswith("sqlite"):
+        holder = sqlite3.connect(
+            settings.data_dir / "pbx.sqlite3", isolation_level=None, timeout=30,
+            check_same_thread=False,
+        )  # fmt: skip
+        try:
+            # In a thread: the service shares this event loop, and a round it has begun must
+            # be able to finish while we wait for the lock.
+            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+            yield
+        finally:
+            if holder.in_transaction:
+                holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK_KEY}
+            )
+            yield
+            await holder.rollback()
+    finally:
+        await engine.dispose()
+
+
 async def test_a_database_held_by_another_writer_answers_503_not_500(
     admin: ApiClient, settings: Settings
 ) -> None:
-    """SQLite has one writer: one that keeps it past the busy timeout makes a request 503."""
-    holder = sqlite3.connect(
-        settings.data_dir / "pbx.sqlite3", isolation_level=None, timeout=30,
-        check_same_thread=False,
-    )  # fmt: skip
-    try:
-        # In a thread: the service shares this event loop, and a round it has begun must be
-        # able to finish while we wait for the lock.
-        await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+    """One writer at a time: one that keeps the lock past the lock timeout makes a request 503."""
+    async with writer_lock_held(settings):
         reply = await admin.post("/users", {"name": "Blocked Writer"})
-    finally:
-        if holder.in_transaction:
-            holder.execute("ROLLBACK")
-        holder.close()
     assert reply.status == 503 and reply.error_code == "busy"
     users = (await admin.get("/users", params={"limit": "500"})).body["items"]
     assert "Blocked Writer" not in [u["name"] for u in users]

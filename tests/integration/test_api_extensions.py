@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -18,15 +16,15 @@ from core.settings import Settings
 from extensions.credentials import digest_ha1
 from extensions.users import UserChanges, update_user
 from tests.support.api_client import ApiClient
+from tests.support.sql import execute
 
 NextExtension = Callable[[], str]
 
 
-def subscriber_rows(settings: Settings) -> dict[str, tuple[str, str, str]]:
+async def subscriber_rows(settings: Settings) -> dict[str, tuple[str, str, str]]:
     """username -> (domain, password, ha1), read the way Kamailio reads them."""
-    path = Path(settings.database_url.removeprefix("sqlite+aiosqlite:///"))
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT username, domain, password, ha1 FROM subscriber").fetchall()
+    query = "SELECT username, domain, password, ha1 FROM subscriber"
+    rows = await execute(settings.database_url, query)
     return {username: (domain, password, ha1) for username, domain, password, ha1 in rows}
 
 
@@ -42,7 +40,7 @@ async def test_assigning_an_extension_returns_credentials_stored_only_as_ha1(
     assert sip["username"] == number and sip["domain"] == settings.sip.domain
     assert sip["registrar"] == f"sip:{settings.sip.host}:{settings.sip.port}"
     assert len(sip["password"]) >= 16
-    domain, clear, ha1 = subscriber_rows(settings)[number]
+    domain, clear, ha1 = (await subscriber_rows(settings))[number]
     assert clear == "" and domain == settings.sip.domain
     assert ha1 == digest_ha1(number, settings.sip.domain, sip["password"])
     shown = await admin.get(f"/users/{user['id']}")
@@ -71,7 +69,7 @@ async def test_taken_extension_is_409_naming_the_holder_type(
     assert reply.body["error"]["holder"] == {"type": "user", "id": first["id"]}
     assert "user" in reply.body["error"]["message"]
     # Nothing half-written: the holder's credentials are untouched, the loser got nothing.
-    assert subscriber_rows(settings)[number][2] == digest_ha1(
+    assert (await subscriber_rows(settings))[number][2] == digest_ha1(
         number, settings.sip.domain, original["sip"]["password"]
     )
     assert (await admin.get(f"/users/{second['id']}")).body["extension"] is None
@@ -83,10 +81,10 @@ async def test_reassigning_the_same_extension_keeps_the_password(
     user = await admin.new_user("Same")
     number = next_extension()
     await admin.assign(user["id"], number)
-    before = subscriber_rows(settings)[number]
+    before = (await subscriber_rows(settings))[number]
     again = await admin.put(f"/users/{user['id']}/extension", {"extension": number})
     assert again.status == 200 and again.body["sip"]["password"] is None
-    assert subscriber_rows(settings)[number] == before
+    assert (await subscriber_rows(settings))[number] == before
 
 
 async def test_moving_to_another_extension_frees_the_old_one(
@@ -96,7 +94,7 @@ async def test_moving_to_another_extension_frees_the_old_one(
     old, new = next_extension(), next_extension()
     await admin.assign(user["id"], old)
     await admin.assign(user["id"], new)
-    rows = subscriber_rows(settings)
+    rows = await subscriber_rows(settings)
     assert old not in rows and new in rows
     numbers = {e["extension"] for e in (await admin.get("/extensions")).body["items"]}
     assert new in numbers and old not in numbers
@@ -110,7 +108,7 @@ async def test_release_frees_the_number_for_reuse(
     await admin.assign(first["id"], number)
     released = await admin.delete(f"/users/{first['id']}/extension")
     assert released.status == 204
-    assert number not in subscriber_rows(settings)
+    assert number not in await subscriber_rows(settings)
     assert (await admin.delete(f"/users/{first['id']}/extension")).status == 404
     assert (
         await admin.put(f"/users/{second['id']}/extension", {"extension": number})
@@ -127,7 +125,8 @@ async def test_password_reset_replaces_the_digest(
     assert reply.status == 200
     new = reply.body["sip"]["password"]
     assert new != old
-    assert subscriber_rows(settings)[number][2] == digest_ha1(number, settings.sip.domain, new)
+    ha1 = (await subscriber_rows(settings))[number][2]
+    assert ha1 == digest_ha1(number, settings.sip.domain, new)
     without = await admin.new_user("No Phone")
     assert (await admin.post(f"/users/{without['id']}/sip-password")).status == 404
 
@@ -153,7 +152,7 @@ async def test_dismissal_disables_phone_and_frees_extension(
     assert reply.status == 200
     assert reply.body["active"] is False and reply.body["extension"] is None
     assert reply.body["dismissed_at"] is not None
-    assert number not in subscriber_rows(settings)
+    assert number not in await subscriber_rows(settings)
     refused = await admin.put(f"/users/{user['id']}/extension", {"extension": next_extension()})
     assert refused.status == 409 and refused.error_code == "user_inactive"
     successor = await admin.new_user("Successor")
@@ -174,7 +173,8 @@ async def test_concurrent_assignment_of_one_extension_has_exactly_one_winner(
     assert statuses == [200] + [409] * 11, statuses
     winner = next(u for u, r in zip(contenders, replies, strict=True) if r.status == 200)
     password = next(r for r in replies if r.status == 200).body["sip"]["password"]
-    assert subscriber_rows(settings)[number][2] == digest_ha1(number, settings.sip.domain, password)
+    ha1 = (await subscriber_rows(settings))[number][2]
+    assert ha1 == digest_ha1(number, settings.sip.domain, password)
     holders = [
         e for e in (await admin.get("/extensions")).body["items"] if e["extension"] == number
     ]
@@ -196,7 +196,7 @@ async def test_concurrent_assignments_to_one_user_leave_one_consistent_extension
     )
     assert all(r.status in (200, 409) for r in replies)
     final = (await admin.get(f"/users/{user['id']}")).body["extension"]
-    rows = subscriber_rows(settings)
+    rows = await subscriber_rows(settings)
     assert final in numbers and final in rows
     assert not any(n in rows for n in numbers if n != final)
 

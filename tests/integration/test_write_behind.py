@@ -26,6 +26,7 @@ from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, MakePhone
 from tests.support.api_client import ApiClient
 from tests.support.crashing_writer import QUEUE_ID, service_context
+from tests.support.postgres import new_test_database_url
 
 EVENT_WAIT_S = 10.0
 
@@ -75,7 +76,7 @@ async def test_record_and_events_follow_the_call(
 
 @pytest.fixture
 async def fresh_database(tmp_path: Path) -> AsyncIterator[str]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.sqlite3'}"
+    url = new_test_database_url() or f"sqlite+aiosqlite:///{tmp_path / 'crash.sqlite3'}"
     await asyncio.to_thread(upgrade_database, url)
     yield url
 
