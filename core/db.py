@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +55,9 @@ def utcnow() -> datetime:
 
 def create_engine(url: str, *, for_writes: bool = True) -> AsyncEngine:
     """With SQLite, `for_writes` engines start every transaction with BEGIN IMMEDIATE."""
-    engine = create_async_engine(url, pool_pre_ping=True)
+    # A ping before each checkout finds connections a server dropped; a SQLite file has no
+    # server, and the ping was one more round trip to its thread per transaction.
+    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         if for_writes:
@@ -82,10 +86,17 @@ def _begin_immediate(connection: Any) -> None:
 class SessionFactory:
     """`sessions()` for reading, `sessions.begin()` for a write transaction.
 
-    SQLite has one write lock. Writes take it at once (BEGIN IMMEDIATE), so concurrent writers
-    queue on the busy timeout instead of failing; reads go through a second engine that never
-    takes it, so a burst of writes does not stall every read (and no read blocks a write).
-    With PostgreSQL both are the same engine.
+    SQLite has one write lock. Writes take it at once (BEGIN IMMEDIATE); reads go through a
+    second engine that never takes it, so a burst of writes does not stall every read (and no
+    read blocks a write). With PostgreSQL both are the same engine.
+
+    Writers of this process queue for SQLite's lock in turn, on an asyncio.Lock (first come,
+    first served), before they ask SQLite for it. Left to SQLite's busy handler, up to 15
+    pooled connections polled for the lock with growing sleeps (1, 2, 5 ... 100 ms): a writer
+    that had waited long looked only every 100 ms and lost to each newcomer, so under a steady
+    stream of posts some waited past the 5 s busy timeout and were answered 503 (bench.chat at
+    200 messages/s: 4 of 2,000, the service using 73 % of one of two cores). The busy timeout
+    is now only about other processes (Kamailio, a migration).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -97,12 +108,35 @@ class SessionFactory:
         )
         self._writes = async_sessionmaker(engine, expire_on_commit=False)
         self._reads = async_sessionmaker(self._reader or engine, expire_on_commit=False)
+        self._write_turn = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # The task whose write transaction is open (SQLite), to refuse one nested in it.
+        self._writer: asyncio.Task[object] | None = None
 
     def __call__(self) -> AsyncSession:
         return self._reads()
 
     def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return self._writes.begin()
+        if self._write_turn is None:
+            return self._writes.begin()
+        return self._begin_in_turn(self._write_turn)
+
+    @asynccontextmanager
+    async def _begin_in_turn(self, turn: asyncio.Lock) -> AsyncIterator[AsyncSession]:
+        async with self._in_turn(turn), self._writes.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _in_turn(self, turn: asyncio.Lock) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and task is self._writer:
+            # It would wait for itself for ever (before: 5 s, then "database is locked").
+            raise RuntimeError("a write transaction opened inside another one")
+        async with turn:
+            self._writer = task
+            try:
+                yield
+            finally:
+                self._writer = None
 
     async def dispose(self) -> None:
         if self._reader is not None:
