@@ -18,15 +18,33 @@ Redis here. Redis pub/sub remains the path for the WebSocket event stream and ot
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 # Called with the type of each event published in this process, right after its transaction
 # committed. It runs inside EventBus.publish: it must be quick and must not raise.
 Listener = Callable[[str], None]
 
 
+class Published(Protocol):
+    """What an event listener sees of an event (core.events.Event)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+# Called with each whole event, for state kept in memory from the events themselves (the chat
+# assigner's view of dialogs and channels). Same rules as a Listener: quick, never raises.
+EventListener = Callable[[Published], None]
+
+
 class Wakeups:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._event_listeners: list[EventListener] = []
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -37,3 +55,13 @@ class Wakeups:
     def notify(self, event_type: str) -> None:
         for listener in self._listeners:
             listener(event_type)
+
+    def add_event_listener(self, listener: EventListener) -> None:
+        self._event_listeners.append(listener)
+
+    def remove_event_listener(self, listener: EventListener) -> None:
+        self._event_listeners.remove(listener)
+
+    def notify_event(self, event: Published) -> None:
+        for listener in self._event_listeners:
+            listener(event)

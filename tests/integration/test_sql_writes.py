@@ -1,7 +1,7 @@
 """Write transactions against a real SQLite file: this process's writers take SQLite's one
 write lock in turn, first come first served (left to SQLite's busy handler, a long queue
-starved some past the busy timeout: 503 busy), and a write opened inside another fails at
-once instead of waiting for itself."""
+starved some past the busy timeout: 503 busy), whole-transaction writes run in the same
+turn, and a write opened inside another fails at once instead of waiting for itself."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from core.db import SessionFactory, create_engine, create_session_factory
 
@@ -39,7 +40,15 @@ async def test_writers_take_turns_in_the_order_they_came(sessions: SessionFactor
             await asyncio.sleep(0.005)  # holding SQLite's lock, as a slow request would
             inside -= 1
 
-    writers = [asyncio.create_task(writer(n)) for n in range(40)]
+    def whole(n: int, session: Session) -> None:
+        order.append(n)
+        session.execute(text("INSERT INTO turns VALUES (:n)"), {"n": n})
+
+    writers = [
+        asyncio.create_task(sessions.run_whole(lambda s, n=n: whole(n, s)))
+        if n % 10 == 5 else asyncio.create_task(writer(n))
+        for n in range(40)
+    ]  # fmt: skip
     await asyncio.gather(*writers)
     assert most == 1
     assert order == list(range(40))
@@ -55,3 +64,14 @@ async def test_a_write_inside_a_write_fails_at_once(sessions: SessionFactory) ->
                 pass
     async with sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM turns")) == 1
+
+
+async def test_a_whole_transaction_that_raises_writes_nothing(sessions: SessionFactory) -> None:
+    def failing(session: Session) -> None:
+        session.execute(text("INSERT INTO turns VALUES (7)"))
+        raise ValueError("changed its mind")
+
+    with pytest.raises(ValueError, match="changed its mind"):
+        await sessions.run_whole(failing)
+    async with sessions() as session:
+        assert await session.scalar(text("SELECT count(*) FROM turns WHERE n = 7")) == 0
