@@ -40,7 +40,6 @@ from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
 from api.routing import API_PREFIX, CHAT_ASSIGNER_KEY, CONTEXT_KEY, DISPATCHER_KEY, RouteTable
 from chat.assigner import ChatAssigner
-from chat.dialogs import agents_blocked_for_calls
 from chat.outbox import OutboxDelivery
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory, utcnow
@@ -152,17 +151,14 @@ def create_app(
         hub = EventHub(redis, metrics.event_stream_clients_dropped)
         await hub.start()
         app[HUB_KEY] = hub
-        ctx = app[CONTEXT_KEY]
-
-        async def blocked_for_calls(agents: frozenset[int]) -> frozenset[int]:
-            return await agents_blocked_for_calls(ctx, agents)
-
-        dispatcher = Dispatcher(ctx, blocked_for_calls)
-        app[DISPATCHER_KEY] = dispatcher
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         chat_assigner = ChatAssigner(app[CONTEXT_KEY])
         app[CHAT_ASSIGNER_KEY] = chat_assigner
-        chat_assigner.start()
+        await chat_assigner.start()
+        # One capacity model: enough open chat dialogs keep calls away (chat.block_calls_at),
+        # asked of the assigner's memory on every dispatch round.
+        dispatcher = Dispatcher(app[CONTEXT_KEY], chat_assigner.blocked_for_calls)
+        app[DISPATCHER_KEY] = dispatcher
         outbox = OutboxDelivery(app[CONTEXT_KEY])
         outbox.start()
         pool = None
