@@ -73,6 +73,8 @@ def cpu_seconds(pid: int) -> float:
 
 def serve() -> None:
     """`python -m bench.chat serve`: the API only, settings from PBX_* variables."""
+    import gc
+
     from aiohttp import web
 
     from api.app import create_app
@@ -96,6 +98,8 @@ def serve() -> None:
         try:
             await runner.setup()
             await web.TCPSite(runner, settings.api.host, settings.api.port).start()
+            # As `pbx run` does once started (api/cli.py).
+            gc.freeze()
             print("serving", flush=True)
             await stop.wait()
         finally:
