@@ -10,7 +10,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api.errors import ErrorResponse
 from api.routing import API_PREFIX, Route
-from core.sql_bounds import INT64_MAX
+from core.sql_bounds import SQL_INT_MAX
 
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
@@ -101,7 +101,7 @@ def _responses(route: Route, ref: Any) -> dict[str, Any]:
 def _path_parameters(route: Route) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
     # Digits only (else 404); beyond a SQL integer: 422 number_out_of_range (api.routing).
-    schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+    schema = {"type": "integer", "minimum": 1, "maximum": SQL_INT_MAX}
     return [{"name": n, "in": "path", "required": True, "schema": dict(schema)} for n in names]
 
 

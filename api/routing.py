@@ -24,7 +24,7 @@ from api.errors import (
 from controller.component import Controller
 from core.context import ServiceContext
 from core.errors import Forbidden
-from core.sql_bounds import INT64_MAX
+from core.sql_bounds import SQL_INT_MAX
 from extensions.roles import Role
 from extensions.tokens import Principal
 
@@ -146,11 +146,11 @@ def sql_integer(digits: str, field: str) -> int:
     """A decimal digit string as an int a SQL column holds, else NumberOutOfRange."""
     # Checked on the length first: int() refuses strings over 4,300 digits with ValueError.
     significant = digits.lstrip("0") or "0"
-    value = int(significant) if len(significant) <= len(str(INT64_MAX)) else None
-    if value is None or value > INT64_MAX:
+    value = int(significant) if len(significant) <= len(str(SQL_INT_MAX)) else None
+    if value is None or value > SQL_INT_MAX:
         raise NumberOutOfRange(
             f"{field}: {digits[:24]}{'...' if len(digits) > 24 else ''} is beyond a signed"
-            f" 64-bit integer (at most {INT64_MAX})",
+            f" SQL integer (at most {SQL_INT_MAX})",
             field=field,
         )
     return value

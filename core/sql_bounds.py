@@ -1,7 +1,8 @@
 """Values clients send, bounded to what SQL columns store: integers and instants.
 
-SQLite's INTEGER and PostgreSQL's BIGINT hold -2**63 .. 2**63 - 1; a larger Python int reaches
-the driver and fails there (sqlite3 raises OverflowError while binding it), which answered 500.
+Our columns are SQL INTEGER: 64 bits in SQLite but 32 in PostgreSQL, so the bound is the
+smaller, -2**31 .. 2**31 - 1. A larger Python int reached the driver and failed there
+(sqlite3's OverflowError beyond 64 bits, asyncpg's "out of int32 range"), which answered 500.
 Every integer field of a request schema is one of these types, so pydantic refuses the number
 with the error type `number_out_of_range` and the field it was in, and the OpenAPI document
 states the bounds (`tests/unit/test_request_bounds.py` checks that no integer is left unbounded).
@@ -26,8 +27,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+SQL_INT_MIN = -(2**31)
+SQL_INT_MAX = 2**31 - 1
 # The error type (and the API's error code) for an integer beyond those bounds.
 OUT_OF_RANGE = "number_out_of_range"
 # pydantic's own type for an integer string too long to parse (over 4,300 digits): out of range
@@ -36,7 +37,7 @@ PYDANTIC_INT_TOO_LONG = "int_parsing_size"
 
 
 def fits_sql_integer(value: int) -> bool:
-    return INT64_MIN <= value <= INT64_MAX
+    return SQL_INT_MIN <= value <= SQL_INT_MAX
 
 
 def _check(value: int) -> int:
@@ -44,7 +45,7 @@ def _check(value: int) -> int:
         raise PydanticCustomError(
             OUT_OF_RANGE,
             "the number is beyond a signed 64-bit integer ({min} to {max})",
-            {"min": INT64_MIN, "max": INT64_MAX},
+            {"min": SQL_INT_MIN, "max": SQL_INT_MAX},
         )
     return value
 
@@ -62,8 +63,8 @@ class _FitsSqlInteger:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema.setdefault("minimum", INT64_MIN)
-        json_schema.setdefault("maximum", INT64_MAX)
+        json_schema.setdefault("minimum", SQL_INT_MIN)
+        json_schema.setdefault("maximum", SQL_INT_MAX)
         return json_schema
 
 

@@ -25,7 +25,7 @@ import pytest
 from yarl import URL
 
 from core.settings import Settings
-from core.sql_bounds import INT64_MAX, INT64_MIN
+from core.sql_bounds import SQL_INT_MAX, SQL_INT_MIN
 from tests.conftest import ADMIN_TOKEN
 from tests.support.api_client import ApiClient
 
@@ -35,10 +35,10 @@ CONCURRENCY = 8
 # Field mutations per body (the others are left out at random, by the seed).
 MUTATIONS_PER_BODY = 6
 # An id no row has: the largest a column holds, so it binds and finds nothing.
-NO_SUCH_ID = INT64_MAX
-HUGE_INTS = [INT64_MAX + 1, 2**64, INT64_MIN - 1, 10**30, int("9" * 400)]
+NO_SUCH_ID = SQL_INT_MAX
+HUGE_INTS = [SQL_INT_MAX + 1, 2**64, SQL_INT_MIN - 1, 10**30, int("9" * 400)]
 # Beyond the 64-bit maximum: what a field bounded only by that maximum refuses as out of range.
-HUGE_POSITIVE = [n for n in HUGE_INTS if n > INT64_MAX]
+HUGE_POSITIVE = [n for n in HUGE_INTS if n > SQL_INT_MAX]
 # Strings for fields with a pattern (sample picks the first that matches).
 PATTERN_CANDIDATES = ["1001", "+4930123456", "09:00", "2026-12-04", "*50", "1", "#", "x"]
 # Bodies that are not a JSON object a schema could read, and why (the code they must get).
@@ -64,9 +64,9 @@ RAW_BODIES: list[tuple[bytes, str]] = [
     (b'{"name": "nul\\u0000"}', "invalid_text"),
 ]
 # Path ids that are no id: beyond a column, or not digits at all (those are 404: no route).
-BAD_PATH_IDS = [str(INT64_MAX + 1), str(2**64), "9" * 40, "1" * 3000, "0", "abc", "-1", "%FF"]
+BAD_PATH_IDS = [str(SQL_INT_MAX + 1), str(2**64), "9" * 40, "1" * 3000, "0", "abc", "-1", "%FF"]
 BAD_QUERY_VALUES = [
-    str(INT64_MAX + 1),
+    str(SQL_INT_MAX + 1),
     str(2**64),
     "-" + "9" * 30,
     "7" * 5000,
@@ -287,7 +287,10 @@ def operation_cases(
                     )
             if schema.get("type") == "integer":
                 # Reads at the bounds: valid, so they reach SQL, which must take them.
-                for bound in (schema.get("maximum", INT64_MAX), schema.get("minimum", INT64_MIN)):
+                for bound in (
+                    schema.get("maximum", SQL_INT_MAX),
+                    schema.get("minimum", SQL_INT_MIN),
+                ):
                     query = {name: str(bound)}
                     yield Case(
                         f"{who} query {name}={bound}",
@@ -375,7 +378,7 @@ def body_mutations(
     every_huge, only_64_bits = base, False
     for where, integer in schemas.integers(base, concrete):
         # A field with a maximum of its own (a rating's 5) refuses with that bound instead.
-        unbounded = integer.get("maximum") == INT64_MAX
+        unbounded = integer.get("maximum") == SQL_INT_MAX
         only_64_bits |= unbounded
         huge = rng.choice(HUGE_POSITIVE if unbounded else HUGE_INTS)
         every_huge = replaced(every_huge, where, huge)

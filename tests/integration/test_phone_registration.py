@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +17,7 @@ from tests.support.api_client import ApiClient
 from tests.support.phone import TestPhone
 from tests.support.service import running_service
 from tests.support.sipp import call_number
+from tests.support.sql import execute
 
 NextExtension = Callable[[], str]
 
@@ -44,13 +43,12 @@ async def register(
     )
 
 
-def stored_bindings(settings: Settings, username: str) -> int:
+async def stored_bindings(settings: Settings, username: str) -> int:
     """Rows of `username` in Kamailio's location table: what a restart would load."""
-    path = settings.database_url.removeprefix("sqlite+aiosqlite:///")
-    with closing(sqlite3.connect(path)) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM location WHERE username = ?", (username,)
-        ).fetchone()
+    ((count,),) = await execute(
+        settings.database_url, "SELECT count(*) FROM location WHERE username = :username",
+        username=username,
+    )  # fmt: skip
     return int(count)
 
 
@@ -66,7 +64,7 @@ async def test_phone_registers_the_moment_its_extension_is_assigned(
     sip = (await admin.assign(user["id"], number))["sip"]
     assert await register(phone, settings, sip["username"], sip["password"]) == 200
     assert await edge_rpc.registered_contacts(number)
-    assert stored_bindings(settings, number) == 1
+    assert await stored_bindings(settings, number) == 1
 
 
 async def test_wrong_password_is_refused(
@@ -94,7 +92,7 @@ async def test_released_extension_no_longer_registers(
     assert await register(phone, settings, number, sip["password"]) == 200
     assert (await admin.delete(f"/users/{user['id']}/extension")).status == 204
     assert await edge_rpc.registered_contacts(number) == []
-    assert stored_bindings(settings, number) == 0
+    assert await stored_bindings(settings, number) == 0
     assert await register(phone, settings, number, sip["password"]) in (401, 403)
 
 
@@ -111,7 +109,7 @@ async def test_dismissed_users_phone_is_logged_out_and_refused(
     assert await register(phone, settings, number, sip["password"]) == 200
     await admin.patch(f"/users/{user['id']}", {"active": False})
     assert await edge_rpc.registered_contacts(number) == []
-    assert stored_bindings(settings, number) == 0
+    assert await stored_bindings(settings, number) == 0
     assert await register(phone, settings, number, sip["password"]) in (401, 403)
 
 
@@ -128,7 +126,7 @@ async def test_password_reset_retires_the_old_password(
     assert await register(phone, settings, number, old) == 200
     new = (await admin.post(f"/users/{user['id']}/sip-password")).body["sip"]["password"]
     assert await edge_rpc.registered_contacts(number) == []
-    assert stored_bindings(settings, number) == 0
+    assert await stored_bindings(settings, number) == 0
     assert await register(phone, settings, number, old) in (401, 403)
     assert await register(phone, settings, number, new) == 200
 

@@ -22,7 +22,7 @@ from api.errors import (
 )
 from api.openapi import openapi_document
 from api.routing import MAX_BODY_DEPTH, json_object, sql_integer
-from core.sql_bounds import INT64_MAX, INT64_MIN, Count, Id, SqlInt, UtcInstant
+from core.sql_bounds import SQL_INT_MAX, SQL_INT_MIN, Count, Id, SqlInt, UtcInstant
 
 
 def request_integers(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -66,8 +66,8 @@ def test_every_integer_a_request_carries_fits_a_sql_integer_column() -> None:
     unbounded = [
         where
         for where, schema in integers
-        if not INT64_MIN <= schema.get("minimum", INT64_MIN - 1) <= INT64_MAX
-        or not INT64_MIN <= schema.get("maximum", INT64_MAX + 1) <= INT64_MAX
+        if not SQL_INT_MIN <= schema.get("minimum", SQL_INT_MIN - 1) <= SQL_INT_MAX
+        or not SQL_INT_MIN <= schema.get("maximum", SQL_INT_MAX + 1) <= SQL_INT_MAX
     ]
     # A plain `int` field lets 2**64 through to the driver (a 500): use core.sql_bounds.
     assert not unbounded, "\n".join(unbounded)
@@ -107,19 +107,20 @@ def test_an_integer_beyond_64_bits_is_number_out_of_range_naming_the_field(
 
 
 def test_the_bounds_themselves_are_accepted_and_other_errors_keep_their_code() -> None:
-    assert Sample.model_validate({"id": INT64_MAX, "members": [INT64_MIN]}).id == INT64_MAX
+    assert Sample.model_validate({"id": SQL_INT_MAX, "members": [SQL_INT_MIN]}).id == SQL_INT_MAX
     error = refusal({"id": 0})
     assert (error.code, error.field) == ("validation_error", "id")
 
 
 @pytest.mark.parametrize(
-    ("digits", "value"), [("1", 1), ("0007", 7), (str(INT64_MAX), INT64_MAX), ("0" * 30 + "5", 5)]
+    ("digits", "value"),
+    [("1", 1), ("0007", 7), (str(SQL_INT_MAX), SQL_INT_MAX), ("0" * 30 + "5", 5)],
 )
-def test_path_ids_within_64_bits_are_read(digits: str, value: int) -> None:
+def test_path_ids_within_the_sql_integer_are_read(digits: str, value: int) -> None:
     assert sql_integer(digits, "user_id") == value
 
 
-@pytest.mark.parametrize("digits", [str(INT64_MAX + 1), "9" * 20, "1" * 5000])
+@pytest.mark.parametrize("digits", [str(SQL_INT_MAX + 1), "9" * 20, "1" * 5000])
 def test_path_ids_beyond_64_bits_are_number_out_of_range(digits: str) -> None:
     with pytest.raises(NumberOutOfRange) as caught:
         sql_integer(digits, "user_id")
