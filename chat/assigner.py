@@ -34,7 +34,8 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from acd.agents import store
+from acd.agents import store, watch_presence
+from acd.presence import Presence
 from chat.assignment import Placement, WaitingDialog, plan_placements
 from chat.blocklist import Action, action_in, all_actions
 from chat.board import Board
@@ -79,6 +80,9 @@ class ChatAssigner:
         self._board: Board | None = None
         # Events published while the board is being built, applied once it is.
         self._early: list[Published] | None = None
+        # Presences stored while there is no board, set on it once built (the last one wins).
+        self._early_presences: dict[int, Presence] = {}
+        self._unwatch_presence: Callable[[], None] | None = None
         self._handed: list[_Handed] = []
         # One pass at a time (the loop's and a test's assign_round).
         self._turn = asyncio.Lock()
@@ -97,6 +101,8 @@ class ChatAssigner:
     # -- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Watched first, so no change is missed while the board is read.
+        self._unwatch_presence = watch_presence(self._ctx, self._presence_changed)
         self._ctx.wakeups.add_event_listener(self._on_event)
         await self._rebuild()
         self._loop.start()
@@ -104,6 +110,9 @@ class ChatAssigner:
     async def stop(self) -> None:
         await self._loop.stop()
         self._ctx.wakeups.remove_event_listener(self._on_event)
+        if self._unwatch_presence is not None:
+            self._unwatch_presence()
+            self._unwatch_presence = None
         if self._handed:  # handed over after the last pass: accepted, so written
             async with self._turn:
                 await self._run(self._clock())
@@ -302,6 +311,9 @@ class ChatAssigner:
         early, self._early = self._early, None
         for event in sorted(early, key=lambda e: e.id):
             board.apply(event.id, event.type, event.data)
+        early_presences, self._early_presences = self._early_presences, {}
+        for user_id, presence in early_presences.items():
+            board.set_presence(user_id, presence)
         self._board = board
 
     async def _build_board(self) -> Board:
@@ -324,6 +336,15 @@ class ChatAssigner:
         dialogs = [d for row in rows if (d := open_dialog(row, tuple(offers.get(row.id, ()))))]
         log.info("chat_board_built", open_dialogs=len(dialogs), channels=len(specs))
         return Board(specs, presences, last, dialogs, high_water=high_water)
+
+    def _presence_changed(self, user_id: int, presence: Presence) -> None:
+        board = self._board
+        if board is None or self._early is not None:
+            self._early_presences[user_id] = presence
+            return
+        board.set_presence(user_id, presence)
+        if board.has_queued:
+            self._loop.wake()
 
     def _on_event(self, event: Published) -> None:
         if self._early is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from acd.presence import Activity, Presence, Status
+from acd.presence import Presence
 from chat.assignment import ChannelRule, Loads, WaitingDialog, counted_open
 from chat.channels import ChannelSpec, spec_from_data
 from chat.working_hours import is_open, next_opening
@@ -224,10 +224,9 @@ class Board:
             else:
                 self.specs[channel_id] = spec_from_data(data)
         elif kind == PRESENCE_EVENT:
-            # Chat needs status and whether the agent is on a call (shown activity says so).
-            self.presences[data["user_id"]] = Presence(
-                Status(data["status"]), activity=Activity(data["activity"])
-            )
+            # The presence itself arrived earlier, in-process (set_presence): the event, which
+            # follows its history row's commit, only says a waiting dialog may now find an agent.
+            pass
         else:
             return False
         return True
@@ -261,6 +260,11 @@ class Board:
         if dialog is not None:
             self._put(dialog)
         self._seen[dialog_id] = max(self.high_water, self._seen.get(dialog_id, 0))
+
+    def set_presence(self, user_id: int, presence: Presence) -> None:
+        """An agent's presence right after its change is stored (acd.agents.watch_presence):
+        before the event, so no dialog goes to an agent who has just taken a call."""
+        self.presences[user_id] = presence
 
     def note_assigned(self, agent: int, now: float) -> None:
         self.last_assigned[agent] = now
