@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
-from chat import channels, dialogs
+from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
+from chat import channels
 from chat.assignment import HARD_CAP, Countable, Distribution
 from chat.working_hours import WorkingHours
 from core.errors import InvalidInput
@@ -194,8 +194,10 @@ class InboundOut(BaseModel):
 )  # fmt: skip
 async def inbound_message(req: ApiRequest) -> InboundOut:
     body: InboundMessage = req.body
-    inbound = await dialogs.receive_message(
-        req.ctx, req.path["channel_id"], req.raw.headers.get(SECRET_HEADER, ""),
+    # The controller's chat assigner writes it and places its dialog in the same transaction
+    # (the inbound path needs the controller; `pbx run` always starts it).
+    inbound = await req.raw.app[CONTROLLER_KEY].chat_assigner.receive(
+        req.path["channel_id"], req.raw.headers.get(SECRET_HEADER, ""),
         body.customer.id, body.customer.name, body.text,
     )  # fmt: skip
     return InboundOut(dialog_id=inbound.dialog_id, message_id=inbound.message_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -96,6 +97,10 @@ async def _run(settings: Settings) -> None:
         await kamailio.start()
         await runner.setup()
         await web.TCPSite(runner, settings.api.host, settings.api.port).start()
+        # What start-up loaded stays for the life of the process: out of the collector's
+        # sight, a full collection scans only what came later (bench.chat: a 95 ms pause in
+        # the middle of the posts, 6 ms after this).
+        gc.freeze()
         token = await _admin_token(runner.app[CONTEXT_KEY], settings.data_dir / "admin-token")
         _print_banner(settings, token)
         await _wait_for_stop(kamailio, redis)

@@ -1,51 +1,62 @@
-"""The chat assigner: the one owner of "which agent takes which waiting dialog".
+"""The chat assigner: the one owner of "which agent takes which waiting dialog", and the one
+writer of customers' messages.
 
-A round (after a dialog arrives or frees capacity, a presence or channel change, and at least
-every second) loads the waiting dialogs and the ones sitting unanswered past their idle time,
-plans with chat.assignment (pure) and applies the plan in the same SQL transaction with
-conditional UPDATEs, so a dialog claimed meanwhile is simply not assigned again. The clock is
-injected: `assign_round(now)` is one round at any time a test chooses.
+Decisions are made from memory (chat.board: open dialogs, channels, presence; kept current by
+the events of every change, built from SQL and Redis at start) by the pure rule in
+chat.assignment, and the writes follow them (chat.writes, one transaction per pass). A pass
+runs when
+- customers' messages are handed over (`receive`, from the connector's POST): the pass
+  writes all that arrived since the last one and places the dialogs they open in that same
+  transaction, so message -> assigned is one commit, and a burst is one commit too;
+- an event may let a waiting dialog find an agent (presence, a dialog closed, forwarded,
+  requeued or answered, a channel changed), and a dialog waits;
+- a deadline falls due: an unanswered dialog's idle time, a closed channel's opening. That is
+  the one timer; nothing polls.
+
+Memory may be behind SQL by the events still on their way; chat.writes checks the plan
+against SQL inside its transaction and hands back SQL's view where they differ, so limits
+hold when assignments race, and the next pass plans with the corrected memory.
+
+The clock is injected: `assign_round(now)` is one pass at any time a test chooses.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import NamedTuple
 
 import structlog
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from acd.agents import store
-from chat.assignment import (
-    Distribution,
-    Loads,
-    Placement,
-    WaitingDialog,
-    counted_open,
-    plan_placements,
-)
-from chat.channels import ChannelSpec, channel_specs
-from chat.dialogs import dialog_data, offered_to, open_dialog_loads
-from chat.models import DialogOfferRow, DialogRow
-from chat.working_hours import is_open
+from acd.agents import store, watch_presence
+from acd.presence import Presence
+from chat.assignment import Placement, WaitingDialog, plan_placements
+from chat.blocklist import Action, action_in, all_actions
+from chat.board import Board
+from chat.channels import all_channel_specs
+from chat.dialogs import BadChannelSecret, Blocked
+from chat.models import ChannelRow, DialogOfferRow, DialogRow
+from chat.writes import CustomerMessage, Inbound, PassOutcome, PassPlan, open_dialog, write_pass
 from core.background import PassLoop
 from core.context import ServiceContext
-from core.events import Event
+from core.errors import NotFound
+from core.events import EventRow
+from core.read_cache import ReadCache
+from core.wakeups import Published
 
 log = structlog.get_logger(__name__)
 
-TICK_S = 1.0
-# Dialogs looked at per round; a full round is followed by another at once.
-ROUND_LIMIT = 500
 LAST_ASSIGNED_KEY = "pbx:chat:last_assigned"
-# Events that bring a dialog to place (our own assignments are not among them).
-_NEW_WORK_EVENTS = ("channel_", "dialog_created", "dialog_forwarded", "dialog_requeued")
-# Events after which a dialog still waiting may find an agent. Calls change presence several
-# times each: while no dialog waits they must not cost a round.
-_CAPACITY_EVENTS = ("presence_changed", "user_", "dialog_closed", "message_sent")
+# After a failed pass (SQL unavailable), the next try.
+RETRY_S = 1.0
+# With no deadline ahead, a pass anyway this often: a safety net, not a poll.
+IDLE_S = 3600.0
 
 
 class RoundResult(NamedTuple):
@@ -54,189 +65,331 @@ class RoundResult(NamedTuple):
     assigned: int
 
 
+@dataclass
+class _Handed:
+    """A customer's message handed to the next pass, and its answer."""
+
+    message: CustomerMessage
+    answer: asyncio.Future[Inbound]
+
+
 class ChatAssigner:
     def __init__(self, ctx: ServiceContext, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self._clock = clock
-        # Whether the last round left dialogs unplaced (unknown at start).
-        self._dialogs_waiting = True
-        self._loop = PassLoop("chat-assigner", self._pass, wakes_on=self._wakes_on, retry_s=TICK_S)
+        self._board: Board | None = None
+        # Events published while the board is being built, applied once it is.
+        self._early: list[Published] | None = None
+        # Presences stored while there is no board, set on it once built (the last one wins).
+        self._early_presences: dict[int, Presence] = {}
+        self._unwatch_presence: Callable[[], None] | None = None
+        self._handed: list[_Handed] = []
+        # One pass at a time (the loop's and a test's assign_round).
+        self._turn = asyncio.Lock()
+        # Set while this assigner publishes: its own events give it no new work.
+        self._publishing = False
+        self._retry_at: float | None = None
+        self._loop = PassLoop("chat-assigner", self._pass, wakes_on=_never, retry_s=RETRY_S)
+        # The connector's checks, from memory after the first message of a channel.
+        self._secrets: ReadCache[int, str | None] = ReadCache(
+            self._secret_of, emptied_by=("channel_",), wakeups=ctx.wakeups
+        )
+        self._blocklist: ReadCache[None, dict[str, Action]] = ReadCache(
+            lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
+        )
 
-    def start(self) -> None:
-        self._loop.start(self._ctx.wakeups)
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Watched first, so no change is missed while the board is read.
+        self._unwatch_presence = watch_presence(self._ctx, self._presence_changed)
+        self._ctx.wakeups.add_event_listener(self._on_event)
+        await self._rebuild()
+        self._loop.start()
 
     async def stop(self) -> None:
         await self._loop.stop()
+        self._ctx.wakeups.remove_event_listener(self._on_event)
+        if self._unwatch_presence is not None:
+            self._unwatch_presence()
+            self._unwatch_presence = None
+        if self._handed:  # handed over after the last pass: accepted, so written
+            async with self._turn:
+                await self._run(self._clock())
 
-    def wake(self) -> None:
+    # -- the connector's side ---------------------------------------------------------------
+
+    async def receive(
+        self, channel_id: int, secret: str, customer_id: str, customer_name: str | None,
+        text: str,
+    ) -> Inbound:  # fmt: skip
+        """A customer's message: checked here, written (and its dialog placed) by the next
+        pass; answers once that has committed."""
+        expected = await self._secrets.get(channel_id)
+        if expected is None:
+            raise NotFound(f"channel {channel_id} does not exist")
+        if not hmac.compare_digest(expected.encode(), secret.encode()):
+            raise BadChannelSecret("X-Channel-Secret does not match this channel's secret")
+        action = action_in(await self._blocklist.get(None), customer_id)
+        if action is Action.REFUSE:
+            raise Blocked(f"{customer_id} is on the blocklist", field="customer.id")
+        message = CustomerMessage(channel_id, customer_id, customer_name, text,
+                                  spam=action is Action.SPAM)  # fmt: skip
+        answer: asyncio.Future[Inbound] = asyncio.get_running_loop().create_future()
+        self._handed.append(_Handed(message, answer))
         self._loop.wake()
+        return await answer
+
+    # -- capacity shared with calls ---------------------------------------------------------
+
+    async def blocked_for_calls(self, agents: frozenset[int]) -> frozenset[int]:
+        """Agents whose counted open dialogs (each channel's exclusions applied) reach
+        chat.block_calls_at; none when it is 0. From memory: the dispatcher asks every round."""
+        limit = self._ctx.settings.chat.block_calls_at
+        board = self._board
+        if limit == 0 or board is None:
+            return frozenset()
+        return frozenset(a for a in agents if board.counted(a) >= limit)
+
+    # -- passes -----------------------------------------------------------------------------
 
     async def assign_round(self, now: float) -> RoundResult:
-        """One round at time `now` (epoch seconds)."""
-        moment = datetime.fromtimestamp(now, UTC)
-        if not await self._anything_to_place(moment):
-            return RoundResult(0, 0)
-        async with self._ctx.sessions.begin() as session:
-            queued = list(await session.scalars(
-                select(DialogRow).where(DialogRow.state == "new")
-                .order_by(DialogRow.queued_at, DialogRow.id).limit(ROUND_LIMIT)
-            ))  # fmt: skip
-            idle = list(await session.scalars(
-                select(DialogRow).where(DialogRow.state == "assigned",
-                                        DialogRow.idle_deadline <= moment).limit(ROUND_LIMIT)
-            ))  # fmt: skip
-            if not queued and not idle:
-                return RoundResult(0, 0)
-            events, assigned = await self._place(session, queued, idle, now)
-        await self._ctx.events.publish(*events)
-        if assigned:
-            await self._ctx.redis.hset(LAST_ASSIGNED_KEY, mapping=assigned)  # type: ignore[arg-type]
-        return RoundResult(len(queued) + len(idle), len(assigned))
-
-    async def _anything_to_place(self, moment: datetime) -> bool:
-        """Whether a dialog waits or sat idle too long. Most rounds (woken by a presence
-        change) find none: asked without SQLite's write lock, which call presence needs."""
-        async with self._ctx.sessions() as session:
-            found = await session.scalar(
-                select(DialogRow.id)
-                .where(
-                    (DialogRow.state == "new")
-                    | ((DialogRow.state == "assigned") & (DialogRow.idle_deadline <= moment))
-                )
-                .limit(1)
-            )
-        return found is not None
-
-    async def _place(
-        self, session: AsyncSession, queued: list[DialogRow], idle: list[DialogRow], now: float
-    ) -> tuple[list[Event], dict[str, float]]:
-        moment = datetime.fromtimestamp(now, UTC)
-        specs = await channel_specs(session, {d.channel_id for d in [*queued, *idle]})
-        open_now = {c: s for c, s in specs.items() if is_open(s.working_hours, moment)}
-        members = sorted({m for s in open_now.values() for m in s.members})
-        presences = await store(self._ctx).get_many(members)
-        loads = Loads({}, {})
-        for (agent, channel_id), states in (await open_dialog_loads(session, members)).items():
-            if channel_id in specs:
-                loads.per_channel[(agent, channel_id)] = counted_open(
-                    states, specs[channel_id].limit_excludes
-                )
-            loads.total[agent] = loads.total.get(agent, 0) + sum(states.values())
-        last = {int(k): float(v) for k, v in
-                (await self._ctx.redis.hgetall(LAST_ASSIGNED_KEY)).items()}  # fmt: skip
-        waiting = [
-            WaitingDialog(d.id, d.channel_id, d.queued_at.timestamp(),
-                          d.assignee_id if d.state == "assigned" else None, frozenset(d.tried))
-            for d in [*queued, *idle] if d.channel_id in open_now
-        ]  # fmt: skip
-        plan = plan_placements(
-            waiting, {c: s.rule() for c, s in open_now.items()}, presences, loads, last,
-            while_on_call=self._ctx.settings.chat.chats_while_on_call, now=now,
-        )  # fmt: skip
-        dialogs = {d.id: d for d in [*queued, *idle]}
-        to_all = [d.id for d in queued if specs[d.channel_id].distribution is Distribution.TO_ALL]
-        current_offers = await offered_to(session, to_all)
-        events: list[Event] = []
-        assigned: dict[str, float] = {}
-        for placement in plan:
-            dialog = dialogs[placement.dialog_id]
-            spec = specs[dialog.channel_id]
-            if placement.offer:
-                event = await self._offer(session, dialog, placement, current_offers, now)
-            else:
-                event = await self._assign(session, dialog, placement, spec, now)
-                if event is not None:
-                    assigned[str(placement.agents[0])] = now
-            if event is not None:
-                events.append(event)
-        placed = {p.dialog_id for p in plan}
-        for dialog_id in set(current_offers) - placed:
-            # Nobody can take it now: it is shown to nobody until someone can.
-            await session.execute(
-                delete(DialogOfferRow).where(DialogOfferRow.dialog_id == dialog_id)
-            )
-            events.append(await self._ctx.events.stage(
-                session, "dialog_offered", {**dialog_data(dialogs[dialog_id]), "offered_to": []}
-            ))  # fmt: skip
-        for dialog in idle:
-            if dialog.id not in placed:
-                # Nobody else can take it: it stays, and is looked at again after another wait.
-                dialog.idle_deadline = _deadline(moment, specs[dialog.channel_id])
-        return events, assigned
-
-    async def _assign(
-        self, session: AsyncSession, dialog: DialogRow, placement: Placement, spec: ChannelSpec,
-        now: float,
-    ) -> Event | None:  # fmt: skip
-        moment = datetime.fromtimestamp(now, UTC)
-        agent = placement.agents[0]
-        previous = dialog.assignee_id if dialog.state == "assigned" else None
-        tried = [] if placement.new_round else list(dialog.tried)
-        if previous is not None:
-            tried.append(previous)
-        owner = (DialogRow.assignee_id.is_(None) if previous is None
-                 else DialogRow.assignee_id == previous)  # fmt: skip
-        result = await session.execute(
-            update(DialogRow)
-            .where(DialogRow.id == dialog.id, DialogRow.state == dialog.state, owner)
-            .values(state="assigned", assignee_id=agent, assigned_at=moment, tried=tried,
-                    first_assigned_at=func.coalesce(DialogRow.first_assigned_at, moment),
-                    idle_deadline=_deadline(moment, spec))
-            .execution_options(synchronize_session=False)
-        )  # fmt: skip
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None  # claimed, closed or forwarded meanwhile
-        await session.refresh(dialog)
-        metrics = self._ctx.metrics
-        if previous is None:
-            metrics.chat_assignment.observe(max(0.0, now - dialog.queued_at.timestamp()))
-            metrics.chat_dialogs.labels(event="assigned").inc()
-        else:
-            metrics.chat_dialogs.labels(event="reassigned").inc()
-        cause = "queue" if previous is None else "idle"
-        return await self._ctx.events.stage(session, "dialog_assigned", {
-            **dialog_data(dialog), "cause": cause, "previous_assignee_id": previous,
-        })  # fmt: skip
-
-    async def _offer(
-        self, session: AsyncSession, dialog: DialogRow, placement: Placement,
-        current: dict[int, list[int]], now: float,
-    ) -> Event | None:  # fmt: skip
-        if dialog.state == "assigned":
-            # It idled with its taker: back to the queue, shown to the others.
-            previous = dialog.assignee_id
-            result = await session.execute(
-                update(DialogRow)
-                .where(DialogRow.id == dialog.id, DialogRow.state == "assigned",
-                       DialogRow.assignee_id == previous)
-                .values(state="new", assignee_id=None, idle_deadline=None,
-                        tried=[*([] if placement.new_round else dialog.tried), previous])
-                .execution_options(synchronize_session=False)
-            )  # fmt: skip
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            await session.refresh(dialog)
-            self._ctx.metrics.chat_dialogs.labels(event="reassigned").inc()
-        elif sorted(placement.agents) == current.get(dialog.id, []):
-            return None
-        await session.execute(delete(DialogOfferRow).where(DialogOfferRow.dialog_id == dialog.id))
-        session.add_all(DialogOfferRow(dialog_id=dialog.id, user_id=a) for a in placement.agents)
-        return await self._ctx.events.stage(session, "dialog_offered", {
-            **dialog_data(dialog), "offered_to": sorted(placement.agents),
-        })  # fmt: skip
-
-    def _wakes_on(self, kind: str) -> bool:
-        return kind.startswith(_NEW_WORK_EVENTS) or (
-            self._dialogs_waiting and kind.startswith(_CAPACITY_EVENTS)
-        )
+        """One pass at time `now` (epoch seconds)."""
+        async with self._turn:
+            outcome, looked_at = await self._run(now)
+        return RoundResult(looked_at, len(outcome.assigned))
 
     async def _pass(self) -> float:
-        result = await self.assign_round(self._clock())
-        self._dialogs_waiting = result.assigned < result.looked_at
-        if result.assigned and result.looked_at >= ROUND_LIMIT:
-            return 0  # more may be waiting beyond this round's window
-        return TICK_S
+        async with self._turn:
+            now = self._clock()
+            await self._run(now)
+            deadline = self._board_now().next_deadline(now)
+        if self._retry_at is not None:
+            deadline = self._retry_at if deadline is None else min(deadline, self._retry_at)
+        if deadline is None:
+            return IDLE_S
+        return max(0.0, min(IDLE_S, deadline - self._clock()))
+
+    async def _run(self, now: float) -> tuple[PassOutcome, int]:
+        if self._board is None:
+            await self._rebuild()  # an event could not be applied: memory is rebuilt
+        handed, self._handed = self._handed, []
+        self._retry_at = None
+        plan = self._plan([h.message for h in handed], now)
+        if not (plan.messages or plan.placements or plan.withdraw or plan.stay):
+            return PassOutcome(), len(plan.waiting)  # nothing to write: no transaction
+        try:
+            outcome = await self._ctx.sessions.run_whole(partial(write_pass, plan=plan))
+        except Exception:
+            if not handed:
+                raise  # the loop logs it and tries again after RETRY_S
+            # The messages must not wait for whatever broke the placing: written alone.
+            log.exception("chat_pass_failed", messages=len(handed))
+            self._retry_at = now + RETRY_S
+            outcome = await self._write_one_by_one(handed, now)
+        else:
+            _answer(handed, outcome.answers)
+        await self._take_in(outcome)
+        return outcome, len(plan.waiting)
+
+    async def _write_one_by_one(self, handed: list[_Handed], now: float) -> PassOutcome:
+        board = self._board_now()
+        done = PassOutcome()
+        for item in handed:
+            alone = PassPlan(now, messages=[item.message], specs=dict(board.specs))
+            try:
+                try:
+                    one = await self._ctx.sessions.run_whole(partial(write_pass, plan=alone))
+                except IntegrityError:
+                    # PostgreSQL: the customer's dialog opened (a forward) between the look-up
+                    # and the insert; the second look finds it.
+                    one = await self._ctx.sessions.run_whole(partial(write_pass, plan=alone))
+            except IntegrityError:
+                # Its channel was deleted between the check and the write.
+                item.answer.set_exception(
+                    NotFound(f"channel {item.message.channel_id} does not exist")
+                )
+                continue
+            except Exception as exc:  # answered as the API answers any error (busy: 503)
+                item.answer.set_exception(exc)
+                continue
+            _answer([item], one.answers)
+            done.events += one.events
+            done.dialogs_created += one.dialogs_created
+            done.spam_dialogs += one.spam_dialogs
+        done.again = True  # what they opened waits for the next pass
+        return done
+
+    def _plan(self, messages: list[CustomerMessage], now: float) -> PassPlan:
+        """What to write, decided from memory alone."""
+        board = self._board_now()
+        idle = board.due_idle(now)
+        channels = {d.channel_id for d in board.queued()} | {d.channel_id for d in idle}
+        channels |= {m.channel_id for m in messages}
+        open_now = board.open_channels(now, channels)
+        waiting = {d.id: d.waiting() for d in [*board.queued(), *idle] if d.channel_id in open_now}
+        # Messages that open a dialog get a stand-in id (negative) until the write gives one.
+        opening: dict[int, int] = {}
+        new_customers: set[tuple[int, str]] = set()
+        for index, m in enumerate(messages):
+            key = (m.channel_id, m.customer_id)
+            if m.spam or key in new_customers or board.open_dialog_of(*key) is not None:
+                continue
+            new_customers.add(key)
+            opening[index] = stand_in = -1 - len(opening)
+            if m.channel_id in open_now:
+                waiting[stand_in] = WaitingDialog(stand_in, m.channel_id, now)
+        placements: list[Placement] = []
+        if waiting:
+            rules = board.rules({w.channel_id for w in waiting.values()})
+            members = {m for rule in rules.values() for m in rule.members}
+            placements = plan_placements(
+                list(waiting.values()), rules, board.presences, board.loads(members),
+                board.last_assigned, while_on_call=self._ctx.settings.chat.chats_while_on_call,
+                now=now,
+            )  # fmt: skip
+        placed = {p.dialog_id for p in placements}
+        # An offer to the agents it is shown to already changes nothing.
+        placements = [p for p in placements if not (p.offer and _offered(board, p))]
+        return PassPlan(
+            now=now, messages=messages, opening=opening, placements=placements,
+            waiting=waiting, rules=board.rules(open_now), specs=dict(board.specs),
+            held={a: board.held_by(a) for p in placements if not p.offer for a in p.agents},
+            # Shown to agents but nobody can take it now: shown to nobody until someone can.
+            withdraw=[d.id for d in board.queued() if d.offered_to and d.id not in placed],
+            # Nobody else can take it: it stays, and is looked at again after another wait.
+            stay=[d for d in idle if d.id not in placed],
+        )  # fmt: skip
+
+    async def _take_in(self, outcome: PassOutcome) -> None:
+        """Memory follows what was written and what SQL said; then the events go out."""
+        board = self._board_now()
+        for dialog_id, facts in outcome.corrected.items():
+            board.refresh(facts, dialog_id)
+        for dialog_id, deadline in outcome.pushed.items():
+            known = board.dialog(dialog_id)
+            if known is not None:
+                board.put(replace(known, idle_deadline=deadline), dialog_id, None)
+        self._publishing = True
+        try:
+            await self._ctx.events.publish(*outcome.events)
+        finally:
+            self._publishing = False
+        metrics = self._ctx.metrics
+        if outcome.answers:
+            metrics.chat_messages.labels(direction="in").inc(len(outcome.answers))
+        if outcome.dialogs_created:
+            metrics.chat_dialogs.labels(event="created").inc(outcome.dialogs_created)
+        if outcome.spam_dialogs:
+            metrics.chat_dialogs.labels(event="spam").inc(outcome.spam_dialogs)
+        for waited in outcome.first_waits:
+            metrics.chat_assignment.observe(waited)
+        if outcome.first_waits:
+            metrics.chat_dialogs.labels(event="assigned").inc(len(outcome.first_waits))
+        if outcome.reassigned:
+            metrics.chat_dialogs.labels(event="reassigned").inc(outcome.reassigned)
+        if outcome.assigned:
+            for agent, at in outcome.assigned.items():
+                board.note_assigned(agent, at)
+            await self._ctx.redis.hset(
+                LAST_ASSIGNED_KEY, mapping={str(a): at for a, at in outcome.assigned.items()}
+            )
+        if outcome.again:
+            self._loop.wake()
+
+    # -- memory -----------------------------------------------------------------------------
+
+    async def _rebuild(self) -> None:
+        """Builds the board from SQL and Redis; events published meanwhile (heard, since the
+        listener is in place) are applied after, in id order."""
+        self._early = []
+        try:
+            board = await self._build_board()
+        except BaseException:
+            self._early = None
+            raise
+        early, self._early = self._early, None
+        for event in sorted(early, key=lambda e: e.id):
+            board.apply(event.id, event.type, event.data)
+        early_presences, self._early_presences = self._early_presences, {}
+        for user_id, presence in early_presences.items():
+            board.set_presence(user_id, presence)
+        self._board = board
+
+    async def _build_board(self) -> Board:
+        async with self._ctx.sessions() as session:
+            # First: every change after this id is in an event still to come.
+            high_water = await session.scalar(select(func.max(EventRow.id))) or 0
+            rows = list(await session.scalars(select(DialogRow).where(DialogRow.state != "closed")))
+            offers: dict[int, list[int]] = {}
+            for dialog_id, user_id in await session.execute(
+                select(DialogOfferRow.dialog_id, DialogOfferRow.user_id)
+                .order_by(DialogOfferRow.dialog_id, DialogOfferRow.user_id)
+            ):  # fmt: skip
+                offers.setdefault(dialog_id, []).append(user_id)
+            specs = await all_channel_specs(session)
+        # Everyone with a presence, members or not: whoever joins a channel later is known.
+        agents = store(self._ctx)
+        presences = await agents.get_many(await agents.known_agents())
+        last = {int(k): float(v) for k, v in
+                (await self._ctx.redis.hgetall(LAST_ASSIGNED_KEY)).items()}  # fmt: skip
+        dialogs = [d for row in rows if (d := open_dialog(row, tuple(offers.get(row.id, ()))))]
+        log.info("chat_board_built", open_dialogs=len(dialogs), channels=len(specs))
+        return Board(specs, presences, last, dialogs, high_water=high_water)
+
+    def _presence_changed(self, user_id: int, presence: Presence) -> None:
+        board = self._board
+        if board is None or self._early is not None:
+            self._early_presences[user_id] = presence
+            return
+        board.set_presence(user_id, presence)
+        if board.has_queued:
+            self._loop.wake()
+
+    def _on_event(self, event: Published) -> None:
+        if self._early is not None:
+            self._early.append(event)
+            return
+        board = self._board
+        if board is None:
+            return
+        try:
+            concerns_chat = board.apply(event.id, event.type, event.data)
+        except Exception:
+            # Inside EventBus.publish: never raise into the publisher. Memory may now be
+            # wrong, so the next pass builds it again from SQL.
+            log.exception("chat_board_event_failed", event_id=event.id, type=event.type)
+            self._board = None
+            self._loop.wake()
+            return
+        # Our own events give no new work (they are the work done).
+        if concerns_chat and board.has_queued and not self._publishing:
+            self._loop.wake()
+
+    async def _secret_of(self, channel_id: int) -> str | None:
+        async with self._ctx.sessions() as session:
+            found = select(ChannelRow.secret).where(ChannelRow.id == channel_id)
+            return await session.scalar(found)
+
+    def _board_now(self) -> Board:
+        assert self._board is not None, "the chat assigner has not started"
+        return self._board
 
 
-def _deadline(moment: datetime, spec: ChannelSpec) -> datetime | None:
-    return moment + timedelta(seconds=spec.idle_seconds) if spec.idle_seconds > 0 else None
+def _offered(board: Board, placement: Placement) -> bool:
+    known = board.dialog(placement.dialog_id)
+    return (
+        known is not None
+        and known.state == "new"
+        and known.offered_to == tuple(sorted(placement.agents))
+    )
+
+
+def _answer(handed: Sequence[_Handed], answers: Sequence[Inbound]) -> None:
+    for item, inbound in zip(handed, answers, strict=True):
+        if not item.answer.done():
+            item.answer.set_result(inbound)
+
+
+def _never(_event_type: str) -> bool:
+    return False

@@ -148,9 +148,13 @@ def plan_placements(
     idled with, and stays put when nobody else can take it."""
     placements: list[Placement] = []
     last = dict(last_assigned)
+    # Channels with no eligible member left. Until a dialog moving on after idling frees
+    # its holder's slot, loads only grow, so nothing later in them can be placed either: a
+    # backlog of thousands costs one look per channel.
+    full: set[int] = set()
     for dialog in sorted(waiting, key=lambda d: (d.queued_at, d.id)):
         rule = rules.get(dialog.channel_id)
-        if rule is None:
+        if rule is None or dialog.channel_id in full:
             continue
         holder = frozenset({dialog.idle_with} if dialog.idle_with is not None else ())
 
@@ -163,9 +167,12 @@ def plan_placements(
         if not candidates and dialog.tried:
             candidates, new_round = candidates_without(holder), True
         if not candidates:
+            if dialog.idle_with is None:
+                full.add(dialog.channel_id)  # the last look excluded nobody
             continue
         if dialog.idle_with is not None:
             loads.add(dialog.idle_with, dialog.channel_id, -1)
+            full.clear()
         if rule.distribution is Distribution.TO_ALL:
             placements.append(Placement(dialog.id, tuple(candidates), True, new_round))
             continue
@@ -174,3 +181,32 @@ def plan_placements(
         last[agent] = now
         placements.append(Placement(dialog.id, (agent,), False, new_round))
     return placements
+
+
+def over_limit(
+    placements: Sequence[Placement],
+    waiting: Mapping[int, WaitingDialog],
+    rules: Mapping[int, ChannelRule],
+    held: Loads,
+) -> frozenset[int]:
+    """Agents whom `placements` would take past a limit, counted from `held` (what SQL says
+    they hold now). A plan is made from memory; a claim or forward committed just before may
+    not have reached it yet, so the shell checks the plan against SQL inside the transaction
+    that writes it, and replans around the agents named here."""
+    loads = Loads(dict(held.per_channel), dict(held.total))
+    over: set[int] = set()
+    for placement in placements:
+        dialog = waiting[placement.dialog_id]
+        if dialog.idle_with is not None:
+            loads.add(dialog.idle_with, dialog.channel_id, -1)
+        if placement.offer:
+            continue
+        agent = placement.agents[0]
+        rule = rules[dialog.channel_id]
+        loads.add(agent, dialog.channel_id, 1)
+        if loads.total[agent] > HARD_CAP or (
+            rule.max_open is not None
+            and loads.per_channel[(agent, dialog.channel_id)] > rule.max_open
+        ):
+            over.add(agent)
+    return frozenset(over)

@@ -144,8 +144,12 @@ async def all_actions(ctx: ServiceContext) -> dict[str, Action]:
 
 def calling_number_refused(actions: Mapping[str, Action], number: str) -> bool:
     """Whether a call from `number` is refused, by the strongest entry matching it."""
-    matching = [actions[entry] for entry in entries_matching(number) if entry in actions]
-    return strongest(matching) is Action.REFUSE
+    return action_in(actions, number) is Action.REFUSE
+
+
+def action_in(actions: Mapping[str, Action], identity: str) -> Action | None:
+    """The strongest entry of the whole blocklist (`all_actions`) matching `identity`."""
+    return strongest([actions[entry] for entry in entries_matching(identity) if entry in actions])
 
 
 def entry_data(entry: BlocklistEntry) -> dict[str, Any]:

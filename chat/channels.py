@@ -4,6 +4,7 @@ anything is written. Deleting a channel deletes its dialogs; nothing else ever d
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -192,6 +193,28 @@ def channel_data(channel: Channel) -> dict[str, Any]:
         "working_hours": spec.working_hours.model_dump() if spec.working_hours else None,
         "off_hours_reply": spec.off_hours_reply,
     }
+
+
+def spec_from_data(data: Mapping[str, Any]) -> ChannelSpec:
+    """The spec back from `channel_data` (a channel_created or channel_updated event)."""
+    hours = data["working_hours"]
+    return ChannelSpec(
+        name=data["name"],
+        type=data["type"],
+        members=tuple(data["members"]),
+        distribution=Distribution(data["distribution"]),
+        check_availability=data["check_availability"],
+        max_open_dialogs=data["max_open_dialogs"],
+        limit_excludes=frozenset(Countable(e) for e in data["limit_excludes"]),
+        idle_seconds=data["idle_seconds"],
+        reply_url=data["reply_url"],
+        working_hours=WorkingHours.model_validate(hours) if hours else None,
+        off_hours_reply=data["off_hours_reply"],
+    )
+
+
+async def all_channel_specs(session: AsyncSession) -> dict[int, ChannelSpec]:
+    return await channel_specs(session, set(await session.scalars(select(ChannelRow.id))))
 
 
 async def _validate(session: AsyncSession, spec: ChannelSpec, *, channel_id: int | None) -> None:

@@ -11,18 +11,17 @@ here: admin everything, supervisor reads everything, an operator only their own 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.assignment import HARD_CAP, counted_open
-from chat.blocklist import Action, action_for
 from chat.canned_responses import render_canned_response
 from chat.channels import channel_specs, load_channel_row
 from chat.models import (
@@ -33,7 +32,6 @@ from chat.models import (
     OutboxRow,
 )
 from chat.outbox import queue_delivery
-from chat.working_hours import is_open
 from core.context import ServiceContext
 from core.db import utcnow
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -108,71 +106,6 @@ class DialogFilter:
 
 
 # -- the customer's side (through the channel's connector) ---------------------------------
-
-
-async def receive_message(
-    ctx: ServiceContext, channel_id: int, secret: str, customer_id: str,
-    customer_name: str | None, text: str,
-) -> Inbound:  # fmt: skip
-    """Append to the customer's open dialog in this channel, or open one."""
-    try:
-        return await _receive(ctx, channel_id, secret, customer_id, customer_name, text)
-    except IntegrityError:
-        # Two first messages of one customer raced to open the dialog: join the winner's.
-        return await _receive(ctx, channel_id, secret, customer_id, customer_name, text)
-
-
-async def _receive(
-    ctx: ServiceContext, channel_id: int, secret: str, customer_id: str,
-    customer_name: str | None, text: str,
-) -> Inbound:  # fmt: skip
-    now = utcnow()
-    async with ctx.sessions.begin() as session:
-        channel = await load_channel_row(session, channel_id)
-        if not hmac.compare_digest(channel.secret.encode(), secret.encode()):
-            raise BadChannelSecret("X-Channel-Secret does not match this channel's secret")
-        action = await action_for(session, customer_id)
-        if action is Action.REFUSE:
-            raise Blocked(f"{customer_id} is on the blocklist", field="customer.id")
-        events = []
-        dialog = await session.scalar(select(DialogRow).where(
-            DialogRow.channel_id == channel_id, DialogRow.customer_id == customer_id,
-            DialogRow.state != "closed",
-        ))  # fmt: skip
-        created = dialog is None
-        if dialog is None:
-            spam = action is Action.SPAM
-            dialog = DialogRow(
-                channel_id=channel_id, customer_id=customer_id, customer_name=customer_name,
-                state="closed" if spam else "new", spam=spam, created_at=now, queued_at=now,
-                last_message_at=now, tried=[], closed_at=now if spam else None,
-                closed_by="spam" if spam else None,
-            )  # fmt: skip
-            session.add(dialog)
-            await session.flush()
-            events.append(await ctx.events.stage(session, "dialog_created", dialog_data(dialog)))
-        else:
-            if dialog.state in ("answered", "waiting"):
-                dialog.state = "assigned"  # the agent's turn again
-            if customer_name:
-                dialog.customer_name = customer_name
-            dialog.last_message_at = now
-        message = ChatMessageRow(dialog_id=dialog.id, direction="in", text=text, created_at=now)
-        session.add(message)
-        await session.flush()
-        events.append(await ctx.events.stage(session, "message_received", message_data(message)))
-        spec = (await channel_specs(session, {channel_id}))[channel_id]
-        if created and not dialog.spam and spec.off_hours_reply and not is_open(
-            spec.working_hours, now
-        ):  # fmt: skip
-            reply = await _send(session, dialog, channel, spec.off_hours_reply, None, now)
-            events.append(await ctx.events.stage(session, "message_sent", message_data(reply)))
-        inbound = Inbound(dialog.id, message.id, dialog.state, dialog.spam)
-    await ctx.events.publish(*events)
-    ctx.metrics.chat_messages.labels(direction="in").inc()
-    if created:
-        ctx.metrics.chat_dialogs.labels(event="spam" if inbound.spam else "created").inc()
-    return inbound
 
 
 async def rate(ctx: ServiceContext, dialog_id: int, secret: str, rating: int) -> DialogRow:
@@ -274,13 +207,15 @@ async def reply(
             )  # fmt: skip
         assert text is not None  # the API sends exactly one of text and canned_response_id
         channel = await load_channel_row(session, dialog.channel_id)
-        message = await _send(session, dialog, channel, text, viewer.user_id, now)
+        message = await _send(session, dialog, channel.reply_url, text, viewer.user_id, now)
         if dialog.first_response_at is None:
             dialog.first_response_at = now
             dialog.first_response_by = viewer.user_id
         dialog.state = "waiting" if wait_for_customer else "answered"
         dialog.idle_deadline = None
-        events.append(await ctx.events.stage(session, "message_sent", message_data(message)))
+        events.append(
+            await ctx.events.stage(session, "message_sent", message_data(message, dialog.state))
+        )
     await ctx.events.publish(*events)
     ctx.metrics.chat_messages.labels(direction="out").inc()
     return message
@@ -364,39 +299,88 @@ async def open_dialog_loads(
     session: AsyncSession, agents: Sequence[int]
 ) -> dict[tuple[int, int], dict[str, int]]:
     """(agent, channel) -> open dialogs per state, for the agents given."""
-    loads: dict[tuple[int, int], dict[str, int]] = {}
     if not agents:
-        return loads
-    for agent, channel_id, state, count in await session.execute(
+        return {}
+    return loads_from_rows(await session.execute(held_counts(agents)))
+
+
+def held_counts(agents: Sequence[int]) -> Select[int | None, int, str, int]:
+    return (
         select(DialogRow.assignee_id, DialogRow.channel_id, DialogRow.state, func.count())
         .where(DialogRow.assignee_id.in_(agents), DialogRow.state.in_(HELD_STATES))
         .group_by(DialogRow.assignee_id, DialogRow.channel_id, DialogRow.state)
-    ):  # fmt: skip
+    )
+
+
+def loads_from_rows(
+    rows: Iterable[tuple[int | None, int, str, int]],
+) -> dict[tuple[int, int], dict[str, int]]:
+    loads: dict[tuple[int, int], dict[str, int]] = {}
+    for agent, channel_id, state, count in rows:
         if agent is not None:  # always: the IN clause holds ids only
             loads.setdefault((agent, channel_id), {})[state] = count
     return loads
 
 
-async def agents_blocked_for_calls(ctx: ServiceContext, agents: frozenset[int]) -> frozenset[int]:
-    """Agents whose counted open dialogs (each channel's exclusions applied) reach
-    chat.block_calls_at; none when it is 0."""
-    limit = ctx.settings.chat.block_calls_at
-    if limit == 0 or not agents:
-        return frozenset()
-    async with ctx.sessions() as session:
-        loads = await open_dialog_loads(session, sorted(agents))
-        specs = await channel_specs(session, {channel_id for _, channel_id in loads})
-    counted: dict[int, int] = {}
-    for (agent, channel_id), states in loads.items():
-        excludes = specs[channel_id].limit_excludes if channel_id in specs else frozenset()
-        counted[agent] = counted.get(agent, 0) + counted_open(states, excludes)
-    return frozenset(a for a, n in counted.items() if n >= limit)
+async def lock_agents(session: AsyncSession, agents: Sequence[int]) -> None:
+    """Before counting what agents hold in order to give them more: with PostgreSQL, two
+    transactions doing so for one agent take turns on the agent's row (the chat assigner's
+    pass locks them too). SQLite has one writer at a time already (and no FOR UPDATE)."""
+    if agents and session.get_bind().dialect.name != "sqlite":
+        await session.execute(agent_rows_locked(agents))
+
+
+def agent_rows_locked(agents: Sequence[int]) -> Select[int]:
+    return select(User.id).where(User.id.in_(agents)).with_for_update()
 
 
 # -- views ---------------------------------------------------------------------------------
 
 
-def dialog_data(dialog: DialogRow) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DialogView:
+    """A dialog's columns as plain values: what chat.writes reads and writes without the ORM
+    (its rows would cost a unit of work each on the hot path)."""
+
+    id: int
+    channel_id: int
+    customer_id: str
+    customer_name: str | None
+    state: str
+    spam: bool
+    assignee_id: int | None
+    created_at: datetime
+    queued_at: datetime
+    assigned_at: datetime | None
+    first_assigned_at: datetime | None
+    idle_deadline: datetime | None
+    tried: list[int]
+    first_response_at: datetime | None
+    first_response_by: int | None
+    last_message_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+    rating: int | None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> DialogView:
+        return cls(**{name: row[name] for name in _DIALOG_FIELDS})
+
+
+_DIALOG_FIELDS = tuple(DialogView.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    dialog_id: int
+    direction: str
+    author_id: int | None
+    text: str
+    created_at: datetime
+
+
+def dialog_data(dialog: DialogRow | DialogView) -> dict[str, Any]:
     return {
         "id": dialog.id,
         "channel_id": dialog.channel_id,
@@ -412,10 +396,14 @@ def dialog_data(dialog: DialogRow) -> dict[str, Any]:
         "closed_at": _iso(dialog.closed_at),
         "closed_by": dialog.closed_by,
         "rating": dialog.rating,
+        # For the chat assigner's memory (chat.board): when an unanswered dialog moves on,
+        # and the agents it already sat idle with.
+        "idle_deadline": _iso(dialog.idle_deadline),
+        "tried": list(dialog.tried or []),
     }
 
 
-def message_data(message: ChatMessageRow) -> dict[str, Any]:
+def message_data(message: ChatMessageRow | MessageView, dialog_state: str) -> dict[str, Any]:
     return {
         "id": message.id,
         "dialog_id": message.dialog_id,
@@ -423,6 +411,9 @@ def message_data(message: ChatMessageRow) -> dict[str, Any]:
         "author_id": message.author_id,
         "text": message.text,
         "created_at": _iso(message.created_at),
+        # A message can change its dialog's state (a reply answers it, the customer writing
+        # back makes it the agent's turn again).
+        "dialog_state": dialog_state,
     }
 
 
@@ -478,6 +469,7 @@ async def _ensure_capacity(
     session: AsyncSession, agent: int, channel_id: int, max_open: int | None,
     excludes: frozenset[Any],
 ) -> None:  # fmt: skip
+    await lock_agents(session, [agent])
     loads = await open_dialog_loads(session, [agent])
     total = sum(sum(states.values()) for states in loads.values())
     if total >= HARD_CAP:
@@ -527,14 +519,14 @@ async def _forward_to_channel(
 
 
 async def _send(
-    session: AsyncSession, dialog: DialogRow, channel: ChannelRow, text: str,
+    session: AsyncSession, dialog: DialogRow, reply_url: str | None, text: str,
     author_id: int | None, now: datetime,
 ) -> ChatMessageRow:  # fmt: skip
     message = ChatMessageRow(dialog_id=dialog.id, direction="out", author_id=author_id,
                              text=text, created_at=now)  # fmt: skip
     session.add(message)
     await session.flush()
-    if channel.reply_url:
+    if reply_url:
         queue_delivery(session, message, now)
     dialog.last_message_at = now
     return message

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from chat.models import ChannelRow, ChatMessageRow, DialogRow, OutboxRow
 from core.background import PassLoop
@@ -55,7 +56,7 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def queue_delivery(session: AsyncSession, message: ChatMessageRow, now: datetime) -> None:
+def queue_delivery(session: AsyncSession | Session, message: ChatMessageRow, now: datetime) -> None:
     session.add(OutboxRow(message_id=message.id, dialog_id=message.dialog_id, attempts=0,
                           next_attempt_at=now))  # fmt: skip
 

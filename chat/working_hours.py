@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,6 +53,25 @@ def is_open(hours: WorkingHours | None, now: datetime) -> bool:
         start <= minute < end
         for start, end in map(_bounds, hours.days.get(DAYS[local.weekday()], []))
     )
+
+
+def next_opening(hours: WorkingHours | None, now: datetime) -> datetime | None:
+    """The first instant after `now` when the hours open (an interval starts); None when
+    they never do (no intervals) or there are no hours (always open). Dialogs waiting in a
+    closed channel are looked at again then, instead of every second."""
+    if hours is None:
+        return None
+    zone = ZoneInfo(hours.timezone)
+    today = now.astimezone(zone).date()
+    # Eight days: today's later intervals, the next six days, and today's weekday next week.
+    for offset in range(8):
+        day = today + timedelta(days=offset)
+        starts = sorted(_bounds(i)[0] for i in hours.days.get(DAYS[day.weekday()], []))
+        for start in starts:
+            at = datetime.combine(day, time(start // 60, start % 60), tzinfo=zone)
+            if at > now:
+                return at
+    return None
 
 
 def _bounds(interval: str) -> tuple[int, int]:

@@ -21,7 +21,6 @@ import structlog
 from acd.agents import recover_after_restart
 from acd.dispatcher import Dispatcher
 from chat.assigner import ChatAssigner
-from chat.dialogs import agents_blocked_for_calls
 from chat.outbox import OutboxDelivery
 from controller.retention import RetentionJob
 from core.context import PhoneContacts, ServiceContext
@@ -83,9 +82,11 @@ class Controller:
         self._edge = edge
         self._media_workers = media_workers
         self._clock = clock
-        self.dispatcher = Dispatcher(ctx, lambda agents: agents_blocked_for_calls(ctx, agents))
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         self.chat_assigner = ChatAssigner(ctx)
+        # One capacity model: enough open chat dialogs keep calls away (chat.block_calls_at),
+        # asked of the assigner's memory.
+        self.dispatcher = Dispatcher(ctx, self.chat_assigner.blocked_for_calls)
         self._outbox = OutboxDelivery(ctx)
         self._retention = RetentionJob(ctx)
         self.pool: WorkerPool | None = None
@@ -94,8 +95,8 @@ class Controller:
         # Calls do not outlive the controller: whatever "ringing" or "in call" Redis
         # remembers from the last run is stale.
         await recover_after_restart(self._ctx)
+        await self.chat_assigner.start()
         await self.dispatcher.start()
-        self.chat_assigner.start()
         self._outbox.start()
         self._retention.start()
         if self._media_workers:

@@ -5,17 +5,18 @@ event stream and any other process."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy import JSON, Integer, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import Base, UtcDateTime, utcnow
 from core.wakeups import Wakeups
@@ -34,6 +35,10 @@ class EventRow(Base):
     type: Mapped[str] = mapped_column(String(64), index=True)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# The table, for writes without the ORM's unit of work (stage_in).
+EVENTS = cast(Table, EventRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,32 @@ class EventBus:
             self._published.labels(type=event.type).inc()
             # In-process first: a Redis outage must not keep the service's own work asleep.
             self._wakeups.notify(event.type)
-            try:
-                await self._redis.publish(EVENTS_CHANNEL, json.dumps(event.envelope()))
-            except RedisError as exc:
-                # The event is already persisted; live subscribers catch up with ?since=<id>.
-                log.error(
-                    "event_publish_failed", event_id=event.id, type=event.type, error=str(exc)
-                )
+            self._wakeups.notify_event(event)
+        if not events:
+            return
+        try:
+            # One round trip for the lot: a chat message publishes three or more.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(EVENTS_CHANNEL, json.dumps(event.envelope()))
+                await pipe.execute()
+        except RedisError as exc:
+            # The events are already persisted; live subscribers catch up with ?since=<id>.
+            log.error(
+                "event_publish_failed", event_ids=[e.id for e in events],
+                types=sorted({e.type for e in events}), error=str(exc),
+            )  # fmt: skip
+
+
+def stage_in(session: Session, events: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+    """Several events in a plain (blocking) session's transaction (SessionFactory.run_whole),
+    in order, with one INSERT (Core: no unit of work); publish them once it has committed."""
+    at = utcnow()
+    rows = [{"type": type_, "occurred_at": at, "data": data} for type_, data in events]
+    ids = session.scalars(
+        insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True), rows
+    ).all()
+    return [Event(i, type_, at, data) for i, (type_, data) in zip(ids, events, strict=True)]
 
 
 async def events_after(session: AsyncSession, after_id: int, limit: int = 1000) -> list[Event]:

@@ -18,7 +18,7 @@ Redis here. Redis pub/sub remains the path for the WebSocket event stream and ot
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 # Called with the type of each event published in this process, right after its transaction
 # committed. It runs inside EventBus.publish: it must be quick and must not raise.
@@ -29,10 +29,27 @@ Listener = Callable[[str], None]
 Watcher = Callable[[Any], None]
 
 
+class Published(Protocol):
+    """What an event listener sees of an event (core.events.Event)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+# Called with each whole event, for state kept in memory from the events themselves (the chat
+# assigner's view of dialogs and channels). Same rules as a Listener: quick, never raises.
+EventListener = Callable[[Published], None]
+
+
 class Wakeups:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._watchers: dict[str, list[Watcher]] = {}
+        self._event_listeners: list[EventListener] = []
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -53,3 +70,13 @@ class Wakeups:
     def changed(self, topic: str, value: Any) -> None:
         for watcher in self._watchers.get(topic, ()):
             watcher(value)
+
+    def add_event_listener(self, listener: EventListener) -> None:
+        self._event_listeners.append(listener)
+
+    def remove_event_listener(self, listener: EventListener) -> None:
+        self._event_listeners.remove(listener)
+
+    def notify_event(self, event: Published) -> None:
+        for listener in self._event_listeners:
+            listener(event)

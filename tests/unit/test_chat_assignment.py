@@ -15,6 +15,7 @@ from chat.assignment import (
     Placement,
     WaitingDialog,
     counted_open,
+    over_limit,
     plan_placements,
     takes_chats,
 )
@@ -179,3 +180,41 @@ def test_idle_to_all_dialog_is_offered_to_the_others() -> None:
 def test_unknown_channel_is_ignored() -> None:
     stray = WaitingDialog(1, CHANNEL + 1, 1.0)
     assert plan(ChannelRule(Distribution.EVENLY, MEMBERS), [stray]) == []
+
+
+def test_a_backlog_nobody_can_take_keeps_no_other_channel_waiting() -> None:
+    other = CHANNEL + 1
+    rules = {CHANNEL: ChannelRule(Distribution.EVENLY, (11,), max_open=1),
+             other: ChannelRule(Distribution.EVENLY, (12,))}  # fmt: skip
+    backlog = [WaitingDialog(i, CHANNEL, float(i)) for i in range(1, 2001)]
+    late = WaitingDialog(5000, other, 5000.0)
+    got = plan_placements([*backlog, late], rules, everyone(), loads(a11=1), {},
+                          while_on_call=True, now=100.0)  # fmt: skip
+    assert got == [Placement(5000, (12,))]
+
+
+@pytest.mark.parametrize(
+    ("placements", "held", "over"),
+    [
+        ([Placement(1, (11,))], loads(a11=1), frozenset()),  # room for one more: max_open 2
+        ([Placement(1, (11,)), Placement(2, (11,))], loads(a11=1), {11}),
+        ([Placement(1, (11,)), Placement(2, (12,))], loads(a11=2), {11}),  # a claim got there
+        ([Placement(1, (11, 12, 13), offer=True)], loads(a11=2), frozenset()),  # offers hold none
+        # 11 idled with dialog 3 and gets dialog 1: its slot moved on with dialog 3.
+        ([Placement(3, (12,)), Placement(1, (11,))], loads(a11=2), frozenset()),
+    ],
+)
+def test_a_plan_is_checked_against_what_agents_hold(
+    placements: list[Placement], held: Loads, over: frozenset[int]
+) -> None:
+    waiting = {1: WaitingDialog(1, CHANNEL, 1.0), 2: WaitingDialog(2, CHANNEL, 2.0),
+               3: WaitingDialog(3, CHANNEL, 0.5, idle_with=11)}  # fmt: skip
+    rules = {CHANNEL: ChannelRule(Distribution.EVENLY, MEMBERS, max_open=2)}
+    assert over_limit(placements, waiting, rules, held) == over
+
+
+def test_the_hard_cap_is_checked_too() -> None:
+    waiting = {1: WaitingDialog(1, CHANNEL, 1.0)}
+    rules = {CHANNEL: ChannelRule(Distribution.EVENLY, MEMBERS)}
+    held = Loads({}, {11: HARD_CAP})
+    assert over_limit([Placement(1, (11,))], waiting, rules, held) == {11}

@@ -14,7 +14,7 @@ from chat.blocklist import Action, InvalidEntry, entries_matching, normalised_en
 from chat.canned_responses import InvalidPlaceholder, check_placeholders, fill
 from chat.outbox import backoff_seconds, signature
 from chat.stats import DialogFacts, figures, figures_by
-from chat.working_hours import WorkingHours, is_open
+from chat.working_hours import WorkingHours, is_open, next_opening
 
 OFFICE = WorkingHours(
     timezone="Europe/Berlin", days={"mon": ["09:00-12:00", "13:00-18:00"], "sat": ["10:00-24:00"]}
@@ -36,6 +36,28 @@ OFFICE = WorkingHours(
 )
 def test_working_hours(utc: str, open_: bool) -> None:
     assert is_open(OFFICE, datetime.fromisoformat(utc).replace(tzinfo=UTC)) is open_
+
+
+@pytest.mark.parametrize(
+    ("utc", "opens"),
+    [
+        ("2026-11-23T06:00:00", "2026-11-23T08:00:00"),  # Monday 07:00 -> 09:00 Berlin
+        ("2026-11-23T09:00:00", "2026-11-23T12:00:00"),  # 10:00 -> after lunch, 13:00
+        ("2026-11-23T12:00:00", "2026-11-28T09:00:00"),  # 13:00 (just opened) -> Saturday
+        ("2026-11-28T12:00:00", "2026-11-30T08:00:00"),  # Saturday -> next Monday 09:00
+        ("2026-03-29T06:00:00", "2026-03-30T07:00:00"),  # Sunday before: Monday in summer time
+    ],
+)
+def test_working_hours_next_opening(utc: str, opens: str) -> None:
+    at = next_opening(OFFICE, datetime.fromisoformat(utc).replace(tzinfo=UTC))
+    assert at == datetime.fromisoformat(opens).replace(tzinfo=UTC)
+    assert at is not None and is_open(OFFICE, at)
+
+
+def test_hours_that_never_open_or_always_are_have_no_next_opening() -> None:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    assert next_opening(WorkingHours(timezone="UTC", days={}), now) is None
+    assert next_opening(None, now) is None
 
 
 def test_no_working_hours_means_always_open() -> None:
