@@ -71,6 +71,10 @@ RING_TIMER_MARGIN_S = 10
 DROP_SUMMARY_LINES = 20
 # Sources with at least this many drops are logged before the others.
 DROP_SUMMARY_LOUD = 10
+# How long the edge keeps an answered call's dialog (the dialog module's default_timeout;
+# in-dialog requests start it again): past it the edge forgets the call, which goes on, and
+# could not end it for a dead worker. A day is longer than any call a contact center holds.
+DIALOG_LIFETIME_S = 24 * 3600
 # How long a Kamailio process waits for the service's SQLite write lock before a write fails.
 DB_BUSY_TIMEOUT_MS = 2000
 # Kamailio's URL parser takes what follows "sqlite:///" as the file name: an absolute path
@@ -133,6 +137,25 @@ def kamailio_db_url(database_url: str) -> str:
     return kamailio_url
 
 
+# The dialog profile the edge files every call to or from a media worker in, by the worker's
+# URI (kamailio.cfg.j2, route[FILE_UNDER_WORKER]).
+WORKER_PROFILE = "worker"
+# The dialog variable naming the worker the dispatcher sent (and counted) a call to; a call
+# the worker placed itself has none.
+_DISPATCHED_TO_VARIABLE = "worker"
+# The dialog module's states: INVITE sent, ringing, answered (ACK awaited), answered and
+# ACKed. A dialog in any other state is already ending.
+_DIALOG_UNCONFIRMED, _DIALOG_EARLY, _DIALOG_ANSWERED, _DIALOG_CONFIRMED = 1, 2, 3, 4
+# What the edge answers a caller whose worker died before answering it.
+WORKER_LOST_ANSWER = (500, "Worker Lost")
+# Where the edge's script (kamailio.cfg.j2, xhttp:request) ends a dead worker's INVITE still
+# unanswered: answering its caller, or CANCELling the phone it rings.
+ANSWER_CALLER_PATH = "/answer-caller"
+CANCEL_RING_PATH = "/cancel-ring"
+# Marks the edge's BYEs for a call the dispatcher counted on its worker (kamailio.cfg.j2,
+# event_route[tm:local-request]); never sent on.
+COUNTED_HEADER = "X-PBX-Counted"
+
 # Dispatcher list flags: 0 takes calls, 4 is off ("admin disabled": nothing turns it on again
 # but dispatcher.set_state).
 _SLOT_ON, _SLOT_OFF = 0, 4
@@ -183,6 +206,10 @@ class EdgeWorkerSet:
         """Turn one slot on or off; KamailioRpcError if the edge refused."""
         await self._rpc.call("dispatcher.set_state", "a" if ready else "d", 1, uri)
 
+    async def end_calls(self, uri: str) -> int:
+        """End the calls of the worker at this URI for their far ends (it died); how many."""
+        return await self._rpc.end_worker_calls(uri)
+
 
 def invite_timer_ms(settings: Settings) -> int:
     """tm's INVITE timers: the longest ring a queue (its ring_timeout's bound) or a call
@@ -227,6 +254,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_stat_prefix=DROP_STAT_PREFIX,
         drop_summary_s=DROP_SUMMARY_SECONDS,
         invite_timer_ms=invite_timer_ms(settings),
+        dialog_early_timeout_s=math.ceil(invite_timer_ms(settings) / 1000),
+        dialog_lifetime_s=DIALOG_LIFETIME_S,
         drop_summary_lines=DROP_SUMMARY_LINES,
         drop_summary_loud=DROP_SUMMARY_LOUD,
         db_busy_timeout_ms=DB_BUSY_TIMEOUT_MS,
@@ -240,6 +269,11 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         trunk_sources=settings.trunk.sources,
         final_header=FINAL_HEADER,
         ring_header=RING_HEADER,
+        answer_caller_path=ANSWER_CALLER_PATH,
+        cancel_ring_path=CANCEL_RING_PATH,
+        counted_header=COUNTED_HEADER,
+        worker_lost_code=WORKER_LOST_ANSWER[0],
+        worker_lost_reason=WORKER_LOST_ANSWER[1],
         registration_id=REGISTRATION_ID if settings.trunk.registration else None,
         registration_tick_s=renewal_tick_seconds(settings.trunk),
         registration_retry_s=RETRY_AFTER_FAILURE_S,
@@ -361,7 +395,8 @@ class KamailioRpc:
     """JSON-RPC over HTTP to Kamailio's jsonrpcs module (xhttp on the loopback RPC port)."""
 
     def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
-        self.url = f"http://{host}:{port}/RPC"
+        self._base_url = f"http://{host}:{port}"
+        self.url = f"{self._base_url}/RPC"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
@@ -373,11 +408,6 @@ class KamailioRpc:
 
     async def call(self, method: str, *params: Any) -> Any:
         """The call's result; KamailioRpcError if Kamailio cannot be reached or answers an error."""
-        if self._session is None:
-            # Created on first use: a ClientSession belongs to the running event loop. Its
-            # connections are kept: a call to a phone asks first whether it is registered, and
-            # a new TCP connection each time cost that path a millisecond.
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         request = {
             "jsonrpc": "2.0",
             "method": method,
@@ -404,9 +434,16 @@ class KamailioRpc:
             raise KamailioRpcError(f"Kamailio RPC {method}: {error!r}")
         return reply.get("result")
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Created on first use: a ClientSession belongs to the running event loop. Its
+            # connections are kept: a call to a phone asks first whether it is registered, and
+            # a new TCP connection each time cost that path a millisecond.
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
     async def _post(self, request: Mapping[str, Any]) -> Any:
-        assert self._session is not None
-        async with self._session.post(self.url, json=request) as response:
+        async with self._client().post(self.url, json=request) as response:
             return await response.json(content_type=None)
 
     async def is_answering(self) -> bool:
@@ -451,6 +488,53 @@ class KamailioRpc:
             reason: int(result.get(f"script.{DROP_STAT_PREFIX}{reason}", 0))
             for reason in DROP_REASONS
         }
+
+    async def end_worker_calls(self, worker_uri: str) -> int:
+        """End, for the far ends, every call the edge holds to or from this worker (it died):
+        BYE both ways once answered; before that, its caller gets WORKER_LOST_ANSWER, or the
+        phones it rings a CANCEL. Returns how many calls were ended."""
+        listed = await self.call("dlg.profile_list", WORKER_PROFILE, worker_uri)
+        # jsonrpcs answers a single dialog as itself, several as a list, none as nothing.
+        dialogs: list[Mapping[str, Any]] = (
+            listed if isinstance(listed, list) else [listed] if listed else []
+        )
+        ended = 0
+        for dialog in dialogs:
+            call_id = dialog["call-id"]
+            variables = dialog.get("variables", [])
+            to_worker = any(_DISPATCHED_TO_VARIABLE in each for each in variables)
+            try:
+                if dialog["state"] in (_DIALOG_ANSWERED, _DIALOG_CONFIRMED):
+                    marks = [f"{COUNTED_HEADER}: 1\r\n"] if to_worker else []
+                    await self.call("dlg.end_dlg", dialog["h_entry"], dialog["h_id"], *marks)
+                elif dialog["state"] in (_DIALOG_UNCONFIRMED, _DIALOG_EARLY):
+                    # dlg.end_dlg refuses dialogs not yet answered (Kamailio 5.6); their INVITE
+                    # transaction is still there to be answered or CANCELled.
+                    await self._edge_script(
+                        ANSWER_CALLER_PATH if to_worker else CANCEL_RING_PATH,
+                        f"{dialog['caller']['cseq']},{call_id}",
+                    )
+                else:
+                    continue
+            except KamailioRpcError as exc:
+                if exc.code is None:
+                    raise  # no answer from the edge: the other calls would fare no better
+                if exc.code != 404:  # 404: it ended by itself since it was listed
+                    log.warning("worker_call_not_ended", sip_call_id=call_id, error=str(exc))
+                continue
+            ended += 1
+        return ended
+
+    async def _edge_script(self, path: str, body: str) -> None:
+        """POST to one of the edge script's own paths; KamailioRpcError unless it answers 200
+        (`code` is then its HTTP status)."""
+        try:
+            async with self._client().post(f"{self._base_url}{path}", data=body) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KamailioRpcError(f"Kamailio {path} failed: {exc!r}") from exc
+        if status != 200:
+            raise KamailioRpcError(f"Kamailio {path}: HTTP {status}", code=status)
 
     async def drop_registrations(self, username: str) -> None:
         """Forget every binding of an extension; an extension with none is fine."""

@@ -1,4 +1,5 @@
-"""The rendered kamailio.cfg: the edge's INVITE timers outlast the longest ring allowed."""
+"""The rendered kamailio.cfg: the edge's INVITE timers outlast the longest ring allowed, and so
+does its memory of a ringing call."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def test_the_invite_timer_follows_calls_ring_timeout_when_it_is_the_longer(
     expected_ms = int((MAX_RING_TIMEOUT_S + 300.5 + RING_TIMER_MARGIN_S) * 1000)
     assert tm_param(config, "fr_inv_timer") == expected_ms
     assert tm_param(config, "max_inv_lifetime") == expected_ms
+
+
+def dialog_param(config: str, name: str) -> int:
+    found = re.search(rf'^modparam\("dialog", "{name}", (\d+)\)$', config, re.MULTILINE)
+    assert found, f"no dialog {name} in the config"
+    return int(found[1])
+
+
+def test_the_edge_keeps_a_ringing_calls_dialog_as_long_as_tm_lets_it_ring(
+    tmp_path: Path,
+) -> None:
+    """A dialog the edge forgot could not be ended for a dead worker: the dialog module
+    drops early dialogs after early_timeout (300 s by default), shorter than a queue's ring."""
+    config = render(settings_for(tmp_path), tmp_path)
+    assert dialog_param(config, "early_timeout") * 1000 >= tm_param(config, "fr_inv_timer")
+    assert dialog_param(config, "default_timeout") >= 12 * 3600
