@@ -160,6 +160,12 @@ class Metrics:
             "Media workers that died unexpectedly (replaced as needed)",
             registry=self.registry,
         )
+        self.dead_worker_calls_ended = Counter(
+            "pbx_dead_worker_calls_ended_total",
+            "Calls of media workers that died, ended by the edge for their far ends (BYE, or"
+            " CANCEL to a ringing phone)",
+            registry=self.registry,
+        )
         self.media_timeouts = Counter(
             "pbx_media_timeouts_total",
             "Call legs hung up because their RTP stopped (workers.media_timeout)",

@@ -590,6 +590,8 @@ class MemoryEdge:
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self.installed = False
         self.ready: set[str] = set()
+        # The workers whose calls the pool asked the edge to end, in order (their URIs).
+        self.calls_ended_for: list[str] = []
         self._on_change = on_change
 
     async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None:
@@ -603,6 +605,12 @@ class MemoryEdge:
         else:
             self.ready.discard(uri)
         self._on_change()
+
+    async def end_calls(self, uri: str) -> int:
+        """The far ends here are the test's: it sees the request, and no call is counted."""
+        self.calls_ended_for.append(uri)
+        self._on_change()
+        return 0
 
     def takes_calls(self, sip_port: int) -> bool:
         return not self.installed or any(uri.endswith(f":{sip_port}") for uri in self.ready)

@@ -77,11 +77,14 @@ InboundHandler = Callable[[Leg], Awaitable[None]]
 
 
 class WorkerEdge(Protocol):
-    """The edge's list of workers (pbx.kamailio.EdgeWorkerSet); both raise EdgeUnavailable."""
+    """The edge's list of workers and the calls it holds for them
+    (pbx.kamailio.EdgeWorkerSet); each raises EdgeUnavailable."""
 
     async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None: ...
 
     async def set_ready(self, uri: str, ready: bool) -> None: ...
+
+    async def end_calls(self, uri: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class WorkerPool:
         self.max_workers = max_workers(settings)
         self._workers: dict[int, _Worker] = {}
         self._bad_slots: dict[int, float] = {}
+        # Slots of dead workers whose calls the edge is still ending: a replacement there would
+        # have the same URI, and its new calls would be ended with the old ones.
+        self._slots_ending_calls: set[int] = set()
         self._legs_per_worker = 0  # measured by the first worker
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
@@ -363,7 +369,11 @@ class WorkerPool:
     def _new_worker(self) -> _Worker | None:
         now = time.monotonic()
         for slot in range(self.max_workers):
-            if slot in self._workers or self._bad_slots.get(slot, 0.0) > now:
+            if (
+                slot in self._workers
+                or slot in self._slots_ending_calls
+                or self._bad_slots.get(slot, 0.0) > now
+            ):
                 continue
             worker = _Worker(
                 id=slot,
@@ -474,8 +484,27 @@ class WorkerPool:
                 self._metrics.worker_restarts.inc()
             log.error("worker_lost", worker=worker.id, pid=worker.pid, legs=len(worker.legs))
             self._own(self._publish())
+            if self._edge is not None:
+                self._slots_ending_calls.add(worker.id)
+                self._own(self._end_calls_at_edge(self._edge, worker))
         self._end_all_legs(worker)
         self._resize_wanted.set()
+
+    async def _end_calls_at_edge(self, edge: WorkerEdge, worker: _Worker) -> None:
+        """The far ends of a dead worker's calls hear nothing from it: the edge ends them
+        (BYE, or CANCEL while a phone rings). Its slot is free again afterwards."""
+        try:
+            ended = await edge.end_calls(self._uri(worker.sip_port))
+        except EdgeUnavailable as exc:
+            # The far ends keep a dead call until they hang up; nothing to retry against.
+            log.error("worker_calls_not_ended_at_edge", worker=worker.id, error=str(exc))
+        else:
+            if self._metrics is not None:
+                self._metrics.dead_worker_calls_ended.inc(ended)
+            log.info("worker_calls_ended_at_edge", worker=worker.id, calls=ended)
+        finally:
+            self._slots_ending_calls.discard(worker.id)
+            self._resize_wanted.set()
 
     def _end_all_legs(self, worker: _Worker) -> None:
         for pending in worker.pending.values():
