@@ -9,6 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from core.settings import Settings
 from ivr.prompts import cached_speech_path
 from tests.integration.test_calls import wait_for_call
@@ -295,6 +299,41 @@ async def test_caller_abandoning_while_agents_ring(
     state = await eventually_presence(admin, slow, status="ready", activity="idle")
     assert state["reason"] is None
     assert (await wait_for_call(admin, party=number))["disposition"] == "abandoned"
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["ringing", "answered"])
+async def test_a_dead_workers_calls_are_ended_by_the_edge_for_both_phones(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, api_server: TestServer,
+    tmp_path: Path, answered: bool,
+) -> None:  # fmt: skip
+    """kill -9 of the worker holding a queue call: the caller gets a BYE from the edge, the
+    agent's phone a BYE once it answered, a CANCEL while it still rang."""
+    member = await agent("Agent Of A Dying Worker", auto_answer=200 if answered else None)
+    queue_id, number = await queue_line(admin, [member], ring_timeout=60)
+    # No pause after the ACK: SIPp would take the edge's BYE during one for a stray message.
+    sipp = caller(settings, tmp_path, number, hang_up="remote", digits_after_s=0.0,
+                  timeout_s=20)  # fmt: skip
+    offer = await member.rings()
+    if answered:
+        await asyncio.wait_for(offer.answered, 5)
+        await eventually_logged(admin, queue_id, "connect")
+    pool = api_server.app[CONTROLLER_KEY].pool
+    assert pool is not None
+    (worker,) = [w for w in pool.workers if w.legs_in_use]
+    metrics = api_server.app[CONTEXT_KEY].metrics.registry
+    ended_before = metrics.get_sample_value("pbx_dead_worker_calls_ended_total") or 0
+    await pool.kill_worker_for_test(worker.id)
+    # Nothing but the edge is left to end them: the worker that held both legs is gone.
+    assert (await asyncio.wait_for(sipp, 5)).succeeded, "the caller got no BYE"
+    if answered:
+        assert await asyncio.wait_for(offer.ended, 5) == 200
+        assert offer.progress.ending_request.startswith("BYE "), "the agent got no BYE"
+    else:
+        assert await asyncio.wait_for(offer.ended, 5) == 487, "the agent's ring was not CANCELled"
+    ended = metrics.get_sample_value("pbx_dead_worker_calls_ended_total")
+    assert ended == ended_before + 2
+    await eventually_logged(admin, queue_id, "failed")
+    await eventually_presence(admin, member, status="ready", activity="idle")
 
 
 async def test_max_wait_sends_the_caller_to_overflow(

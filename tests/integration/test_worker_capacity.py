@@ -1,6 +1,6 @@
 """Capacity and failure through the edge: a full pool answers 503 and leaks no leg; a worker
 full at the pjsua level hands callers to another; a busy phone stays busy; a worker killed
-mid-call ends only its own calls and comes back."""
+mid-call ends only its own calls (the edge hangs them up or CANCELs them) and comes back."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from api.routing import CONTROLLER_KEY
 from core.settings import Settings
 from pbx.capacity import WorkerState
-from pbx.kamailio import KamailioRpc
+from pbx.kamailio import WORKER_PROFILE, KamailioRpc
 from pbx.pool import WorkerPool
 from tests.conftest import MakePhone
 from tests.integration.test_api_prompts import make_wav, upload
@@ -95,6 +95,18 @@ async def set_dispatcher_state(
     await edge.call("dispatcher.set_state", state, 1, pool.dispatcher_targets()[worker_id])
 
 
+async def calls_counted(edge: KamailioRpc, uri: str) -> int:
+    """The calls the edge's dispatcher counts for the worker slot at `uri`."""
+    listed = await edge.call("dispatcher.list")
+    (target,) = [
+        target["DEST"]
+        for target in listed["RECORDS"][0]["SET"]["TARGETS"]
+        if target["DEST"]["URI"] == uri
+    ]
+    count: int = target["RUNTIME"]["DLGLOAD"]
+    return count
+
+
 async def test_worker_full_at_the_pjsua_level_hands_the_caller_to_another(
     admin: ApiClient, settings: Settings, api_server: TestServer, edge_rpc: KamailioRpc,
     phone: MakePhone, dial_number: dict[str, Any], hold_number: dict[str, Any], tmp_path: Path,
@@ -120,8 +132,17 @@ async def test_worker_full_at_the_pjsua_level_hands_the_caller_to_another(
         await set_dispatcher_state(edge_rpc, pool, spare, "a")
     # Every call slot of that worker's pjsua is taken, so pjsua answers 486 before our code
     # sees the INVITE. Round-robin offers one of the next two callers to it first.
+    full_uri, spare_uri = (f"sip:{settings.workers.host}:{w.sip_port}" for w in pool.workers)
     for _ in range(2):
-        served = await call_number(tmp_path, settings.sip.port, HOLD_NUMBER, stay_s=0.5)
+        serving = asyncio.create_task(
+            call_number(tmp_path, settings.sip.port, HOLD_NUMBER, stay_s=1.0)
+        )
+        await wait_until(lambda: pool.workers[spare].legs_in_use == 1)
+        # The edge files the call under the worker that took it alone, so that only that
+        # worker's death ends it; the full one keeps its two callers and their two agents.
+        assert await edge_rpc.call("dlg.profile_get_size", WORKER_PROFILE, spare_uri) == 1
+        assert await edge_rpc.call("dlg.profile_get_size", WORKER_PROFILE, full_uri) == 4
+        served = await serving
         assert served.succeeded, served.output
     newest = (await admin.get("/calls", params={"party": HOLD_NUMBER, "limit": "2"})).body
     assert [call["worker_id"] for call in newest["items"]] == [spare, spare]
@@ -145,21 +166,32 @@ async def test_busy_phone_answer_reaches_the_caller_from_one_worker(
 
 
 async def test_killed_worker_ends_only_its_calls(
-    admin: ApiClient, settings: Settings, api_server: TestServer, hold_number: dict[str, Any],
-    tmp_path: Path,
+    admin: ApiClient, settings: Settings, api_server: TestServer, edge_rpc: KamailioRpc,
+    hold_number: dict[str, Any], tmp_path: Path,
 ) -> None:  # fmt: skip
     pool = pool_of(api_server)
+    dead_uri = pool.dispatcher_targets()[0]
     callers: list[asyncio.Task[SippResult]] = []
     for placed in (1, 2):
         # One after the other: the edge sends each to the worker with the fewest calls (two
         # INVITEs at the same instant may both see the same worker as the emptiest).
+        # No pause after the ACK: SIPp would take the edge's BYE during one for a stray message.
         callers.append(asyncio.create_task(
-            call_number(tmp_path, settings.sip.port, HOLD_NUMBER, hang_up="remote", timeout_s=20)
+            call_number(tmp_path, settings.sip.port, HOLD_NUMBER, hang_up="remote",
+                        digits_after_s=0.0, timeout_s=20)
         ))  # fmt: skip
         await wait_until(lambda placed=placed: pool.legs_in_use == placed)
     assert all(w.legs_in_use == 1 for w in pool.workers)
     restarts = pool.restarts
     await pool.kill_worker_for_test(0)
+    # The edge sends the killed worker's caller a BYE at once; the other caller hears its 6 s
+    # greeting out, then its own worker hangs up.
+    ended, going_on = await asyncio.wait(callers, timeout=3, return_when=asyncio.FIRST_COMPLETED)
+    assert len(ended) == 1, "the killed worker's caller got no BYE"
+    assert ended.pop().result().succeeded
+    # The edge's own BYE takes the call off the slot's count, as the caller's would have: its
+    # next worker gets its full share of callers.
+    assert await calls_counted(edge_rpc, dead_uri) == 0
     # The pool forks a replacement into the free slot.
     await wait_until(
         lambda: (
@@ -168,14 +200,24 @@ async def test_killed_worker_ends_only_its_calls(
             == [(0, WorkerState.READY), (1, WorkerState.READY)]
         )
     )
-    survivor, victim = None, None
-    for task in asyncio.as_completed(callers):
-        result = await task
-        if result.succeeded:
-            survivor = result
-        else:
-            victim = result
-    assert survivor is not None, "the other worker's call should have ended normally"
-    assert victim is not None, "the killed worker's caller cannot get a proper end"
+    assert (await going_on.pop()).succeeded, "the other worker's call should have ended normally"
     failed = (await admin.get("/calls", params={"disposition": "failed"})).body["items"]
     assert any(call["called"] == HOLD_NUMBER and call["worker_id"] == 0 for call in failed)
+
+
+async def test_killed_worker_ends_a_ringing_internal_call_for_both_phones(
+    settings: Settings, api_server: TestServer, phone: MakePhone
+) -> None:
+    pool = pool_of(api_server)
+    caller, _ = await phone("Caller Of A Dying Worker")
+    callee, callee_extension = await phone("Callee Of A Dying Worker", auto_answer=None)
+    call = await caller.call(f"sip:{callee_extension}@{settings.sip.host}:{settings.sip.port}")
+    ringing = await callee.next_incoming(timeout=10)
+    await asyncio.wait_for(call.progress.ringing, 5)
+    (worker,) = [w for w in pool.workers if w.legs_in_use]
+    await pool.kill_worker_for_test(worker.id)
+    # Both INVITEs wait on the dead worker: the edge answers the caller's and CANCELs the
+    # callee's ring.
+    assert await asyncio.wait_for(call.ended, 5) == 500
+    assert call.progress.final_answer.startswith("SIP/2.0 500 Worker Lost\r\n")
+    assert await asyncio.wait_for(ringing.ended, 5) == 487, "the callee's ring was not CANCELled"

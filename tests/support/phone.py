@@ -50,6 +50,8 @@ class CallProgress:
     digits: list[str] = field(default_factory=list)
     # The SIP message that ended an unanswered call (a final answer), as received.
     final_answer: str = ""
+    # The far end's request that ended the call (its BYE), as received.
+    ending_request: str = ""
 
 
 class _PhoneCall(pj.Call):  # type: ignore[misc]
@@ -80,7 +82,11 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
             if prm.e.type == pj.PJSIP_EVENT_TSX_STATE and (
                 prm.e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG
             ):
-                self.progress.final_answer = prm.e.body.tsxState.src.rdata.wholeMsg
+                message = prm.e.body.tsxState.src.rdata.wholeMsg
+                if message.startswith("SIP/2.0 "):
+                    self.progress.final_answer = message
+                else:
+                    self.progress.ending_request = message
             code = int(info.lastStatusCode)
             loop.call_soon_threadsafe(_settle, self.progress.ended, code)
             ua = self.account.ua
