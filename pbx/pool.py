@@ -4,7 +4,8 @@ Workers are started by a launcher (pbx.channel): by default forked from one warm
 server (pbx.forked_workers), in tests possibly the in-memory twin (pbx.memory_worker). Each
 talks to the pool over its own channel: commands out, events in, their end when it dies. The
 pool keeps spare legs ahead of the load (pbx.capacity), tells the edge which workers take
-calls, and ends the legs of a worker that died with "worker lost"; nothing else notices.
+calls, and ends the legs of a worker that died with "worker lost" (and has the edge end its
+calls for the far ends); nothing else notices.
 """
 
 from __future__ import annotations
