@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from acd.agents import register_writes as register_presence_writes
 from acd.queue_log import register_writes as register_queue_log_writes
@@ -24,6 +24,9 @@ from pbx.kamailio import KamailioRpc
 
 # Under the data folder: the journal of call records and queue-log rows not yet in SQL.
 WRITE_BEHIND_FOLDER = "write-behind"
+# Connections to Redis at most, and how long a command waits for one when all are in use.
+REDIS_CONNECTIONS = 100
+REDIS_CONNECTION_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,11 @@ async def open_plumbing(
     of rows has stopped (the caller's job), before Redis and the engine close."""
     engine = create_engine(settings.database_url)
     sessions = create_session_factory(engine)
-    redis = Redis.from_url(settings.redis_url)
+    # Blocking: a burst (hundreds of callers and agents at once) may want more connections
+    # than the pool holds; the excess waits for one instead of failing (MaxConnectionsError).
+    redis = Redis.from_pool(BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT_S,
+    ))  # fmt: skip
     edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
     wakeups = Wakeups()
     events = EventBus(redis, metrics.events_published, wakeups)

@@ -18,7 +18,7 @@ from acd.models import PresenceHistoryRow
 from acd.queues import QueueSpec, create_queue
 from api.app import create_app
 from controller.component import Controller
-from controller.plumbing import open_plumbing
+from controller.plumbing import REDIS_CONNECTIONS, open_plumbing
 from controller.retention import RetentionJob
 from core.db import utcnow
 from core.events import EventRow
@@ -122,3 +122,13 @@ async def test_history_past_its_retention_is_deleted_and_the_newest_row_kept(
         # Kept only while it was the newest: the next pass takes it.
         assert await RetentionJob(ctx).apply() == {"events": 1}
         assert await RetentionJob(ctx).apply() == {}
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_for_connections(
+    own_services: Settings,
+) -> None:
+    async with open_plumbing(own_services, Metrics()) as plumbing:
+        redis = plumbing.ctx.redis
+        # Each BLPOP holds its connection for a moment: more of them at once than the pool has.
+        burst = [redis.blpop(["pbx:test:nothing"], timeout=0.2) for _ in range(3 * REDIS_CONNECTIONS)]
+        assert await asyncio.gather(*burst) == [None] * len(burst)
