@@ -25,7 +25,7 @@ from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
-from pbx.legs import Leg, WorkerCommandFailed
+from pbx.legs import Leg, LegGone, WorkerCommandFailed
 from pbx.protocol import RING_HEADER
 
 log = structlog.get_logger(__name__)
@@ -230,7 +230,10 @@ class QueueCall:
         self._ctx.metrics.acd_offers.labels(result="answered").inc()
         loop = asyncio.get_running_loop()
         try:
-            await self._leg.bridge(agent_leg)
+            try:
+                await self._leg.bridge(agent_leg)
+            except (LegGone, WorkerCommandFailed):
+                return self._not_connected(entry, agent, agent_leg)
             self._call.answered(agent.extension, agent.user_id)
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
@@ -260,6 +263,18 @@ class QueueCall:
                 )  # fmt: skip
             finally:
                 await self._leg.drop()
+
+    def _not_connected(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
+        """A leg ended between the agent's answer and the bridge: the caller hung up just then
+        (abandon), or a worker died or the agent hung up at once (failed)."""
+        if self._leg.ended.done() and not self._leg.ended.result().lost:
+            return self._caller_gone(entry)
+        ended = self._leg.ended if self._leg.ended.done() else agent_leg.ended
+        end = ended.result() if ended.done() else None
+        self._log(QueueEvent.FAILED, user_id=agent.user_id, talk_seconds=0.0,
+                  reason=end.reason if end is not None else "not connected")  # fmt: skip
+        by = "caller" if ended is self._leg.ended else "agent"
+        return QueueResult(QueueOutcome.FAILED, end.ended_by(by) if end is not None else "system")
 
     def _caller_gone(self, entry: Entry) -> QueueResult:
         """The caller's leg ended while waiting: they hung up or their media died (abandon),

@@ -302,6 +302,9 @@ class MemoryWorker:
             raise ConnectionError(f"in-memory worker {self.id} is gone")
         command = decode_command(encode(command))  # what a real worker would have read
         self.hub.commands.append(command)
+        if self.hub.scripted_death(command):
+            self.kill()
+            return
         error = self.hub.scripted_failure(command)
         if error is None:
             try:
@@ -662,6 +665,7 @@ class MemoryWorkers:
         self.dials: list[FarEnd] = []
         self._claimed: set[str] = set()
         self._failures: dict[type[_Message], deque[str]] = defaultdict(deque)
+        self._deaths: set[type[_Message]] = set()
         self._change: asyncio.Future[None] | None = None
 
     # -- the launcher ---------------------------------------------------------------------
@@ -693,6 +697,7 @@ class MemoryWorkers:
         failure is scripted, and `dialled` hands out only legs dialled from now on."""
         self.prompt_seconds = self._default_prompt_seconds
         self._failures.clear()
+        self._deaths.clear()
         self._claimed.update(far.leg_id for far in self.dials)
 
     def call_in(
@@ -750,6 +755,17 @@ class MemoryWorkers:
         """The next command of this type fails with `error`, as a worker refusing it would
         (a Dial with "no free leg in worker 0", a Play of a file it cannot open)."""
         self._failures[command].append(error)
+
+    def die_on_next(self, command: type[_Message]) -> None:
+        """The worker that gets the next command of this type dies at once (kill -9): no
+        result, no more events."""
+        self._deaths.add(command)
+
+    def scripted_death(self, command: Command) -> bool:
+        if type(command) in self._deaths:
+            self._deaths.discard(type(command))
+            return True
+        return False
 
     def scripted_failure(self, command: Command) -> str | None:
         failures = self._failures.get(type(command))

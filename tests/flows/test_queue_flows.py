@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from api.routing import CONTROLLER_KEY
 from pbx.memory_worker import MemoryWorkers
-from pbx.protocol import Dial
+from pbx.protocol import Bridge, Dial
 from tests.flows.builders import (
     call_record,
     caller_number,
@@ -153,6 +153,27 @@ async def test_a_worker_dying_under_a_queue_call_fails_it_and_frees_the_agent(
     assert (ended["disposition"], ended["hangup_by"]) == ("failed", "system")
     assert await queue_log(admin, queue_id) == [
         ("enter", None), ("offer", agent.id), ("connect", agent.id), ("failed", agent.id),
+    ]  # fmt: skip
+    await events.next("presence_changed", user_id=agent.id, status="ready", activity="idle")
+    await set_presence(admin, agent.id, "logged_out")
+
+
+async def test_a_worker_dying_between_the_agents_answer_and_the_bridge_fails_the_call(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    agent = await user(admin, next_extension, status="ready")
+    queue_id = await queue(admin, [agent], wrap_up_time=0)
+    calling = caller_number()
+    caller = twin.call_in(calling, await queue_number(admin, queue_id))
+    phone = await twin.dialled(agent.extension)
+    twin.die_on_next(Bridge)
+    phone.answer()
+    ended = await events.next("call_ended", caller=calling)
+    assert (ended["disposition"], ended["hangup_by"]) == ("failed", "system")
+    assert caller.bridged_to is None
+    # The queue log says how it ended, not just that the agent was offered the caller.
+    assert await queue_log(admin, queue_id) == [
+        ("enter", None), ("offer", agent.id), ("failed", agent.id),
     ]  # fmt: skip
     await events.next("presence_changed", user_id=agent.id, status="ready", activity="idle")
     await set_presence(admin, agent.id, "logged_out")
