@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import structlog
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,8 +44,14 @@ class AgentPresence:
     presence: Presence
 
 
+# What each process last saw of every agent's presence, per Redis client (acd.presence_store:
+# a change is then one round trip).
+_remembered: WeakKeyDictionary[Redis, dict[int, str | None]] = WeakKeyDictionary()
+
+
 def store(ctx: ServiceContext) -> PresenceStore:
-    return PresenceStore(ctx.redis)
+    remembered = _remembered.setdefault(ctx.redis, {})
+    return PresenceStore(ctx.redis, remembered=remembered)
 
 
 async def change_presence(
