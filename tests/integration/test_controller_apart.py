@@ -130,5 +130,7 @@ async def test_a_burst_beyond_the_redis_pool_waits_for_connections(
     async with open_plumbing(own_services, Metrics()) as plumbing:
         redis = plumbing.ctx.redis
         # Each BLPOP holds its connection for a moment: more of them at once than the pool has.
-        burst = [redis.blpop(["pbx:test:nothing"], timeout=0.2) for _ in range(3 * REDIS_CONNECTIONS)]
+        burst = [
+            redis.blpop(["pbx:test:nothing"], timeout=0.2) for _ in range(3 * REDIS_CONNECTIONS)
+        ]
         assert await asyncio.gather(*burst) == [None] * len(burst)
