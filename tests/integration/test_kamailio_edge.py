@@ -50,6 +50,8 @@ from pbx.kamailio import (
 from pbx.ua_thread import UserAgentError, UserAgentThread, shared_user_agent
 from tests.support.phone import TestPhone
 from tests.support.ports import free_port
+from tests.support.postgres import new_test_database_url, selected_backend
+from tests.support.sql import execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "127.0.0.1"
@@ -70,8 +72,10 @@ def edge_settings(
     workers: WorkerSettings | None = None,
     **sip: int,
 ) -> Settings:
+    """An edge on the suite's database (PBX_TEST_DATABASE): Kamailio reads and writes it."""
     return Settings(
         data=DataSettings(dir=data_dir),
+        database=DatabaseSettings(url=new_test_database_url() or ""),
         sip=SipSettings(port=free_port(), rpc_port=free_port(), domain=DOMAIN, **sip),
         trunk=trunk or TrunkSettings(),
         workers=workers or WorkerSettings(),
@@ -90,37 +94,39 @@ def database_file(settings: Settings) -> Path:
     return Path(settings.database_url.removeprefix("sqlite+aiosqlite:///"))
 
 
-def add_subscriber(settings: Settings, username: str, password: str) -> None:
+async def add_subscriber(settings: Settings, username: str, password: str) -> None:
     ha1 = hashlib.md5(f"{username}:{DOMAIN}:{password}".encode()).hexdigest()
-    with closing(sqlite3.connect(database_file(settings))) as db, db:
-        db.execute(
-            "INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
-            " VALUES (?, ?, '', ?, '')",
-            (username, DOMAIN, ha1),
-        )
+    await execute(
+        settings.database_url,
+        "INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
+        " VALUES (:username, :domain, '', :ha1, '')",
+        username=username, domain=DOMAIN, ha1=ha1,
+    )  # fmt: skip
 
 
-def remove_subscriber(settings: Settings, username: str) -> None:
-    with closing(sqlite3.connect(database_file(settings))) as db, db:
-        db.execute("DELETE FROM subscriber WHERE username = ?", (username,))
+async def remove_subscriber(settings: Settings, username: str) -> None:
+    await execute(
+        settings.database_url, "DELETE FROM subscriber WHERE username = :username",
+        username=username,
+    )  # fmt: skip
 
 
-def add_inbound_number(settings: Settings, number: str) -> None:
-    with closing(sqlite3.connect(database_file(settings))) as db, db:
-        db.execute(
-            "INSERT INTO numbers (number, name, extension_dialing, default_destination,"
-            " created_at, updated_at) VALUES (?, '', 1, '{\"type\": \"hangup\"}',"
-            " '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
-            (number,),
-        )
+async def add_inbound_number(settings: Settings, number: str) -> None:
+    await execute(
+        settings.database_url,
+        "INSERT INTO numbers (number, name, extension_dialing, default_destination,"
+        " created_at, updated_at) VALUES (:number, '', true, '{\"type\": \"hangup\"}',"
+        " '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        number=number,
+    )  # fmt: skip
 
 
-def location_rows(settings: Settings, username: str) -> int:
+async def location_rows(settings: Settings, username: str) -> int:
     """Bindings of `username` in the database (what a restart of Kamailio loads)."""
-    with closing(sqlite3.connect(database_file(settings))) as db:
-        (count,) = db.execute(
-            "SELECT count(*) FROM location WHERE username = ?", (username,)
-        ).fetchone()
+    ((count,),) = await execute(
+        settings.database_url, "SELECT count(*) FROM location WHERE username = :username",
+        username=username,
+    )  # fmt: skip
     return int(count)
 
 
@@ -417,7 +423,7 @@ async def register(
 async def test_phone_with_the_right_password_registers_and_is_located(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1001", "right-secret")
+    await add_subscriber(edge_config, "1001", "right-secret")
     desk = phone()
     code = await desk.register("1001", "right-secret", DOMAIN, "127.0.0.1", edge_config.sip.port)
     assert code == 200
@@ -431,7 +437,7 @@ async def test_phone_with_the_right_password_registers_and_is_located(
 async def test_wrong_password_is_refused(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1002", "right-secret")
+    await add_subscriber(edge_config, "1002", "right-secret")
     assert await register(phone, edge_config, "1002", "wrong-secret") == 401
     assert await register(phone, edge_config, "1999", "no-such-user") == 401
     assert await rpc.registered_contacts("1002") == []
@@ -441,9 +447,9 @@ async def test_wrong_password_is_refused(
 async def test_deleted_subscriber_cannot_register_with_old_credentials(
     edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1003", "old-secret")
+    await add_subscriber(edge_config, "1003", "old-secret")
     assert await register(phone, edge_config, "1003", "old-secret") == 200
-    remove_subscriber(edge_config, "1003")
+    await remove_subscriber(edge_config, "1003")
     assert await register(phone, edge_config, "1003", "old-secret") == 401
 
 
@@ -451,7 +457,7 @@ async def test_deleted_subscriber_cannot_register_with_old_credentials(
 async def test_dropped_registrations_leave_no_binding(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1004", "secret-1004")
+    await add_subscriber(edge_config, "1004", "secret-1004")
     assert await register(phone, edge_config, "1004", "secret-1004") == 200
     assert await rpc.registered_contacts("1004")
     await rpc.drop_registrations("1004")
@@ -508,11 +514,11 @@ async def test_registrations_survive_a_kill_of_the_edge(
     rpc = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
     desk = TestPhone(user_agent, auto_answer=486)
     try:
-        add_subscriber(settings, "3001", "secret-3001")
-        add_subscriber(settings, "3002", "secret-3002")
+        await add_subscriber(settings, "3001", "secret-3001")
+        await add_subscriber(settings, "3002", "secret-3002")
         assert await desk.register("3001", "secret-3001", DOMAIN, "127.0.0.1", settings.sip.port)
         before = await bindings(rpc, "3001")
-        assert len(before) == 1 and location_rows(settings, "3001") == 1
+        assert len(before) == 1 and await location_rows(settings, "3001") == 1
 
         # kill -9 of every Kamailio process: nothing runs at exit.
         assert edge.pid is not None
@@ -529,7 +535,7 @@ async def test_registrations_survive_a_kill_of_the_edge(
         # Dropping a phone's registrations still works, and stays dropped after a restart.
         await rpc.drop_registrations("3001")
         assert await rpc.registered_contacts("3001") == []
-        assert location_rows(settings, "3001") == 0
+        assert await location_rows(settings, "3001") == 0
         await edge.stop()
         edge = await started_edge(settings)
         assert await rpc.registered_contacts("3001") == []
@@ -544,7 +550,9 @@ async def test_registrations_survive_a_kill_of_the_edge(
 async def test_registration_waits_for_the_services_write_lock(
     edge_config: Settings, rpc: KamailioRpc, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1008", "secret-1008")
+    if selected_backend() != "sqlite":
+        pytest.skip("SQLite's one write lock; PostgreSQL locks rows")
+    await add_subscriber(edge_config, "1008", "secret-1008")
     locked = threading.Event()
 
     def hold_the_write_lock() -> None:
@@ -560,7 +568,7 @@ async def test_registration_waits_for_the_services_write_lock(
     # Kamailio's write of the binding waits for the lock instead of failing the REGISTER.
     assert await register(phone, edge_config, "1008", "secret-1008") == 200
     await holder
-    assert location_rows(edge_config, "1008") == 1
+    assert await location_rows(edge_config, "1008") == 1
     assert await rpc.registered_contacts("1008")
 
 
@@ -568,7 +576,7 @@ async def test_registration_waits_for_the_services_write_lock(
 async def test_credentials_of_another_extension_are_forbidden(
     edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
-    add_subscriber(edge_config, "1005", "secret-1005")
+    await add_subscriber(edge_config, "1005", "secret-1005")
     desk = phone()
     code = await desk.register(
         "1006", "secret-1005", DOMAIN, "127.0.0.1", edge_config.sip.port, auth_username="1005"
@@ -622,7 +630,7 @@ async def test_address_goes_silent_when_many_accounts_fail_there(
     guarded_edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
     settings = guarded_edge_config
-    add_subscriber(settings, "2001", "right-secret")
+    await add_subscriber(settings, "2001", "right-secret")
     # Names being tried: one wrong answer each, and the last one bans the address.
     for number in range(MAX_ACCOUNTS):
         assert await register(phone, settings, f"29{number:02}", "guess") == 401
@@ -645,8 +653,8 @@ async def test_address_goes_silent_when_its_accounts_fail_too_often_in_all(
     guarded_edge_config: Settings, phone: Callable[[], TestPhone]
 ) -> None:
     settings = guarded_edge_config
-    add_subscriber(settings, "2011", "right-secret")
-    add_subscriber(settings, "2012", "right-secret")
+    await add_subscriber(settings, "2011", "right-secret")
+    await add_subscriber(settings, "2012", "right-secret")
     # Two accounts, each below its own limit or refused at it, but too many answers in all.
     for _ in range(MAX_FAILURES):
         assert await register(phone, settings, "2011", "guess") == 401
@@ -663,9 +671,9 @@ async def test_stale_phone_is_refused_alone_and_the_trunks_address_is_never_bann
     """A phone with an old password, a good phone and the provider, all on 127.0.0.1."""
     settings = guarded_trunk_edge_config
     port = settings.sip.port
-    add_subscriber(settings, "2101", "new-secret")  # the stale phone still has "old-secret"
-    add_subscriber(settings, "2102", "good-secret")
-    add_inbound_number(settings, "4930123456")
+    await add_subscriber(settings, "2101", "new-secret")  # the stale phone still has "old-secret"
+    await add_subscriber(settings, "2102", "good-secret")
+    await add_inbound_number(settings, "4930123456")
     edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
     burst = await SipBurst.open()
     try:
@@ -977,7 +985,9 @@ def test_registration_needs_an_edge_address_the_provider_can_reach(tmp_path: Pat
 
 async def test_kamailio_refuses_to_start_without_a_migrated_database(tmp_path: Path) -> None:
     with pytest.raises(KamailioError, match="run the migrations"):
-        await KamailioProcess(edge_settings(tmp_path)).start()
+        # SQLite: a missing file is told apart before Kamailio starts.
+        sqlite = edge_settings(tmp_path).model_copy(update={"database": DatabaseSettings()})
+        await KamailioProcess(sqlite).start()
 
 
 @pytest.mark.parametrize(
