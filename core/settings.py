@@ -25,7 +25,11 @@ ENV_SECTION_SEPARATOR = "__"
 # Variables that are not config keys (they select the file or carry a secret).
 ENV_NOT_KEYS = frozenset({"PBX_CONFIG", "PBX_ADMIN_TOKEN"})
 # A trunk URI: sip:[user@]host[:port][;params]; a registration is for the host's domain.
-_TRUNK_URI = re.compile(r"^sip:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.\-]+)(?::\d{1,5})?(?:;\S*)?$")
+_TRUNK_URI = re.compile(
+    r"^sip:(?:[^@\s;]+@)?(?P<host>[A-Za-z0-9.\-]+)(?::(?P<port>\d{1,5}))?(?:;\S*)?$"
+)
+# A SIP URI without a port means this one (RFC 3261 19.1.2, UDP and TCP).
+DEFAULT_SIP_PORT = 5060
 # The longest a phone may ring, in seconds: the bound of calls.ring_timeout and of a queue's
 # ring_timeout. The edge's INVITE timers are rendered from it (pbx.kamailio.invite_timer_ms),
 # so the worker that dialled always ends a ring, never Kamailio.
@@ -171,6 +175,14 @@ class TrunkSettings(_Section):
         """The host of `uri` (the domain a registration is for); empty without a uri."""
         found = _TRUNK_URI.match(self.uri)
         return found["host"] if found else ""
+
+    @property
+    def provider_port(self) -> int:
+        """The port of `uri` (DEFAULT_SIP_PORT if it names none); 0 without a uri."""
+        found = _TRUNK_URI.match(self.uri)
+        if not found:
+            return 0
+        return int(found["port"]) if found["port"] else DEFAULT_SIP_PORT
 
 
 class AcdSettings(_Section):

@@ -267,6 +267,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         worker_host=settings.workers.host,
         worker_ports=worker_port_range(settings.workers),
         trunk_sources=settings.trunk.sources,
+        trunk_host=settings.trunk.provider_host,
+        trunk_port=settings.trunk.provider_port,
         final_header=FINAL_HEADER,
         ring_header=RING_HEADER,
         answer_caller_path=ANSWER_CALLER_PATH,

@@ -1,5 +1,6 @@
 """The rendered kamailio.cfg: the edge's INVITE timers outlast the longest ring allowed, and so
-does its memory of a ringing call."""
+does its memory of a ringing call; a worker's INVITE for the trunk's host and port goes to the
+provider."""
 
 from __future__ import annotations
 
@@ -66,3 +67,39 @@ def test_the_edge_keeps_a_ringing_calls_dialog_as_long_as_tm_lets_it_ring(
     config = render(settings_for(tmp_path), tmp_path)
     assert dialog_param(config, "early_timeout") * 1000 >= tm_param(config, "fr_inv_timer")
     assert dialog_param(config, "default_timeout") >= 12 * 3600
+
+
+def for_provider_route(config: str) -> str:
+    found = re.search(r"^route\[FOR_PROVIDER\] \{\n(.*?)^\}$", config, re.MULTILINE | re.DOTALL)
+    assert found, "no route[FOR_PROVIDER] in the config"
+    return found[1]
+
+
+def test_a_workers_call_to_the_trunks_host_and_port_goes_to_the_provider(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        EMPTY_CONFIG,
+        {"PBX_DATA__DIR": str(tmp_path), "PBX_TRUNK__URI": "sip:192.0.2.10:5080;transport=udp"},
+    )
+    check = for_provider_route(render(settings, tmp_path))
+    assert '$(rd{s.tolower}) == "192.0.2.10" && $rp == 5080' in check
+
+
+def test_a_trunk_uri_without_a_port_means_5060_and_host_names_match_in_any_case(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        EMPTY_CONFIG,
+        {"PBX_DATA__DIR": str(tmp_path), "PBX_TRUNK__URI": "sip:Trunk.Provider.example"},
+    )
+    assert (settings.trunk.provider_host, settings.trunk.provider_port) == (
+        "Trunk.Provider.example", 5060
+    )  # fmt: skip
+    check = for_provider_route(render(settings, tmp_path))
+    assert '$(rd{s.tolower}) == "trunk.provider.example" && $rp == 5060' in check
+
+
+def test_without_a_trunk_no_workers_call_goes_to_the_provider(tmp_path: Path) -> None:
+    config = render(settings_for(tmp_path), tmp_path)
+    assert for_provider_route(config).split() == ["return", "-1;"]
