@@ -587,6 +587,9 @@ class CallFlows:
         callee = await leg.dial(
             _uri_for_number(trunk_uri, number), timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
+            # Through the edge, which then holds the call as it holds those to phones: should
+            # this worker die, it ends the call for the provider too (BYE or CANCEL).
+            route=f"sip:{self._edge.host}:{self._edge.port};lr",
         )  # fmt: skip
         try:
             call.add_leg(callee.id, "trunk", callee.sip_call_id)

@@ -79,7 +79,7 @@ class Recording:
 # Sends one command built from its command id; raises WorkerCommandFailed or LegGone.
 SendCommand = Callable[[Callable[[int], Command]], Awaitable[None]]
 # Creates an outbound leg in the same worker.
-DialLeg = Callable[["Leg", str, float, str | None, dict[str, str]], Awaitable["Leg"]]
+DialLeg = Callable[["Leg", str, float, str | None, dict[str, str], str | None], Awaitable["Leg"]]
 
 
 class Leg:
@@ -191,9 +191,11 @@ class Leg:
         timeout: float,  # noqa: ASYNC109  # the ring timeout: CANCEL after it
         from_uri: str | None = None,
         headers: dict[str, str] | None = None,
+        route: str | None = None,
     ) -> Leg:
-        """A new outbound leg in this leg's worker; returns once the INVITE is sent."""
-        return await self._dial(self, uri, timeout, from_uri, headers or {})
+        """A new outbound leg in this leg's worker; returns once the INVITE is sent. `route`:
+        a loose router (a SIP URI with ;lr) the INVITE passes first (Dial.route)."""
+        return await self._dial(self, uri, timeout, from_uri, headers or {}, route)
 
     async def bridge(self, other: Leg) -> None:
         """Both legs hear each other (they live in one worker); prompts on either stop."""

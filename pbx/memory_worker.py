@@ -135,6 +135,7 @@ class FarEnd:
         from_uri: str,
         headers: dict[str, str],
         parent: str | None = None,
+        route: str | None = None,
     ) -> None:
         self.worker = worker
         self.leg_id = leg_id
@@ -144,6 +145,8 @@ class FarEnd:
         self.from_uri = from_uri
         self.headers = headers
         self.parent = parent
+        # Outbound: the loose router the worker's INVITE went through (Dial.route).
+        self.route = route
         self.sip_call_id = f"{uuid.uuid4()}@twin"
         loop = asyncio.get_running_loop()
         self.answered: asyncio.Future[None] = loop.create_future()
@@ -476,7 +479,7 @@ class MemoryWorker:
         callee = FarEnd(
             self, command.leg, "outbound", uri=command.uri,
             from_uri=command.from_uri or f"sip:worker{self.id}@twin",
-            headers=dict(command.headers), parent=command.parent,
+            headers=dict(command.headers), parent=command.parent, route=command.route,
         )  # fmt: skip
         self.legs[command.leg] = callee
         self.hub.dials.append(callee)

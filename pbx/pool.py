@@ -675,6 +675,7 @@ class WorkerPool:
         timeout: float,  # noqa: ASYNC109  # the ring timeout, sent to the worker
         from_uri: str | None,
         headers: dict[str, str],
+        route: str | None,
     ) -> Leg:
         worker = self._workers.get(parent.worker_id)
         if worker is None:
@@ -694,6 +695,7 @@ class WorkerPool:
                     from_uri=from_uri,
                     timeout_s=timeout,
                     headers=headers,
+                    route=route,
                 ),
             )
         except WorkerCommandFailed:

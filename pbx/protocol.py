@@ -102,6 +102,11 @@ class Dial(_Command):
     # decides answered-or-not on its own thread, so a late 200 cannot race the timer.
     timeout_s: float | None = Field(None, gt=0)
     headers: dict[str, str] = {}
+    # A loose router the INVITE goes through, as a pre-loaded route set (RFC 3261 8.1.2) and
+    # not a mere header: the edge, for calls to the provider, so that it knows the call and
+    # can end it if this worker dies. The Request-URI and To stay `uri`; what follows the
+    # answer takes the route the far end's Record-Route gives.
+    route: str | None = Field(None, pattern=r"^sips?:[^\s<>\"]+$")
 
 
 class Bridge(_Command):

@@ -150,9 +150,16 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
     """One call leg; lives on the UA thread and reports its life to the agent."""
 
     def __init__(
-        self, agent: WorkerAgent, leg_id: str, direction: str, call_id: int, parent: str | None
+        self,
+        agent: WorkerAgent,
+        leg_id: str,
+        direction: str,
+        call_id: int,
+        parent: str | None,
+        account: pj.Account | None = None,
     ) -> None:
-        super().__init__(agent.account, call_id)
+        # `account`: the one an outbound call is placed from (its route set and credentials).
+        super().__init__(agent.account if account is None else account, call_id)
         self.agent = agent
         self.leg_id = leg_id
         self.direction = direction
@@ -258,23 +265,51 @@ class WorkerAgent:
         self._prompt_numbers = 0
         self._recorder_numbers = 0
         self._closing_recorders: dict[int, pj.AudioMediaRecorder] = {}
-        config = pj.AccountConfig()
-        config.idUri = f"sip:worker{worker_id}@{host}:{ua.sip_port}"
-        config.sipConfig.transportId = ua.transport_id
-        media = config.mediaConfig.transportConfig
-        media.port = rtp_port
-        media.portRange = rtp_ports
-        media.boundAddress = host
-        media.publicAddress = host
-        if trunk_username:
-            # Answers the provider's digest challenge on outbound calls.
-            config.sipConfig.authCreds.append(
-                pj.AuthCredInfo("digest", "*", trunk_username, 0, trunk_password)
-            )
+        self._host = host
+        self._rtp_ports = (rtp_port, rtp_ports)
+        self._trunk_credentials = (trunk_username, trunk_password)
+        # Accounts for calls placed through a loose router (Dial.route), by its URI.
+        self._routed_accounts: dict[str, int] = {}
         account = WorkerAccount(self)
-        account.create(config, True)
+        account.create(self._account_config(), True)
         # In the UA registry, so the endpoint shuts it down on its own thread at stop.
         self._account_handle = ua.keep(account)
+
+    def _account_config(self, route: str | None = None) -> pj.AccountConfig:
+        config = pj.AccountConfig()
+        config.idUri = f"sip:worker{self.worker_id}@{self._host}:{self.ua.sip_port}"
+        config.sipConfig.transportId = self.ua.transport_id
+        media = config.mediaConfig.transportConfig
+        media.port, media.portRange = self._rtp_ports
+        media.boundAddress = self._host
+        media.publicAddress = self._host
+        # Both accounts have the same address: an incoming call must find the default one.
+        config.priority = 1 if route is None else 0
+        if route is not None:
+            # The account's proxy is the pre-loaded route set of every call it places: the
+            # INVITE (and its resend with credentials, and its CANCEL) goes to `route` with
+            # a real Route header. A "Route" among the Dial's headers would only be text:
+            # pjsip routes by the parsed route set, so it would go straight to the target.
+            # In angle brackets: parsed as a Route header's value, ;lr is then the URI's.
+            config.sipConfig.proxies.append(f"<{route}>")
+            username, password = self._trunk_credentials
+            if username:
+                # Answers the provider's digest challenge on outbound calls.
+                config.sipConfig.authCreds.append(
+                    pj.AuthCredInfo("digest", "*", username, 0, password)
+                )
+        return config
+
+    def _routed_account(self, route: str) -> WorkerAccount:
+        """The account whose calls go through `route`, made on first use (incoming calls
+        still land on the default account)."""
+        handle = self._routed_accounts.get(route)
+        account = self.ua.kept(handle, WorkerAccount) if handle is not None else None
+        if account is None:
+            account = WorkerAccount(self)
+            account.create(self._account_config(route), False)
+            self._routed_accounts[route] = self.ua.keep(account)
+        return account
 
     @property
     def account(self) -> WorkerAccount:
@@ -527,7 +562,8 @@ class WorkerAgent:
         )
         if not has_reserved_leg and self._legs_reserved() + 1 > self.max_legs:
             raise CommandFailed(f"no free leg in worker {self.worker_id}")
-        leg = WorkerLeg(self, command.leg, "outbound", pj.PJSUA_INVALID_ID, command.parent)
+        account = self._routed_account(command.route) if command.route else self.account
+        leg = WorkerLeg(self, command.leg, "outbound", pj.PJSUA_INVALID_ID, command.parent, account)
         call = pj.CallOpParam(True)
         if command.from_uri:
             call.txOption.localUri = command.from_uri

@@ -120,3 +120,28 @@ async def test_a_worker_refusing_to_dial_an_extension_ends_the_call_as_failed(
     assert await caller.ended == 200  # the caller is let go either way
     ended = await events.next("call_ended", caller=calling, timeout=0.5)
     assert (ended["disposition"], ended["hangup_by"]) == ("failed", "system")
+
+
+async def test_a_call_forwarded_to_a_number_goes_to_the_provider_through_the_edge(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings
+) -> None:
+    external = "4930111222"
+    number = await company_number(
+        admin, {"type": "number", "number": external}, extension_dialing=False
+    )
+    calling = caller_number()
+    caller = twin.call_in(calling, number)
+
+    provider = await twin.dialled(external)
+    sip = flow_settings.sip
+    # Addressed to the provider, routed through the edge: it then holds the call, and ends it
+    # for the provider should the worker die.
+    assert (provider.uri, provider.route) == (
+        f"sip:{external}@127.0.0.1:5999", f"sip:{sip.host}:{sip.port};lr"
+    )  # fmt: skip
+    provider.answer()
+    await twin.until(lambda: caller.bridged_to is provider)
+    caller.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    assert (ended["disposition"], ended["connected_to"]) == ("answered", external)
+    assert await provider.ended == 200
