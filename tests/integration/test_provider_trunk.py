@@ -145,8 +145,11 @@ async def test_outbound_call_answers_the_trunks_digest_challenge(
         await trunk.stop()
         desk.close()
     assert result.succeeded, result.output
+    # The answered INVITE came through the edge, which stays in the call's path.
+    logged = trunk.log.read_text()
+    assert f"record-route sip:{settings.sip.host}:{settings.sip.port};lr\n" in logged, logged
     if challenge == 407:
-        credentials = trunk.log.read_text().strip().splitlines()[-1]
+        credentials = logged.strip().splitlines()[-1]
         assert digest_response_is_valid(credentials, "INVITE", TRUNK_USERNAME, TRUNK_PASSWORD)
         assert not digest_response_is_valid(credentials, "INVITE", TRUNK_USERNAME, "guess")
     record = await wait_for_call(admin, direction="outbound", party=extension)

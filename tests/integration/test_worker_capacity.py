@@ -1,6 +1,7 @@
 """Capacity and failure through the edge: a full pool answers 503 and leaks no leg; a worker
 full at the pjsua level hands callers to another; a busy phone stays busy; a worker killed
-mid-call ends only its own calls (the edge hangs them up or CANCELs them) and comes back."""
+mid-call ends only its own calls (the edge hangs them up or CANCELs them, its calls out to the
+provider too) and comes back."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from pbx.pool import WorkerPool
 from tests.conftest import MakePhone
 from tests.integration.test_api_prompts import make_wav, upload
 from tests.support.api_client import ApiClient
+from tests.support.phone import TestPhone
 from tests.support.sipp import SippResult, call_number
 
 HOLD_NUMBER = "4930555222"
 DIAL_NUMBER = "4930555333"
+# Dialled by a desk phone: the call goes out to the provider (the suite's trunk.uri, this
+# test process's user agent, where a TestPhone of this name takes it).
+PROVIDER_NUMBER = "4930666777"
 
 
 @pytest.fixture
@@ -221,3 +226,85 @@ async def test_killed_worker_ends_a_ringing_internal_call_for_both_phones(
     assert await asyncio.wait_for(call.ended, 5) == 500
     assert call.progress.final_answer.startswith("SIP/2.0 500 Worker Lost\r\n")
     assert await asyncio.wait_for(ringing.ended, 5) == 487, "the callee's ring was not CANCELled"
+
+
+async def until_provider_call_is(edge: KamailioRpc, worker_uri: str, state: int) -> None:
+    """Until the edge holds the call the worker at `worker_uri` placed to the provider, filed
+    under that worker, in this dialog state (2 ringing, 4 answered and ACKed)."""
+    async with asyncio.timeout(5):
+        while True:
+            listed = await edge.call("dlg.profile_list", WORKER_PROFILE, worker_uri)
+            dialogs = listed if isinstance(listed, list) else [listed] if listed else []
+            if any(PROVIDER_NUMBER in d["to_uri"] and d["state"] == state for d in dialogs):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def both_workers_ready(pool: WorkerPool, restarted_since: int = -1) -> None:
+    """Until both slots hold a ready worker (a killed one replaced, if `restarted_since` is
+    the restart count before the kill)."""
+    await wait_until(
+        lambda: (
+            pool.restarts > restarted_since
+            and [(w.id, w.state) for w in pool.workers]
+            == [(0, WorkerState.READY), (1, WorkerState.READY)]
+        )
+    )
+
+
+async def test_killed_worker_ends_its_answered_call_to_the_provider_with_the_edges_bye(
+    settings: Settings, api_server: TestServer, edge_rpc: KamailioRpc, phone: MakePhone
+) -> None:
+    pool = pool_of(api_server)
+    await both_workers_ready(pool)  # an earlier test's killed worker is back
+    provider = TestPhone(auto_answer=200)
+    await provider.open_unregistered(PROVIDER_NUMBER)
+    try:
+        caller, _ = await phone("Caller Out Through A Dying Worker")
+        dropped = await edge_rpc.dropped_requests()
+        call = await caller.call(f"sip:{PROVIDER_NUMBER}@{settings.sip.host}:{settings.sip.port}")
+        far_end = await provider.next_incoming(timeout=10)
+        await asyncio.wait_for(call.answered, 10)
+        (worker,) = [w for w in pool.workers if w.legs_in_use]
+        worker_uri = pool.dispatcher_targets()[worker.id]
+        # The worker's call out passed the edge, which holds it under that worker.
+        await until_provider_call_is(edge_rpc, worker_uri, 4)
+        restarts = pool.restarts
+        await pool.kill_worker_for_test(worker.id)
+        assert await asyncio.wait_for(far_end.ended, 5) == 200
+        bye = far_end.progress.ending_request
+        assert bye.startswith("BYE "), bye
+        # From the edge itself, not relayed from the (dead) worker: the edge's Via alone.
+        vias = [line for line in bye.split("\r\n") if line.lower().startswith(("via:", "v:"))]
+        assert len(vias) == 1 and f" {settings.sip.host}:{settings.sip.port};" in vias[0], bye
+        assert await asyncio.wait_for(call.ended, 5) == 200
+        # A worker's INVITEs are neither challenged nor counted against the trunk's limit.
+        assert await edge_rpc.dropped_requests() == dropped
+        await both_workers_ready(pool, restarts)
+    finally:
+        provider.close()
+
+
+async def test_killed_worker_cancels_its_call_ringing_at_the_provider(
+    settings: Settings, api_server: TestServer, edge_rpc: KamailioRpc, phone: MakePhone
+) -> None:
+    pool = pool_of(api_server)
+    await both_workers_ready(pool)  # an earlier test's killed worker is back
+    provider = TestPhone(auto_answer=None)  # rings until told otherwise
+    await provider.open_unregistered(PROVIDER_NUMBER)
+    try:
+        caller, _ = await phone("Caller Ringing Out Through A Dying Worker")
+        call = await caller.call(f"sip:{PROVIDER_NUMBER}@{settings.sip.host}:{settings.sip.port}")
+        ringing = await provider.next_incoming(timeout=10)
+        (worker,) = [w for w in pool.workers if w.legs_in_use]
+        worker_uri = pool.dispatcher_targets()[worker.id]
+        # The provider's 180 has reached the edge: it can CANCEL the INVITE now.
+        await until_provider_call_is(edge_rpc, worker_uri, 2)
+        restarts = pool.restarts
+        await pool.kill_worker_for_test(worker.id)
+        assert await asyncio.wait_for(ringing.ended, 5) == 487, "the provider got no CANCEL"
+        # The caller's INVITE waited on the dead worker too: the edge answers it.
+        assert await asyncio.wait_for(call.ended, 5) == 500
+        await both_workers_ready(pool, restarts)
+    finally:
+        provider.close()

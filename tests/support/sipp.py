@@ -279,7 +279,9 @@ def registrar_scenario(
 
 def challenging_trunk_scenario(challenge: int, username: str, password: str) -> str:
     """A provider's trunk: the first INVITE is challenged (401 WWW-Authenticate or 407
-    Proxy-Authenticate); the INVITE with credentials is answered, then the BYE.
+    Proxy-Authenticate); the INVITE with credentials is answered (its Record-Route copied, as
+    RFC 3261 12.1.1 asks), then the BYE. The answered INVITE must have passed a proxy that
+    Record-Routes (the edge): the call fails otherwise.
 
     SIPp's verifyauth reads only an Authorization header, so after a 407 the scenario logs
     the Proxy-Authorization header for the test to check (digest_response_is_valid)."""
@@ -309,12 +311,16 @@ def challenging_trunk_scenario(challenge: int, username: str, password: str) -> 
   </send>
   <recv request="ACK"/>
   <recv request="INVITE">
-    <action>{check}
+    <action>
+      <ereg regexp="sip:[^;>]*;lr" search_in="hdr" header="Record-Route:" check_it="true"
+            assign_to="record_route"/>
+      <log message="record-route [$record_route]"/>{check}
     </action>
   </recv>{verdict}
   <send>
     <![CDATA[
       SIP/2.0 200 OK{_REPLY_HEAD}
+      [last_Record-Route:]
       Contact: <sip:[local_ip]:[local_port]>{_SDP_ANSWER}
     ]]>
   </send>{_TALK_UNTIL_BYE}""",
