@@ -31,6 +31,7 @@ from api import (
     users,
     voicemail,
 )
+from api.console import install_console
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
@@ -138,6 +139,7 @@ def create_app(
     app.router.add_get(API_PREFIX + "/events", event_stream)
     prompts.install_audio_routes(app)
     voicemail.install_audio_routes(app)
+    install_console(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 

@@ -1,0 +1,99 @@
+"""A real headless Chromium (Debian's chromium + chromium-driver) driven by selenium.
+
+Selenium blocks, and the service under test runs on the test's event loop: every browser call
+goes through a thread (`await browser.call(...)`), so the page's requests get answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+T = TypeVar("T")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Elements a person can operate; found by the name assistive technology computes for them.
+_CONTROLS = "input, select, textarea, button, a[href], [role=button], [role=menuitem]"
+WAIT_S = 10.0
+
+
+class Browser:
+    def __init__(self, driver: WebDriver) -> None:
+        self.driver = driver
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    async def open(self, url: str) -> None:
+        await self.call(lambda: self.driver.get(url))
+
+    async def control(self, name: str, timeout_s: float = WAIT_S) -> WebElement:
+        """The one visible control whose accessible name is `name`, waited for."""
+        return await self.call(lambda: self._wait(lambda: self._control(name), timeout_s, name))
+
+    async def find_control(self, name: str) -> WebElement | None:
+        """The visible control named `name` now, if any (no wait)."""
+        return await self.call(lambda: self._control(name))
+
+    async def until(
+        self, what: str, check: Callable[[WebDriver], T], timeout_s: float = WAIT_S
+    ) -> T:
+        """Wait for `check` (run in the browser's thread) to return something truthy."""
+        return await self.call(lambda: self._wait(lambda: check(self.driver), timeout_s, what))
+
+    def _control(self, name: str) -> WebElement | None:
+        found = [
+            element
+            for element in self.driver.find_elements(By.CSS_SELECTOR, _CONTROLS)
+            if element.is_displayed() and element.accessible_name == name
+        ]
+        if len(found) > 1:
+            raise AssertionError(f"{len(found)} controls are named {name!r}")
+        return found[0] if found else None
+
+    @staticmethod
+    def _wait(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = probe()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not seen in the browser within {timeout_s:g} s: {what}")
+            time.sleep(0.05)
+
+
+@asynccontextmanager
+async def headless_chromium() -> AsyncIterator[Browser]:
+    profile = tempfile.mkdtemp(prefix="pbx-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(argument)
+    driver = await asyncio.to_thread(
+        webdriver.Chrome, options=options, service=DriverService(CHROMEDRIVER)
+    )
+    try:
+        yield Browser(driver)
+    finally:
+        await asyncio.to_thread(driver.quit)
+        shutil.rmtree(profile, ignore_errors=True)
