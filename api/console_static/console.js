@@ -35,6 +35,7 @@ async function api(method, path, body) {
 function show(signedIn) {
   $("sign-in").hidden = signedIn;
   $("agent").hidden = !signedIn;
+  $("voicemail").hidden = !signedIn;
   $("presence-bar").hidden = !signedIn;
 }
 
@@ -62,7 +63,43 @@ async function enter(user) {
   showNotice("");
   await loadReasons();
   showPresence(await api("GET", `/users/${me.id}/presence`));
+  await showVoicemail();
   follow();
+}
+
+function voicemailItem(message) {
+  const item = document.createElement("li");
+  const when = new Date(message.created_at).toLocaleString();
+  const label = `Voicemail from ${message.caller || "unknown"}, ${when}, ${message.seconds} s`;
+  const text = document.createElement("span");
+  text.textContent = message.heard ? label : `${label} (new)`;
+  const audio = document.createElement("audio");
+  audio.controls = true;
+  audio.preload = "none";
+  audio.src = message.audio;
+  audio.setAttribute("aria-label", label);
+  const heard = document.createElement("button");
+  heard.type = "button";
+  heard.textContent = message.heard ? "Mark new" : "Mark heard";
+  heard.setAttribute("aria-label", `${heard.textContent}: ${label}`);
+  heard.addEventListener("click", async () => {
+    await api("PATCH", `/voicemail/messages/${message.id}`, { heard: !message.heard });
+    await showVoicemail();
+  });
+  item.append(text, " ", audio, " ", heard);
+  return item;
+}
+
+// The signed-in person's own boxes (the API lists only those for an operator).
+async function showVoicemail() {
+  const boxes = await api("GET", "/voicemail/boxes");
+  const messages = [];
+  for (const box of boxes.items) {
+    messages.push(...(await api("GET", `/voicemail/boxes/${box.id}/messages`)).items);
+  }
+  messages.sort((a, b) => b.created_at.localeCompare(a.created_at));
+  $("voicemail-list").replaceChildren(...messages.map(voicemailItem));
+  $("voicemail-empty").hidden = messages.length > 0;
 }
 
 async function choosePresence() {
@@ -91,6 +128,7 @@ function follow(since) {
     const event = JSON.parse(message.data);
     last = event.id;
     if (event.type === "presence_changed" && event.data.user_id === me.id) showPresence(event.data);
+    if (event.type.startsWith("voicemail_")) showVoicemail();
   };
   stream.onclose = () => {
     if (me !== null) setTimeout(() => follow(last), 1000);
