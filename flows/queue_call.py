@@ -151,8 +151,10 @@ class QueueCall:
             return None
         try:
             for agent in agents:
-                self._log(QueueEvent.OFFER, user_id=agent.user_id,
-                                wait_seconds=entry.waited(), extension=agent.extension)  # fmt: skip
+                # Who rings, on which number and queue: what the agent's console shows.
+                self._log(QueueEvent.OFFER, user_id=agent.user_id, wait_seconds=entry.waited(),
+                          extension=agent.extension, caller=self._leg.caller,
+                          called=self._leg.called, queue=self._spec.name)  # fmt: skip
             watched: list[asyncio.Future[Any]] = [self._leg.ended, agent_leg.answered,
                                                   agent_leg.ended]  # fmt: skip
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)

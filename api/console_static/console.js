@@ -40,6 +40,49 @@ function show(signedIn) {
   $("presence-bar").hidden = !signedIn;
 }
 
+// The call ringing or talking at the agent's phone: from the queue's offer, else presence.
+let currentCall = null;
+let callClock = null;
+
+function showCurrentCall() {
+  const shown = $("current-call");
+  if (currentCall === null) {
+    shown.textContent = "";
+    return;
+  }
+  const seconds = Math.round((Date.now() - currentCall.since) / 1000);
+  if (currentCall.caller === undefined) {
+    shown.textContent = `${currentCall.talking ? "On a call" : "Ringing"}, ${seconds} s`;
+    return;
+  }
+  const where = `${currentCall.caller} for ${currentCall.queue} (number ${currentCall.called})`;
+  const waited = Math.round(currentCall.waited + (currentCall.talking ? 0 : seconds));
+  shown.textContent = currentCall.talking
+    ? `On a call with ${where}, ${seconds} s`
+    : `Ringing: ${where}, waiting ${waited} s`;
+}
+
+function setCurrentCall(call) {
+  currentCall = call;
+  clearInterval(callClock);
+  callClock = call === null ? null : setInterval(showCurrentCall, 1000);
+  showCurrentCall();
+}
+
+function followCall(event) {
+  const data = event.data;
+  if (event.type === "queue_offer" && data.user_id === me.id) {
+    setCurrentCall({ caller: data.caller, called: data.called, queue: data.queue,
+                     waited: data.wait_seconds || 0, since: Date.now(), talking: false });
+  } else if (event.type === "queue_connect" && data.user_id === me.id && currentCall !== null) {
+    setCurrentCall({ ...currentCall, talking: true, since: Date.now() });
+  } else if (event.type === "presence_changed" && data.user_id === me.id) {
+    if (data.activity === "idle") setCurrentCall(null);
+    else if (currentCall === null) setCurrentCall({ since: Date.now(), talking: data.activity === "in_call" });
+    else if (data.activity === "in_call" && !currentCall.talking) setCurrentCall({ ...currentCall, talking: true, since: Date.now() });
+  }
+}
+
 function showPresence(presence) {
   $("status").value = presence.status;
   $("status-shown").textContent = presence.status.replace("_", " ");
@@ -130,6 +173,7 @@ function follow(since) {
   stream.onmessage = (message) => {
     const event = JSON.parse(message.data);
     last = event.id;
+    followCall(event);
     if (event.type === "presence_changed" && event.data.user_id === me.id) showPresence(event.data);
     if (event.type.startsWith("voicemail_")) showVoicemail();
     if (event.type.startsWith("dialog_") || event.type.startsWith("message_")) refreshDialogsSoon();
@@ -336,6 +380,7 @@ async function signOut() {
   dialogs = new Map();
   offersSeen = new Set();
   $("conversation").hidden = true;
+  setCurrentCall(null);
   if (stream) stream.close();
   try {
     if (leaving) await api("DELETE", "/session");

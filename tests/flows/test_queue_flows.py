@@ -44,6 +44,11 @@ async def test_a_waiting_caller_reaches_the_agent_who_turns_ready_then_wrap_up_b
     await set_presence(admin, agent.id, "ready")
     phone = await twin.dialled(agent.extension)
     assert "X-PBX-Queue" in phone.headers
+    # The offer tells the agent's console who rings, on which number and from which queue.
+    offer = await events.next("queue_offer", queue_id=queue_id, user_id=agent.id)
+    queue_name = (await admin.get(f"/queues/{queue_id}")).body["name"]
+    assert (offer["caller"], offer["queue"]) == (calling, queue_name)
+    assert offer["called"]
     phone.ring()
     assert (await presence(admin, agent.id))["activity"] == "ringing"
     phone.answer()
