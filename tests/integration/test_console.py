@@ -55,3 +55,4 @@ async def test_a_signed_out_visitor_gets_a_sign_in_form_named_and_keyboard_reach
     assert await browser.call(lambda: browser.driver.switch_to.active_element == sign_in)
     # The presence menu is for signed-in people only.
     assert await browser.find_control("Status") is None
+    assert await browser.script_errors() == []

@@ -43,6 +43,12 @@ class Browser:
         """The one visible control whose accessible name is `name`, waited for."""
         return await self.call(lambda: self._wait(lambda: self._control(name), timeout_s, name))
 
+    async def script_errors(self) -> list[str]:
+        """Uncaught exceptions and syntax errors the page's scripts raised so far (an
+        answered request, 401 included, is not one)."""
+        entries = await self.call(lambda: self.driver.get_log("browser"))
+        return [e["message"] for e in entries if e.get("source") == "javascript"]
+
     async def find_control(self, name: str) -> WebElement | None:
         """The visible control named `name` now, if any (no wait)."""
         return await self.call(lambda: self._control(name))
@@ -89,6 +95,7 @@ async def headless_chromium() -> AsyncIterator[Browser]:
         "--window-size=1280,900",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = await asyncio.to_thread(
         webdriver.Chrome, options=options, service=DriverService(CHROMEDRIVER)
     )
