@@ -1,24 +1,30 @@
 // The console's entry: sign-in and sign-out, which views a role gets, and the event stream
 // that keeps them current. The views live in their own modules.
 
+import { enterAdmin, onAdminEvent, wireAdmin } from "./admin.js";
 import { enterAgent, leaveAgent, onAgentEvent, wireAgent } from "./agent.js";
 import { $, api, eventStreamUrl, keepCsrf, session, showNotice } from "./api.js";
 import { enterChats, leaveChats, onChatEvent, wireChats } from "./chats.js";
 
 let stream = null;
 
-function show(signedIn) {
-  $("sign-in").hidden = signedIn;
-  for (const id of ["presence-bar", "agent", "chats", "voicemail"]) $(id).hidden = !signedIn;
+// Views each role gets besides the agent's own.
+const ROLE_VIEWS = { operator: [], supervisor: [], admin: ["admin"] };
+
+function show(role) {
+  $("sign-in").hidden = role !== null;
+  for (const id of ["presence-bar", "agent", "chats", "voicemail"]) $(id).hidden = role === null;
+  for (const id of ["admin"]) $(id).hidden = role === null || !ROLE_VIEWS[role].includes(id);
 }
 
 async function enter(user) {
   session.me = user;
   $("who").textContent = user.name;
-  show(true);
+  show(user.role);
   showNotice("");
   await enterAgent();
   await enterChats();
+  if (ROLE_VIEWS[user.role].includes("admin")) await enterAdmin();
   follow();
 }
 
@@ -31,6 +37,7 @@ function follow(since) {
     last = event.id;
     onAgentEvent(event);
     onChatEvent(event);
+    if (ROLE_VIEWS[session.me.role].includes("admin")) onAdminEvent(event);
   };
   stream.onclose = () => {
     if (session.me !== null) setTimeout(() => follow(last), 1000);
@@ -61,7 +68,7 @@ async function signOut() {
     if (leaving) await api("DELETE", "/session");
   } finally {
     keepCsrf(null);
-    show(false);
+    show(null);
     $("email").focus();
   }
 }
@@ -71,12 +78,13 @@ async function start() {
   $("sign-out").addEventListener("click", signOut);
   wireAgent();
   wireChats();
+  wireAdmin();
   try {
     const current = await api("GET", "/me");
     keepCsrf(current.csrf_token);
     await enter(current.user);
   } catch (error) {
-    show(false);
+    show(null);
     if (error.status !== 401) showNotice(error.message);
   }
 }
