@@ -5,16 +5,17 @@ import { enterAdmin, onAdminEvent, wireAdmin } from "./admin.js";
 import { enterAgent, leaveAgent, onAgentEvent, wireAgent } from "./agent.js";
 import { $, api, eventStreamUrl, keepCsrf, session, showNotice } from "./api.js";
 import { enterChats, leaveChats, onChatEvent, wireChats } from "./chats.js";
+import { enterWallboard, leaveWallboard, onWallboardEvent } from "./wallboard.js";
 
 let stream = null;
 
 // Views each role gets besides the agent's own.
-const ROLE_VIEWS = { operator: [], supervisor: [], admin: ["admin"] };
+const ROLE_VIEWS = { operator: [], supervisor: ["wallboard"], admin: ["wallboard", "admin"] };
 
 function show(role) {
   $("sign-in").hidden = role !== null;
   for (const id of ["presence-bar", "agent", "chats", "voicemail"]) $(id).hidden = role === null;
-  for (const id of ["admin"]) $(id).hidden = role === null || !ROLE_VIEWS[role].includes(id);
+  for (const id of ["wallboard", "admin"]) $(id).hidden = role === null || !ROLE_VIEWS[role].includes(id);
 }
 
 async function enter(user) {
@@ -24,6 +25,7 @@ async function enter(user) {
   showNotice("");
   await enterAgent();
   await enterChats();
+  if (ROLE_VIEWS[user.role].includes("wallboard")) await enterWallboard();
   if (ROLE_VIEWS[user.role].includes("admin")) await enterAdmin();
   follow();
 }
@@ -37,6 +39,7 @@ function follow(since) {
     last = event.id;
     onAgentEvent(event);
     onChatEvent(event);
+    if (ROLE_VIEWS[session.me.role].includes("wallboard")) onWallboardEvent(event);
     if (ROLE_VIEWS[session.me.role].includes("admin")) onAdminEvent(event);
   };
   stream.onclose = () => {
@@ -64,6 +67,7 @@ async function signOut() {
   if (stream) stream.close();
   leaveAgent();
   leaveChats();
+  leaveWallboard();
   try {
     if (leaving) await api("DELETE", "/session");
   } finally {
