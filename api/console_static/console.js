@@ -5,17 +5,19 @@ import { enterAdmin, onAdminEvent, wireAdmin } from "./admin.js";
 import { enterAgent, leaveAgent, onAgentEvent, wireAgent } from "./agent.js";
 import { $, api, eventStreamUrl, keepCsrf, session, showNotice } from "./api.js";
 import { enterChats, leaveChats, onChatEvent, wireChats } from "./chats.js";
+import { enterReports, wireReports } from "./reports.js";
 import { enterWallboard, leaveWallboard, onWallboardEvent } from "./wallboard.js";
 
 let stream = null;
 
 // Views each role gets besides the agent's own.
-const ROLE_VIEWS = { operator: [], supervisor: ["wallboard"], admin: ["wallboard", "admin"] };
+const ROLE_VIEWS = { operator: [], supervisor: ["wallboard", "reports"],
+                     admin: ["wallboard", "reports", "admin"] };
 
 function show(role) {
   $("sign-in").hidden = role !== null;
   for (const id of ["presence-bar", "agent", "chats", "voicemail"]) $(id).hidden = role === null;
-  for (const id of ["wallboard", "admin"]) $(id).hidden = role === null || !ROLE_VIEWS[role].includes(id);
+  for (const id of ["wallboard", "reports", "admin"]) $(id).hidden = role === null || !ROLE_VIEWS[role].includes(id);
 }
 
 async function enter(user) {
@@ -26,6 +28,7 @@ async function enter(user) {
   await enterAgent();
   await enterChats();
   if (ROLE_VIEWS[user.role].includes("wallboard")) await enterWallboard();
+  if (ROLE_VIEWS[user.role].includes("reports")) enterReports();
   if (ROLE_VIEWS[user.role].includes("admin")) await enterAdmin();
   follow();
 }
@@ -83,6 +86,7 @@ async function start() {
   wireAgent();
   wireChats();
   wireAdmin();
+  wireReports();
   try {
     const current = await api("GET", "/me");
     keepCsrf(current.csrf_token);
