@@ -15,9 +15,11 @@ from acd.queues import list_queues
 from api import (
     blocklist,
     business_hours,
+    call_stats,
     calls,
     canned_responses,
     channels,
+    customers,
     dialogs,
     extensions,
     health,
@@ -51,7 +53,8 @@ ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
     business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
-    canned_responses.routes, blocklist.routes, stats.routes,
+    canned_responses.routes, blocklist.routes, stats.routes, call_stats.routes,
+    customers.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 

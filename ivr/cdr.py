@@ -292,3 +292,23 @@ async def get_call(ctx: ServiceContext, call_id: int) -> CallRecord:
     if row is None:
         raise NotFound(f"call {call_id} does not exist")
     return row
+
+
+async def calls_with_party(
+    ctx: ServiceContext, numbers: list[str], older_than: tuple[datetime, int] | None, limit: int
+) -> list[CallRecord]:
+    """Calls where one of `numbers` called, was dialled or answered, newest first (by start,
+    then id), older than `older_than` (start, id) when given."""
+    query = select(CallRecord).where(
+        CallRecord.caller.in_(numbers)
+        | CallRecord.called.in_(numbers)
+        | CallRecord.connected_to.in_(numbers)
+    )
+    if older_than is not None:
+        at, below = older_than
+        query = query.where(
+            (CallRecord.started_at < at) | ((CallRecord.started_at == at) & (CallRecord.id < below))
+        )
+    query = query.order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(limit)
+    async with ctx.sessions() as session:
+        return list(await session.scalars(query))
