@@ -10,7 +10,7 @@ from datetime import datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from acd.agents import wallboard
+from acd.agents import wallboard as agents_presence
 from acd.queues import list_queues
 from api import (
     blocklist,
@@ -32,6 +32,7 @@ from api import (
     tokens,
     users,
     voicemail,
+    wallboard,
 )
 from api.console import install_console
 from api.errors import error_middleware
@@ -54,7 +55,7 @@ ROUTE_TABLES: list[RouteTable] = [
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
     business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
     canned_responses.routes, blocklist.routes, stats.routes, call_stats.routes,
-    customers.routes,
+    customers.routes, wallboard.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -156,7 +157,7 @@ async def _acd_figures(
     """Gauges read at scrape time: agents per status, callers waiting per queue."""
     counts: Counter[tuple[str, str]] = Counter(
         (entry.presence.status.value, entry.presence.shown_activity.value)
-        for entry in await wallboard(ctx)
+        for entry in await agents_presence(ctx)
     )
     metrics.agents_by_status.clear()
     for (status, activity), count in counts.items():

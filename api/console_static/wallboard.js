@@ -108,7 +108,7 @@ function render() {
 
 async function load() {
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  board = await api("GET", `/wallboard?tz=${encodeURIComponent(zone)}`);
+  board = await api("GET", `/wallboard?time_zone=${encodeURIComponent(zone)}`);
   board.loadedAt = Date.now();
   render();
   drawCalls(board.calls_per_hour);
