@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from selenium.webdriver.common.by import By
+
+from core.settings import Settings
 from pbx.memory_worker import MemoryWorkers
 from tests.flows.builders import caller_number, company_number, queue, set_presence, user
 from tests.flows.conftest import Events
 from tests.support.api_client import ApiClient
+from tests.support.browser import headless_chromium
 
 
 async def board(admin: ApiClient) -> dict[str, Any]:
@@ -62,3 +66,38 @@ async def test_the_wallboard_wants_a_real_time_zone_and_staff(
     wrong = await admin.get("/wallboard?time_zone=Mars/Olympus")
     assert (wrong.status, wrong.error_code) == (422, "unknown_time_zone")
     assert (await anonymous.get("/wallboard")).status == 401
+
+
+async def test_a_supervisor_sees_a_queued_call_on_the_wallboard_page(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str],
+    flow_settings: Settings,
+) -> None:  # fmt: skip
+    agent = await user(admin, next_extension, status="not_ready", reason="break")
+    queue_id = await queue(admin, [agent], when_no_agents="wait")
+    name = (await admin.get(f"/queues/{queue_id}")).body["name"]
+    number = await company_number(admin, {"type": "queue", "id": queue_id},
+                                  extension_dialing=False)  # fmt: skip
+    email = f"supervisor.{queue_id}@example.com"
+    created = await admin.post("/users", {"name": "Sue", "email": email, "role": "supervisor"})
+    password = "a supervisor's password"
+    assert (await admin.put(f"/users/{created.body['id']}/password",
+                            {"password": password})).status == 204  # fmt: skip
+
+    def waiting_in_row(driver: object) -> str | None:
+        rows = driver.find_elements(By.CSS_SELECTOR, "#queue-board tr")  # type: ignore[attr-defined]
+        for row in rows:
+            cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+            if cells and cells[0] == name:
+                return str(cells[1])
+        return None
+
+    async with headless_chromium() as browser:
+        await browser.sign_in(f"http://127.0.0.1:{flow_settings.api.port}/", email, password)
+        await browser.until("the queue on the wallboard", lambda d: waiting_in_row(d) == "0")
+        caller = twin.call_in(caller_number(), number)
+        await events.next("queue_enter", queue_id=queue_id)
+        # The page learns it from the event stream, without a reload.
+        await browser.until("the caller waiting", lambda d: waiting_in_row(d) == "1")
+        caller.hang_up()
+        await browser.until("the caller gone", lambda d: waiting_in_row(d) == "0")
+        assert await browser.script_errors() == []

@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
 
 T = TypeVar("T")
 
@@ -52,6 +53,29 @@ class Browser:
     async def find_control(self, name: str) -> WebElement | None:
         """The visible control named `name` now, if any (no wait)."""
         return await self.call(lambda: self._control(name))
+
+    async def type_into(self, name: str, text: str) -> None:
+        control = await self.control(name)
+        await self.call(lambda: (control.clear(), control.send_keys(text)))
+
+    async def press(self, name: str) -> None:
+        control = await self.control(name)
+        await self.call(control.click)
+
+    async def choose(self, name: str, value: str) -> None:
+        """Pick the option with `value` in the select named `name`, as a person would."""
+        control = await self.control(name)
+        await self.call(lambda: Select(control).select_by_value(value))
+
+    async def sign_in(self, url: str, email: str, password: str) -> None:
+        await self.open(url)
+        await self.type_into("Email", email)
+        await self.type_into("Password", password)
+        await self.press("Sign in")
+        await self.control("Sign out")
+
+    async def text_of(self, element_id: str) -> str:
+        return await self.call(lambda: self.driver.find_element(By.ID, element_id).text)
 
     async def until(
         self, what: str, check: Callable[[WebDriver], T], timeout_s: float = WAIT_S
