@@ -26,6 +26,7 @@ from api import (
     presence,
     prompts,
     queues,
+    sign_in,
     stats,
     tokens,
     users,
@@ -50,7 +51,7 @@ ROUTE_TABLES: list[RouteTable] = [
     health.routes, users.routes, extensions.routes, tokens.routes, numbers.routes,
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
     business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
-    canned_responses.routes, blocklist.routes, stats.routes,
+    canned_responses.routes, blocklist.routes, stats.routes, sign_in.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 
