@@ -79,6 +79,10 @@ async def sign_in(ctx: ServiceContext, email: str, password: str, address: str) 
     new_hash = await hash_password(password) if needs_rehash(password_hash) else None
     async with ctx.sessions.begin() as session:
         user = await load_user(session, user_id)
+        if not user.active or user.password_hash != password_hash:
+            # Dismissed, or given a new password, while this password was being checked: a
+            # session started now would outlive the revocation that came with that change.
+            raise BadCredentials("the email or the password is wrong")
         if new_hash is not None:
             user.password_hash = new_hash
         started = await start_session(session, ctx.events, user_id, address)
