@@ -28,6 +28,7 @@ from api import (
     presence,
     prompts,
     queues,
+    sign_in,
     stats,
     tokens,
     users,
@@ -55,7 +56,7 @@ ROUTE_TABLES: list[RouteTable] = [
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
     business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
     canned_responses.routes, blocklist.routes, stats.routes, call_stats.routes,
-    customers.routes, wallboard.routes,
+    customers.routes, wallboard.routes, sign_in.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 

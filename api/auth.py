@@ -1,24 +1,57 @@
-"""Bearer-token authentication: `Authorization: Bearer <token>` (or ?token= for WebSockets)."""
+"""Authentication: `Authorization: Bearer <token>` (or ?token= for WebSockets) for scripts, or
+the session cookie of a person signed in to the web console (POST /session)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from core.context import ServiceContext
-from core.errors import Unauthorized
+from core.errors import Forbidden, Unauthorized
+from extensions.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_token_matches, signed_in
 from extensions.tokens import Principal, authenticate
+
+# Methods that change nothing: a cookie alone may carry them.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfFailed(Forbidden):
+    code = "csrf_failed"
 
 
 async def authenticated_principal(ctx: ServiceContext, request: web.Request) -> Principal:
     token = _bearer_token(request)
     if token is None:
-        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return await _session_principal(ctx, request, cookie)
+        raise Unauthorized(
+            "a bearer token (Authorization: Bearer <token>) or a session cookie (POST /session)"
+            " is required"
+        )
     if not _encodable(token):
         raise Unauthorized("the token is not UTF-8 text")
     principal = await authenticate(ctx, token)
     if principal is None:
         raise Unauthorized("the token is unknown, revoked, or its user was dismissed")
     return principal
+
+
+async def _session_principal(ctx: ServiceContext, request: web.Request, cookie: str) -> Principal:
+    if not _encodable(cookie):
+        raise Unauthorized("the session cookie is not UTF-8 text")
+    signed = await signed_in(ctx, cookie)
+    if signed is None:
+        raise Unauthorized("the session has ended (signed out, expired, or its user dismissed)")
+    if request.method not in _SAFE_METHODS:
+        # A browser sends the cookie with a request another site makes it send; only our own
+        # page knows the CSRF token to add.
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None or not _encodable(sent) or not csrf_token_matches(cookie, sent):
+            raise CsrfFailed(f"a request with the session cookie needs the {CSRF_HEADER} header"
+                             " given at sign-in")  # fmt: skip
+    return Principal(
+        role=signed.role, user_id=signed.user_id, token_id=None, session_id=signed.session_id
+    )
 
 
 def _encodable(token: str) -> bool:

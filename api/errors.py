@@ -9,7 +9,15 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+from core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from core.sql_bounds import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
 
 log = structlog.get_logger(__name__)
@@ -20,6 +28,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     Conflict: 409,
     Forbidden: 403,
     Unauthorized: 401,
+    TooManyRequests: 429,
 }
 CODE_BY_HTTP_STATUS = {
     400: "bad_request",
@@ -44,6 +53,8 @@ class ErrorBody(BaseModel):
     field: str | None = None
     errors: list[ErrorDetail] | None = None
     holder: dict[str, Any] | None = None
+    # With 429: the seconds until a retry may succeed (also the Retry-After header).
+    retry_after: int | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -132,6 +143,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = error_response(_status_of(error), error.code, error.message, **extra)
         if isinstance(error, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="pbx"'
+        if isinstance(error, TooManyRequests):
+            response.headers["Retry-After"] = str(error.retry_after)
         return response
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -11,15 +11,17 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from api.errors import ErrorResponse
 from api.routing import API_PREFIX, Route
 from core.sql_bounds import SQL_INT_MAX
+from extensions.sessions import SESSION_COOKIE
 
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
-    401: "Missing, unknown or revoked token",
-    403: "The token's role may not do this",
+    401: "Missing, unknown or revoked token or session",
+    403: "The role may not do this, or a session's request lacks its X-CSRF-Token (csrf_failed)",
     404: "No such resource",
     409: "Conflicts with the current state (e.g. extension taken)",
     422: "Invalid input (validation_error, invalid_body, number_out_of_range, ...);"
     " `error.field` names the field",
+    429: "Too many failed sign-ins (locked); `error.retry_after` and Retry-After say how long",
 }
 
 
@@ -60,7 +62,8 @@ def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[s
                 "required": True,
                 "content": {"application/json": {"schema": ref(route.body, "validation")}},
             }
-        operation["security"] = [{"bearer": []}] if route.roles is not None else []
+        # Either one: a bearer token, or a session cookie from POST /session.
+        operation["security"] = [{"bearer": []}, {"session": []}] if route.roles is not None else []
         if route.roles is not None:
             roles = ", ".join(sorted(r.value for r in route.roles))
             self_note = "; a user may also act on themself" if route.allow_self else ""
@@ -72,7 +75,16 @@ def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[s
         "paths": paths,
         "components": {
             "schemas": top.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "Set by POST /session; requests other than GET, HEAD and"
+                    " OPTIONS also need the X-CSRF-Token header it returns",
+                },
+            },
         },
     }
 

@@ -53,6 +53,8 @@ class ApiRequest:
     body: Any
     query: Any
     raw: web.Request
+    # Applied to the response before it leaves (a handler setting or clearing a cookie).
+    response_hooks: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
 
 
 Handler = Callable[[ApiRequest], Awaitable[BaseModel | None]]
@@ -115,11 +117,16 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             raw=request,
         )
         result = await route.handler(api_request)
-        if result is None:
-            return web.Response(status=204 if route.status == 200 else route.status)
-        return web.json_response(
-            text=result.model_dump_json(), status=route.status, content_type="application/json"
+        response = (
+            web.Response(status=204 if route.status == 200 else route.status)
+            if result is None
+            else web.json_response(
+                text=result.model_dump_json(), status=route.status, content_type="application/json"
+            )
         )
+        for hook in api_request.response_hooks:
+            hook(response)
+        return response
 
     return endpoint
 

@@ -1,4 +1,5 @@
-"""Users resource: /users, /users/{user_id}, and each user's extension and SIP password."""
+"""Users resource: /users, /users/{user_id}, each user's extension and SIP password, and the
+password they sign in to the web console with."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from chat import channels, dialogs
 from core.events import Event
 from core.sql_bounds import Count
-from extensions import phones, users
+from extensions import passwords, phones, users
 from extensions.numbering import EXTENSION_PATTERN
 from extensions.roles import Role
 
@@ -79,6 +80,13 @@ class UserListQuery(BaseModel):
     active: bool | None = None
     limit: int = Field(100, ge=1, le=500)
     offset: Count = 0
+
+
+class PasswordSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Length rule (sign_in.min_password_length) checked by extensions.passwords: 422
+    # weak_password.
+    password: Annotated[str, StringConstraints(max_length=passwords.MAX_PASSWORD_LENGTH)]
 
 
 class ExtensionAssign(BaseModel):
@@ -259,3 +267,19 @@ async def release_extension(req: ApiRequest) -> None:
 )
 async def reset_sip_password(req: ApiRequest) -> ExtensionAssignment:
     return ExtensionAssignment.of(await phones.reset_sip_password(req.ctx, req.path["user_id"]))
+
+
+@routes.add(
+    "PUT",
+    "/users/{user_id}/password",
+    summary="Set a user's sign-in password",
+    tag="users",
+    roles=ADMIN,
+    body=PasswordSet,
+    status=204,
+    errors=(*USER_ERRORS, 409),
+)
+async def set_password(req: ApiRequest) -> None:
+    """The user's web-console sessions end; they sign in again with this password."""
+    body: PasswordSet = req.body
+    await passwords.set_password(req.ctx, req.path["user_id"], body.password)

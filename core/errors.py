@@ -35,3 +35,13 @@ class Forbidden(DomainError):
 
 class Unauthorized(DomainError):
     code = "unauthorized"
+
+
+class TooManyRequests(DomainError):
+    """Refused for a while; `retry_after` seconds tell how long (the Retry-After header)."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after

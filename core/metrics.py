@@ -78,6 +78,18 @@ class Metrics:
         self.websocket_clients = Gauge(
             "pbx_event_stream_clients", "Open WebSocket event streams", registry=self.registry
         )
+        self.sign_ins = Counter(
+            "pbx_sign_ins_total",
+            "Sign-in attempts to the web console by outcome: success, bad_credentials, locked",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sign_in_locks = Counter(
+            "pbx_sign_in_locks_total",
+            "Locks after repeated failed sign-ins, by scope: email, address",
+            ["scope"],
+            registry=self.registry,
+        )
         self.retention_deleted = Counter(
             "pbx_retention_deleted_rows_total",
             "History rows deleted because they outlived their retention period, by table",

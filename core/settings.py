@@ -243,6 +243,35 @@ class RetentionSettings(_Section):
     calls_days: int = Field(400, ge=0, le=36500)
 
 
+class SignInSettings(_Section):
+    """People signing in to the web console with email and password (extensions.sign_in)."""
+
+    # Shorter passwords are refused (422 weak_password); longer than 1,024 characters too.
+    min_password_length: int = Field(12, ge=8, le=1024)
+    # A session not used for this long has ended (12 h: a working day and a bit).
+    session_idle_seconds: int = Field(43_200, ge=60, le=30 * 86_400)
+    # The cookie's Secure flag: set it when the console is served over HTTPS (`make run`
+    # serves plain HTTP on loopback, where a Secure cookie would never be sent back).
+    secure_cookie: bool = False
+    # Failed sign-ins with one email within lock_seconds of the first: at this many the email
+    # is locked for lock_seconds (429 locked). From one client address in all: at
+    # max_failures_per_address the address is locked (it must exceed max_failures, or one
+    # person's typos behind a shared address would lock everyone there).
+    max_failures: int = Field(5, ge=1, le=1000)
+    max_failures_per_address: int = Field(50, ge=2, le=100_000)
+    lock_seconds: int = Field(900, ge=1, le=86_400)
+    # Each failed answer waits failure_delay_seconds times the email's failures so far, at
+    # most max_failure_delay_seconds: slows a guesser, hardly a person.
+    failure_delay_seconds: float = Field(0.5, ge=0, le=10)
+    max_failure_delay_seconds: float = Field(3.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _one_email_cannot_lock_its_address(self) -> SignInSettings:
+        if self.max_failures_per_address <= self.max_failures:
+            raise ValueError("max_failures_per_address must exceed max_failures")
+        return self
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -269,6 +298,7 @@ class Settings(_Section):
     feature_codes: FeatureCodeSettings = FeatureCodeSettings()
     chat: ChatSettings = ChatSettings()
     retention: RetentionSettings = RetentionSettings()
+    sign_in: SignInSettings = SignInSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

@@ -1,5 +1,5 @@
-"""SQL tables of users, extensions, API tokens and Kamailio's own subscriber, location and
-version tables."""
+"""SQL tables of users, extensions, API tokens, people's sessions, and Kamailio's own
+subscriber, location and version tables."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     dismissed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Argon2id (extensions.passwords), salt and parameters included; None: cannot sign in.
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class Extension(Base):
@@ -48,6 +50,21 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class PersonSession(Base):
+    """A person signed in to the web console (extensions.sessions): the cookie's token, hashed."""
+
+    __tablename__ = "person_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # SHA-256 of the cookie's token, as for API tokens: 256 random bits need no slow hash.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Refreshed as the session is used (at most once a minute); idle past the setting: ended.
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 

@@ -25,11 +25,13 @@ BOOTSTRAP_TOKEN_LABEL = "bootstrap admin (pbx run)"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user's token, or the operator-supplied PBX_ADMIN_TOKEN (user_id None)."""
+    """Who is calling: a user's token, the operator-supplied PBX_ADMIN_TOKEN (user_id None), or
+    a person signed in to the web console (session_id, the user's role)."""
 
     role: Role
     user_id: int | None
     token_id: int | None
+    session_id: int | None = None
 
 
 @dataclass(frozen=True)

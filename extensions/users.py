@@ -1,4 +1,5 @@
-"""Users: create, read, update, and dismissal (phone off, extension freed, tokens revoked)."""
+"""Users: create, read, update, and dismissal (phone off, extension freed, tokens revoked,
+sessions ended)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from extensions.models import ApiToken, Extension, User
 from extensions.namespace import free_extension, user_extension
 from extensions.numbering import OwnerType
 from extensions.roles import Role
+from extensions.sessions import revoke_sessions
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +151,9 @@ async def update_user(
             )
         kind = "user_dismissed" if dismissing else "user_updated"
         events.append(await ctx.events.stage(session, kind, record.event_data()))
+        if dismissing:
+            # Signed in to the web console: out at once, like the API tokens.
+            events += await revoke_sessions(session, ctx.events, user_id, reason="user_dismissed")
         if dismissing and on_dismissal is not None:
             events += await on_dismissal(session, user_id)
     if released is not None:

@@ -51,6 +51,8 @@ def make_settings(data_dir: Path, **sections: dict[str, object]) -> Settings:
         "PBX_ACD__MAX_MISSED_OFFERS": "2",
         "PBX_VOICEMAIL__SILENCE_SECONDS": "2",
         "PBX_CHAT__DELIVERY_RETRY_SECONDS": "0.2",
+        # Failed sign-ins still wait, only less (the rule is unit-tested with real values).
+        "PBX_SIGN_IN__FAILURE_DELAY_SECONDS": "0.01",
     }
     if "url" not in sections.get("database", {}) and (url := new_test_database_url()):
         # PBX_TEST_DATABASE=postgresql: a database of its own in the suite's PostgreSQL.
