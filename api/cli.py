@@ -1,4 +1,5 @@
-"""The `pbx` command: run the whole service with its embedded defaults, migrate, render config."""
+"""The `pbx` command: run the whole service with its embedded defaults, migrate, render config;
+provisioning commands for scripts in api.cli_admin."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import structlog
 from aiohttp import web
 
 from api.app import create_app
+from api.cli_admin import extensions_commands, users_commands
+from api.cli_settings import command_settings, config_option
 from api.routing import API_PREFIX, CONTEXT_KEY
 from core.context import ServiceContext
-from core.logging import configure_logging
 from core.redis_server import ManagedRedis
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Settings
 from extensions.tokens import ensure_bootstrap_admin_token
 from ivr.prompts import UnknownVoice, check_voice
 from migrations import upgrade_database
@@ -26,29 +28,16 @@ from pbx.kamailio import KamailioProcess, render_kamailio_config
 log = structlog.get_logger(__name__)
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        settings = load_settings(config)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    configure_logging(settings.log)
-    return settings
-
-
 @click.group()
 def main() -> None:
     """Self-hosted contact-center PBX."""
 
 
 @main.command()
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    help="config.toml (default: $PBX_CONFIG or ./config.toml)",
-)
+@config_option
 def run(config: Path | None) -> None:
     """Migrate, start Redis, Kamailio and the service; Ctrl-C stops everything."""
-    settings = _settings(config)
+    settings = command_settings(config)
     try:
         asyncio.run(check_voice(settings.prompts.voice))
         asyncio.run(_run(settings))
@@ -60,17 +49,21 @@ def run(config: Path | None) -> None:
 @click.option("--config", type=click.Path(path_type=Path))
 def migrate(config: Path | None) -> None:
     """Bring the database to the newest schema."""
-    settings = _settings(config)
+    settings = command_settings(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
     click.echo("database is up to date")
+
+
+main.add_command(users_commands)
+main.add_command(extensions_commands)
 
 
 @main.command("render-kamailio")
 @click.option("--config", type=click.Path(path_type=Path))
 def render_kamailio(config: Path | None) -> None:
     """Print the Kamailio configuration rendered from the settings."""
-    settings = _settings(config)
+    settings = command_settings(config)
     kamailio_dir = settings.data_dir / "kamailio"
     click.echo(
         render_kamailio_config(settings, kamailio_dir / "run", kamailio_dir / "dispatcher.list")

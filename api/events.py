@@ -19,9 +19,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.auth import authenticated_principal
-from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, sql_integer
-from core.errors import Forbidden, InvalidInput
+from api.event_visibility import Viewer, follow, may_see
+from api.routing import API_PREFIX, CONTEXT_KEY, sql_integer
+from chat.dialogs import agent_dialogs
+from core.context import ServiceContext
+from core.errors import InvalidInput
 from core.events import EVENTS_CHANNEL, events_after
+from extensions.phones import held_extension
+from extensions.roles import Role
+from extensions.tokens import Principal
 
 log = structlog.get_logger(__name__)
 
@@ -123,8 +129,6 @@ HUB_KEY = web.AppKey("event_hub", EventHub)
 async def event_stream(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT_KEY]
     principal = await authenticated_principal(ctx, request)
-    if principal.role not in STAFF:
-        raise Forbidden("only admins and supervisors may watch the event stream")
     since = _since(request)
     types = {t for t in request.query.get("types", "").split(",") if t}
     hub = request.app[HUB_KEY]
@@ -139,7 +143,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         hub.unsubscribe(queue)
         raise
     ctx.metrics.websocket_clients.inc()
-    sender = asyncio.create_task(_send_events(ctx, ws, queue, since, types))
+    sender = asyncio.create_task(_send_events(ctx, ws, queue, principal, since, types))
     try:
         async for message in ws:
             if message.type == WSMsgType.ERROR:
@@ -154,12 +158,16 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _send_events(
-    ctx: Any,
+    ctx: ServiceContext,
     ws: web.WebSocketResponse,
     queue: ClientQueue,
+    principal: Principal,
     since: int | None,
     types: set[str],
 ) -> None:
+    # After subscribing, so a change in between is both in the viewer and in the queue (the
+    # viewer follows an event it already reflects without harm).
+    viewer = await _viewer(ctx, principal)
     last_sent = 0
     if since is not None:
         last_sent = since
@@ -167,8 +175,10 @@ async def _send_events(
             async with ctx.sessions() as session:
                 batch = await events_after(session, last_sent, REPLAY_BATCH)
             for event in batch:
-                if not types or event.type in types:
-                    await ws.send_str(json.dumps(event.envelope()))
+                envelope = event.envelope()
+                if (not types or event.type in types) and may_see(viewer, event.type, event.data):
+                    await ws.send_str(json.dumps(envelope))
+                viewer = follow(viewer, event.type, event.data, envelope["time"])
                 last_sent = event.id
             if len(batch) < REPLAY_BATCH:
                 break
@@ -178,9 +188,29 @@ async def _send_events(
             await ws.close(code=text.code, message=text.reason.encode())
             return
         envelope = json.loads(text)
-        if envelope["id"] <= last_sent or (types and envelope["type"] not in types):
+        type_, data = envelope["type"], envelope["data"]
+        if envelope["id"] <= last_sent:
             continue
-        await ws.send_str(text)
+        if (not types or type_ in types) and may_see(viewer, type_, data):
+            await ws.send_str(text)
+        viewer = follow(viewer, type_, data, envelope["time"])
+
+
+async def _viewer(ctx: ServiceContext, principal: Principal) -> Viewer:
+    """An operator's share of the stream depends on their extension and dialogs now."""
+    viewer = Viewer(role=principal.role, user_id=principal.user_id)
+    if principal.role is not Role.OPERATOR or principal.user_id is None:
+        return viewer
+    extension = await held_extension(ctx, principal.user_id)
+    held, offered = await agent_dialogs(ctx, principal.user_id)
+    return Viewer(
+        role=principal.role,
+        user_id=principal.user_id,
+        extension=extension[0] if extension else None,
+        extension_since=extension[1] if extension else None,
+        held=frozenset(held),
+        offered=frozenset(offered),
+    )
 
 
 def _since(request: web.Request) -> int | None:
@@ -200,11 +230,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             "operationId": "event_stream",
             "description": (
                 "Upgrades to a WebSocket. Each text message is one event envelope "
-                '`{"v": 1, "id", "type", "time", "data"}`. Roles: admin, supervisor. '
-                "Pass the token as `Authorization: Bearer` or `?token=`. `since=<id>` first "
-                "replays persisted events after that id; `types=a,b` filters by type. Event "
-                "types: user_created, user_updated, user_dismissed, extension_assigned, "
-                "extension_released, sip_password_reset, token_issued. A client more than "
+                '`{"v": 1, "id", "type", "time", "data"}`. Roles: any; admins and supervisors get '
+                "every event, an operator only those about themselves (their user, extension, "
+                "presence, forwarding, calls, ACD offers, dialogs held or offered and their "
+                "messages). Pass the token as `Authorization: Bearer` or `?token=`. "
+                "`since=<id>` first replays persisted events after that id; `types=a,b` "
+                "filters by type (the README lists the event types). A client more than "
                 f"{CLIENT_BACKLOG} events behind is closed with code 1013; it reconnects with "
                 "`since=<last id received>`."
             ),
@@ -222,7 +253,6 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "101": {"description": "Switching to the WebSocket protocol"},
                 "401": {"description": "Missing or unknown token"},
-                "403": {"description": "Role may not watch events"},
             },
         }
     }

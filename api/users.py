@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from chat import channels, dialogs
+from core.context import ServiceContext
 from core.events import Event
 from core.sql_bounds import Count
 from extensions import passwords, phones, users
@@ -118,6 +119,28 @@ class ExtensionAssignment(BaseModel):
 USER_ERRORS = (401, 403, 404, 422)
 
 
+async def change_user(
+    ctx: ServiceContext, user_id: int, changes: users.UserChanges
+) -> users.UserRecord:
+    """PATCH /users/{id}, and `pbx users dismiss`: a dismissal takes the user out of the
+    contact center in the same transaction, then logs their presence out."""
+    bus = ctx.events
+
+    async def out_of_the_contact_center(session: AsyncSession, user_id: int) -> list[Event]:
+        # No queue offers them work, no channel gives them chats, their chats wait for others.
+        return [
+            *await queues.leave_every_queue(session, bus, user_id),
+            *await channels.leave_every_channel(session, bus, user_id),
+            *await dialogs.requeue_dialogs_of(session, bus, user_id),
+        ]
+
+    record = await users.update_user(ctx, user_id, changes, on_dismissal=out_of_the_contact_center)
+    if changes.active is False:
+        # After the commit (Redis is not in the transaction); logging out twice is harmless.
+        await agents.log_out_dismissed(ctx, record.id)
+    return record
+
+
 @routes.add(
     "POST",
     "/users",
@@ -193,22 +216,7 @@ async def patch_user(req: ApiRequest) -> UserOut:
         wrap_up_time=body.wrap_up_time,
         clear_wrap_up_time="wrap_up_time" in sent and body.wrap_up_time is None,
     )
-    bus = req.ctx.events
-
-    async def out_of_the_contact_center(session: AsyncSession, user_id: int) -> list[Event]:
-        # No queue offers them work, no channel gives them chats, their chats wait for others.
-        return [
-            *await queues.leave_every_queue(session, bus, user_id),
-            *await channels.leave_every_channel(session, bus, user_id),
-            *await dialogs.requeue_dialogs_of(session, bus, user_id),
-        ]
-
-    record = await users.update_user(
-        req.ctx, req.path["user_id"], changes, on_dismissal=out_of_the_contact_center
-    )
-    if body.active is False:
-        # After the commit (Redis is not in the transaction); logging out twice is harmless.
-        await agents.log_out_dismissed(req.ctx, record.id)
+    record = await change_user(req.ctx, req.path["user_id"], changes)
     return UserOut.of(record)
 
 

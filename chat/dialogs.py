@@ -175,6 +175,16 @@ async def read_dialog(
         return dialog, offered.get(dialog_id, []), messages
 
 
+async def agent_dialogs(ctx: ServiceContext, user_id: int) -> tuple[set[int], set[int]]:
+    """The dialogs an agent holds now and those offered to them now (their event stream)."""
+    held = select(DialogRow.id).where(
+        DialogRow.assignee_id == user_id, DialogRow.state.in_(HELD_STATES)
+    )
+    offered = select(DialogOfferRow.dialog_id).where(DialogOfferRow.user_id == user_id)
+    async with ctx.sessions() as session:
+        return set(await session.scalars(held)), set(await session.scalars(offered))
+
+
 async def offered_to(session: AsyncSession, dialog_ids: Sequence[int]) -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
     for dialog_id, user_id in await session.execute(

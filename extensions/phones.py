@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from sqlalchemy import func, select
@@ -125,6 +126,16 @@ async def get_sip_account(ctx: ServiceContext, user_id: int) -> SipAccount:
     if number is None:
         raise NotFound(f"user {user_id} has no extension", details={"user_id": user_id})
     return _account(ctx.settings.sip, number, password=None)
+
+
+async def held_extension(ctx: ServiceContext, user_id: int) -> tuple[str, datetime] | None:
+    """The user's extension and since when they hold it (an operator's event stream)."""
+    query = select(Extension.number, Extension.created_at).where(
+        Extension.owner_type == OwnerType.USER.value, Extension.owner_id == user_id
+    )
+    async with ctx.sessions() as session:
+        row = (await session.execute(query)).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def list_extensions(ctx: ServiceContext) -> list[ExtensionRecord]:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.context import EdgeUnavailable, ServiceContext
 from core.db import utcnow
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.events import Event
 from extensions.models import ApiToken, Extension, User
 from extensions.namespace import free_extension, user_extension
@@ -23,6 +23,10 @@ from extensions.roles import Role
 from extensions.sessions import revoke_sessions
 
 log = structlog.get_logger(__name__)
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ async def create_user(
     wrap_up_time: int | None = None,
 ) -> UserRecord:
     async with ctx.sessions.begin() as session:
+        await _ensure_email_free(session, email, user_id=None)
         user = User(name=name, email=email, role=role.value, active=True, wrap_up_time=wrap_up_time)
         session.add(user)
         await session.flush()
@@ -81,6 +86,25 @@ async def create_user(
     await ctx.events.publish(event)
     log.info("user_created", user_id=record.id, role=record.role)
     return record
+
+
+async def find_user_by_email(ctx: ServiceContext, email: str) -> UserRecord:
+    """The user with this email (any case), the active one if a dismissed user had it too."""
+    query = (
+        select(User, Extension.number)
+        .outerjoin(
+            Extension,
+            (Extension.owner_type == OwnerType.USER.value) & (Extension.owner_id == User.id),
+        )
+        .where(func.lower(User.email) == email.lower())
+        .order_by(User.active.desc(), User.id.desc())
+        .limit(1)
+    )
+    async with ctx.sessions() as session:
+        row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no user has the email {email}", field="email")
+    return user_record(row[0], row[1])
 
 
 async def get_user(ctx: ServiceContext, user_id: int) -> UserRecord:
@@ -133,6 +157,8 @@ async def update_user(
         if changes.active is not None:
             user.active = changes.active
             user.dismissed_at = utcnow() if not changes.active else None
+        if user.active and (changes.email is not None or changes.active):
+            await _ensure_email_free(session, user.email, user_id=user_id)
         extension = await user_extension(session, user_id)
         if dismissing:
             released = extension
@@ -182,6 +208,20 @@ async def drop_phone_registrations(ctx: ServiceContext, username: str) -> None:
         # The binding expires by itself; the phone can no longer re-register.
         ctx.metrics.registration_drop_failures.inc()
         log.error("registration_drop_failed", username=username, error=str(exc))
+
+
+async def _ensure_email_free(
+    session: AsyncSession, email: str | None, *, user_id: int | None
+) -> None:
+    """An email names one active user: people and scripts find users by it. (Checked, not
+    constrained: two concurrent creations with one email may still both pass.)"""
+    if email is None:
+        return
+    query = select(User.id).where(func.lower(User.email) == email.lower(), User.active.is_(True))
+    if user_id is not None:
+        query = query.where(User.id != user_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise EmailTaken(f"an active user has the email {email} already", field="email")
 
 
 async def load_user(session: AsyncSession, user_id: int) -> User:

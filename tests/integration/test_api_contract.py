@@ -153,6 +153,22 @@ async def test_list_users_paginates_and_filters(admin: ApiClient) -> None:
     assert bad.status == 422 and bad.body["error"]["field"] == "limit"
 
 
+async def test_an_email_names_one_active_user(admin: ApiClient) -> None:
+    first = (await admin.post("/users", {"name": "Una", "email": "una@example.com"})).body
+    taken = await admin.post("/users", {"name": "Una Two", "email": "UNA@example.com"})
+    assert taken.status == 409 and taken.error_code == "email_taken"
+    assert taken.body["error"]["field"] == "email"
+    other = (await admin.post("/users", {"name": "Una Three"})).body
+    moved = await admin.patch(f"/users/{other['id']}", {"email": "una@example.com"})
+    assert moved.status == 409 and moved.error_code == "email_taken"
+    # A dismissed user's email is free again; taking the user back then is refused.
+    assert (await admin.patch(f"/users/{first['id']}", {"active": False})).status == 200
+    again = await admin.post("/users", {"name": "Una Again", "email": "una@example.com"})
+    assert again.status == 201, again
+    back = await admin.patch(f"/users/{first['id']}", {"active": True})
+    assert back.status == 409 and back.error_code == "email_taken"
+
+
 async def test_patch_changes_only_what_is_sent(admin: ApiClient) -> None:
     user = (await admin.post("/users", {"name": "Paula", "email": "paula@example.com"})).body
     renamed = await admin.patch(f"/users/{user['id']}", {"name": "Paula P."})
