@@ -1,21 +1,27 @@
 """Provisioning from scripts: `pbx users ...` and `pbx extensions assign`.
 
-Each command calls the domain functions the REST routes call, after the same request models
-validated its input, so checks, events and metrics are the API's. A refusal prints the API's
-error body on stderr and exits 2 for bad input (the API's 422), 1 otherwise; never a
-traceback."""
+While the service runs, a command is a request to its REST API with the admin token `pbx run`
+keeps in <data.dir>/admin-token: the running service makes the change, so its memory (the
+call path's caches, chat assignment, queue rules) follows at once. While it is stopped, the
+command calls the domain functions the REST routes call, after the same request models
+validated its input. Either way checks, events and error codes are the API's: a refusal
+prints the API's error body on stderr and exits 2 for bad input (the API's 422), 1 otherwise;
+never a traceback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import aiohttp
 import click
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -26,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from acd.agents import register_writes as register_presence_writes
 from api.cli_settings import command_settings, config_option
 from api.errors import NumberOutOfRange, validation_failed
+from api.routing import API_PREFIX
 from api.users import (
     ExtensionAssign,
     ExtensionAssignment,
@@ -35,14 +42,14 @@ from api.users import (
 )
 from core.context import ServiceContext
 from core.db import create_engine, create_session_factory
-from core.errors import DomainError, InvalidInput
+from core.errors import DomainError, InvalidInput, NotFound
 from core.events import EventBus
 from core.metrics import Metrics
 from core.settings import Settings
 from core.sql_bounds import SQL_INT_MAX
 from core.wakeups import Wakeups
 from core.write_behind import WriteBehind
-from extensions import phones, users
+from extensions import passwords, phones, users
 from pbx.kamailio import KamailioRpc
 
 log = structlog.get_logger(__name__)
@@ -52,6 +59,8 @@ EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 1
 # users list reads this many at a time (the API's largest page).
 LIST_PAGE = 500
+# Where `pbx run` keeps the admin token it printed (in data.dir).
+ADMIN_TOKEN_FILE = "admin-token"
 
 Model = TypeVar("Model", bound=BaseModel)
 Result = TypeVar("Result")
@@ -84,7 +93,12 @@ def add_user(name: str, email: str | None, role: str, as_json: bool, config: Pat
         )
         return UserOut.of(record)
 
-    user = _run(settings, create)
+    async def post(service: RunningService) -> UserOut:
+        return UserOut.model_validate(
+            await service.request("POST", "/users", body.model_dump(mode="json"))
+        )
+
+    user = _perform(settings, post, create)
     click.echo(user.model_dump_json() if as_json else _user_line(user))
 
 
@@ -106,7 +120,18 @@ def list_users(active: bool | None, as_json: bool, config: Path | None) -> None:
             if not page or len(found) >= total:
                 return found
 
-    listed = _run(settings, every_user)
+    async def every_page(service: RunningService) -> list[UserOut]:
+        found: list[UserOut] = []
+        only = "" if active is None else f"&active={str(active).lower()}"
+        while True:
+            page = await service.request(
+                "GET", f"/users?limit={LIST_PAGE}&offset={len(found)}{only}"
+            )
+            found += [UserOut.model_validate(u) for u in page["items"]]
+            if not page["items"] or len(found) >= page["total"]:
+                return found
+
+    listed = _perform(settings, every_page, every_user)
     if as_json:
         click.echo(json.dumps([u.model_dump(mode="json") for u in listed]))
         return
@@ -128,12 +153,38 @@ def dismiss_user(user: str, as_json: bool, config: Path | None) -> None:
         user_id = await _user_id(ctx, user)
         return UserOut.of(await change_user(ctx, user_id, users.UserChanges(active=False)))
 
-    dismissed = _run(settings, dismiss)
+    async def patch(service: RunningService) -> UserOut:
+        user_id = await service.user_id(user)
+        changed = await service.request("PATCH", f"/users/{user_id}", {"active": False})
+        return UserOut.model_validate(changed)
+
+    dismissed = _perform(settings, patch, dismiss)
     click.echo(dismissed.model_dump_json() if as_json else f"dismissed {_user_line(dismissed)}")
 
 
-# `pbx users password USER` (a console password) joins this group once its domain function
-# exists: validate, then call it through _run like the commands above.
+@users_commands.command("password")
+@click.argument("user")
+@config_option
+def set_password(user: str, config: Path | None) -> None:
+    """Give USER (an id or an email) a password for the web console, as PUT
+    /users/{id}/password does; their sessions end. The password is read from standard input
+    (one line) when it is not a terminal, else asked for twice; never from the command line,
+    where other users of the machine could see it."""
+    settings = command_settings(config)
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    async def put(service: RunningService) -> None:
+        user_id = await service.user_id(user)
+        await service.request("PUT", f"/users/{user_id}/password", {"password": password})
+
+    async def set_it(ctx: ServiceContext) -> None:
+        await passwords.set_password(ctx, await _user_id(ctx, user), password)
+
+    _perform(settings, put, set_it)
+    click.echo("password set; the user's sessions have ended")
 
 
 @extensions_commands.command("assign")
@@ -152,7 +203,14 @@ def assign_extension(user: str, extension: str, as_json: bool, config: Path | No
         account = await phones.assign_extension(ctx, user_id, body.extension)
         return user_id, ExtensionAssignment.of(account)
 
-    user_id, assigned = _run(settings, assign)
+    async def put(service: RunningService) -> tuple[int, ExtensionAssignment]:
+        user_id = await service.user_id(user)
+        assignment = await service.request(
+            "PUT", f"/users/{user_id}/extension", body.model_dump(mode="json")
+        )
+        return user_id, ExtensionAssignment.model_validate(assignment)
+
+    user_id, assigned = _perform(settings, put, assign)
     if as_json:
         click.echo(assigned.model_dump_json())
         return
@@ -181,13 +239,98 @@ def _valid(model: type[Model], fields: dict[str, Any]) -> Model:
 
 async def _user_id(ctx: ServiceContext, given: str) -> int:
     """USER arguments: digits are an id, anything else an email."""
-    if given.isdecimal():
-        if int(given) > SQL_INT_MAX:
-            raise NumberOutOfRange(f"user id {given} is out of range", field="user")
-        return int(given)
-    if "@" not in given:
-        raise InvalidInput(f"{given!r} is neither a user id nor an email", field="user")
+    if given.isdecimal() or "@" not in given:
+        return _given_id(given)
     return (await users.find_user_by_email(ctx, given)).id
+
+
+def _given_id(given: str) -> int:
+    if not given.isdecimal():
+        raise InvalidInput(f"{given!r} is neither a user id nor an email", field="user")
+    if int(given) > SQL_INT_MAX:
+        raise NumberOutOfRange(f"user id {given} is out of range", field="user")
+    return int(given)
+
+
+class ApiRefused(Exception):
+    """The running service answered with an error body."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", f"HTTP {status}"))
+        self.status = status
+        self.error = error
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """The REST API of the `pbx run` that listens on api.host:port, as its admin."""
+
+    base_url: str
+    token: str
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.base_url + path, json=body, headers=headers) as reply,
+        ):
+            data = None if reply.status == 204 else await reply.json(content_type=None)
+            if reply.status >= 400:
+                error = data.get("error") if isinstance(data, dict) else None
+                raise ApiRefused(
+                    reply.status,
+                    error or {"code": "unavailable", "message": f"HTTP {reply.status}"},
+                )
+            return data
+
+    async def user_id(self, given: str) -> int:
+        """USER arguments: digits are an id, anything else the email of an active user."""
+        if given.isdecimal() or "@" not in given:
+            return _given_id(given)
+        offset = 0
+        while True:
+            page = await self.request(
+                "GET", f"/users?active=true&limit={LIST_PAGE}&offset={offset}"
+            )
+            for user in page["items"]:
+                if (user["email"] or "").lower() == given.lower():
+                    return int(user["id"])
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                raise NotFound(f"no active user has the email {given}", field="user")
+
+
+def _running_service(settings: Settings) -> RunningService | None:
+    """The service's API when something listens on api.host:port, else None (stopped)."""
+    try:
+        socket.create_connection((settings.api.host, settings.api.port), timeout=2).close()
+    except OSError:
+        return None
+    token_file = settings.data_dir / ADMIN_TOKEN_FILE
+    if not token_file.exists():
+        _fail({"code": "unavailable", "message": f"something answers on {settings.api.host}:"
+               f"{settings.api.port} but {token_file} (kept by pbx run) is missing"})  # fmt: skip
+    base = f"http://{settings.api.host}:{settings.api.port}{API_PREFIX}"
+    return RunningService(base, token_file.read_text().strip())
+
+
+def _perform(
+    settings: Settings,
+    via_api: Callable[[RunningService], Coroutine[Any, Any, Result]],
+    via_domain: Callable[[ServiceContext], Awaitable[Result]],
+) -> Result:
+    """Through the running service if there is one, else straight to the database."""
+    service = _running_service(settings)
+    if service is None:
+        return _run(settings, via_domain)
+    try:
+        return asyncio.run(via_api(service))
+    except ApiRefused as refused:
+        _fail(refused.error, EXIT_BAD_INPUT if refused.status == 422 else EXIT_REFUSED)
+    except DomainError as exc:
+        _refuse(exc)
+    except (aiohttp.ClientError, OSError) as exc:
+        _refuse(OSError(f"the service at {service.base_url}: {exc}"))
 
 
 def _run(settings: Settings, work: Callable[[ServiceContext], Awaitable[Result]]) -> Result:

@@ -12,20 +12,22 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 from api.cli import main
+from api.cli_admin import ADMIN_TOKEN_FILE
 from core.redis_server import ManagedRedis
 from core.settings import Settings
-from tests.conftest import EMPTY_CONFIG
+from tests.conftest import ADMIN_TOKEN, EMPTY_CONFIG
+from tests.support.ports import free_port
 from tests.support.sql import execute
 
 Pbx = Callable[..., Result]
 _emails = itertools.count()
 
 
-@pytest.fixture
-def pbx(settings: Settings, database: str, redis_server: ManagedRedis) -> Pbx:
+def command_line(settings: Settings, database: str, api_port: int, stdin: str | None) -> Pbx:
     """Runs `pbx ARGS` with the suite's settings, as a script on the same machine would."""
     # Only these settings: the suite's own PBX_TEST_* variables are no settings keys.
     env: dict[str, str | None] = dict.fromkeys(k for k in os.environ if k.startswith("PBX_"))
@@ -34,13 +36,29 @@ def pbx(settings: Settings, database: str, redis_server: ManagedRedis) -> Pbx:
         "PBX_DATABASE__URL": database,
         "PBX_REDIS__PORT": str(settings.redis.port),
         "PBX_SIP__RPC_PORT": str(settings.sip.rpc_port),
+        "PBX_API__PORT": str(api_port),
         "PBX_LOG__LEVEL": "error",
     }
 
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(main, [*args, "--config", str(EMPTY_CONFIG)], env=env)
+    def run(*args: str, stdin: str | None = stdin) -> Result:
+        return CliRunner().invoke(main, [*args, "--config", str(EMPTY_CONFIG)], env=env,
+                                  input=stdin)  # fmt: skip
 
     return run
+
+
+@pytest.fixture
+def pbx(settings: Settings, database: str, redis_server: ManagedRedis) -> Pbx:
+    """The commands while the service is stopped: nothing listens on their API port."""
+    return command_line(settings, database, free_port(), None)
+
+
+@pytest.fixture
+def pbx_running(settings: Settings, database: str, api_server: TestServer) -> Pbx:
+    """The commands while the service runs: its API answers on api.port, and its admin token
+    is where `pbx run` keeps it."""
+    (settings.data_dir / ADMIN_TOKEN_FILE).write_text(ADMIN_TOKEN + "\n")
+    return command_line(settings, database, settings.api.port, None)
 
 
 def email() -> str:
@@ -140,3 +158,43 @@ def test_an_unknown_user_or_a_taken_extension_exits_1(pbx: Pbx) -> None:
     assert pbx("extensions", "assign", str(holder["id"]), "7303").exit_code == 0
     taken = pbx("extensions", "assign", str(other["id"]), "7303")
     assert taken.exit_code == 1 and error_of(taken)["code"] == "extension_taken"
+
+
+def test_a_password_is_read_from_standard_input_never_the_command_line(pbx: Pbx) -> None:
+    added = json.loads(pbx("users", "add", "--name", "Pia", "--email", email(), "--json").stdout)
+    done = pbx("users", "password", str(added["id"]), stdin="a long enough password\n")
+    assert done.exit_code == 0, done.output
+    short = pbx("users", "password", str(added["id"]), stdin="short\n")
+    assert short.exit_code == 2
+    assert error_of(short)["code"] == "weak_password"
+
+
+async def test_while_the_service_runs_the_commands_go_through_its_api(
+    pbx_running: Pbx, database: str
+) -> None:
+    # The service answers on this test's event loop: each command runs in a thread meanwhile.
+    async def pbx(*args: str, stdin: str | None = None) -> Result:
+        return await asyncio.to_thread(pbx_running, *args, stdin=stdin)
+
+    address = email()
+    added = await pbx("users", "add", "--name", "Rita", "--email", address, "--json")
+    assert added.exit_code == 0, added.output
+    user = json.loads(added.stdout)
+    assigned = await pbx("extensions", "assign", address, "7311", "--json")
+    assert assigned.exit_code == 0, assigned.output
+    assert json.loads(assigned.stdout)["sip"]["password"]
+    password = await pbx("users", "password", address, stdin="a long enough password\n")
+    assert password.exit_code == 0, password.output
+    # The API's refusals come back as they are: 422 exits 2, a conflict 1.
+    taken = await pbx("users", "add", "--name", "Rita again", "--email", address)
+    assert (taken.exit_code, error_of(taken)["code"]) == (1, "email_taken")
+    weak = await pbx("users", "password", address, stdin="short\n")
+    assert (weak.exit_code, error_of(weak)["code"]) == (2, "weak_password")
+    dismissed = await pbx("users", "dismiss", address, "--json")
+    assert json.loads(dismissed.stdout)["active"] is False
+    unknown = await pbx("users", "dismiss", address)
+    assert (unknown.exit_code, error_of(unknown)["code"]) == (1, "not_found")
+    # The running service made the changes: its events say so.
+    assert user["id"] in [
+        e["user_id"] for e in await asyncio.to_thread(events_about, database, "user_password_set")
+    ]
