@@ -8,9 +8,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, select
 
 from acd.models import PresenceHistoryRow, QueueLogRow, QueueRow
 from acd.presence import Status
@@ -316,13 +315,13 @@ async def period_facts(
     return PeriodFacts(calls, log, wrap_ups(history))
 
 
-def _calls_in(since: datetime | None, until: datetime | None) -> Select[Any]:
-    query = select(CallRecord.id)
+def _started_in(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    conditions = []
     if since is not None:
-        query = query.where(CallRecord.started_at >= since)
+        conditions.append(CallRecord.started_at >= since)
     if until is not None:
-        query = query.where(CallRecord.started_at < until)
-    return query
+        conditions.append(CallRecord.started_at < until)
+    return conditions
 
 
 async def call_rows(
@@ -332,7 +331,7 @@ async def call_rows(
     query = select(
         CallRecord.id, CallRecord.direction, CallRecord.user_id, CallRecord.answered_at,
         CallRecord.ended_at,
-    ).where(CallRecord.id.in_(_calls_in(since, until)))  # fmt: skip
+    ).where(*_started_in(since, until))  # fmt: skip
     async with ctx.sessions() as session:
         return [CallFacts(*row) for row in await session.execute(query)]
 
@@ -344,7 +343,7 @@ async def queue_log_rows(
     query = (
         select(QueueLogRow.queue_id, QueueLogRow.call_id, QueueLogRow.event)
         .add_columns(QueueLogRow.user_id, QueueLogRow.wait_seconds)
-        .where(QueueLogRow.call_id.in_(_calls_in(since, until)))
+        .where(QueueLogRow.call_id.in_(select(CallRecord.id).where(*_started_in(since, until))))
         .order_by(QueueLogRow.id)
     )
     async with ctx.sessions() as session:

@@ -72,7 +72,9 @@ def customer(phone: str | None, chat_customer: str | None) -> Customer:
         raise InvalidChatCustomer(
             "chat_customer must be <channel id>:<customer id>", field="chat_customer"
         )
-    channel_id = int(channel.lstrip("0") or "0") if len(channel) <= 10 else 0
+    significant = channel.lstrip("0") or "0"
+    # Bounded by length first: int() refuses strings over 4,300 digits.
+    channel_id = int(significant) if len(significant) <= 10 else 0
     if not 1 <= channel_id <= SQL_INT_MAX:
         raise InvalidChatCustomer(
             f"the channel id must be 1 to {SQL_INT_MAX}", field="chat_customer"

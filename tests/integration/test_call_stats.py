@@ -132,6 +132,9 @@ async def test_figures_per_agent(admin: ApiClient, hour: dict[str, Any]) -> None
     assert (anna["wrap_ups"], anna["wrap_up_seconds"], anna["mean_wrap_up_seconds"]) == (
         1, 4.0, 4.0)  # fmt: skip
     assert anna["handling_seconds"] == 27.0  # (50 + 4) / 2
+    # Without a period: every call, the day before's too.
+    everything = (await admin.get("/stats/calls/agents")).body["items"]
+    assert next(f for f in everything if f["user_id"] == hour["anna"])["queue_answered"] == 2
     ben = figures[hour["ben"]]
     assert (ben["offered"], ben["missed"], ben["answered"], ben["queue_answered"]) == (1, 0, 1, 1)
     assert (ben["talk_seconds"], ben["wrap_up_seconds"], ben["handling_seconds"]) == (

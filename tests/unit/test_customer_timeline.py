@@ -43,6 +43,7 @@ class Entry:
                                         None)),
         (None, "3:ann@example.com", Customer([], ["ann@example.com"], 3)),
         (None, "007:a:b", Customer([], ["a:b"], 7)),  # the customer id may hold colons
+        (None, "000000000002147483647:x", Customer([], ["x"], 2147483647)),
     ],
 )  # fmt: skip
 def test_customer_keys(phone: str | None, chat: str | None, expected: Customer) -> None:
@@ -67,6 +68,7 @@ def test_customer_keys(phone: str | None, chat: str | None, expected: Customer) 
         (None, "٣:ann", InvalidChatCustomer),  # a digit, but not ASCII
         (None, "99999999999:ann", InvalidChatCustomer),
         (None, "2147483648:ann", InvalidChatCustomer),
+        (None, "9" * 5000 + ":ann", InvalidChatCustomer),
     ],
 )
 def test_bad_customer_keys(phone: str | None, chat: str | None, error: type[Exception]) -> None:
