@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from core.settings import Settings
 from pbx.memory_worker import MemoryWorkers
@@ -83,12 +85,15 @@ async def test_a_supervisor_sees_a_queued_call_on_the_wallboard_page(
     assert (await admin.put(f"/users/{created.body['id']}/password",
                             {"password": password})).status == 204  # fmt: skip
 
-    def waiting_in_row(driver: object) -> str | None:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#queue-board tr")  # type: ignore[attr-defined]
-        for row in rows:
-            cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
-            if cells and cells[0] == name:
-                return str(cells[1])
+    def waiting_in_row(driver: WebDriver) -> str | None:
+        # The page redraws its rows every second: a row found may be gone when read.
+        try:
+            for row in driver.find_elements(By.CSS_SELECTOR, "#queue-board tr"):
+                cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+                if cells and cells[0] == name:
+                    return str(cells[1])
+        except StaleElementReferenceException:
+            pass
         return None
 
     async with headless_chromium() as browser:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -58,9 +59,16 @@ class Browser:
         control = await self.control(name)
         await self.call(lambda: (control.clear(), control.send_keys(text)))
 
-    async def press(self, name: str) -> None:
-        control = await self.control(name)
-        await self.call(control.click)
+    async def press(self, name: str, timeout_s: float = WAIT_S) -> None:
+        def click() -> bool:
+            control = self._control(name)
+            if control is None:
+                return False
+            control.click()
+            return True
+
+        # Found and clicked in one go: a list redrawn in between would leave a stale element.
+        await self.call(lambda: self._wait(click, timeout_s, name))
 
     async def choose(self, name: str, value: str) -> None:
         """Pick the option with `value` in the select named `name`, as a person would."""
@@ -97,7 +105,10 @@ class Browser:
     def _wait(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
         deadline = time.monotonic() + timeout_s
         while True:
-            result = probe()
+            try:
+                result = probe()
+            except StaleElementReferenceException:  # the page redrew it: look again
+                result = None
             if result:
                 return result
             if time.monotonic() > deadline:
