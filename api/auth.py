@@ -18,6 +18,17 @@ class CsrfFailed(Forbidden):
     code = "csrf_failed"
 
 
+class CrossOrigin(Forbidden):
+    code = "cross_origin"
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether the page that made the browser send this request is ours (browsers name it in
+    Origin on every POST and WebSocket handshake; scripts send none)."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin.partition("://")[2] == request.host
+
+
 async def authenticated_principal(ctx: ServiceContext, request: web.Request) -> Principal:
     token = _bearer_token(request)
     if token is None:
@@ -42,6 +53,10 @@ async def _session_principal(ctx: ServiceContext, request: web.Request, cookie: 
     signed = await signed_in(ctx, cookie)
     if signed is None:
         raise Unauthorized("the session has ended (signed out, expired, or its user dismissed)")
+    if request.headers.get("Upgrade", "").lower() == "websocket" and not same_origin(request):
+        # No CSRF header on a handshake: a page of another origin on this host (another port)
+        # would otherwise read the person's events with their cookie.
+        raise CrossOrigin("the event stream is opened with a session only from the console")
     if request.method not in _SAFE_METHODS:
         # A browser sends the cookie with a request another site makes it send; only our own
         # page knows the CSRF token to add.

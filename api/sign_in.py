@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from api.auth import CrossOrigin, same_origin
 from api.routing import ANY_ROLE, ApiRequest, RouteTable
 from api.users import UserOut
 from core.errors import Conflict, Forbidden
@@ -51,10 +52,6 @@ class OwnPasswordChange(BaseModel):
     new_password: Password
 
 
-class CrossOrigin(Forbidden):
-    code = "cross_origin"
-
-
 class NotAUser(Forbidden):
     code = "not_a_user"
 
@@ -96,8 +93,7 @@ async def create_session(req: ApiRequest) -> SignedInOut:
 def _refuse_other_origins(request: web.Request) -> None:
     """A page on another site could post a form here and sign the browser in to an account of
     its choosing; browsers name the page's origin on every POST, scripts send none."""
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.partition("://")[2] != request.host:
+    if not same_origin(request):
         raise CrossOrigin("sign-in is accepted only from the console's own origin")
 
 

@@ -372,3 +372,19 @@ async def test_sign_in_from_another_sites_page_is_refused(
     host = browser.base_url.split("://")[1].split("/")[0]
     own = await browser.sign_in(user["email"], headers={"Origin": f"http://{host}"})
     assert own.status == 200
+
+
+async def test_the_event_stream_opens_with_the_cookie_only_from_the_consoles_origin(
+    admin: ApiClient, browser: Browser
+) -> None:
+    user = await person(admin)
+    assert (await browser.sign_in(user["email"])).status == 200
+    host = browser.base_url.split("://")[1].split("/")[0]
+    url = browser.base_url.replace("http://", "ws://") + "/events"
+    cookie = {"Cookie": f"{SESSION_COOKIE}={browser.cookie}"}
+    # Another page on this host (another port) must not read the person's events.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await browser.http.ws_connect(url, headers=cookie | {"Origin": "http://127.0.0.1:1"})
+    assert refused.value.status == 403
+    async with browser.http.ws_connect(url, headers=cookie | {"Origin": f"http://{host}"}):
+        pass
