@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
+from api import cli_settings
 from api.cli import main
 from api.cli_admin import ADMIN_TOKEN_FILE
 from core.redis_server import ManagedRedis
@@ -45,6 +46,14 @@ def command_line(settings: Settings, database: str, api_port: int, stdin: str | 
                                   input=stdin)  # fmt: skip
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def suite_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands run in the test process, whose logging is the suite's: configured here,
+    structlog would cache loggers at the command's level, and the other tests' captures of
+    the service's log lines would see nothing."""
+    monkeypatch.setattr(cli_settings, "configure_logging", lambda _settings: None)
 
 
 @pytest.fixture
