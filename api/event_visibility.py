@@ -132,6 +132,15 @@ _OPERATOR_RULES: dict[str, _Rule] = {
     "extension_released": _holder_is,
     "sip_password_reset": _about_me("user_id"),
     "presence_changed": _about_me("user_id"),
+    # Their own console sign-ins and password (the address is their own machine's).
+    "session_started": _about_me("user_id"),
+    "session_ended": _about_me("user_id"),
+    "user_password_set": _about_me("user_id"),
+    # Their own voicemail (a box of theirs: the event names its user).
+    "voicemail_message_left": _about_me("owner_user_id"),
+    "voicemail_message_heard": _about_me("owner_user_id"),
+    "voicemail_message_unheard": _about_me("owner_user_id"),
+    "voicemail_message_deleted": _about_me("owner_user_id"),
     "forwarding_changed": _about_me("user_id"),
     # The ACD's steps with them as the agent (offered, rang unanswered, connected, done); a
     # caller's stay without an agent (enter, abandon, timeout, ...) is no operator's business.

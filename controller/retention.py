@@ -1,4 +1,6 @@
 """Retention: history older than its period (settings `[retention]`) is deleted once a day.
+Voicemail messages, when given a period, go through voicemail's own deletion (file, row,
+event), one by one: they are few and each is a person's recording.
 
 Events, queue log, presence history and ended calls' records grow by about 3.7 KB per call
 and were never deleted. The job deletes in batches of BATCH_ROWS, one short transaction each,
@@ -22,9 +24,12 @@ from sqlalchemy import ColumnElement, delete, func, select
 from acd.models import PresenceHistoryRow, QueueLogRow
 from core.context import ServiceContext
 from core.db import utcnow
+from core.errors import NotFound
 from core.events import EventRow
 from core.settings import RetentionSettings
+from ivr import voicemail
 from ivr.cdr import CallRecord
+from ivr.voicemail import VoicemailMessageRow
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +37,7 @@ BATCH_ROWS = 5000
 FIRST_RUN_AFTER_S = 60.0
 INTERVAL_S = 86400.0
 RETENTION_APPLIED = "retention_applied"
+VOICEMAIL = "voicemail_messages"
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,18 @@ class RetentionJob:
     async def apply(self, now: datetime | None = None) -> dict[str, int]:
         """One pass over every table; returns the rows deleted per table."""
         deleted: dict[str, int] = {}
-        for expiry in expiries(self._ctx.settings.retention, now or utcnow()):
+        now = now or utcnow()
+        for expiry in expiries(self._ctx.settings.retention, now):
             count = await self._delete(expiry)
             if count:
                 deleted[expiry.table] = count
                 self._ctx.metrics.retention_deleted.labels(table=expiry.table).inc(count)
+        days = self._ctx.settings.retention.voicemail_days
+        if days:
+            count = await self._delete_voicemail(now - timedelta(days=days))
+            if count:
+                deleted[VOICEMAIL] = count
+                self._ctx.metrics.retention_deleted.labels(table=VOICEMAIL).inc(count)
         if deleted:
             async with self._ctx.sessions.begin() as session:
                 event = await self._ctx.events.stage(
@@ -105,6 +118,16 @@ class RetentionJob:
             except Exception:  # a failed pass is tried again the next day, not the end of it
                 log.exception("retention_failed")
             await asyncio.sleep(INTERVAL_S)
+
+    async def _delete_voicemail(self, before: datetime) -> int:
+        async with self._ctx.sessions() as session:
+            expired = list(await session.scalars(
+                select(VoicemailMessageRow.id).where(VoicemailMessageRow.created_at < before)
+            ))  # fmt: skip
+        for message_id in expired:
+            with contextlib.suppress(NotFound):  # its owner deleted it meanwhile
+                await voicemail.delete_message(self._ctx, message_id)
+        return len(expired)
 
     async def _delete(self, expiry: Expiry) -> int:
         model, expired = _expired(expiry)

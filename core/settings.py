@@ -241,6 +241,9 @@ class RetentionSettings(_Section):
     presence_history_days: int = Field(90, ge=0, le=36500)
     # Call records (ended calls only).
     calls_days: int = Field(400, ge=0, le=36500)
+    # Voicemail messages, the recordings with their rows: the callers' words are the box
+    # owner's to delete, so kept until then by default.
+    voicemail_days: int = Field(0, ge=0, le=36500)
 
 
 class SignInSettings(_Section):

@@ -241,7 +241,7 @@ async def mark_heard(ctx: ServiceContext, message_id: int, heard: bool) -> Voice
             row.heard_at = utcnow() if heard else None
             await session.flush()
             kind = "voicemail_message_heard" if heard else "voicemail_message_unheard"
-            event = await ctx.events.stage(session, kind, message_data(row))
+            event = await ctx.events.stage(session, kind, await _event_data(session, row))
         else:
             event = None
     if event is not None:
@@ -253,7 +253,7 @@ async def delete_message(ctx: ServiceContext, message_id: int) -> None:
     async with ctx.sessions.begin() as session:
         row = await _load_message(session, message_id)
         path = message_file(ctx, row)
-        data = message_data(row)
+        data = await _event_data(session, row)
         await session.delete(row)
         event = await ctx.events.stage(session, "voicemail_message_deleted", data)
     await asyncio.to_thread(path.unlink, missing_ok=True)
@@ -307,7 +307,9 @@ async def save_message(
                                       created_at=utcnow())  # fmt: skip
             session.add(row)
             await session.flush()
-            event = await ctx.events.stage(session, "voicemail_message_left", message_data(row))
+            event = await ctx.events.stage(
+                session, "voicemail_message_left", await _event_data(session, row)
+            )
     if box_gone:
         await asyncio.to_thread(path.unlink, missing_ok=True)
         return None
@@ -325,6 +327,14 @@ def box_data(row: VoicemailBoxRow) -> dict[str, Any]:
         "name": row.name,
         "max_seconds": row.max_seconds,
     }
+
+
+async def _event_data(session: AsyncSession, row: VoicemailMessageRow) -> dict[str, Any]:
+    """The message and whose it is (`owner_user_id`: the box's user, so that the event stream
+    gives a person their own voicemail events; null for another owner)."""
+    box = await session.get(VoicemailBoxRow, row.box_id)
+    owner = box.owner_id if box is not None and box.owner_type == "user" else None
+    return message_data(row) | {"owner_user_id": owner}
 
 
 def message_data(row: VoicemailMessageRow) -> dict[str, Any]:

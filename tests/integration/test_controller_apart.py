@@ -28,7 +28,9 @@ from core.settings import Settings
 from extensions.phones import assign_extension
 from extensions.roles import Role
 from extensions.users import create_user
+from ivr import voicemail
 from ivr.cdr import CallRecord
+from ivr.voicemail import VoicemailMessageRow
 from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, make_settings
 
@@ -122,6 +124,49 @@ async def test_history_past_its_retention_is_deleted_and_the_newest_row_kept(
         # Kept only while it was the newest: the next pass takes it.
         assert await RetentionJob(ctx).apply() == {"events": 1}
         assert await RetentionJob(ctx).apply() == {}
+
+
+async def test_voicemail_past_its_retention_goes_with_its_recording_and_an_event(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "data", retention={"voicemail_days": 30})
+    settings.data_dir.mkdir(parents=True)
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
+    await redis.start()
+    try:
+        async with open_plumbing(settings, Metrics()) as plumbing:
+            ctx = plumbing.ctx
+            owner = await create_user(ctx, name="Vera", email=None, role=Role.OPERATOR,
+                                      wrap_up_time=None)  # fmt: skip
+            box = await voicemail.create_box(ctx, voicemail.BoxSpec(
+                owner_type="user", owner_id=owner.id, name="Kept short", greeting=None,
+                max_seconds=60,
+            ))  # fmt: skip
+            ids = []
+            async with ctx.sessions.begin() as session:
+                for age_days, file in ((31, "old.wav"), (29, "new.wav")):
+                    row = VoicemailMessageRow(
+                        box_id=box.id, caller="+4930123", file=file, seconds=3.0,
+                        created_at=utcnow() - timedelta(days=age_days),
+                    )  # fmt: skip
+                    session.add(row)
+                    await session.flush()
+                    ids.append(row.id)
+                    voicemail.message_file(ctx, row).parent.mkdir(parents=True, exist_ok=True)
+                    voicemail.message_file(ctx, row).write_bytes(b"RIFF")
+            deleted = await RetentionJob(ctx).apply()
+            assert deleted == {"voicemail_messages": 1}
+            async with ctx.sessions() as session:
+                left = list(await session.scalars(select(VoicemailMessageRow.file)))
+                gone = await session.scalar(
+                    select(EventRow.data).where(EventRow.type == "voicemail_message_deleted")
+                )
+            assert left == ["new.wav"]
+            assert not (voicemail.voicemail_dir(ctx, box.id) / "old.wav").exists()
+            assert gone is not None and gone["id"] == ids[0]
+    finally:
+        await redis.stop()
 
 
 async def test_a_burst_beyond_the_redis_pool_waits_for_connections(

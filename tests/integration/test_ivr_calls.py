@@ -306,7 +306,7 @@ async def test_a_voicemail_left_by_a_phone_is_retrievable_and_not_silent(
         await call.send_dtmf("#")
         assert await asyncio.wait_for(call.ended, 15) == 200  # "saved", then the service's BYE
         left = await next_event(ws, "voicemail_message_left")
-    assert left["data"]["box_id"] == box_id
+    assert (left["data"]["box_id"], left["data"]["owner_user_id"]) == (box_id, owner["id"])
     record = await wait_for_call(admin, direction="inbound", party="4930700700")
     assert (record["disposition"], record["hangup_by"]) == ("voicemail", "system")
     messages = (await admin.get(f"/voicemail/boxes/{box_id}/messages")).body["items"]

@@ -102,6 +102,25 @@ DELIVERED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "dialog_requeued": (dialog(HELD, None), dialog(ELSEWHERE, None)),
     "dialog_closed": (dialog(ELSEWHERE, ME, state="closed"), dialog(ELSEWHERE, OTHER)),
     "dialog_rated": (dialog(ELSEWHERE, ME, state="closed", rating=5), dialog(ELSEWHERE, OTHER)),
+    "session_started": (
+        {"session_id": 1, "user_id": ME, "address": "a"},
+        {"session_id": 2, "user_id": OTHER, "address": "b"},
+    ),
+    "session_ended": (
+        {"session_id": 1, "user_id": ME, "reason": "signed_out"},
+        {"session_id": 2, "user_id": OTHER, "reason": "signed_out"},
+    ),
+    "user_password_set": (
+        {"user_id": ME, "by_self": True, "sessions_ended": 0},
+        {"user_id": OTHER, "by_self": False, "sessions_ended": 1},
+    ),
+    **{
+        f"voicemail_message_{verb}": (
+            {"id": 1, "box_id": 1, "caller": "1", "owner_user_id": ME},
+            {"id": 2, "box_id": 2, "caller": "1", "owner_user_id": OTHER},
+        )
+        for verb in ("left", "heard", "unheard", "deleted")
+    },
     "message_received": (message(HELD), message(ELSEWHERE)),
     "message_sent": (message(HELD), message(ELSEWHERE)),
 }
@@ -134,10 +153,10 @@ NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
         f"voicemail_box_{verb}": {"id": 1, "owner": {"type": "user", "id": ME}}
         for verb in ("created", "updated", "deleted")
     },
-    **{
-        f"voicemail_message_{verb}": {"id": 1, "box_id": 1, "caller": "1"}
-        for verb in ("left", "heard", "unheard", "deleted")
-    },
+    # Failed sign-ins and locks are the guard's business, whoever they name.
+    "sign_in_failed": {"address": "10.0.0.1", "user_ids": [ME]},
+    "user_locked": {"email": "me@example.com", "user_ids": [ME], "seconds": 60},
+    "address_locked": {"address": "10.0.0.1", "seconds": 60},
     "message_delivered": {"message_id": 5, "attempts": 1},
     "blocklist_added": {"id": 1},
     "blocklist_removed": {"id": 1},
