@@ -15,7 +15,7 @@ def command_settings(config: Path | None) -> Settings:
         settings = load_settings(config)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    configure_logging(settings.log)
+    configure_logging(settings.log, cache_loggers=False)
     return settings
 
 

@@ -10,7 +10,9 @@ import structlog
 from core.settings import LogSettings
 
 
-def configure_logging(settings: LogSettings) -> None:
+def configure_logging(settings: LogSettings, *, cache_loggers: bool = True) -> None:
+    """`cache_loggers`: bind each module's logger once, on first use (the service's hot
+    paths); a short command has no need, and stays reconfigurable."""
     level = getattr(logging, settings.level.upper())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -28,7 +30,7 @@ def configure_logging(settings: LogSettings) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     # Libraries that use the standard logging module (aiohttp, alembic) go to stderr too.
     logging.basicConfig(

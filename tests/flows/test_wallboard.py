@@ -103,6 +103,7 @@ async def test_a_supervisor_sees_a_queued_call_on_the_wallboard_page(
         await events.next("queue_enter", queue_id=queue_id)
         # The page learns it from the event stream, without a reload.
         await browser.until("the caller waiting", lambda d: waiting_in_row(d) == "1")
+        await browser.screenshot("wallboard", scrolled_to="wallboard")
         caller.hang_up()
         await browser.until("the caller gone", lambda d: waiting_in_row(d) == "0")
         assert await browser.script_errors() == []

@@ -8,14 +8,14 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
-from api import cli_settings
 from api.cli import main
 from api.cli_admin import ADMIN_TOKEN_FILE
 from core.redis_server import ManagedRedis
@@ -49,11 +49,13 @@ def command_line(settings: Settings, database: str, api_port: int, stdin: str | 
 
 
 @pytest.fixture(autouse=True)
-def suite_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The commands run in the test process, whose logging is the suite's: configured here,
-    structlog would cache loggers at the command's level, and the other tests' captures of
-    the service's log lines would see nothing."""
-    monkeypatch.setattr(cli_settings, "configure_logging", lambda _settings: None)
+def suite_logging() -> Iterator[None]:
+    """The commands run in the test process and configure its logging (without caching
+    loggers): the suite's configuration comes back after each test, so that the other tests'
+    captures of the service's log lines still see them."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -101,6 +101,9 @@ async def test_an_operator_signs_in_gets_ready_and_answers_a_chat_live(
         await browser.type_into("Reply", "It left our warehouse today.")
         await browser.press("Send")
         await eventually(lambda: asyncio.sleep(0, receiver.accepted), bool)
+        await browser.until("the reply shown", lambda d: "It left our warehouse" in
+                            d.find_element(By.ID, "messages").text)  # fmt: skip
+        await browser.screenshot("agent")
         assert receiver.accepted[0]["text"] == "It left our warehouse today."
         assert await browser.script_errors() == []
     # Another operator sees nothing of it, in their console or through the API.

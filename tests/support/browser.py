@@ -7,11 +7,13 @@ goes through a thread (`await browser.call(...)`), so the page's requests get an
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from selenium import webdriver
@@ -29,6 +31,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 # Elements a person can operate; found by the name assistive technology computes for them.
 _CONTROLS = "input, select, textarea, button, a[href], [role=button], [role=menuitem]"
 WAIT_S = 10.0
+SCREENSHOTS_ENV = "PBX_SCREENSHOTS"
 
 
 class Browser:
@@ -44,6 +47,18 @@ class Browser:
     async def control(self, name: str, timeout_s: float = WAIT_S) -> WebElement:
         """The one visible control whose accessible name is `name`, waited for."""
         return await self.call(lambda: self._wait(lambda: self._control(name), timeout_s, name))
+
+    async def screenshot(self, name: str, scrolled_to: str | None = None) -> None:
+        """Save the page as <PBX_SCREENSHOTS>/<name>.png when that folder is given (the
+        README's pictures come from the tests: `PBX_SCREENSHOTS=docs/screenshots pytest
+        tests/integration/test_console.py tests/flows/test_wallboard.py`)."""
+        folder = os.environ.get(SCREENSHOTS_ENV)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            if scrolled_to is not None:
+                script = f"document.getElementById('{scrolled_to}').scrollIntoView()"
+                await self.call(lambda: self.driver.execute_script(script))
+            await self.call(lambda: self.driver.save_screenshot(str(Path(folder) / f"{name}.png")))
 
     async def script_errors(self) -> list[str]:
         """Uncaught exceptions and syntax errors the page's scripts raised so far (an
