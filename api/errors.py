@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.errors import (
@@ -164,6 +165,16 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             busy = error_response(503, "busy", "the service is busy; retry in a moment")
             busy.headers["Retry-After"] = "1"
             return busy
+        if isinstance(exc, RedisError):
+            # Live state is out of reach (Redis restarting, its connections used up): nothing
+            # the client sent is wrong, and the same request may succeed in a moment.
+            log.error("redis_unavailable", method=request.method, path=request.path,
+                      error=str(exc))  # fmt: skip
+            unavailable = error_response(
+                503, "unavailable", "live state (Redis) is out of reach; retry in a moment"
+            )
+            unavailable.headers["Retry-After"] = "1"
+            return unavailable
         # Last resort: a bug must answer 500 in our error shape and leave a traceback in the log.
         log.exception("unhandled_api_error", method=request.method, path=request.path)
         return error_response(500, "internal_error", "internal error; see the service log")

@@ -59,6 +59,8 @@ class DialogRow(Base):
         ),
         Index("ix_dialogs_assignee_state", "assignee_id", "state"),
         Index("ix_dialogs_state_queued", "state", "queued_at"),
+        # A customer's timeline: their dialogs, newest first.
+        Index("ix_dialogs_customer_created", "customer_id", "created_at"),
     )  # fmt: skip
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

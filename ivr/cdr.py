@@ -44,11 +44,12 @@ class CallRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(16), index=True)
-    caller: Mapped[str] = mapped_column(String(128))
+    # Indexed, as `called` and `connected_to` are: a customer's timeline looks calls up by number.
+    caller: Mapped[str] = mapped_column(String(128), index=True)
     # What was dialled: the company number, an extension or an external number.
-    called: Mapped[str] = mapped_column(String(128))
+    called: Mapped[str] = mapped_column(String(128), index=True)
     # Who took it: an extension (or the external number for outbound calls).
-    connected_to: Mapped[str | None] = mapped_column(String(128), default=None)
+    connected_to: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
     user_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
     worker_id: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

@@ -4,6 +4,7 @@ job (real Redis and SQLite; no Kamailio, no media workers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from acd import agents
@@ -91,6 +94,29 @@ async def test_the_api_serves_without_a_controller(own_services: Settings) -> No
             async with http.get(f"{base}/metrics") as metrics:
                 assert metrics.status == 200
                 assert "pbx_worker_pool_workers{" not in await metrics.text()  # no pool, no samples
+    finally:
+        await server.close()
+
+
+async def test_with_redis_gone_live_state_answers_503_not_500(own_services: Settings) -> None:
+    settings = own_services
+    server = TestServer(create_app(settings, controller=False), host="127.0.0.1",
+                        port=settings.api.port)  # fmt: skip
+    await server.start_server()
+    base = f"http://127.0.0.1:{settings.api.port}/api/v1"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"{base}/users", json={"name": "Ruth"}) as made:
+                user = await made.json()
+            redis = Redis(host=settings.redis.host, port=settings.redis.port)
+            with contextlib.suppress(RedisConnectionError):  # it goes before it answers
+                await redis.shutdown(nosave=True)
+            await redis.aclose()
+            async with http.get(f"{base}/users/{user['id']}/presence") as presence:
+                assert presence.status == 503
+                assert (await presence.json())["error"]["code"] == "unavailable"
+                assert presence.headers["Retry-After"] == "1"
     finally:
         await server.close()
 
