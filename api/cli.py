@@ -148,6 +148,7 @@ def _print_banner(settings: Settings, token: str) -> None:
         "",
         "PBX is running.",
         f"  Phones register at   sip:{sip.host}:{sip.port} (UDP/TCP), domain {sip.domain}",
+        f"  Web console          {api}/",
         f"  REST API             {api}{API_PREFIX}  (OpenAPI: {api}{API_PREFIX}/openapi.json)",
         f"  Events (WebSocket)   ws://{settings.api.host}:{settings.api.port}{API_PREFIX}/events",
         f"  Metrics              {api}/metrics",
