@@ -1,7 +1,7 @@
 // The admin's daily jobs: people (add, extension, SIP and console passwords, dismissal) and
 // who answers which queue. SIP credentials are shown once, as the API issues them.
 
-import { $, api, showNotice } from "./api.js";
+import { $, api, attempt } from "./api.js";
 
 let people = [];
 
@@ -14,12 +14,7 @@ function showCredentials(user, assignment) {
 }
 
 async function act(doing) {
-  try {
-    await doing();
-    showNotice("");
-  } catch (error) {
-    showNotice(error.message);
-  }
+  await attempt(doing);
   await showPeople();
 }
 

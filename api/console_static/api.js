@@ -11,6 +11,28 @@ export function showNotice(text) {
   $("notice").textContent = text;
 }
 
+// Does `doing`, then shows its error, or clears the last one.
+export async function attempt(doing) {
+  try {
+    await doing();
+    showNotice("");
+  } catch (error) {
+    showNotice(error.message);
+  }
+}
+
+// A table row whose first cell heads it.
+export function tableRow(cells) {
+  const tr = document.createElement("tr");
+  cells.forEach((text, index) => {
+    const cell = document.createElement(index === 0 ? "th" : "td");
+    if (index === 0) cell.scope = "row";
+    cell.textContent = text;
+    tr.append(cell);
+  });
+  return tr;
+}
+
 export function keepCsrf(token) {
   if (token) sessionStorage.setItem(CSRF_KEY, token);
   else sessionStorage.removeItem(CSRF_KEY);

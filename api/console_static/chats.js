@@ -1,6 +1,6 @@
 // The chat inbox: dialogs offered to the agent and their own, the conversation, replies.
 
-import { $, api, session, showNotice } from "./api.js";
+import { $, api, attempt, session } from "./api.js";
 
 const OPEN_STATES = ["new", "assigned", "answered", "waiting"];
 const READ_KEY = "pbx.read";  // dialog id -> id of the last message this browser showed
@@ -117,12 +117,7 @@ async function openConversation(dialogId) {
 }
 
 async function act(doing) {
-  try {
-    await doing();
-    showNotice("");
-  } catch (error) {
-    showNotice(error.message);
-  }
+  await attempt(doing);
   await showDialogs();
 }
 

@@ -1,23 +1,12 @@
 // Reports for supervisors: call statistics per agent and queue for a period, and one
 // customer's calls and chats, newest first.
 
-import { $, api, showNotice } from "./api.js";
+import { $, api, showNotice, tableRow } from "./api.js";
 
 let nextCursor = null;
 
 function minutes(seconds) {
   return seconds === null || seconds === undefined ? "" : `${(seconds / 60).toFixed(1)} min`;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  cells.forEach((text, index) => {
-    const cell = document.createElement(index === 0 ? "th" : "td");
-    if (index === 0) cell.scope = "row";
-    cell.textContent = text;
-    tr.append(cell);
-  });
-  return tr;
 }
 
 // A day picked in the browser is that day from local midnight; `until` takes in the last day.
@@ -34,11 +23,11 @@ async function showStats(submit) {
     const [agents, queues] = await Promise.all([
       api("GET", `/stats/calls/agents?${period}`), api("GET", `/stats/calls/queues?${period}`),
     ]);
-    $("agent-stats").replaceChildren(...agents.items.map((a) => row([
+    $("agent-stats").replaceChildren(...agents.items.map((a) => tableRow([
       a.name, String(a.answered), String(a.missed), minutes(a.talk_seconds),
       minutes(a.wrap_up_seconds), minutes(a.handling_seconds),
     ])));
-    $("queue-stats").replaceChildren(...queues.items.map((q) => row([
+    $("queue-stats").replaceChildren(...queues.items.map((q) => tableRow([
       q.name || `queue ${q.queue_id}`, String(q.entered), String(q.answered), String(q.abandoned),
       q.mean_wait_seconds === null ? "" : `${Math.round(q.mean_wait_seconds)} s`,
       q.service_level === null ? "" : `${Math.round(q.service_level * 100)} %`,

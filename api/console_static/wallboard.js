@@ -1,7 +1,7 @@
 // The supervisor's wallboard: queues, agents and chat channels now and today, and two charts
 // of the day. One GET /wallboard, redone when an event may change it (a burst is one).
 
-import { $, api } from "./api.js";
+import { $, api, tableRow } from "./api.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const CHART = { width: 480, height: 160, left: 28, bottom: 20 };
@@ -18,17 +18,6 @@ function duration(seconds) {
 
 function percent(value) {
   return value === null || value === undefined ? "" : `${Math.round(value * 100)} %`;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  cells.forEach((text, index) => {
-    const cell = document.createElement(index === 0 ? "th" : "td");
-    if (index === 0) cell.scope = "row";
-    cell.textContent = text;
-    tr.append(cell);
-  });
-  return tr;
 }
 
 function element(name, attributes, text) {
@@ -91,19 +80,19 @@ function render() {
   if (board === null) return;
   const now = Date.now();
   const loadedAt = board.loadedAt;
-  $("queue-board").replaceChildren(...board.queues.map((queue) => row([
+  $("queue-board").replaceChildren(...board.queues.map((queue) => tableRow([
     queue.name, String(queue.waiting),
     queue.waiting ? duration(queue.longest_wait_seconds + (now - loadedAt) / 1000) : "",
     String(queue.answered_today), String(queue.abandoned_today), percent(queue.service_level_today),
   ])));
-  $("agent-board").replaceChildren(...board.agents.map((agent) => row([
+  $("agent-board").replaceChildren(...board.agents.map((agent) => tableRow([
     agent.name,
     agent.status.replace("_", " ") + (agent.reason ? ` (${agent.reason})` : ""),
     agent.activity.replace("_", " "),
     agent.since ? duration((now - Date.parse(agent.since)) / 1000) : "",
     String(agent.calls_today), String(agent.chats_today),
   ])));
-  $("channel-board").replaceChildren(...board.channels.map((channel) => row([channel.name, String(channel.waiting)])));
+  $("channel-board").replaceChildren(...board.channels.map((channel) => tableRow([channel.name, String(channel.waiting)])));
 }
 
 async function load() {
