@@ -116,6 +116,10 @@ class WorkerSettings(_Section):
     # A call leg from which no RTP has arrived for this long (a phone that lost power, a
     # provider that dropped the call without a BYE) is hung up; on hold does not count. 0: never.
     media_timeout: int = Field(60, ge=0, le=3600)
+    # While nobody hears a leg (greeting, menu, queue: no agent, no recording), the kernel
+    # drops its speech packets before they wake the worker; digits still pass
+    # (pbx.unheard_speech). Off: every packet is read, as before.
+    drop_unheard_speech: bool = True
 
 
 class CallSettings(_Section):

@@ -110,6 +110,8 @@ class ForkedWorkers:
             "--sip-port", str(spec.sip_port), "--rtp-port", str(spec.rtp_port),
             "--rtp-ports", str(settings.rtp_ports_per_worker),
             "--media-timeout", str(settings.media_timeout),
+            "--drop-unheard-speech" if settings.drop_unheard_speech
+            else "--no-drop-unheard-speech",
             "--trunk-username", self._trunk_username,
             "--max-legs", str(spec.max_legs),
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),

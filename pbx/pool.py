@@ -93,6 +93,7 @@ class WorkerStatus:
     id: int
     pid: int | None
     sip_port: int
+    rtp_port: int  # the first of its range
     state: WorkerState
     max_legs: int
     legs_in_use: int
@@ -184,6 +185,7 @@ class WorkerPool:
                 id=w.id,
                 pid=w.pid,
                 sip_port=w.sip_port,
+                rtp_port=w.rtp_port,
                 state=w.state,
                 max_legs=w.max_legs,
                 legs_in_use=len(w.legs),

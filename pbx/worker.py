@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import pjsua2 as pj
 import structlog
 
+from pbx import unheard_speech
 from pbx.capacity import LEGS_PER_INBOUND_CALL, legs_reserved
 from pbx.media_timeout import RxWatch, sweep_interval
 from pbx.protocol import (
@@ -83,6 +84,10 @@ SHUTDOWN_LINGER_S = 0.2
 CLOCK_IDLE_S = 2.0
 MEDIA_SWEEP = ("*", "media")
 CLOCK_STOP = ("*", "clock")
+# A leg nobody hears has its speech filtered after this long: by then pjmedia has latched
+# onto the address the caller really sends from (10 packets), and a leg bridged at once is
+# never filtered at all.
+UNHEARD_FOR_S = 1.0
 
 
 class CommandFailed(Exception):
@@ -176,14 +181,28 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.rx_watch: RxWatch | None = None  # from the answer on
         self.media_timed_out = False
         self.ended = False
+        # The speech payload type its RTP socket drops (pbx.unheard_speech); None: none.
+        self.speech_dropped: int | None = None
 
-    def audio(self) -> Any | None:
-        """The leg's conference port once its media is up."""
+    def _audio_index(self) -> int | None:
         info = self.getInfo()
         for index, media in enumerate(info.media):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                return self.getAudioMedia(index)
+                return index
         return None
+
+    def audio(self) -> Any | None:
+        """The leg's conference port once its media is up."""
+        index = self._audio_index()
+        return None if index is None else self.getAudioMedia(index)
+
+    def rtp_socket(self) -> tuple[str, int, int] | None:
+        """(host, port, speech payload type) of the active audio stream's RTP socket."""
+        index = self._audio_index()
+        if index is None:
+            return None
+        host, _, port = self.getMedTransportInfo(index).localRtpName.rpartition(":")
+        return host, int(port), int(self.getStreamInfo(index).rxPt)
 
     def rx_packets(self) -> int | None:
         """RTP packets received so far; None while there is no stream that should carry any
@@ -249,10 +268,12 @@ class WorkerAgent:
         trunk_username: str,
         trunk_password: str,
         media_timeout: float,
+        drop_unheard_speech: bool,
         emit: Callable[[_Message], None],
     ) -> None:
         self.ua = ua
         self.media_timeout = media_timeout
+        self.drop_unheard_speech = drop_unheard_speech
         self.worker_id = worker_id
         self.trusted = trusted
         self.emit = emit
@@ -423,8 +444,8 @@ class WorkerAgent:
         if leg.prompt is not None:
             self.stop_prompt(leg, interrupted=True)
         if leg.peer is not None:
-            leg.peer.peer = None
-            leg.peer = None
+            peer, leg.peer.peer, leg.peer = leg.peer, None, None
+            self._drop_speech_if_unheard(peer)
         if leg.timed_out and not leg.answered:
             code, reason = RING_TIMEOUT
         elif leg.media_timed_out:
@@ -605,6 +626,8 @@ class WorkerAgent:
         if audio_a is not None and audio_b is not None:
             audio_a.stopTransmit(audio_b)
             audio_b.stopTransmit(audio_a)
+        self._drop_speech_if_unheard(a)
+        self._drop_speech_if_unheard(b)
 
     def connect_media(self, leg: WorkerLeg) -> None:
         """(Re)connect a leg's audio once its media is up: to its peer or its prompt."""
@@ -620,6 +643,47 @@ class WorkerAgent:
             leg.prompt.startTransmit(audio)
         if leg.recorder is not None:
             audio.startTransmit(leg.recorder)
+        self._drop_speech_if_unheard(leg)
+        if leg.peer is not None:
+            self._drop_speech_if_unheard(leg.peer)
+
+    def _drop_speech_if_unheard(self, leg: WorkerLeg) -> None:
+        """Filter the leg's speech in the kernel once no peer or recorder has heard it for a
+        while, and take the filter off before one does (pbx.unheard_speech)."""
+        if not self.drop_unheard_speech or leg.ended:
+            return
+        key = (leg.leg_id, "unheard")
+        if leg.peer is not None or leg.recorder is not None:
+            self.deadlines.cancel(key)
+            if leg.speech_dropped is not None:
+                self._filter_speech(leg, unheard=False)
+        elif leg.speech_dropped is None and not self.deadlines.pending(key):
+            leg_id = leg.leg_id
+            self.deadlines.start(key, UNHEARD_FOR_S, lambda: self._unheard_for_a_while(leg_id))
+
+    def _unheard_for_a_while(self, leg_id: str) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None and leg.peer is None and leg.recorder is None:
+            self._filter_speech(leg, unheard=True)
+
+    def _filter_speech(self, leg: WorkerLeg, *, unheard: bool) -> None:
+        try:
+            found = leg.rtp_socket()
+        except pj.Error:
+            return  # the media went in between; its own callback follows
+        if found is None:
+            return  # no media yet: connect_media comes back when it is up
+        host, port, speech = found
+        sock = unheard_speech.udp_socket_on(port, host)
+        if sock is None:
+            log.warning("rtp_socket_not_found", leg=leg.leg_id, port=port)
+            return
+        with sock:
+            if unheard:
+                unheard_speech.attach(sock, unheard_speech.speech_drop_program(speech))
+            else:
+                unheard_speech.detach(sock)
+        leg.speech_dropped = speech if unheard else None
 
     def _play(self, leg: WorkerLeg, command: Play) -> None:
         self._prompt_numbers += 1
@@ -697,6 +761,7 @@ class WorkerAgent:
         number = self._recorder_numbers
         self._closing_recorders[number] = leg.recorder
         leg.recorder, leg.recording = None, None
+        self._drop_speech_if_unheard(leg)
         ended = RecordingEnded(leg=leg.leg_id, path=path, seconds=time.monotonic() - started)
 
         key = (leg.leg_id, f"recorder-{number}")
@@ -822,6 +887,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
     parser.add_argument("--trunk-username", default="")
     parser.add_argument("--media-timeout", type=float, default=0.0, help="seconds; 0: off")
+    parser.add_argument(
+        "--drop-unheard-speech", action=argparse.BooleanOptionalAction, default=True,
+        help="filter RTP speech in the kernel while no peer or recorder hears the leg",
+    )  # fmt: skip
     parser.add_argument("--pjsua-log-level", type=int, default=1, help="5 shows SIP messages")
     # The password comes in the environment, never on the command line (ps shows argv).
     return parser.parse_args(argv)
@@ -866,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                 trunk_username=args.trunk_username,
                 trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
                 media_timeout=args.media_timeout,
+                drop_unheard_speech=args.drop_unheard_speech,
                 emit=emit,
             )
         )

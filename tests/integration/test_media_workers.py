@@ -144,6 +144,19 @@ async def assert_both_hear_each_other(a: TestCall, b: TestCall) -> None:
     assert min(levels) > 10, f"rx levels {levels}: one side hears silence"
 
 
+def rtp_dropped(first_port: int, ports: int = 40) -> int:
+    """Packets the kernel dropped at the UDP sockets now bound to 127.0.0.1 in this port
+    range (the last column of /proc/net/udp: a socket filter's drops count there). A closed
+    socket's count goes with it."""
+    dropped = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, port = fields[1].split(":")
+        if address == "0100007F" and first_port <= int(port, 16) < first_port + ports:
+            dropped += int(fields[-1])
+    return dropped
+
+
 def invite_from_elsewhere(port: int) -> tuple[int, str]:
     """The final status and answer a worker gives an INVITE (without SDP) from an address it
     does not trust."""
@@ -233,6 +246,55 @@ async def test_greeting_digits_dial_bridge_and_hangup(
     with pytest.raises(LegGone):
         await leg.play(prompts / "short.wav")
     assert workers.workers[0].legs_in_use == 0
+
+
+async def test_speech_nobody_hears_is_dropped_by_the_kernel_but_digits_and_bridged_speech_pass(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path
+) -> None:
+    """A caller hearing a prompt sends speech the worker has no use for: after a second its
+    RTP socket's filter drops it (pbx.unheard_speech). Its digits still arrive, and once it
+    is bridged every packet does. The next call on the worker, bridged at once, is never
+    filtered."""
+    workers, controller = pool
+    worker = workers.workers[0]
+    caller_phone = await phones("caller")
+    agent_phone = await phones("agent", auto_answer=200)
+    bridged: asyncio.Queue[tuple[Leg, Leg]] = asyncio.Queue()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        await leg.play(prompts / "greeting.wav", loop=True)
+        assert await leg.next_digit(timeout=30.0) == "1"
+        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        await agent.answered
+        await leg.bridge(agent)
+        await bridged.put((leg, agent))
+
+    async def talk_and_hang_up(call: TestCall) -> int:
+        leg, agent_leg = await asyncio.wait_for(bridged.get(), 10)
+        agent_call = await agent_phone.next_incoming()
+        await assert_both_hear_each_other(call, agent_call)
+        dropped_while_bridged = rtp_dropped(worker.rtp_port)
+        await assert_both_hear_each_other(call, agent_call)
+        dropped = rtp_dropped(worker.rtp_port) - dropped_while_bridged
+        await leg.hangup()
+        await agent_leg.hangup()
+        await asyncio.wait_for(call.ended, 5)
+        return dropped
+
+    controller.reset(flow)
+    dropped_before = rtp_dropped(worker.rtp_port)
+    call = await caller_phone.call(worker_uri(workers, 0))
+    await asyncio.wait_for(call.answered, 5)
+    await wait_until(lambda: rtp_dropped(worker.rtp_port) - dropped_before > 40)
+    assert await call.rx_level() > 10, "the caller still hears the prompt"
+    await call.send_dtmf("1")
+    assert await talk_and_hang_up(call) == 0
+
+    again = await caller_phone.call(worker_uri(workers, 0))
+    await asyncio.wait_for(again.answered, 5)
+    await again.send_dtmf("1")
+    assert await talk_and_hang_up(again) == 0
 
 
 async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
