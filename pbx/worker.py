@@ -84,13 +84,10 @@ SHUTDOWN_LINGER_S = 0.2
 CLOCK_IDLE_S = 2.0
 MEDIA_SWEEP = ("*", "media")
 CLOCK_STOP = ("*", "clock")
-# A leg nobody hears has its speech filtered after this long. Filtering pays off only for
-# a caller who stays: measured at 50 calls/s of 2 s each, filtering after 1 s cost 5-14 % of
-# a core more than reading every packet (an empty filter cost nothing, so it is the start of
-# the drops), while for callers who wait 30 s it saves two thirds. It also leaves pjmedia
-# time to latch onto the address the caller really sends from (10 packets), and a leg
-# bridged at once is never filtered.
-UNHEARD_FOR_S = 3.0
+# A leg nobody hears has its speech filtered after this long: by then pjmedia has latched
+# onto the address the caller really sends from (10 packets), and a leg bridged at once is
+# never filtered.
+UNHEARD_FOR_S = 1.0
 
 
 class CommandFailed(Exception):

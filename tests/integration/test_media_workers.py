@@ -251,7 +251,7 @@ async def test_greeting_digits_dial_bridge_and_hangup(
 async def test_speech_nobody_hears_is_dropped_by_the_kernel_but_digits_and_bridged_speech_pass(
     pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path
 ) -> None:
-    """A caller hearing a prompt sends speech the worker has no use for: after 3 s its
+    """A caller hearing a prompt sends speech the worker has no use for: after a second its
     RTP socket's filter drops it (pbx.unheard_speech). Its digits still arrive, and once it
     is bridged every packet does. The next call on the worker, bridged at once, is never
     filtered."""
