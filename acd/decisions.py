@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from acd.matching import QueueRule, WaitingCaller, match_callers
+from acd.matching import QueueRule, WaitingCaller, match_callers, serving_order
 from acd.presence import Presence, Status
 from acd.strategies import AgentHistory
 
@@ -76,6 +76,7 @@ class PresenceChanged(Event):
 class CallerJoined(Event):
     entry_id: int
     queue_id: int
+    priority: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +149,7 @@ class _Caller:
     entry_id: int
     queue_id: int
     entered_at: float
+    priority: int
     # Agents who let this caller's offers ring out in the current round.
     tried: set[int] = field(default_factory=set)
     # The agents rung for this caller right now; empty: waiting for an offer.
@@ -231,7 +233,9 @@ class AcdCore:
                 self._presence[event.user_id] = event.presence
                 self._ending_wrap_up.discard(event.user_id)
             case CallerJoined():
-                self._callers[event.entry_id] = _Caller(event.entry_id, event.queue_id, event.now)
+                self._callers[event.entry_id] = _Caller(
+                    event.entry_id, event.queue_id, event.now, event.priority
+                )
             case CallerLeft():
                 caller = self._callers.pop(event.entry_id, None)
                 if caller is not None:
@@ -299,7 +303,8 @@ class AcdCore:
             for user_id in free
         }
         callers = [
-            WaitingCaller(c.entry_id, c.queue_id, c.entered_at, frozenset(c.tried)) for c in waiting
+            WaitingCaller(c.entry_id, c.queue_id, c.entered_at, frozenset(c.tried), c.priority)
+            for c in waiting
         ]
         for match in match_callers(
             callers, self._rules, free, history, self._last_offered, self._rng
@@ -320,7 +325,8 @@ class AcdCore:
     def validate(self) -> None:
         """One offer per agent; nobody in wrap-up or without ACD work offered by the last
         decision; nobody left waiting while a member who may take them is free; within a
-        queue, no caller rung while an older one who could have had those agents waits."""
+        queue, no caller rung while one ahead of them (higher priority, or as high and older)
+        who could have had those agents waits."""
         for user_id, entry_id in self._offer_of.items():
             caller = self._callers.get(entry_id)
             _check(caller is not None, f"agent {user_id} holds an offer for a gone caller")
@@ -341,13 +347,17 @@ class AcdCore:
             candidates = free & set(rule.members)
             _check(not candidates, f"caller {caller.entry_id} waits while {candidates} are free")
             for rung, agents in self._last_rings:
-                older = (caller.entered_at, caller.entry_id) < (rung.entered_at, rung.entry_id)
+                ahead = _order(caller) < _order(rung)
                 same_queue = rung.queue_id == caller.queue_id
                 untried = set(agents) - caller.tried
                 _check(
-                    not (older and same_queue and untried),
-                    f"caller {rung.entry_id} rung before older caller {caller.entry_id}",
+                    not (ahead and same_queue and untried),
+                    f"caller {rung.entry_id} rung before caller {caller.entry_id}, who is ahead",
                 )
+
+
+def _order(caller: _Caller) -> tuple[int, float, int]:
+    return serving_order(caller.priority, caller.entered_at, caller.entry_id)
 
 
 def _day(now: float) -> int:

@@ -42,7 +42,7 @@ from acd.decisions import (
     Started,
     TimerFired,
 )
-from acd.matching import QueueRule
+from acd.matching import QueueRule, serving_order
 from acd.models import QueueMemberRow, QueueRow
 from acd.presence import NotOfferable, Presence, offer, offer_withdrawn, tick
 from acd.strategies import Strategy
@@ -77,7 +77,11 @@ class Entry:
     queue_id: int
     call_id: int
     entered_at: float
+    priority: int = 0
     offers: asyncio.Queue[Offer] = field(default_factory=asyncio.Queue)
+
+    def serving_order(self) -> tuple[int, float, int]:
+        return serving_order(self.priority, self.entered_at, self.id)
 
     def waited(self) -> float:
         return time.time() - self.entered_at
@@ -140,10 +144,14 @@ class Dispatcher:
 
     # -- entries (used by the queue call flow) ----------------------------------------------
 
-    def join(self, queue_id: int, call_id: int) -> Entry:
-        entry = Entry(next(self._ids), queue_id, call_id, time.time())
+    def join(self, queue_id: int, call_id: int, priority: int = 0) -> Entry:
+        entry = Entry(next(self._ids), queue_id, call_id, time.time(), priority)
         self._entries[entry.id] = entry
-        self._feed(CallerJoined(now=entry.entered_at, entry_id=entry.id, queue_id=queue_id))
+        self._feed(
+            CallerJoined(
+                now=entry.entered_at, entry_id=entry.id, queue_id=queue_id, priority=priority
+            )
+        )
         return entry
 
     async def leave(self, entry: Entry) -> None:
@@ -170,8 +178,9 @@ class Dispatcher:
         await self._ctx.redis.expire(key, 2 * 86400)
 
     def waiting(self, queue_id: int) -> list[Entry]:
+        """The queue's callers in the order they are served."""
         entries = [e for e in self._entries.values() if e.queue_id == queue_id]
-        return sorted(entries, key=lambda e: (e.entered_at, e.id))
+        return sorted(entries, key=Entry.serving_order)
 
     def presence_of(self, user_id: int) -> Presence:
         """An agent's presence as last stored, from memory (the call flows' hot path)."""
@@ -183,9 +192,7 @@ class Dispatcher:
 
     def position(self, entry: Entry) -> int:
         return 1 + sum(
-            1
-            for e in self.waiting(entry.queue_id)
-            if (e.entered_at, e.id) < (entry.entered_at, entry.id)
+            1 for e in self.waiting(entry.queue_id) if e.serving_order() < entry.serving_order()
         )
 
     def expected_wait(self, entry: Entry) -> float | None:

@@ -1,5 +1,6 @@
-"""Which waiting caller rings which agents now: oldest caller first across every queue, each
-free agent offered at most one caller per round. Pure; the dispatcher claims the result."""
+"""Which waiting caller rings which agents now: the highest priority first, then the oldest
+caller, across every queue; each free agent offered at most one caller per round. Pure; the
+dispatcher claims the result."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ class WaitingCaller:
     entered_at: float
     # Agents who let this caller's offer ring out in the current round.
     tried: frozenset[int] = frozenset()
+    priority: int = 0
+
+
+def serving_order(priority: int, entered_at: float, entry_id: int) -> tuple[int, float, int]:
+    """Sorts callers into the order they are served: higher priority, then longer wait (the
+    entry id breaks a tie of the clock)."""
+    return -priority, entered_at, entry_id
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,8 @@ def match_callers(
     """`waiting`: callers without an offer out; `free`: agents who take ACD work now."""
     matches: list[Match] = []
     available = set(free)
-    for caller in sorted(waiting, key=lambda c: (c.entered_at, c.entry_id)):
+    order = sorted(waiting, key=lambda c: serving_order(c.priority, c.entered_at, c.entry_id))
+    for caller in order:
         rule = queues.get(caller.queue_id)
         if rule is None or not available:
             continue

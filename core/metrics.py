@@ -240,6 +240,12 @@ class Metrics:
             ["queue", "outcome"],
             registry=self.registry,
         )
+        self.queue_priority_entries = Counter(
+            "pbx_queue_priority_entries_total",
+            "Callers who entered a queue with a priority above 0 (served ahead of the others)",
+            ["queue"],
+            registry=self.registry,
+        )
         self.queue_answered_in_service_level = Counter(
             "pbx_queue_answered_within_service_level_total",
             "Queue calls answered within acd.service_level_seconds (divide by answered)",

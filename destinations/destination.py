@@ -22,9 +22,15 @@ class ExtensionDestination(_Destination):
     extension: Annotated[str, Field(pattern=EXTENSION_PATTERN)]
 
 
+# Callers of a higher priority are served first in a queue, then the longest waiting.
+MAX_QUEUE_PRIORITY = 100
+
+
 class QueueDestination(_Destination):
     type: Literal["queue"] = "queue"
     id: Id
+    # The priority callers sent this way wait with (a number's, a menu option's, an overflow's).
+    priority: Annotated[int, Field(ge=0, le=MAX_QUEUE_PRIORITY)] = 0
 
 
 class MenuDestination(_Destination):

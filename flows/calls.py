@@ -263,7 +263,9 @@ class CallFlows:
         if destination.type == "number":
             return await self._to_external(leg, call, destination.number, post_dial="")
         if destination.type == "queue" and hops < MAX_DESTINATION_HOPS:
-            return await self._to_queue(leg, call, destination.id, hops=hops)
+            return await self._to_queue(
+                leg, call, destination.id, hops=hops, priority=destination.priority
+            )
         # hangup (menu and voicemail arrive with their issues)
         if destination.type == "menu":
             return await self._to_menu(leg, call, destination.id, number)
@@ -274,8 +276,11 @@ class CallFlows:
         await leg.hangup()
         return Finish(Disposition.ENDED_IN_IVR, "system")
 
-    async def _to_queue(self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0) -> Finish:
-        """The caller (answered) waits in the queue; an overflow goes on to its destination."""
+    async def _to_queue(
+        self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0, priority: int = 0
+    ) -> Finish:
+        """The caller (answered) waits in the queue with `priority` (higher is served first);
+        an overflow goes on to its destination."""
         queue = await self._queues.get(queue_id)
         if queue is None:
             log.warning("queue_gone", queue_id=queue_id, call_id=call.id)
@@ -284,7 +289,7 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations,
+            self._registrations, priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by)

@@ -58,7 +58,7 @@ class QueueCall:
 
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
-        queue: Queue, default_hold: Path, registrations: PhoneContacts,
+        queue: Queue, default_hold: Path, registrations: PhoneContacts, *, priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -69,6 +69,7 @@ class QueueCall:
         self._queue = queue
         self._spec = queue.spec
         self._default_hold = default_hold
+        self._priority = priority
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""
@@ -76,8 +77,12 @@ class QueueCall:
         if refusal is not None:
             self._log(refusal, wait_seconds=0.0)
             return QueueResult(QueueOutcome.OVERFLOW)
-        entry = self._dispatcher.join(self._queue.id, self._call.id)
-        self._log(QueueEvent.ENTER, position=self._dispatcher.position(entry))
+        entry = self._dispatcher.join(self._queue.id, self._call.id, self._priority)
+        self._log(
+            QueueEvent.ENTER, position=self._dispatcher.position(entry), priority=self._priority
+        )
+        if self._priority:
+            self._ctx.metrics.queue_priority_entries.labels(queue=str(self._queue.id)).inc()
         try:
             return await self._wait(entry)
         finally:

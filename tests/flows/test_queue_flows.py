@@ -182,3 +182,35 @@ async def test_a_worker_dying_between_the_agents_answer_and_the_bridge_fails_the
     ]  # fmt: skip
     await events.next("presence_changed", user_id=agent.id, status="ready", activity="idle")
     await set_presence(admin, agent.id, "logged_out")
+
+
+async def test_a_caller_of_higher_priority_is_served_first_then_the_longest_waiting(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    """Two callers wait on the plain number; one arrives later on a number whose queue
+    destination gives priority 5: that one rings the agent first, then the oldest of the
+    others (as Asterisk's QUEUE_PRIO and FreeSWITCH's tiers order them)."""
+    agent = await user(admin, next_extension, status="not_ready", reason="break")
+    queue_id = await queue(admin, [agent], when_no_agents="wait")
+    plain = await queue_number(admin, queue_id)
+    urgent = await company_number(
+        admin, {"type": "queue", "id": queue_id, "priority": 5}, extension_dialing=False
+    )
+    callers = [caller_number() for _ in range(3)]
+    for calling, number, position in zip(callers, (plain, plain, urgent), (1, 2, 1), strict=True):
+        twin.call_in(calling, number)
+        entered = await events.next("queue_enter", queue_id=queue_id, position=position)
+        assert entered["priority"] == (5 if number == urgent else 0)
+
+    served = []
+    for _ in callers:
+        await set_presence(admin, agent.id, "ready")
+        offer = await events.next("queue_offer", queue_id=queue_id, user_id=agent.id)
+        served.append(offer["caller"])
+        phone = await twin.dialled(agent.extension)
+        phone.answer()
+        await events.next("presence_changed", user_id=agent.id, activity="in_call")
+        phone.hang_up()
+        await events.next("call_ended", caller=offer["caller"])
+    assert served == [callers[2], callers[0], callers[1]]
+    await set_presence(admin, agent.id, "logged_out")

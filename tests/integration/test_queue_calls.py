@@ -494,3 +494,37 @@ async def test_position_is_announced_while_waiting(
     assert announcement.exists(), "the position announcement was never spoken"
     events = [kind for kind, _ in await eventually_logged(admin, queue_id, "abandon")]
     assert events == ["enter", "abandon"]
+
+
+async def test_a_caller_on_the_priority_line_is_served_before_an_older_caller(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    """Two SIPp callers through the edge wait for one agent: the one who came later, on a
+    number whose queue destination sets priority 5, is offered the agent first."""
+    member = await agent("Priority Member", status="not_ready", reason="break")
+    queue_id, plain = await queue_line(admin, [member], when_no_agents="wait")
+    urgent = str(next(_numbers))
+    line = await admin.post("/numbers", {
+        "number": urgent, "greeting": {"text": "Hello."}, "extension_dialing": False,
+        "default_destination": {"type": "queue", "id": queue_id, "priority": 5},
+    })  # fmt: skip
+    assert line.status == 201, line
+    older = caller(settings, tmp_path, plain, stay_s=20.0, caller="4930111001")
+    await eventually_logged(admin, queue_id, "enter")
+    later = caller(settings, tmp_path, urgent, stay_s=4.0, caller="4930111002")
+    async with asyncio.timeout(10):
+        while len([e for e, _ in await queue_events(admin, queue_id) if e == "enter"]) < 2:
+            await asyncio.sleep(0.1)
+
+    await set_status(admin, member, "ready")
+    first = await member.rings()
+    await asyncio.wait_for(first.answered, 5)
+    await eventually_logged(admin, queue_id, "connect")  # the log is written behind the call
+    items = (await admin.get("/queue-log", params={"queue_id": str(queue_id)})).body["items"]
+    offers = [item["detail"] for item in items if item["event"] == "offer"]
+    entries = [item["detail"] for item in items if item["event"] == "enter"]
+    assert [o["caller"] for o in offers] == ["4930111002"], offers
+    assert [(e["priority"], e["position"]) for e in entries] == [(0, 1), (5, 1)]
+    assert (await later).succeeded  # hangs up; no wrap-up: the agent is free for the next
+    await asyncio.wait_for((await member.rings(timeout=15)).answered, 5)
+    assert (await older).succeeded

@@ -98,6 +98,15 @@ def test_oldest_caller_across_queues_goes_first(core: AcdCore) -> None:
     assert rung(actions) == [(5, [1])]
 
 
+def test_a_caller_of_higher_priority_goes_before_older_ones(core: AcdCore) -> None:
+    start(core, {1: NOT_READY}, (10, Strategy.EVENLY, (1,)))
+    core.handle(CallerJoined(now=T0 + 1, entry_id=5, queue_id=10),
+                CallerJoined(now=T0 + 2, entry_id=6, queue_id=10, priority=2),
+                CallerJoined(now=T0 + 3, entry_id=7, queue_id=10, priority=2))  # fmt: skip
+    actions = core.handle(PresenceChanged(now=T0 + 4, user_id=1, presence=READY))
+    assert rung(actions) == [(6, [1])]
+
+
 def test_agent_free_after_a_call_rings_for_the_next_caller_at_once(core: AcdCore) -> None:
     start(core, {1: READY}, (10, Strategy.EVENLY, (1,)))
     core.handle(CallerJoined(now=T0 + 1, entry_id=5, queue_id=10),
@@ -218,7 +227,8 @@ def test_random_histories_keep_every_invariant() -> None:
             offered = core.offered_agents()
             if kind == 0:
                 events.append(CallerJoined(now=now, entry_id=next_entry,
-                                           queue_id=rng.choice(queues)[0]))  # fmt: skip
+                                           queue_id=rng.choice(queues)[0],
+                                           priority=rng.choice((0, 0, 0, 1, 5))))  # fmt: skip
                 waiting.append(next_entry)
                 next_entry += 1
             elif kind == 1 and waiting:

@@ -20,13 +20,19 @@ from destinations.destination import (
 destination: TypeAdapter[Destination] = TypeAdapter(Destination)
 
 
+def test_a_queue_without_a_priority_has_priority_0() -> None:
+    assert destination.validate_python({"type": "queue", "id": 3}) == QueueDestination(id=3)
+    assert QueueDestination(id=3).priority == 0
+
+
 @pytest.mark.parametrize(
     ("data", "parsed"),
     [
         ({"type": "extension", "extension": "1027"}, ExtensionDestination(extension="1027")),
         ({"type": "extension", "extension": "7"}, ExtensionDestination(extension="7")),
         ({"type": "extension", "extension": "0012"}, ExtensionDestination(extension="0012")),
-        ({"type": "queue", "id": 3}, QueueDestination(id=3)),
+        ({"type": "queue", "id": 3, "priority": 0}, QueueDestination(id=3)),
+        ({"type": "queue", "id": 3, "priority": 100}, QueueDestination(id=3, priority=100)),
         ({"type": "menu", "id": 1}, MenuDestination(id=1)),
         ({"type": "voicemail", "box": 12}, VoicemailDestination(box=12)),
         ({"type": "number", "number": "+4930123456"}, NumberDestination(number="+4930123456")),
@@ -57,6 +63,9 @@ def test_each_shape_parses_to_its_type_and_dumps_back(
         ({"type": "extension", "extension": 1027}, ("extension", "extension")),
         ({"type": "queue"}, ("queue", "id")),
         ({"type": "queue", "id": 0}, ("queue", "id")),
+        ({"type": "queue", "id": 3, "priority": -1}, ("queue", "priority")),
+        ({"type": "queue", "id": 3, "priority": 101}, ("queue", "priority")),
+        ({"type": "queue", "id": 3, "priority": "high"}, ("queue", "priority")),
         ({"type": "menu", "id": -1}, ("menu", "id")),
         ({"type": "voicemail", "id": 1}, ("voicemail", "box")),
         ({"type": "number", "number": "1"}, ("number", "number")),

@@ -1,8 +1,11 @@
-"""Matching waiting callers with free agents: oldest first across queues, one offer per agent."""
+"""Matching waiting callers with free agents: highest priority, then oldest first across
+queues, one offer per agent."""
 
 from __future__ import annotations
 
 import random
+
+import pytest
 
 from acd.matching import Match, QueueRule, WaitingCaller, match_callers
 from acd.strategies import AgentHistory, Strategy
@@ -25,6 +28,24 @@ def test_oldest_caller_first_across_queues() -> None:
     # Agent 3 serves both queues: the older support caller gets them.
     result = match([young_sales, old_support], {1: SALES, 2: SUPPORT}, free={3})
     assert result == [Match(2, (3,))]
+
+
+@pytest.mark.parametrize(
+    ("callers", "served"),
+    [
+        # (entry id, queue, entered at, priority) each; the entry served first.
+        ([(1, 1, 10.0, 0), (2, 1, 20.0, 5)], 2),  # priority beats a longer wait
+        ([(1, 1, 10.0, 5), (2, 1, 5.0, 5)], 2),  # as high: the longer wait
+        ([(1, 1, 10.0, 1), (2, 1, 5.0, 0)], 1),
+        ([(1, 1, 7.0, 3), (2, 1, 7.0, 3)], 1),  # the same instant: the earlier entry
+        ([(1, 2, 30.0, 9), (2, 1, 1.0, 0)], 1),  # across queues too (agent 3 serves both)
+    ],
+)
+def test_higher_priority_first_then_the_longest_wait(
+    callers: list[tuple[int, int, float, int]], served: int
+) -> None:
+    waiting = [WaitingCaller(e, q, at, priority=p) for e, q, at, p in callers]
+    assert match(waiting, {1: SALES, 2: SUPPORT}, free={3}) == [Match(served, (3,))]
 
 
 def test_each_free_agent_is_offered_once_per_round() -> None:
