@@ -11,7 +11,7 @@ from api.auth import CrossOrigin, same_origin
 from api.routing import ANY_ROLE, ApiRequest, RouteTable
 from api.users import UserOut
 from core.errors import Conflict, Forbidden
-from extensions import passwords, sign_in, users
+from extensions import sign_in, users
 from extensions.passwords import MAX_PASSWORD_LENGTH
 from extensions.roles import Role
 from extensions.sessions import SESSION_COOKIE, SignedIn, csrf_token_for, end_session
@@ -147,19 +147,20 @@ async def get_me(req: ApiRequest) -> MeOut:
     roles=ANY_ROLE,
     body=OwnPasswordChange,
     status=204,
-    errors=(401, 403, 409, 422),
+    errors=(401, 403, 409, 422, 429),
 )
 async def change_own_password(req: ApiRequest) -> None:
     principal = _person(req.principal)
     if principal.user_id is None:
         raise NotAUser("PBX_ADMIN_TOKEN belongs to no user, so it has no password")
     body: OwnPasswordChange = req.body
-    await passwords.change_own_password(
+    await sign_in.change_own_password(
         req.ctx,
         principal.user_id,
         body.current_password,
         body.new_password,
         session_id=principal.session_id,
+        address=req.raw.remote or "unknown",
     )
 
 

@@ -1,5 +1,6 @@
 """Signing in with email and password: the lockout guard first, then the password, then a new
-session; failures are counted, slowed down and recorded."""
+session; failures are counted, slowed down and recorded. A person changing their password
+proves the current one under the same guard."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from sqlalchemy import func, select
 from core.context import ServiceContext
 from core.errors import TooManyRequests, Unauthorized
 from core.settings import SignInSettings
-from extensions.lockout import LockoutPolicy, retry_after
+from extensions import passwords
+from extensions.lockout import FailureVerdict, LockoutPolicy, retry_after
 from extensions.models import User
 from extensions.namespace import user_extension
 from extensions.passwords import (
+    WrongPassword,
     hash_password,
     needs_rehash,
     password_matches,
@@ -114,11 +117,58 @@ async def _people_with_email(ctx: ServiceContext, email: str) -> list[tuple[int,
         return [(user_id, password_hash) for user_id, password_hash in rows if password_hash]
 
 
+async def change_own_password(
+    ctx: ServiceContext,
+    user_id: int,
+    current: str,
+    new: str,
+    *,
+    session_id: int | None,
+    address: str,
+) -> None:
+    """passwords.change_own_password behind the sign-in guard: a wrong current password counts
+    as a failed sign-in for the person's email and the address. Otherwise a stolen session
+    (or an unlocked screen) could guess the password without limit, and the password opens
+    every other way in."""
+    async with ctx.sessions() as session:
+        email = (await load_user(session, user_id)).email or f"user-{user_id}"
+    guard = SignInGuard(ctx.redis, lockout_policy(ctx.settings.sign_in))
+    left = await guard.locked_for(email, address)
+    if left is not None:
+        raise _locked(retry_after(left))
+    try:
+        await passwords.change_own_password(ctx, user_id, current, new, session_id=session_id)
+    except WrongPassword:
+        verdict = await _count_failure(ctx, guard, email, address, [user_id], "password_change")
+        await asyncio.sleep(verdict.delay_seconds)
+        if verdict.lock_email or verdict.lock_address:
+            raise _locked(ctx.settings.sign_in.lock_seconds) from None
+        raise
+
+
 async def _failed(
     ctx: ServiceContext, guard: SignInGuard, email: str, address: str, user_ids: list[int]
 ) -> NoReturn:
     """Count the failure, record it, wait the verdict's delay, and refuse: 429 when it locked
     something, 401 otherwise."""
+    verdict = await _count_failure(ctx, guard, email, address, user_ids, "sign_in")
+    await asyncio.sleep(verdict.delay_seconds)
+    if verdict.lock_email or verdict.lock_address:
+        ctx.metrics.sign_ins.labels(outcome="locked").inc()
+        raise _locked(ctx.settings.sign_in.lock_seconds)
+    ctx.metrics.sign_ins.labels(outcome="bad_credentials").inc()
+    raise BadCredentials("the email or the password is wrong")
+
+
+async def _count_failure(
+    ctx: ServiceContext,
+    guard: SignInGuard,
+    email: str,
+    address: str,
+    user_ids: list[int],
+    attempt: str,
+) -> FailureVerdict:
+    """Count a wrong password (`attempt`: sign_in or password_change), record it and log it."""
     counted = await guard.count_failure(email, address)
     lock_seconds = ctx.settings.sign_in.lock_seconds
     async with ctx.sessions.begin() as session:
@@ -128,7 +178,7 @@ async def _failed(
                 "sign_in_failed",
                 {
                     "email": email, "address": address, "user_ids": user_ids,
-                    "email_failures": counted.email_failures,
+                    "attempt": attempt, "email_failures": counted.email_failures,
                     "address_failures": counted.address_failures,
                 },
             ),
@@ -143,13 +193,8 @@ async def _failed(
         if locked:
             ctx.metrics.sign_in_locks.labels(scope=scope).inc()
             log.warning("sign_in_locked", scope=scope, address=address, user_ids=user_ids)
-    log.info("sign_in_failed", address=address, user_ids=user_ids)
-    await asyncio.sleep(verdict.delay_seconds)
-    if verdict.lock_email or verdict.lock_address:
-        ctx.metrics.sign_ins.labels(outcome="locked").inc()
-        raise _locked(lock_seconds)
-    ctx.metrics.sign_ins.labels(outcome="bad_credentials").inc()
-    raise BadCredentials("the email or the password is wrong")
+    log.info("sign_in_failed", address=address, user_ids=user_ids, attempt=attempt)
+    return verdict
 
 
 def _lock_events(

@@ -308,6 +308,32 @@ async def test_changing_ones_password_ends_the_other_sessions(
     assert (await new_browser().sign_in(user["email"], new)).status == 200
 
 
+async def test_guessing_the_current_password_counts_toward_the_sign_in_lockout(
+    admin: ApiClient, new_browser: Any, settings: Settings
+) -> None:
+    """A stolen session must not be a way to guess the password without limit: wrong
+    current passwords count as failed sign-ins of the person's email."""
+    limit = settings.sign_in.max_failures
+    user = await person(admin)
+    here = new_browser()
+    assert (await here.sign_in(user["email"])).status == 200
+    before = await last_event_id(settings)
+    guess = {"current_password": "guess guess guess", "new_password": "a brand new passphrase"}
+    for _ in range(limit - 1):
+        wrong = await here.request("PUT", "/me/password", guess)
+        assert wrong.status == 403 and wrong.error_code == "wrong_password"
+    locking = await here.request("PUT", "/me/password", guess)
+    assert locking.status == 429 and locking.error_code == "locked"
+    assert locking.headers["Retry-After"] == str(settings.sign_in.lock_seconds)
+    right = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    assert (await here.request("PUT", "/me/password", right)).error_code == "locked"
+    assert (await new_browser().sign_in(user["email"])).error_code == "locked"
+    failed = [d for t, d in await events_after(settings, before) if t == "sign_in_failed"]
+    assert {f["attempt"] for f in failed} == {"password_change"}
+    assert [f["email_failures"] for f in failed] == list(range(1, limit + 1))
+    assert "user_locked" in {t for t, _ in await events_after(settings, before)}
+
+
 async def test_an_admin_setting_the_password_ends_every_session(
     admin: ApiClient, browser: Browser
 ) -> None:
