@@ -2,7 +2,9 @@
 events about themselves. Pure: the stream keeps a Viewer per client and asks `may_see` for
 each event, then `follow`s the event (an operator's extension and dialogs change over time).
 
-An event type without a rule here is never sent to an operator, so a new type cannot leak."""
+An event type without a rule here is never sent to an operator, so a new type cannot leak.
+`ends_stream` says which events close a client's stream: the end of the session it was
+opened with, or the dismissal of its user (whose tokens die with them)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,16 @@ def may_see(viewer: Viewer, type_: str, data: Data) -> bool:
         return True
     rule = _OPERATOR_RULES.get(type_)
     return rule is not None and viewer.user_id is not None and rule(viewer, data)
+
+
+def ends_stream(viewer: Viewer, session_id: int | None, type_: str, data: Data) -> str | None:
+    """Why the event ends the stream of `viewer` (opened with `session_id`, None for a
+    token), or None when it does not."""
+    if type_ == "session_ended" and session_id is not None and data.get("session_id") == session_id:
+        return "session ended"
+    if type_ == "user_dismissed" and viewer.user_id is not None and _is_me(viewer, data.get("id")):
+        return "user dismissed"
+    return None
 
 
 def follow(viewer: Viewer, type_: str, data: Data, time: str) -> Viewer:

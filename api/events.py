@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.auth import authenticated_principal
-from api.event_visibility import Viewer, follow, may_see
+from api.event_visibility import Viewer, ends_stream, follow, may_see
 from api.routing import API_PREFIX, CONTEXT_KEY, sql_integer
 from chat.dialogs import agent_dialogs
 from core.context import ServiceContext
@@ -191,6 +191,11 @@ async def _send_events(
         type_, data = envelope["type"], envelope["data"]
         if envelope["id"] <= last_sent:
             continue
+        ended = ends_stream(viewer, principal.session_id, type_, data)
+        if ended is not None:
+            # Its credentials are void: what happens next is no longer theirs to see.
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=ended.encode())
+            return
         if (not types or type_ in types) and may_see(viewer, type_, data):
             await ws.send_str(text)
         viewer = follow(viewer, type_, data, envelope["time"])
@@ -237,7 +242,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "`since=<id>` first replays persisted events after that id; `types=a,b` "
                 "filters by type (the README lists the event types). A client more than "
                 f"{CLIENT_BACKLOG} events behind is closed with code 1013; it reconnects with "
-                "`since=<last id received>`."
+                "`since=<last id received>`. The stream is closed with code 1008 when the "
+                "session it was opened with ends or its user is dismissed."
             ),
             "security": [{"bearer": []}],
             "parameters": [

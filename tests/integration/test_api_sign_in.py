@@ -3,6 +3,7 @@ sessions that end with a dismissal or a new password; bearer tokens work as befo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from dataclasses import dataclass
@@ -279,6 +280,43 @@ async def test_dismissal_ends_the_persons_sessions(
     assert [e["reason"] for e in ended] == ["user_dismissed"]
     again = Browser(browser.http, browser.base_url)
     assert (await again.sign_in(user["email"])).error_code == "bad_credentials"
+
+
+async def test_an_open_event_stream_closes_when_its_session_ends_or_its_user_is_dismissed(
+    admin: ApiClient, browser: Browser, new_browser: Any
+) -> None:
+    """Credentials checked only when the stream opened would let a signed-out or dismissed
+    person go on reading events."""
+    user = await person(admin)
+    issued = await admin.post("/tokens", {"user_id": user["id"], "role": "operator"})
+    token = issued.body["token"]
+    host = browser.base_url.split("://")[1].split("/")[0]
+    url = browser.base_url.replace("http://", "ws://") + "/events"
+    origin = {"Origin": f"http://{host}"}
+
+    async def closed_with(stream: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
+        message = await asyncio.wait_for(stream.receive(), 10)
+        assert message.type is aiohttp.WSMsgType.CLOSE, message
+        return message.data, message.extra  # the close frame's code and reason
+
+    assert (await browser.sign_in(user["email"])).status == 200
+    cookie = {"Cookie": f"{SESSION_COOKIE}={browser.cookie}"}
+    async with browser.http.ws_connect(url, headers=cookie | origin) as stream:
+        assert (await browser.request("DELETE", "/session")).status == 204
+        assert await closed_with(stream) == (1008, "session ended")
+
+    later = new_browser()
+    assert (await later.sign_in(user["email"])).status == 200
+    cookie = {"Cookie": f"{SESSION_COOKIE}={later.cookie}"}
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with (
+        later.http.ws_connect(url, headers=cookie | origin) as by_session,
+        browser.http.ws_connect(url, headers=bearer) as by_token,
+    ):
+        assert (await admin.patch(f"/users/{user['id']}", {"active": False})).status == 200
+        # The session's end or the dismissal, whichever comes first: both void it.
+        assert (await closed_with(by_session))[0] == 1008
+        assert await closed_with(by_token) == (1008, "user dismissed")
 
 
 async def test_changing_ones_password_ends_the_other_sessions(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from acd.queue_log import QueueEvent
-from api.event_visibility import Viewer, follow, may_see
+from api.event_visibility import Viewer, ends_stream, follow, may_see
 from extensions.roles import Role
 
 ME, OTHER = 7, 8
@@ -276,3 +276,25 @@ def _literals(node: ast.expr) -> set[str]:
     if isinstance(node, ast.IfExp):
         return _literals(node.body) | _literals(node.orelse)
     return set()
+
+
+@pytest.mark.parametrize(
+    ("viewer", "session_id", "type_", "data", "reason"),
+    [
+        # (the stream's viewer, the session it was opened with) and the event.
+        (Viewer(Role.OPERATOR, ME), 7, "session_ended", {"session_id": 7, "user_id": ME},
+         "session ended"),
+        (Viewer(Role.ADMIN, ME), 7, "session_ended", {"session_id": 8, "user_id": ME}, None),
+        (Viewer(Role.OPERATOR, ME), None, "session_ended", {"session_id": 7, "user_id": ME},
+         None),  # a token's stream: another of their sessions ended
+        (Viewer(Role.OPERATOR, ME), None, "user_dismissed", {"id": ME}, "user dismissed"),
+        (Viewer(Role.SUPERVISOR, ME), 7, "user_dismissed", {"id": ME}, "user dismissed"),
+        (Viewer(Role.ADMIN, ME), None, "user_dismissed", {"id": OTHER}, None),
+        (Viewer(Role.ADMIN, None), None, "user_dismissed", {"id": ME}, None),  # PBX_ADMIN_TOKEN
+        (Viewer(Role.OPERATOR, ME), 7, "user_updated", {"id": ME}, None),
+    ],
+)  # fmt: skip
+def test_the_stream_ends_with_its_session_or_its_users_dismissal(
+    viewer: Viewer, session_id: int | None, type_: str, data: dict[str, Any], reason: str | None
+) -> None:
+    assert ends_stream(viewer, session_id, type_, data) == reason
