@@ -183,8 +183,11 @@ async def leave_every_queue(session: AsyncSession, bus: EventBus, user_id: int) 
 
 async def queue_references(session: AsyncSession, queue_id: int) -> References:
     """What routes callers to this queue: numbers, menus, other queues' overflow."""
-    target = {"type": "queue", "id": queue_id}
-    return await references_to(session, lambda d: d == target, except_queue=queue_id)
+    # Whatever priority the destination gives its callers.
+    return await references_to(
+        session, lambda d: d.get("type") == "queue" and d.get("id") == queue_id,
+        except_queue=queue_id,
+    )  # fmt: skip
 
 
 def queue_data(queue: Queue) -> dict[str, Any]:

@@ -184,11 +184,15 @@ async def test_duplicate_members_names_and_self_overflow(admin: ApiClient) -> No
     await admin.delete(f"/queues/{first.body['id']}")
 
 
-async def test_a_queue_in_use_cannot_be_deleted(admin: ApiClient) -> None:
-    queue = (await admin.post("/queues", {"name": "Routed to"})).body
+@pytest.mark.parametrize("priority", [None, 0, 7])
+async def test_a_queue_in_use_cannot_be_deleted(admin: ApiClient, priority: int | None) -> None:
+    """Whatever priority the destination gives (it is stored with the destination)."""
+    queue = (await admin.post("/queues", {"name": f"Routed to {priority}"})).body
+    destination = {"type": "queue", "id": queue["id"]}
+    if priority is not None:
+        destination["priority"] = priority
     number = await admin.post("/numbers", {
-        "number": "+4930999111", "greeting": {"text": "Hi"},
-        "default_destination": {"type": "queue", "id": queue["id"]},
+        "number": "+4930999111", "greeting": {"text": "Hi"}, "default_destination": destination,
     })  # fmt: skip
     assert number.status == 201, number
     refused = await admin.delete(f"/queues/{queue['id']}")
