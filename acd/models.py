@@ -19,6 +19,8 @@ class QueueRow(Base):
     strategy: Mapped[str] = mapped_column(String(16))
     ring_timeout: Mapped[int] = mapped_column(Integer)
     wrap_up_time: Mapped[int] = mapped_column(Integer)
+    # Calls connected through this queue are recorded (flows.recording).
+    record_calls: Mapped[bool] = mapped_column(default=False)
     # 0: no limit.
     max_wait: Mapped[int] = mapped_column(Integer)
     max_length: Mapped[int] = mapped_column(Integer)

@@ -65,6 +65,7 @@ class QueueSpec:
     hold_music_prompt_id: int | None = None
     announce_interval: int = 60
     exit_key: str | None = None
+    record_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ async def _spec(session: AsyncSession, row: QueueRow) -> QueueSpec:
         hold_music_prompt_id=row.hold_music_prompt_id,
         announce_interval=row.announce_interval,
         exit_key=row.exit_key,
+        record_calls=row.record_calls,
     )
 
 
@@ -288,4 +290,5 @@ def _columns(spec: QueueSpec) -> dict[str, Any]:
         "hold_music_prompt_id": spec.hold_music_prompt_id,
         "announce_interval": spec.announce_interval,
         "exit_key": spec.exit_key,
+        "record_calls": spec.record_calls,
     }

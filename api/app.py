@@ -83,7 +83,12 @@ def create_app(
     routes = [route for table in ROUTE_TABLES for route in table.routes]
     document = openapi_document(
         routes,
-        extra_paths={**OPENAPI_PATHS, **prompts.OPENAPI_PATHS, **voicemail.OPENAPI_PATHS},
+        extra_paths={
+            **OPENAPI_PATHS,
+            **prompts.OPENAPI_PATHS,
+            **voicemail.OPENAPI_PATHS,
+            **calls.OPENAPI_PATHS,
+        },
     )
 
     async def openapi(_request: web.Request) -> web.Response:
@@ -144,6 +149,7 @@ def create_app(
     app.router.add_get(API_PREFIX + "/events", event_stream)
     prompts.install_audio_routes(app)
     voicemail.install_audio_routes(app)
+    calls.install_audio_routes(app)
     install_console(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

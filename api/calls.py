@@ -1,13 +1,16 @@
-"""Calls resource: the call detail records, filtered and paginated."""
+"""Calls resource: the call detail records, filtered and paginated, and their recordings."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.routing import STAFF, ApiRequest, RouteTable
+from api.auth import authenticated_principal
+from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable, path_ids
+from core.errors import Forbidden, NotFound
 from core.sql_bounds import Count, Id, UtcInstant
 from ivr.cdr import CallFilter, Direction, Disposition, get_call, list_calls
 
@@ -29,6 +32,8 @@ class CallOut(BaseModel):
     disposition: Disposition | None
     hangup_by: str | None
     legs: list[dict[str, Any]]
+    # Seconds of the call's recording (GET /calls/{id}/recording); null: not recorded.
+    recording_seconds: float | None
 
 
 class CallList(BaseModel):
@@ -47,6 +52,8 @@ class CallListQuery(BaseModel):
     party: str | None = Field(None, max_length=128)
     started_after: UtcInstant | None = None
     started_before: UtcInstant | None = None
+    # Only calls with a recording (true) or without one (false).
+    recorded: bool | None = None
     limit: int = Field(100, ge=1, le=500)
     offset: Count = 0
 
@@ -66,7 +73,7 @@ async def calls(req: ApiRequest) -> CallList:
     where = CallFilter(
         direction=query.direction, disposition=query.disposition, user_id=query.user_id,
         party=query.party, started_after=query.started_after,
-        started_before=query.started_before,
+        started_before=query.started_before, recorded=query.recorded,
     )  # fmt: skip
     rows, total = await list_calls(req.ctx, where, limit=query.limit, offset=query.offset)
     return CallList(
@@ -87,3 +94,64 @@ async def calls(req: ApiRequest) -> CallList:
 async def call(req: ApiRequest) -> CallOut:
     row = await get_call(req.ctx, req.path["call_id"])
     return CallOut.model_validate(row, from_attributes=True)
+
+
+class NoRecording(NotFound):
+    code = "no_recording"
+
+
+async def call_recording(request: web.Request) -> web.StreamResponse:
+    """GET /calls/{call_id}/recording: the call's WAV, both voices."""
+    ctx = request.app[CONTEXT_KEY]
+    principal = await authenticated_principal(ctx, request)
+    if principal.role not in STAFF:
+        raise Forbidden("only admins and supervisors may listen to call recordings")
+    row = await get_call(ctx, path_ids(request)["call_id"])
+    if row.recording_path is None:
+        raise NoRecording(f"call {row.id} has no recording")
+    path = ctx.settings.data_dir / row.recording_path
+    if not path.is_file():
+        raise NoRecording(f"call {row.id}'s recording is gone (retention)")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "audio/wav",
+            "Content-Disposition": f'attachment; filename="call-{row.id}.wav"',
+        },
+    )
+
+
+def install_audio_routes(app: web.Application) -> None:
+    app.router.add_get(API_PREFIX + r"/calls/{call_id:\d+}/recording", call_recording)
+
+
+OPENAPI_PATHS: dict[str, Any] = {
+    API_PREFIX + "/calls/{call_id}/recording": {
+        "get": {
+            "summary": "Download a call's recording (both voices)",
+            "tags": ["calls"],
+            "operationId": "call_recording",
+            "description": "Roles: admin, supervisor.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {
+                    "name": "call_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "8 kHz mono 16-bit WAV",
+                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "401": {"description": "Missing or unknown token"},
+                "403": {"description": "Not an admin or supervisor"},
+                "404": {
+                    "description": "No such call (not_found), or it has no recording (no_recording)"
+                },
+            },
+        }
+    },
+}

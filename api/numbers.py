@@ -42,6 +42,8 @@ class NumberCreate(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
     greeting: Greeting
     extension_dialing: bool = True
+    # Record calls to this number once connected to someone (both voices; never internal).
+    record_calls: bool = False
     default_destination: Destination
     # Where a rung extension that does not answer sends the caller (default: as above).
     no_answer_destination: Destination | None = None
@@ -53,6 +55,7 @@ class NumberPatch(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     greeting: Greeting | None = None
     extension_dialing: bool | None = None
+    record_calls: bool | None = None
     default_destination: Destination | None = None
     no_answer_destination: Destination | None = None
 
@@ -63,6 +66,7 @@ class NumberOut(BaseModel):
     name: str
     greeting: Greeting
     extension_dialing: bool
+    record_calls: bool
     default_destination: Destination
     no_answer_destination: Destination | None
     created_at: datetime
@@ -73,7 +77,7 @@ class NumberOut(BaseModel):
         return cls(
             id=row.id, number=row.number, name=row.name,
             greeting=Greeting(text=row.greeting_text, prompt_id=row.greeting_prompt_id),
-            extension_dialing=row.extension_dialing,
+            extension_dialing=row.extension_dialing, record_calls=row.record_calls,
             default_destination=row.default_destination,
             no_answer_destination=row.no_answer_destination,
             created_at=row.created_at, updated_at=row.updated_at,
@@ -103,7 +107,7 @@ async def create_number(req: ApiRequest) -> NumberOut:
     spec = numbers.NumberSpec(
         number=body.number, name=body.name, **_greeting_fields(body.greeting),
         extension_dialing=body.extension_dialing, default_destination=body.default_destination,
-        no_answer_destination=body.no_answer_destination,
+        no_answer_destination=body.no_answer_destination, record_calls=body.record_calls,
     )  # fmt: skip
     return NumberOut.of(await numbers.create_number(req.ctx, spec))
 

@@ -48,6 +48,8 @@ class QueueFields(BaseModel):
     announce_interval: int = Field(60, ge=0, le=3600)
     # A key that takes the caller out of the queue to the overflow destination.
     exit_key: ExitKey | None = None
+    # Record external calls connected through this queue (both voices).
+    record_calls: bool = False
 
 
 class QueueCreate(QueueFields):
@@ -71,6 +73,7 @@ class QueuePatch(BaseModel):
     hold_music_prompt_id: Id | None = None
     announce_interval: int | None = Field(None, ge=0, le=3600)
     exit_key: ExitKey | None = None
+    record_calls: bool | None = None
 
 
 class QueueOut(QueueFields):

@@ -39,6 +39,8 @@ class UserCreate(BaseModel):
     email: EmailStr | None = None
     role: Role = Role.OPERATOR
     wrap_up_time: WrapUpTime | None = None
+    # Record the external calls this user talks on (both voices; internal calls never).
+    record_calls: bool = False
 
 
 class UserPatch(BaseModel):
@@ -50,6 +52,7 @@ class UserPatch(BaseModel):
     role: Role | None = None
     active: bool | None = None
     wrap_up_time: WrapUpTime | None = None
+    record_calls: bool | None = None
 
 
 class UserOut(BaseModel):
@@ -60,6 +63,7 @@ class UserOut(BaseModel):
     active: bool
     extension: str | None
     wrap_up_time: int | None
+    record_calls: bool
     created_at: datetime
     updated_at: datetime
     dismissed_at: datetime | None
@@ -155,8 +159,9 @@ async def change_user(
 async def create_user(req: ApiRequest) -> UserOut:
     body: UserCreate = req.body
     record = await users.create_user(
-        req.ctx, name=body.name, email=body.email, role=body.role, wrap_up_time=body.wrap_up_time
-    )
+        req.ctx, name=body.name, email=body.email, role=body.role, wrap_up_time=body.wrap_up_time,
+        record_calls=body.record_calls,
+    )  # fmt: skip
     return UserOut.of(record)
 
 
@@ -215,6 +220,7 @@ async def patch_user(req: ApiRequest) -> UserOut:
         active=body.active,
         wrap_up_time=body.wrap_up_time,
         clear_wrap_up_time="wrap_up_time" in sent and body.wrap_up_time is None,
+        record_calls=body.record_calls,
     )
     record = await change_user(req.ctx, req.path["user_id"], changes)
     return UserOut.of(record)

@@ -1,6 +1,7 @@
 """Retention: history older than its period (settings `[retention]`) is deleted once a day.
 Voicemail messages, when given a period, go through voicemail's own deletion (file, row,
-event), one by one: they are few and each is a person's recording.
+event), one by one: they are few and each is a person's recording. Call recordings go first
+(their files, then the path on the call), so no call record is deleted with its file left.
 
 Events, queue log, presence history and ended calls' records grow by about 3.7 KB per call
 and were never deleted. The job deletes in batches of BATCH_ROWS, one short transaction each,
@@ -38,6 +39,7 @@ FIRST_RUN_AFTER_S = 60.0
 INTERVAL_S = 86400.0
 RETENTION_APPLIED = "retention_applied"
 VOICEMAIL = "voicemail_messages"
+RECORDINGS = "call_recordings"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,13 @@ class RetentionJob:
         """One pass over every table; returns the rows deleted per table."""
         deleted: dict[str, int] = {}
         now = now or utcnow()
+        retention = self._ctx.settings.retention
+        kept_days = [d for d in (retention.recordings_days, retention.calls_days) if d]
+        if kept_days:
+            count = await self._delete_recordings(now - timedelta(days=min(kept_days)))
+            if count:
+                deleted[RECORDINGS] = count
+                self._ctx.metrics.retention_deleted.labels(table=RECORDINGS).inc(count)
         for expiry in expiries(self._ctx.settings.retention, now):
             count = await self._delete(expiry)
             if count:
@@ -118,6 +127,27 @@ class RetentionJob:
             except Exception:  # a failed pass is tried again the next day, not the end of it
                 log.exception("retention_failed")
             await asyncio.sleep(INTERVAL_S)
+
+    async def _delete_recordings(self, before: datetime) -> int:
+        """Delete the recording files of calls started before `before`, a batch at a time."""
+        data_dir = self._ctx.settings.data_dir
+        total = 0
+        while True:
+            async with self._ctx.sessions.begin() as session:
+                rows = list(await session.scalars(
+                    select(CallRecord)
+                    .where(CallRecord.recording_path.is_not(None), CallRecord.started_at < before)
+                    .order_by(CallRecord.id)
+                    .limit(BATCH_ROWS)
+                ))  # fmt: skip
+                for row in rows:
+                    assert row.recording_path is not None
+                    path = data_dir / row.recording_path
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
+                    row.recording_path = None
+            total += len(rows)
+            if len(rows) < BATCH_ROWS:
+                return total
 
     async def _delete_voicemail(self, before: datetime) -> int:
         async with self._ctx.sessions() as session:

@@ -240,6 +240,17 @@ class Metrics:
             ["queue", "outcome"],
             registry=self.registry,
         )
+        self.call_recordings = Counter(
+            "pbx_call_recordings_total",
+            "Call recordings by result: completed, or failed (not started, or lost with a worker)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.call_recording_seconds = Counter(
+            "pbx_call_recording_seconds_total",
+            "Seconds of completed call recordings",
+            registry=self.registry,
+        )
         self.queue_priority_entries = Counter(
             "pbx_queue_priority_entries_total",
             "Callers who entered a queue with a priority above 0 (served ahead of the others)",

@@ -248,6 +248,9 @@ class RetentionSettings(_Section):
     # Voicemail messages, the recordings with their rows: the callers' words are the box
     # owner's to delete, so kept until then by default.
     voicemail_days: int = Field(0, ge=0, le=36500)
+    # Call recordings (the files; the call record keeps that there was one until calls_days).
+    # A call record deleted earlier takes its recording with it.
+    recordings_days: int = Field(90, ge=0, le=36500)
 
 
 class SignInSettings(_Section):

@@ -21,6 +21,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     # Seconds of wrap-up after this agent's ACD calls; None: the queue's (acd.wrap_up_time by hand).
     wrap_up_time: Mapped[int | None] = mapped_column(Integer, default=None)
+    # External calls this user talks on are recorded (flows.recording).
+    record_calls: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     dismissed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)

@@ -38,6 +38,7 @@ class UserRecord:
     active: bool
     extension: str | None
     wrap_up_time: int | None
+    record_calls: bool
     created_at: datetime
     updated_at: datetime
     dismissed_at: datetime | None
@@ -51,6 +52,7 @@ class UserRecord:
             "active": self.active,
             "extension": self.extension,
             "wrap_up_time": self.wrap_up_time,
+            "record_calls": self.record_calls,
         }
 
 
@@ -66,6 +68,7 @@ class UserChanges:
     active: bool | None = None
     wrap_up_time: int | None = None
     clear_wrap_up_time: bool = False
+    record_calls: bool | None = None
 
 
 async def create_user(
@@ -75,10 +78,14 @@ async def create_user(
     email: str | None,
     role: Role,
     wrap_up_time: int | None = None,
+    record_calls: bool = False,
 ) -> UserRecord:
     async with ctx.sessions.begin() as session:
         await _ensure_email_free(session, email, user_id=None)
-        user = User(name=name, email=email, role=role.value, active=True, wrap_up_time=wrap_up_time)
+        user = User(
+            name=name, email=email, role=role.value, active=True, wrap_up_time=wrap_up_time,
+            record_calls=record_calls,
+        )  # fmt: skip
         session.add(user)
         await session.flush()
         record = user_record(user, extension=None)
@@ -153,6 +160,8 @@ async def update_user(
             user.role = changes.role.value
         if changes.wrap_up_time is not None or changes.clear_wrap_up_time:
             user.wrap_up_time = changes.wrap_up_time
+        if changes.record_calls is not None:
+            user.record_calls = changes.record_calls
         dismissing = changes.active is False and user.active
         if changes.active is not None:
             user.active = changes.active
@@ -231,6 +240,15 @@ async def load_user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+async def recording_users(ctx: ServiceContext) -> frozenset[int]:
+    """The active users whose external calls are recorded (flows.recording)."""
+    async with ctx.sessions() as session:
+        ids = await session.scalars(
+            select(User.id).where(User.active.is_(True), User.record_calls.is_(True))
+        )
+        return frozenset(ids)
+
+
 def user_record(user: User, extension: str | None) -> UserRecord:
     return UserRecord(
         id=user.id,
@@ -240,6 +258,7 @@ def user_record(user: User, extension: str | None) -> UserRecord:
         active=user.active,
         extension=extension,
         wrap_up_time=user.wrap_up_time,
+        record_calls=user.record_calls,
         created_at=user.created_at,
         updated_at=user.updated_at,
         dismissed_at=user.dismissed_at,

@@ -33,6 +33,7 @@ from destinations.destination import Destination
 from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
+from flows.recording import CallRecorder
 from flows.voicemail import leave_voicemail
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.dialplan import Dialled, plan_phone_call
@@ -147,6 +148,7 @@ class CallFlows:
         self._blocklist: ReadCache[None, dict[str, BlocklistAction]] = ReadCache(
             lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
         )
+        self._recorder = CallRecorder(ctx)
 
     async def warm(self) -> None:
         """Read what every call needs before the first one arrives: the extensions a caller
@@ -178,6 +180,7 @@ class CallFlows:
             self._ctx, direction=Direction.INBOUND, caller=leg.caller, called=leg.called,
             worker_id=leg.worker_id,
         )  # fmt: skip
+        call.number_records = number.record_calls
         call.add_leg(leg.id, "caller", leg.sip_call_id)
         await self._run(call, leg, lambda: self._greeting_flow(leg, call, number))
 
@@ -289,7 +292,7 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations, priority=priority,
+            self._registrations, self._recorder, priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by)
@@ -478,10 +481,14 @@ class CallFlows:
             # One side hung up in the instant between the callee's answer and the bridge.
             if not connected:
                 return Finish(Disposition.ABANDONED, "caller")
+        talker: int | None
         if isinstance(target, Reachable):
             call.answered(target.extension, target.user_id)
+            talker = target.user_id
         else:
             call.answered(target)
+            talker = call.caller_user_id  # an external number: the user who dialled it
+        await self._recorder.connected(leg, call, user_id=talker)
         if post_dial:
             await _send_post_dial(callee, post_dial)
         await _first(leg.ended, callee.ended)

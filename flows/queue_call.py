@@ -22,6 +22,7 @@ from acd.queue_log import QueueEvent, record
 from acd.queues import Queue
 from acd.ring_group import answering_agent
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
+from flows.recording import CallRecorder
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
@@ -58,7 +59,8 @@ class QueueCall:
 
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
-        queue: Queue, default_hold: Path, registrations: PhoneContacts, *, priority: int = 0,
+        queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
+        *, priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -70,6 +72,7 @@ class QueueCall:
         self._spec = queue.spec
         self._default_hold = default_hold
         self._priority = priority
+        self._recorder = recorder
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""
@@ -242,6 +245,9 @@ class QueueCall:
             except (LegGone, WorkerCommandFailed):
                 return self._not_connected(entry, agent, agent_leg)
             self._call.answered(agent.extension, agent.user_id)
+            await self._recorder.connected(
+                self._leg, self._call, user_id=agent.user_id, by_queue=self._spec.record_calls
+            )
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()

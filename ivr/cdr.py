@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, Integer, String, func, select
+from sqlalchemy import JSON, Float, Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,6 +61,9 @@ class CallRecord(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(16), default=None)
     # Every SIP leg of the call: [{"leg", "role", "sip_call_id", "end_code"}].
     legs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The call's recording (both voices), relative to the data folder, and its length.
+    recording_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    recording_seconds: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class CallFilter:
     party: str | None = None  # caller, called or connected_to
     started_after: datetime | None = None
     started_before: datetime | None = None
+    recorded: bool | None = None  # has a recording, or has none
 
 
 class CallLog:
@@ -83,6 +87,10 @@ class CallLog:
         self.id = record_id
         self.direction = direction
         self._closed = False
+        # The company number called asks for its calls to be recorded (flows.recording).
+        self.number_records = False
+        # The user whose phone placed the call, if one did.
+        self.caller_user_id: int | None = None
 
     @classmethod
     def open(
@@ -102,7 +110,9 @@ class CallLog:
         })  # fmt: skip
         ctx.metrics.active_calls.labels(direction=direction.value).inc()
         log.info("call_started", call_id=call_id, direction=direction, caller=caller, called=called)
-        return cls(ctx, call_id, direction)
+        call = cls(ctx, call_id, direction)
+        call.caller_user_id = user_id
+        return call
 
     def add_leg(self, leg_id: str, role: str, sip_call_id: str | None) -> None:
         self._ctx.writes.submit(_LEG, {
@@ -117,6 +127,10 @@ class CallLog:
             "id": self.id, "at": _now(), "connected_to": connected_to, "user_id": user_id,
         })  # fmt: skip
         log.info("call_answered", call_id=self.id, connected_to=connected_to)
+
+    def recorded(self, path: str, seconds: float) -> None:
+        """The call's recording is complete: `path` relative to the data folder."""
+        self._ctx.writes.submit(_RECORDED, {"id": self.id, "path": path, "seconds": seconds})
 
     def ended(self, disposition: Disposition, hangup_by: str) -> None:
         """Idempotent: the first end wins (both legs may report it)."""
@@ -147,6 +161,7 @@ _LEG = "call_leg"
 _SYSTEM_ANSWERED = "call_system_answered"
 _ANSWERED = "call_answered"
 _ENDED = "call_ended"
+_RECORDED = "call_recorded"
 
 
 def register_writes(writer: WriteBehind) -> None:
@@ -157,6 +172,7 @@ def register_writes(writer: WriteBehind) -> None:
     writer.register(_SYSTEM_ANSWERED, _apply_system_answered)
     writer.register(_ANSWERED, _apply_answered)
     writer.register(_ENDED, _apply_ended)
+    writer.register(_RECORDED, _apply_recorded)
 
 
 async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
@@ -209,6 +225,17 @@ async def _apply_ended(session: AsyncSession, data: dict[str, Any]) -> Staged:
     row.disposition = data["disposition"]
     row.hangup_by = data["hangup_by"]
     return [("call_ended", _event_data(row))]
+
+
+async def _apply_recorded(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    if row is None or row.recording_path == data["path"]:
+        return []
+    row.recording_path = data["path"]
+    row.recording_seconds = round(data["seconds"], 3)
+    return [("call_recorded", {
+        "call_id": row.id, "user_id": row.user_id, "seconds": row.recording_seconds,
+    })]  # fmt: skip
 
 
 async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None:
@@ -279,6 +306,9 @@ async def list_calls(
         query = query.where(CallRecord.started_at >= where.started_after)
     if where.started_before is not None:
         query = query.where(CallRecord.started_at < where.started_before)
+    if where.recorded is not None:
+        has_file = CallRecord.recording_path.is_not(None)
+        query = query.where(has_file if where.recorded else ~has_file)
     async with ctx.sessions() as session:
         total = await session.scalar(select(func.count()).select_from(query.subquery()))
         rows = await session.scalars(

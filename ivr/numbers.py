@@ -40,6 +40,8 @@ class NumberRow(Base):
         ForeignKey("prompts.id"), default=None, index=True
     )
     extension_dialing: Mapped[bool] = mapped_column(default=True)
+    # Calls to this number are recorded once connected (flows.recording).
+    record_calls: Mapped[bool] = mapped_column(default=False)
     default_destination: Mapped[dict[str, Any]] = mapped_column(JSON)
     no_answer_destination: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -55,6 +57,7 @@ class NumberSpec:
     extension_dialing: bool
     default_destination: Destination
     no_answer_destination: Destination | None
+    record_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class InboundNumber:
     default_destination: Destination
     # Where a rung extension that does not answer sends the caller.
     no_answer_destination: Destination
+    record_calls: bool = False
 
 
 class NumberTaken(Conflict):
@@ -148,6 +152,7 @@ async def number_for_call(ctx: ServiceContext, dialled: str) -> InboundNumber | 
         extension_dialing=row.extension_dialing,
         default_destination=spec.default_destination,
         no_answer_destination=spec.no_answer_destination or spec.default_destination,
+        record_calls=row.record_calls,
     )
 
 
@@ -157,6 +162,7 @@ def number_data(row: NumberRow) -> dict[str, Any]:
         "number": row.number,
         "name": row.name,
         "extension_dialing": row.extension_dialing,
+        "record_calls": row.record_calls,
         "default_destination": row.default_destination,
         "no_answer_destination": row.no_answer_destination,
     }
@@ -211,6 +217,7 @@ def _columns(spec: NumberSpec) -> dict[str, Any]:
         "greeting_text": spec.greeting_text,
         "greeting_prompt_id": spec.greeting_prompt_id,
         "extension_dialing": spec.extension_dialing,
+        "record_calls": spec.record_calls,
         "default_destination": spec.default_destination.model_dump(),
         "no_answer_destination": (
             spec.no_answer_destination.model_dump() if spec.no_answer_destination else None
@@ -225,6 +232,7 @@ def _spec(row: NumberRow) -> NumberSpec:
         greeting_text=row.greeting_text,
         greeting_prompt_id=row.greeting_prompt_id,
         extension_dialing=row.extension_dialing,
+        record_calls=row.record_calls,
         default_destination=_destination.validate_python(row.default_destination),
         no_answer_destination=(
             _destination.validate_python(row.no_answer_destination)

@@ -208,11 +208,17 @@ class Leg:
         await self._command(lambda cid: SendDtmf(cid=cid, leg=self.id, digits=digits))
 
     async def record(
-        self, path: Path, max_seconds: float, *, silence_s: float | None = None
+        self,
+        path: Path,
+        max_seconds: float,
+        *,
+        silence_s: float | None = None,
+        both_sides: bool = False,
     ) -> Recording:
-        """Record what the far end says to a WAV until stop_recording, max_seconds, the end
-        of the leg or `silence_s` of silence. `finished` settles once the WAV is complete,
-        also when the leg ended first (only a lost worker settles it without a file)."""
+        """Record what the far end says (with `both_sides`, the bridged peer too) to a WAV
+        until stop_recording, max_seconds, the end of the leg or `silence_s` of silence.
+        `finished` settles once the WAV is complete, also when the leg ended first (only a
+        lost worker settles it without a file)."""
         recording, previous = Recording(), self._recording
         # Set first: a very short recording may end before the command's result arrives.
         self._recording = recording
@@ -224,6 +230,7 @@ class Leg:
                     path=str(path),
                     max_seconds=max_seconds,
                     silence_s=silence_s,
+                    both_sides=both_sides,
                 )
             )
         except BaseException:

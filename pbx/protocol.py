@@ -131,13 +131,15 @@ class SendDtmf(_Command):
 
 class Record(_Command):
     """Record what the leg's far end says to a WAV until StopRecord, max_seconds, the end, or
-    (with silence_s) once the far end has been silent that long."""
+    (with silence_s) once the far end has been silent that long. `both_sides`: what the leg's
+    bridged peer says too, mixed in (a call recording), whoever the peer is at the time."""
 
     type: Literal["record"] = "record"
     leg: str
     path: str
     max_seconds: float = Field(gt=0)
     silence_s: float | None = Field(None, gt=0)
+    both_sides: bool = False
 
 
 class StopRecord(_Command):

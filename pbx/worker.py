@@ -173,6 +173,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.barge_in = False
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording: tuple[str, float] | None = None
+        # The recorder hears the bridged peer too (Record.both_sides).
+        self.recording_peer = False
         self.peer: WorkerLeg | None = None
         self.ringing_reported = False
         self.answered = False
@@ -481,7 +483,9 @@ class WorkerAgent:
         elif isinstance(command, SendDtmf):
             self._leg(command.leg).dialDtmf(command.digits)
         elif isinstance(command, Record):
-            self._record(self._leg(command.leg), command.path, command.max_seconds)
+            self._record(
+                self._leg(command.leg), command.path, command.max_seconds, command.both_sides
+            )
             if command.silence_s is not None:
                 self._watch_silence(command.leg, command.silence_s, time.monotonic())
         elif isinstance(command, StopRecord):
@@ -626,6 +630,9 @@ class WorkerAgent:
         if audio_a is not None and audio_b is not None:
             audio_a.stopTransmit(audio_b)
             audio_b.stopTransmit(audio_a)
+            for leg, peer_audio in ((a, audio_b), (b, audio_a)):
+                if leg.recorder is not None and leg.recording_peer:
+                    peer_audio.stopTransmit(leg.recorder)
         self._drop_speech_if_unheard(a)
         self._drop_speech_if_unheard(b)
 
@@ -641,11 +648,25 @@ class WorkerAgent:
                 peer_audio.startTransmit(audio)
         elif leg.prompt is not None:
             leg.prompt.startTransmit(audio)
-        if leg.recorder is not None:
-            audio.startTransmit(leg.recorder)
+        self._feed_recorder(leg, audio)
+        if leg.peer is not None:
+            peer_audio = leg.peer.audio()
+            if peer_audio is not None:
+                self._feed_recorder(leg.peer, peer_audio)
         self._drop_speech_if_unheard(leg)
         if leg.peer is not None:
             self._drop_speech_if_unheard(leg.peer)
+
+    @staticmethod
+    def _feed_recorder(leg: WorkerLeg, audio: Any) -> None:
+        """The leg's recorder hears its far end, and with both_sides its bridged peer."""
+        if leg.recorder is None:
+            return
+        audio.startTransmit(leg.recorder)
+        if leg.recording_peer and leg.peer is not None:
+            peer_audio = leg.peer.audio()
+            if peer_audio is not None:
+                peer_audio.startTransmit(leg.recorder)
 
     def _drop_speech_if_unheard(self, leg: WorkerLeg) -> None:
         """Filter the leg's speech in the kernel once no peer or recorder has heard it for a
@@ -712,12 +733,13 @@ class WorkerAgent:
         self._retire(prompt)
         self.emit(PlaybackEnded(leg=leg.leg_id, interrupted=interrupted))
 
-    def _record(self, leg: WorkerLeg, path: str, max_seconds: float) -> None:
+    def _record(self, leg: WorkerLeg, path: str, max_seconds: float, both_sides: bool) -> None:
         if leg.recording is not None:
             raise CommandFailed(f"leg {leg.leg_id} is already recording")
         recorder = pj.AudioMediaRecorder()
         recorder.createRecorder(path)
         leg.recorder = recorder
+        leg.recording_peer = both_sides
         leg.recording = (path, time.monotonic())
         self.connect_media(leg)
         leg_id = leg.leg_id
@@ -757,10 +779,14 @@ class WorkerAgent:
         audio = leg.audio() if not leg.ended else None
         if audio is not None:
             audio.stopTransmit(leg.recorder)
+        peer = leg.peer if leg.recording_peer else None
+        peer_audio = peer.audio() if peer is not None and not peer.ended else None
+        if peer_audio is not None:
+            peer_audio.stopTransmit(leg.recorder)
         self._recorder_numbers += 1
         number = self._recorder_numbers
         self._closing_recorders[number] = leg.recorder
-        leg.recorder, leg.recording = None, None
+        leg.recorder, leg.recording, leg.recording_peer = None, None, False
         self._drop_speech_if_unheard(leg)
         ended = RecordingEnded(leg=leg.leg_id, path=path, seconds=time.monotonic() - started)
 

@@ -195,6 +195,50 @@ async def test_voicemail_past_its_retention_goes_with_its_recording_and_an_event
         await redis.stop()
 
 
+@pytest.mark.parametrize(
+    ("retention", "deleted"),
+    [
+        ({"recordings_days": 30}, {"call_recordings": 1}),
+        # Kept for ever, but the call record goes after 30 days: its recording goes first.
+        ({"recordings_days": 0, "calls_days": 30}, {"call_recordings": 1, "calls": 1}),
+    ],
+)
+async def test_call_recordings_past_their_retention_are_deleted_before_their_calls(
+    tmp_path: Path, retention: dict[str, int], deleted: dict[str, int]
+) -> None:
+    settings = make_settings(tmp_path / "data", retention=retention)
+    settings.data_dir.mkdir(parents=True)
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
+    await redis.start()
+    try:
+        async with open_plumbing(settings, Metrics()) as plumbing:
+            ctx = plumbing.ctx
+            async with ctx.sessions.begin() as session:
+                for age_days in (31, 29, 29):
+                    at = utcnow() - timedelta(days=age_days)
+                    path = f"recordings/day-{age_days}/call-{age_days}.wav"
+                    (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+                    (settings.data_dir / path).write_bytes(b"RIFF")
+                    session.add(CallRecord(
+                        direction="inbound", caller="1", called="2", worker_id=0,
+                        started_at=at, ended_at=at, legs=[], recording_path=path,
+                        recording_seconds=3.0,
+                    ))  # fmt: skip
+            assert await RetentionJob(ctx).apply() == deleted
+            async with ctx.sessions() as session:
+                left = list(await session.execute(
+                    select(CallRecord.recording_path, CallRecord.recording_seconds)
+                ))  # fmt: skip
+            # The call keeps that it was recorded, and for how long, until it goes itself.
+            kept = [tuple(row) for row in left if row[0] is not None]
+            assert kept == [("recordings/day-29/call-29.wav", 3.0)] * 2
+            assert not (settings.data_dir / "recordings/day-31/call-31.wav").exists()
+            assert (settings.data_dir / "recordings/day-29/call-29.wav").exists()
+    finally:
+        await redis.stop()
+
+
 async def test_a_burst_beyond_the_redis_pool_waits_for_connections(
     own_services: Settings,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -330,6 +331,58 @@ async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
     assert max(samples) > 3000, "the recording should hold the caller's tone"
     await call.hangup()
     assert (await asyncio.wait_for(leg.ended, 5)).code == 200
+
+
+def tone_strength(samples: array.array[int], frequency: float, rate: int = 8000) -> float:
+    """How strong one frequency is in the samples (Goertzel), relative to their energy."""
+    coefficient = 2 * math.cos(2 * math.pi * frequency / rate)
+    previous = before = 0.0
+    for sample in samples:
+        previous, before = sample + coefficient * previous - before, previous
+    power = previous**2 + before**2 - coefficient * previous * before
+    energy = sum(sample * sample for sample in samples) or 1
+    return power / (energy * len(samples))
+
+
+async def test_a_call_recording_holds_both_voices_and_a_message_only_the_callers(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path, tmp_path: Path
+) -> None:
+    """The caller plays 440 Hz, the agent 660 Hz. Recording both sides of the bridge keeps
+    both tones; recording the caller's side alone (a voicemail) keeps only theirs."""
+    workers, controller = pool
+    caller_phone = await phones("recorded")
+    agent_phone = await phones("agent", auto_answer=200)
+    bridged: asyncio.Future[tuple[Leg, Leg]] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        await agent.answered
+        await leg.bridge(agent)
+        bridged.set_result((leg, agent))
+
+    controller.reset(flow)
+    call = await caller_phone.call(worker_uri(workers, 1))
+    leg, agent_leg = await asyncio.wait_for(bridged, 10)
+    agent_call = await agent_phone.next_incoming()
+    await call.play(prompts / "greeting.wav", loop=True)
+    await agent_call.play(prompts / "short.wav", loop=True)
+    strengths = {}
+    for name, both_sides in (("call.wav", True), ("caller.wav", False)):
+        recording = await leg.record(tmp_path / name, max_seconds=1.5, both_sides=both_sides)
+        await asyncio.wait_for(recording.finished, 4)
+        with wave.open(str(tmp_path / name)) as wav:
+            samples = array.array("h", wav.readframes(wav.getnframes()))
+        strengths[name] = (tone_strength(samples, 440), tone_strength(samples, 660))
+    # A pure tone scores 0.5; measured: both sides 0.25 and 0.03, the caller alone 0.36 and
+    # 1e-7 (the agent's phone sends its tone more quietly).
+    caller_tone, agent_tone = strengths["call.wav"]
+    assert caller_tone > 0.05 and agent_tone > 0.005, strengths
+    caller_tone, agent_tone = strengths["caller.wav"]
+    assert caller_tone > 0.05 and agent_tone < 0.0005, strengths
+    await leg.hangup()
+    await agent_leg.hangup()
+    await asyncio.wait_for(call.ended, 5)
 
 
 async def test_recording_stops_after_silence_and_completes_when_the_caller_leaves(

@@ -3,8 +3,10 @@ phones are offered the calls according to strategy and presence."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from api.routing import CONTEXT_KEY, CONTROLLER_KEY
 from core.settings import Settings
 from ivr.prompts import cached_speech_path
 from tests.integration.test_calls import wait_for_call
+from tests.integration.test_media_workers import tone_strength
 from tests.support.agents import Agent, MakeAgent, eventually_presence, presence, set_status
 from tests.support.api_client import ApiClient
 from tests.support.ports import free_port
@@ -528,3 +531,33 @@ async def test_a_caller_on_the_priority_line_is_served_before_an_older_caller(
     assert (await later).succeeded  # hangs up; no wrap-up: the agent is free for the next
     await asyncio.wait_for((await member.rings(timeout=15)).answered, 5)
     assert (await older).succeeded
+
+
+async def test_a_recorded_queue_call_is_downloaded_with_the_agents_voice_in_it(
+    admin: ApiClient, settings: Settings, agent: MakeAgent, tmp_path: Path
+) -> None:
+    """Through the edge: the queue records, the agent's phone answers with its 600 Hz tone,
+    and the WAV an admin downloads holds it (both voices: test_media_workers)."""
+    member = await agent("Recorded Member")
+    queue_id, number = await queue_line(admin, [member], record_calls=True)
+    sipp = caller(settings, tmp_path, number, stay_s=3.0, caller="4930111003")
+    await asyncio.wait_for((await member.rings()).answered, 5)
+    assert (await sipp).succeeded
+    await eventually_logged(admin, queue_id, "complete")
+    async with asyncio.timeout(10):
+        while True:
+            calls = await admin.get("/calls", params={"party": "4930111003", "recorded": "true"})
+            if calls.body["items"]:
+                break
+            await asyncio.sleep(0.1)
+    (record,) = calls.body["items"]
+    assert 1.0 < record["recording_seconds"] < 5.0, record
+    url = f"{admin.base_url}/calls/{record['id']}/recording"
+    async with admin.session.get(url, headers={"Authorization": f"Bearer {admin.token}"}) as got:
+        assert got.status == 200 and got.content_type == "audio/wav"
+        wav = await got.read()
+    path = tmp_path / "downloaded.wav"
+    path.write_bytes(wav)
+    with wave.open(str(path)) as audio:
+        samples = array.array("h", audio.readframes(audio.getnframes()))
+    assert tone_strength(samples, 600) > 0.05

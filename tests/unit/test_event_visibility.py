@@ -127,6 +127,8 @@ DELIVERED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
     "user_created": user(ME),
     "token_issued": {"token_id": 1, "user_id": ME, "role": "operator", "label": ""},
+    # Recordings are for admins and supervisors, even of the operator's own calls.
+    "call_recorded": {"call_id": 1, "user_id": ME, "seconds": 12.5},
     **{
         f"queue_{step.value}": queue_step(None)
         for step in (
