@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import authenticated_principal
+from api.openapi import wav_download
 from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable, path_ids
 from core.errors import Forbidden, NotFound
 from core.sql_bounds import Count, Id, UtcInstant
@@ -126,32 +127,16 @@ def install_audio_routes(app: web.Application) -> None:
 
 
 OPENAPI_PATHS: dict[str, Any] = {
-    API_PREFIX + "/calls/{call_id}/recording": {
-        "get": {
-            "summary": "Download a call's recording (both voices)",
-            "tags": ["calls"],
-            "operationId": "call_recording",
-            "description": "Roles: admin, supervisor.",
-            "security": [{"bearer": []}],
-            "parameters": [
-                {
-                    "name": "call_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 1},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "8 kHz mono 16-bit WAV",
-                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-                },
-                "401": {"description": "Missing or unknown token"},
-                "403": {"description": "Not an admin or supervisor"},
-                "404": {
-                    "description": "No such call (not_found), or it has no recording (no_recording)"
-                },
-            },
-        }
-    },
+    API_PREFIX + "/calls/{call_id}/recording": wav_download(
+        summary="Download a call's recording (both voices)",
+        tag="calls",
+        operation_id="call_recording",
+        roles="admin, supervisor",
+        id_name="call_id",
+        errors={
+            "401": "Missing or unknown token",
+            "403": "Not an admin or supervisor",
+            "404": "No such call (not_found), or it has no recording (no_recording)",
+        },
+    ),
 }

@@ -25,6 +25,37 @@ _ERROR_TEXT = {
 }
 
 
+def wav_download(
+    *, summary: str, tag: str, operation_id: str, roles: str, id_name: str, errors: dict[str, str]
+) -> dict[str, Any]:
+    """The entry of a GET answering with a stored 8 kHz WAV (a prompt, a voicemail message, a
+    call recording): routes served by aiohttp directly, outside the route table."""
+    return {
+        "get": {
+            "summary": summary,
+            "tags": [tag],
+            "operationId": operation_id,
+            "description": f"Roles: {roles}.",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {
+                    "name": id_name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "8 kHz mono 16-bit WAV",
+                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **{code: {"description": text} for code, text in errors.items()},
+            },
+        }
+    }
+
+
 def openapi_document(routes: list[Route], extra_paths: dict[str, Any]) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorResponse}
     for route in routes:

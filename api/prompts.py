@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.auth import authenticated_principal
+from api.openapi import wav_download
 from api.routing import (
     ADMIN,
     API_PREFIX,
@@ -181,28 +182,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
         }
     },
-    API_PREFIX + "/prompts/{prompt_id}/audio": {
-        "get": {
-            "summary": "Download a prompt's WAV",
-            "tags": ["prompts"],
-            "operationId": "prompt_audio",
-            "description": "Roles: admin, supervisor.",
-            "security": [{"bearer": []}],
-            "parameters": [
-                {
-                    "name": "prompt_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 1},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "8 kHz mono 16-bit WAV",
-                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-                },
-                "404": {"description": "No such prompt"},
-            },
-        }
-    },
+    API_PREFIX + "/prompts/{prompt_id}/audio": wav_download(
+        summary="Download a prompt's WAV",
+        tag="prompts",
+        operation_id="prompt_audio",
+        roles="admin, supervisor",
+        id_name="prompt_id",
+        errors={"404": "No such prompt"},
+    ),
 }

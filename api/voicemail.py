@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth import authenticated_principal
 from api.numbers import Greeting
+from api.openapi import wav_download
 from api.routing import (
     ADMIN,
     ANY_ROLE,
@@ -321,30 +322,16 @@ def _ref(greeting: Greeting | None) -> PromptRef | None:
 
 
 OPENAPI_PATHS: dict[str, Any] = {
-    API_PREFIX + "/voicemail/messages/{message_id}/audio": {
-        "get": {
-            "summary": "Download a voicemail message's WAV",
-            "tags": ["voicemail"],
-            "operationId": "voicemail_message_audio",
-            "description": "Roles: admin, supervisor, the box's own user.",
-            "security": [{"bearer": []}],
-            "parameters": [
-                {
-                    "name": "message_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 1},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "8 kHz mono 16-bit WAV",
-                    "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-                },
-                "401": {"description": "Missing or unknown token"},
-                "403": {"description": "Not staff and not the box's owner"},
-                "404": {"description": "No such message"},
-            },
-        }
-    },
+    API_PREFIX + "/voicemail/messages/{message_id}/audio": wav_download(
+        summary="Download a voicemail message's WAV",
+        tag="voicemail",
+        operation_id="voicemail_message_audio",
+        roles="admin, supervisor, the box's own user",
+        id_name="message_id",
+        errors={
+            "401": "Missing or unknown token",
+            "403": "Not staff and not the box's owner",
+            "404": "No such message",
+        },
+    ),
 }
