@@ -38,10 +38,13 @@ from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, make_settings
 
 
-@pytest.fixture
-async def own_services(tmp_path: Path) -> AsyncIterator[Settings]:
-    """A database and a Redis of this test's own: nothing of the session's service runs."""
-    settings = make_settings(tmp_path / "data")
+@contextlib.asynccontextmanager
+async def services_of_its_own(
+    tmp_path: Path, **sections: dict[str, object]
+) -> AsyncIterator[Settings]:
+    """A database and a Redis of this test's own (settings `sections` changed): nothing of
+    the session's service runs."""
+    settings = make_settings(tmp_path / "data", **sections)
     settings.data_dir.mkdir(parents=True)
     await asyncio.to_thread(upgrade_database, settings.database_url)
     redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
@@ -50,6 +53,12 @@ async def own_services(tmp_path: Path) -> AsyncIterator[Settings]:
         yield settings
     finally:
         await redis.stop()
+
+
+@pytest.fixture
+async def own_services(tmp_path: Path) -> AsyncIterator[Settings]:
+    async with services_of_its_own(tmp_path) as settings:
+        yield settings
 
 
 async def test_the_controller_offers_a_caller_to_an_agent_with_no_web_app(
@@ -155,44 +164,39 @@ async def test_history_past_its_retention_is_deleted_and_the_newest_row_kept(
 async def test_voicemail_past_its_retention_goes_with_its_recording_and_an_event(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path / "data", retention={"voicemail_days": 30})
-    settings.data_dir.mkdir(parents=True)
-    await asyncio.to_thread(upgrade_database, settings.database_url)
-    redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
-    await redis.start()
-    try:
-        async with open_plumbing(settings, Metrics()) as plumbing:
-            ctx = plumbing.ctx
-            owner = await create_user(ctx, name="Vera", email=None, role=Role.OPERATOR,
-                                      wrap_up_time=None)  # fmt: skip
-            box = await voicemail.create_box(ctx, voicemail.BoxSpec(
-                owner_type="user", owner_id=owner.id, name="Kept short", greeting=None,
-                max_seconds=60,
-            ))  # fmt: skip
-            ids = []
-            async with ctx.sessions.begin() as session:
-                for age_days, file in ((31, "old.wav"), (29, "new.wav")):
-                    row = VoicemailMessageRow(
-                        box_id=box.id, caller="+4930123", file=file, seconds=3.0,
-                        created_at=utcnow() - timedelta(days=age_days),
-                    )  # fmt: skip
-                    session.add(row)
-                    await session.flush()
-                    ids.append(row.id)
-                    voicemail.message_file(ctx, row).parent.mkdir(parents=True, exist_ok=True)
-                    voicemail.message_file(ctx, row).write_bytes(b"RIFF")
-            deleted = await RetentionJob(ctx).apply()
-            assert deleted == {"voicemail_messages": 1}
-            async with ctx.sessions() as session:
-                left = list(await session.scalars(select(VoicemailMessageRow.file)))
-                gone = await session.scalar(
-                    select(EventRow.data).where(EventRow.type == "voicemail_message_deleted")
-                )
-            assert left == ["new.wav"]
-            assert not (voicemail.voicemail_dir(ctx, box.id) / "old.wav").exists()
-            assert gone is not None and gone["id"] == ids[0]
-    finally:
-        await redis.stop()
+    async with (
+        services_of_its_own(tmp_path, retention={"voicemail_days": 30}) as settings,
+        open_plumbing(settings, Metrics()) as plumbing,
+    ):
+        ctx = plumbing.ctx
+        owner = await create_user(ctx, name="Vera", email=None, role=Role.OPERATOR,
+                                  wrap_up_time=None)  # fmt: skip
+        box = await voicemail.create_box(ctx, voicemail.BoxSpec(
+            owner_type="user", owner_id=owner.id, name="Kept short", greeting=None,
+            max_seconds=60,
+        ))  # fmt: skip
+        ids = []
+        async with ctx.sessions.begin() as session:
+            for age_days, file in ((31, "old.wav"), (29, "new.wav")):
+                row = VoicemailMessageRow(
+                    box_id=box.id, caller="+4930123", file=file, seconds=3.0,
+                    created_at=utcnow() - timedelta(days=age_days),
+                )  # fmt: skip
+                session.add(row)
+                await session.flush()
+                ids.append(row.id)
+                voicemail.message_file(ctx, row).parent.mkdir(parents=True, exist_ok=True)
+                voicemail.message_file(ctx, row).write_bytes(b"RIFF")
+        deleted = await RetentionJob(ctx).apply()
+        assert deleted == {"voicemail_messages": 1}
+        async with ctx.sessions() as session:
+            left = list(await session.scalars(select(VoicemailMessageRow.file)))
+            gone = await session.scalar(
+                select(EventRow.data).where(EventRow.type == "voicemail_message_deleted")
+            )
+        assert left == ["new.wav"]
+        assert not (voicemail.voicemail_dir(ctx, box.id) / "old.wav").exists()
+        assert gone is not None and gone["id"] == ids[0]
 
 
 @pytest.mark.parametrize(
@@ -206,37 +210,31 @@ async def test_voicemail_past_its_retention_goes_with_its_recording_and_an_event
 async def test_call_recordings_past_their_retention_are_deleted_before_their_calls(
     tmp_path: Path, retention: dict[str, int], deleted: dict[str, int]
 ) -> None:
-    settings = make_settings(tmp_path / "data", retention=retention)
-    settings.data_dir.mkdir(parents=True)
-    await asyncio.to_thread(upgrade_database, settings.database_url)
-    redis = ManagedRedis(settings.redis.host, settings.redis.port, settings.data_dir / "redis")
-    await redis.start()
-    try:
-        async with open_plumbing(settings, Metrics()) as plumbing:
-            ctx = plumbing.ctx
-            async with ctx.sessions.begin() as session:
-                for age_days in (31, 29, 29):
-                    at = utcnow() - timedelta(days=age_days)
-                    path = f"recordings/day-{age_days}/call-{age_days}.wav"
-                    (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)
-                    (settings.data_dir / path).write_bytes(b"RIFF")
-                    session.add(CallRecord(
-                        direction="inbound", caller="1", called="2", worker_id=0,
-                        started_at=at, ended_at=at, legs=[], recording_path=path,
-                        recording_seconds=3.0,
-                    ))  # fmt: skip
-            assert await RetentionJob(ctx).apply() == deleted
-            async with ctx.sessions() as session:
-                left = list(await session.execute(
-                    select(CallRecord.recording_path, CallRecord.recording_seconds)
+    async with (
+        services_of_its_own(tmp_path, retention=retention) as settings,
+        open_plumbing(settings, Metrics()) as plumbing,
+    ):
+        ctx = plumbing.ctx
+        async with ctx.sessions.begin() as session:
+            for age_days in (31, 29, 29):
+                at = utcnow() - timedelta(days=age_days)
+                path = f"recordings/day-{age_days}/call-{age_days}.wav"
+                (settings.data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+                (settings.data_dir / path).write_bytes(b"RIFF")
+                session.add(CallRecord(
+                    direction="inbound", caller="1", called="2", worker_id=0, started_at=at,
+                    ended_at=at, legs=[], recording_path=path, recording_seconds=3.0,
                 ))  # fmt: skip
-            # The call keeps that it was recorded, and for how long, until it goes itself.
-            kept = [tuple(row) for row in left if row[0] is not None]
-            assert kept == [("recordings/day-29/call-29.wav", 3.0)] * 2
-            assert not (settings.data_dir / "recordings/day-31/call-31.wav").exists()
-            assert (settings.data_dir / "recordings/day-29/call-29.wav").exists()
-    finally:
-        await redis.stop()
+        assert await RetentionJob(ctx).apply() == deleted
+        async with ctx.sessions() as session:
+            left = list(await session.execute(
+                select(CallRecord.recording_path, CallRecord.recording_seconds)
+            ))  # fmt: skip
+        # The call keeps that it was recorded, and for how long, until it goes itself.
+        kept = [tuple(row) for row in left if row[0] is not None]
+        assert kept == [("recordings/day-29/call-29.wav", 3.0)] * 2
+        assert not (settings.data_dir / "recordings/day-31/call-31.wav").exists()
+        assert (settings.data_dir / "recordings/day-29/call-29.wav").exists()
 
 
 async def test_a_burst_beyond_the_redis_pool_waits_for_connections(
