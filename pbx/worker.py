@@ -76,6 +76,7 @@ HEADER_PREFIX = "x-pbx-"
 SILENCE_LEVEL = 20
 SILENCE_POLL_S = 0.2
 RING_TIMEOUT = (408, "Request Timeout")
+TRANSFER_DECLINED = 603
 MEDIA_TIMEOUT = (408, MEDIA_TIMEOUT_REASON)
 # Let BYEs and final answers leave before the endpoint goes.
 SHUTDOWN_LINGER_S = 0.2
@@ -239,6 +240,13 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
 
     def onCallMediaState(self, prm: Any) -> None:
         self.agent.connect_media(self)
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # Accepted (any 2xx), pjsua would dial the Refer-To itself, past the controller, and
+        # hand this leg's object the new call (docs/notes/refer-in-pjsua2.md). Until transfers
+        # are built, 603: the phone keeps its call.
+        prm.statusCode = TRANSFER_DECLINED
+        log.warning("transfer_declined", leg=self.leg_id, target=prm.dstUri)
 
     def onDtmfDigit(self, prm: Any) -> None:
         self.agent.emit(DtmfReceived(leg=self.leg_id, digit=prm.digit))

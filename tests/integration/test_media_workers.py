@@ -333,6 +333,37 @@ async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
     assert (await asyncio.wait_for(leg.ended, 5)).code == 200
 
 
+async def test_a_transfer_from_a_phone_is_declined_and_the_call_goes_on(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
+) -> None:
+    """Until transfers are built (docs/notes/refer-in-pjsua2.md), a REFER is declined with
+    603: pjsua must not dial the Refer-To itself, past the controller, reusing the agent
+    leg's object for the new call."""
+    workers, controller = pool
+    caller_phone = await phones("transferred")
+    agent_phone = await phones("agent", auto_answer=200)
+    bridged: asyncio.Future[tuple[Leg, Leg]] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        await agent.answered
+        await leg.bridge(agent)
+        bridged.set_result((leg, agent))
+
+    controller.reset(flow)
+    call = await caller_phone.call(worker_uri(workers, 0))
+    leg, agent_leg = await asyncio.wait_for(bridged, 10)
+    agent_call = await agent_phone.next_incoming()
+    await agent_call.transfer(f"sip:colleague@{caller_phone.address}")
+    await wait_until(lambda: agent_call.transfer_results == [603])
+    await assert_both_hear_each_other(call, agent_call)
+    assert workers.workers[0].legs_in_use == 2, "nothing was dialled for the transfer"
+    await leg.hangup()
+    await agent_leg.hangup()
+    await asyncio.wait_for(call.ended, 5)
+
+
 def tone_strength(samples: array.array[int], frequency: float, rate: int = 8000) -> float:
     """How strong one frequency is in the samples (Goertzel), relative to their energy."""
     coefficient = 2 * math.cos(2 * math.pi * frequency / rate)

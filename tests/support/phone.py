@@ -52,6 +52,8 @@ class CallProgress:
     final_answer: str = ""
     # The far end's request that ended the call (its BYE), as received.
     ending_request: str = ""
+    # What became of this phone's transfers (REFER): each final status reported.
+    transfer_results: list[int] = field(default_factory=list)
 
 
 class _PhoneCall(pj.Call):  # type: ignore[misc]
@@ -119,6 +121,12 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
     def onDtmfDigit(self, prm: Any) -> None:
         digit = prm.digit
         self.account.loop.call_soon_threadsafe(self.progress.digits.append, digit)
+
+    def onCallTransferStatus(self, prm: Any) -> None:
+        # The REFER's final answer, or the final NOTIFY of an accepted one.
+        if prm.finalNotify or prm.statusCode >= 300:
+            code = int(prm.statusCode)
+            self.account.loop.call_soon_threadsafe(self.progress.transfer_results.append, code)
 
     def _audio(self) -> Any:
         # Keep the CallInfo alive while reading its media vector (SWIG hands out views).
@@ -211,6 +219,14 @@ class TestCall:
 
     async def hangup(self) -> None:
         await self._ua.run_async(lambda: self._call().hangup(pj.CallOpParam()))
+
+    async def transfer(self, target: str) -> None:
+        """A blind transfer, as a desk phone's transfer key does: REFER to `target`."""
+        await self._ua.run_async(lambda: self._call().xfer(target, pj.CallOpParam()))
+
+    @property
+    def transfer_results(self) -> list[int]:
+        return self.progress.transfer_results
 
     async def send_dtmf(self, digits: str) -> None:
         """RFC 4733 events, paced by pjsua (one digit after the other)."""
