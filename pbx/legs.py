@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +19,7 @@ from pbx.protocol import (
     Play,
     Record,
     Reject,
+    ReportTransfer,
     SendDtmf,
     StopPlay,
     StopRecord,
@@ -82,6 +83,20 @@ SendCommand = Callable[[Callable[[int], Command]], Awaitable[None]]
 DialLeg = Callable[["Leg", str, float, str | None, dict[str, str], str | None], Awaitable["Leg"]]
 
 
+@dataclass(frozen=True)
+class TransferRequest:
+    """The leg's phone asked to connect its far end elsewhere (pbx.protocol.TransferRequested);
+    `replaces`: the phone's other dialog whose far end it is to be connected to (attended)."""
+
+    request: int
+    target: str
+    replaces: str | None = None
+
+    @property
+    def target_user(self) -> str:
+        return _user_part(self.target)
+
+
 class Leg:
     """One call leg in one worker: commands are awaitable, its life shows in the futures."""
 
@@ -118,6 +133,8 @@ class Leg:
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._playbacks: deque[Playback] = deque()
         self._recording: Recording | None = None
+        # Where the phone's transfer requests go while a flow takes them; None: declined.
+        self._transfers: asyncio.Queue[TransferRequest] | None = None
 
     @property
     def caller(self) -> str:
@@ -242,6 +259,24 @@ class Leg:
         if self._recording is not None and not self._recording.finished.done():
             await self._command(lambda cid: StopRecord(cid=cid, leg=self.id))
 
+    @contextlib.contextmanager
+    def taking_transfers(self) -> Iterator[asyncio.Queue[TransferRequest]]:
+        """While inside, the phone's transfer requests queue here for the flow to answer
+        (report_transfer); outside, the pool declines them at once."""
+        self._transfers = asyncio.Queue()
+        try:
+            yield self._transfers
+        finally:
+            self._transfers = None
+
+    async def report_transfer(self, request: TransferRequest, code: int, reason: str) -> None:
+        """How the requested transfer goes, for the phone: 1xx on, 2xx done, else failed."""
+        await self._command(
+            lambda cid: ReportTransfer(
+                cid=cid, leg=self.id, request=request.request, code=code, reason=reason
+            )
+        )
+
     async def _command(self, make: Callable[[int], Command]) -> None:
         if self.ended.done():
             raise LegGone(self.id)
@@ -265,6 +300,13 @@ class Leg:
 
     def on_digit(self, digit: str) -> None:
         self._digits.put_nowait(digit)
+
+    def on_transfer_requested(self, request: TransferRequest) -> bool:
+        """False when no flow takes transfers on this leg now (the pool declines it)."""
+        if self._transfers is None:
+            return False
+        self._transfers.put_nowait(request)
+        return True
 
     def on_playback_ended(self, interrupted: bool) -> None:
         if self._playbacks:

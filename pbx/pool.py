@@ -37,7 +37,14 @@ from pbx.capacity import (
 from pbx.channel import WorkerChannel, WorkerLauncher, WorkerSpec, WorkerStartFailed
 from pbx.forked_workers import ForkedWorkers
 from pbx.kamailio import WorkerSlot
-from pbx.legs import WORKER_LOST, Leg, LegEnd, LegGone, WorkerCommandFailed
+from pbx.legs import (
+    WORKER_LOST,
+    Leg,
+    LegEnd,
+    LegGone,
+    TransferRequest,
+    WorkerCommandFailed,
+)
 from pbx.protocol import (
     MEDIA_TIMEOUT_REASON,
     CallRefused,
@@ -54,6 +61,7 @@ from pbx.protocol import (
     PlaybackEnded,
     RecordingEnded,
     Shutdown,
+    TransferRequested,
 )
 
 log = structlog.get_logger(__name__)
@@ -612,6 +620,11 @@ class WorkerPool:
             leg.on_playback_ended(event.interrupted)
         elif isinstance(event, RecordingEnded):
             leg.on_recording_ended(event.seconds)
+        elif isinstance(event, TransferRequested):
+            request = TransferRequest(event.request, event.target, event.replaces)
+            if not leg.on_transfer_requested(request):
+                log.info("transfer_not_taken", leg=leg.id, target=event.target)
+                self._own(_decline_transfer(leg, request))
         elif isinstance(event, LegEnded):
             worker.legs.pop(event.leg, None)
             worker.parents.pop(event.leg, None)
@@ -706,3 +719,10 @@ class WorkerPool:
             self._legs_changed(worker)
             raise
         return leg
+
+
+async def _decline_transfer(leg: Leg, request: TransferRequest) -> None:
+    """A transfer asked for while the call is in no state for one (ringing, in a menu):
+    the phone keeps its call, as after any refusal."""
+    with contextlib.suppress(LegGone, WorkerCommandFailed):
+        await leg.report_transfer(request, 603, "Decline")

@@ -147,6 +147,18 @@ class StopRecord(_Command):
     leg: str
 
 
+class ReportTransfer(_Command):
+    """Tells the phone that asked for a transfer (TransferRequested) how it goes: a NOTIFY
+    with the SIP status line; below 200 the transfer goes on, from 200 on it is over (2xx:
+    done, the phone hangs up; else failed, the phone keeps its call)."""
+
+    type: Literal["report_transfer"] = "report_transfer"
+    leg: str
+    request: int
+    code: int = Field(ge=100, le=699)
+    reason: str = Field(min_length=1, max_length=64, pattern=r"^[\x20-\x7e]+$")
+
+
 class Shutdown(_Command):
     type: Literal["shutdown"] = "shutdown"
 
@@ -163,6 +175,7 @@ Command = Annotated[
     | SendDtmf
     | Record
     | StopRecord
+    | ReportTransfer
     | Shutdown,
     Field(discriminator="type"),
 ]
@@ -239,6 +252,18 @@ class RecordingEnded(_Message):
     seconds: float
 
 
+class TransferRequested(_Message):
+    """The leg's phone asked (REFER, answered 202) to connect its far end elsewhere: `target`
+    (a SIP URI); with `replaces`, to the far end of that other dialog of the phone (attended:
+    "call-id;to-tag=..;from-tag=.."). Answer with ReportTransfer(request=...)."""
+
+    type: Literal["transfer_requested"] = "transfer_requested"
+    leg: str
+    request: int
+    target: str
+    replaces: str | None = None
+
+
 Event = Annotated[
     Hello
     | CommandResult
@@ -249,7 +274,8 @@ Event = Annotated[
     | LegEnded
     | DtmfReceived
     | PlaybackEnded
-    | RecordingEnded,
+    | RecordingEnded
+    | TransferRequested,
     Field(discriminator="type"),
 ]
 

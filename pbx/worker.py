@@ -50,15 +50,18 @@ from pbx.protocol import (
     Record,
     RecordingEnded,
     Reject,
+    ReportTransfer,
     SendDtmf,
     Shutdown,
     StopPlay,
     StopRecord,
+    TransferRequested,
     Unbridge,
     _Message,
     decode_command,
     encode,
 )
+from pbx.refer_hook import ReferInterceptor, ReferRequest
 from pbx.ua_thread import Timer, UserAgentThread
 
 log = structlog.get_logger("pbx.worker")
@@ -77,6 +80,9 @@ SILENCE_LEVEL = 20
 SILENCE_POLL_S = 0.2
 RING_TIMEOUT = (408, "Request Timeout")
 TRANSFER_DECLINED = 603
+# How long the phone's transfer subscription lives (RFC 3515): the controller reports the
+# outcome well within it.
+TRANSFER_SUBSCRIPTION_S = 60
 MEDIA_TIMEOUT = (408, MEDIA_TIMEOUT_REASON)
 # Let BYEs and final answers leave before the endpoint goes.
 SHUTDOWN_LINGER_S = 0.2
@@ -186,6 +192,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.ended = False
         # The speech payload type its RTP socket drops (pbx.unheard_speech); None: none.
         self.speech_dropped: int | None = None
+        # CSeqs of the REFERs taken on this leg: a retransmission is answered, not reported.
+        self.transfer_requests: set[int] = set()
 
     def _audio_index(self) -> int | None:
         info = self.getInfo()
@@ -242,9 +250,10 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.agent.connect_media(self)
 
     def onCallTransferRequest(self, prm: Any) -> None:
-        # Accepted (any 2xx), pjsua would dial the Refer-To itself, past the controller, and
-        # hand this leg's object the new call (docs/notes/refer-in-pjsua2.md). Until transfers
-        # are built, 603: the phone keeps its call.
+        # Only a REFER the interceptor (pbx.refer_hook) left alone gets here: one on a leg not
+        # in a call. Accepted (any 2xx), pjsua would dial the Refer-To itself, past the
+        # controller, and hand this leg's object the new call (docs/notes/refer-in-pjsua2.md):
+        # 603, the phone keeps its call.
         prm.statusCode = TRANSFER_DECLINED
         log.warning("transfer_declined", leg=self.leg_id, target=prm.dstUri)
 
@@ -305,6 +314,8 @@ class WorkerAgent:
         account.create(self._account_config(), True)
         # In the UA registry, so the endpoint shuts it down on its own thread at stop.
         self._account_handle = ua.keep(account)
+        # pjsip points into it until libDestroy: it lives as long as this agent (the process).
+        self._refer_interceptor = ReferInterceptor(self.refer_received)
 
     def _account_config(self, route: str | None = None) -> pj.AccountConfig:
         config = pj.AccountConfig()
@@ -462,6 +473,65 @@ class WorkerAgent:
             code, reason = MEDIA_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
 
+    # -- transfers --------------------------------------------------------------------------
+
+    def refer_received(self, request: ReferRequest) -> bool:
+        """A REFER on one of our answered legs is the controller's to decide: reported, and
+        answered 202 by the interceptor; the phone hears "100 Trying" at once."""
+        leg = next(
+            (
+                leg
+                for leg in self.legs.values()
+                if leg.answered and not leg.hangup_sent
+                and leg.getInfo().callIdString == request.sip_call_id
+            ),
+            None,
+        )  # fmt: skip
+        if leg is None:
+            return False
+        if request.cseq in leg.transfer_requests:
+            return True  # a retransmission: our 202 was lost
+        leg.transfer_requests.add(request.cseq)
+        log.info("transfer_requested", leg=leg.leg_id, target=request.target,
+                 attended=request.replaces is not None)  # fmt: skip
+        self.emit(
+            TransferRequested(
+                leg=leg.leg_id,
+                request=request.cseq,
+                target=request.target,
+                replaces=request.replaces,
+            )
+        )
+        leg_id, cseq = leg.leg_id, request.cseq
+        # Not from inside pjsip's receive path: on the thread's next turn.
+        self.ua.post(lambda: self._notify_trying(leg_id, cseq))
+        return True
+
+    def _notify_trying(self, leg_id: str, request: int) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is None or leg.hangup_sent:
+            return
+        try:
+            self._notify_transfer(leg, request, 100, "Trying")
+        except pj.Error as exc:
+            log.info("transfer_notify_failed", leg=leg_id, error=exc.info())
+
+    def _notify_transfer(self, leg: WorkerLeg, request: int, code: int, reason: str) -> None:
+        """A NOTIFY of the REFER's progress (RFC 3515): a sipfrag with the status line."""
+        state = (
+            "terminated;reason=noresource" if code >= 200
+            else f"active;expires={TRANSFER_SUBSCRIPTION_S}"
+        )  # fmt: skip
+        prm = pj.CallSendRequestParam()
+        prm.method = "NOTIFY"
+        for name, value in (("Event", f"refer;id={request}"), ("Subscription-State", state)):
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            prm.txOption.headers.append(header)
+        prm.txOption.contentType = "message/sipfrag;version=2.0"
+        prm.txOption.msgBody = f"SIP/2.0 {code} {reason}\r\n"
+        leg.sendRequest(prm)
+
     # -- commands ---------------------------------------------------------------------------
 
     def execute(self, command: Command) -> None:
@@ -500,6 +570,11 @@ class WorkerAgent:
             leg = self._leg(command.leg)
             if leg.recording is not None:
                 self._stop_recording(leg)
+        elif isinstance(command, ReportTransfer):
+            leg = self._leg(command.leg)
+            if command.request not in leg.transfer_requests:
+                raise CommandFailed(f"no transfer {command.request} on leg {command.leg}")
+            self._notify_transfer(leg, command.request, command.code, command.reason)
         elif isinstance(command, Shutdown):
             self.hangup_all()
 

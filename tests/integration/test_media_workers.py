@@ -24,7 +24,7 @@ import pytest
 
 from core.settings import WorkerSettings
 from pbx.capacity import WorkerState
-from pbx.legs import Leg, LegGone
+from pbx.legs import Leg, LegGone, TransferRequest
 from pbx.pool import WorkerPool
 from pbx.protocol import (
     FINAL_HEADER,
@@ -336,9 +336,9 @@ async def test_prompt_ends_loops_and_recording_stops_at_its_limit(
 async def test_a_transfer_from_a_phone_is_declined_and_the_call_goes_on(
     pool: tuple[WorkerPool, Controller], phones: MakePhone
 ) -> None:
-    """Until transfers are built (docs/notes/refer-in-pjsua2.md), a REFER is declined with
-    603: pjsua must not dial the Refer-To itself, past the controller, reusing the agent
-    leg's object for the new call."""
+    """A REFER while no flow takes transfers on the leg is declined (NOTIFY 603): pjsua must
+    not dial the Refer-To itself, past the controller, reusing the agent leg's object for the
+    new call (docs/notes/refer-in-pjsua2.md)."""
     workers, controller = pool
     caller_phone = await phones("transferred")
     agent_phone = await phones("agent", auto_answer=200)
@@ -362,6 +362,46 @@ async def test_a_transfer_from_a_phone_is_declined_and_the_call_goes_on(
     await leg.hangup()
     await agent_leg.hangup()
     await asyncio.wait_for(call.ended, 5)
+
+
+async def test_a_transfer_request_reaches_the_flow_that_takes_it_and_its_answer_the_phone(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
+) -> None:
+    """The REFER is the controller's: the worker reports it (target, no Replaces) and sends
+    the NOTIFY the flow asks for ("200": done), then the flow ends the transferring leg."""
+    workers, controller = pool
+    caller_phone = await phones("transferred")
+    agent_phone = await phones("agent", auto_answer=200)
+    loop = asyncio.get_running_loop()
+    taking: asyncio.Future[None] = loop.create_future()
+    requests: asyncio.Future[TransferRequest] = loop.create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        await agent.answered
+        await leg.bridge(agent)
+        with agent.taking_transfers() as transfers:
+            taking.set_result(None)
+            request = await transfers.get()
+            requests.set_result(request)
+            await agent.report_transfer(request, 200, "OK")
+        await agent.hangup()
+        await leg.hangup()
+
+    controller.reset(flow)
+    call = await caller_phone.call(worker_uri(workers, 0))
+    agent_call = await agent_phone.next_incoming()
+    await asyncio.wait_for(taking, 10)
+    await agent_call.transfer("sip:1002@127.0.0.1")
+    request = await asyncio.wait_for(requests, 10)
+    assert (request.target, request.replaces, request.target_user) == (
+        "sip:1002@127.0.0.1", None, "1002",
+    )  # fmt: skip
+    await wait_until(lambda: agent_call.transfer_results == [200])
+    await asyncio.wait_for(agent_call.ended, 10)
+    await asyncio.wait_for(call.ended, 10)
+    assert workers.workers[0].legs_in_use == 0, "pjsua dialled nothing itself"
 
 
 def tone_strength(samples: array.array[int], frequency: float, rate: int = 8000) -> float:
