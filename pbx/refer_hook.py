@@ -78,7 +78,15 @@ _lib.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
 _lib.pjsip_endpt_register_module.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _lib.pjsip_rx_data_get_info.restype = ctypes.c_char_p
 _lib.pjsip_rx_data_get_info.argtypes = [ctypes.c_void_p]
-_lib.pjsip_endpt_respond_stateless.argtypes = [ctypes.c_void_p] * 6
+# (endpoint, rdata, status code, status text, headers, body)
+_lib.pjsip_endpt_respond_stateless.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+]
 
 
 class ReferInterceptor:
