@@ -32,6 +32,8 @@ class QueueEvent(StrEnum):
     FULL = "full"  # max_length reached: straight to overflow
     NO_AGENTS = "no_agents"  # nobody logged in and when_no_agents = overflow
     COMPLETE = "complete"
+    # The agent passed the caller on (detail: to, kind, talk_seconds): the stay is over.
+    TRANSFER = "transfer"
     # The caller's or the agent's worker died, or the service stopped while the caller waited
     # (then written at the next start).
     FAILED = "failed"

@@ -18,6 +18,17 @@ from ivr.cdr import CallFilter, Direction, Disposition, get_call, list_calls
 routes = RouteTable()
 
 
+class CallTransferOut(BaseModel):
+    """A phone passed the call on: `by` its extension, `to` what it asked for (an extension
+    or an external number), `kind` blind or attended."""
+
+    at: datetime
+    by: str
+    by_user_id: int | None
+    to: str
+    kind: str
+
+
 class CallOut(BaseModel):
     id: int
     direction: Direction
@@ -33,6 +44,7 @@ class CallOut(BaseModel):
     disposition: Disposition | None
     hangup_by: str | None
     legs: list[dict[str, Any]]
+    transfers: list[CallTransferOut]
     # Seconds of the call's recording (GET /calls/{id}/recording); null: not recorded.
     recording_seconds: float | None
 

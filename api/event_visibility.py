@@ -161,6 +161,9 @@ _OPERATOR_RULES: dict[str, _Rule] = {
     "queue_connect": _about_me("user_id"),
     "queue_complete": _about_me("user_id"),
     "queue_failed": _about_me("user_id"),
+    "queue_transfer": _about_me("user_id"),
+    # A transfer they made (where the call went is on its next call_answered).
+    "call_transferred": _about_me("by_user_id"),
     "call_started": _call_rule,
     "call_answered": _call_rule,
     "call_ended": _call_rule,

@@ -251,6 +251,14 @@ class Metrics:
             "Seconds of completed call recordings",
             registry=self.registry,
         )
+        self.call_transfers = Counter(
+            "pbx_call_transfers_total",
+            "Transfers phones asked for, by kind (blind, attended) and result: refused (the "
+            "phone keeps its call), connected (the target took it), returned (back to who "
+            "transferred), abandoned (the caller hung up first), failed",
+            ["kind", "result"],
+            registry=self.registry,
+        )
         self.queue_priority_entries = Counter(
             "pbx_queue_priority_entries_total",
             "Callers who entered a queue with a priority above 0 (served ahead of the others)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
 from flows.recording import CallRecorder
+from flows.transfer import Judge, Refusal, Transfer, judge_transfer, talk_until_transfer
 from flows.voicemail import leave_voicemail
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.dialplan import Dialled, plan_phone_call
@@ -49,7 +50,7 @@ from ivr.menus import menu_for_extension, menu_options
 from ivr.number_hours import off_hours_route
 from ivr.numbers import InboundNumber, number_for_call
 from ivr.prompts import system_prompt
-from pbx.legs import Leg, LegGone, WorkerCommandFailed
+from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
 from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 
 # A queue's settings and members change with these (not with queue_<log event>).
@@ -80,6 +81,8 @@ class Finish:
     hangup_by: str  # caller | callee | system
     # The callee's final answer when it never answered (relayed to a phone caller).
     sip_code: int | None = None
+    # The phone that answered passed the caller on: the flow goes on there (flows.transfer).
+    transfer: Transfer | None = None
 
 
 # Changes to who holds an extension, who may be reached and how calls to them are forwarded.
@@ -292,10 +295,10 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations, self._recorder, priority=priority,
+            self._registrations, self._recorder, self.transfer_judge, priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
-            return Finish(Disposition.ANSWERED, result.hangup_by)
+            return Finish(Disposition.ANSWERED, result.hangup_by, transfer=result.transfer)
         if result.outcome is QueueOutcome.ABANDONED:
             return Finish(Disposition.ABANDONED, result.hangup_by)
         if result.outcome is QueueOutcome.FAILED:
@@ -471,27 +474,38 @@ class CallFlows:
                 with contextlib.suppress(LegGone):
                     await leg.stop_playback()
             return Finish(_disposition_of(code), "callee", sip_code=code)
-        connected = caller_answered
-        try:
-            if not connected:
-                await leg.answer()
-                connected = True
-            await leg.bridge(callee)
-        except LegGone:
-            # One side hung up in the instant between the callee's answer and the bridge.
-            if not connected:
-                return Finish(Disposition.ABANDONED, "caller")
-        talker: int | None
-        if isinstance(target, Reachable):
-            call.answered(target.extension, target.user_id)
-            talker = target.user_id
-        else:
-            call.answered(target)
-            talker = call.caller_user_id  # an external number: the user who dialled it
-        await self._recorder.connected(leg, call, user_id=talker)
-        if post_dial:
-            await _send_post_dial(callee, post_dial)
-        await _first(leg.ended, callee.ended)
+        # From the answer on: a phone that transfers at once is not turned away.
+        taking = callee.taking_transfers() if isinstance(target, Reachable) else None
+        with taking or contextlib.nullcontext() as transfers:
+            connected = caller_answered
+            try:
+                if not connected:
+                    await leg.answer()
+                    connected = True
+                await leg.bridge(callee)
+            except LegGone:
+                # One side hung up in the instant between the callee's answer and the bridge.
+                if not connected:
+                    return Finish(Disposition.ABANDONED, "caller")
+            talker: int | None
+            if isinstance(target, Reachable):
+                call.answered(target.extension, target.user_id)
+                talker = target.user_id
+            else:
+                call.answered(target)
+                talker = call.caller_user_id  # an external number: the user who dialled it
+            await self._recorder.connected(leg, call, user_id=talker)
+            if post_dial:
+                await _send_post_dial(callee, post_dial)
+            if isinstance(target, Reachable) and transfers is not None:
+                judge = self.transfer_judge(target.extension, target.user_id)
+                transfer = await talk_until_transfer(
+                    leg, callee, transfers, judge, self._transfer_refused
+                )
+                if transfer is not None:
+                    return Finish(Disposition.ANSWERED, "callee", transfer=transfer)
+            else:
+                await _first(leg.ended, callee.ended)
         party = "caller" if leg.ended.done() else "callee"
         end = leg.ended.result() if party == "caller" else callee.ended.result()
         await leg.drop()
@@ -611,12 +625,65 @@ class CallFlows:
         finally:
             await callee.drop()
 
+    # -- transfers (flows.transfer) ------------------------------------------------------
+
+    def transfer_judge(self, extension: str, user_id: int | None) -> Judge:
+        """What the phone of `extension`, talking to a caller, may pass the caller on to."""
+
+        async def judge(request: TransferRequest) -> Transfer | Refusal:
+            return judge_transfer(
+                unquote(request.target_user), by_extension=extension, by_user_id=user_id,
+                extensions=await self._dialable.get(None),
+                outbound_route=bool(self._ctx.settings.trunk.uri),
+            )  # fmt: skip
+
+        return judge
+
+    def _transfer_refused(self, request: TransferRequest, refusal: Refusal) -> None:
+        log.info("transfer_refused", target=request.target, code=refusal.code)
+        self._ctx.metrics.call_transfers.labels(kind="blind", result="refused").inc()
+
+    async def _transferred(self, leg: Leg, call: CallLog, transfer: Transfer) -> Finish:
+        """The caller, whose phone-side party has let go, is connected to the transfer's
+        target as if they had dialled it. Nobody takes the call there (busy, unregistered, no
+        answer): back to the one who transferred, ringing them (then their forwarding)."""
+        call.transferred(transfer.by_extension, transfer.by_user_id, transfer.target,
+                         transfer.kind.value)  # fmt: skip
+        await leg.play(self._tones.ringback, loop=True, barge_in=False)
+        if transfer.external:
+            finish = await self._to_external(leg, call, transfer.target, transfer.post_dial)
+        else:
+            finish = await self._to_destination_extension(leg, call, transfer.target, None)
+        result = "connected"
+        if finish.transfer is None and _unanswered(finish) and not leg.ended.done():
+            log.info("transfer_returned", call_id=call.id, to=transfer.by_extension,
+                     target=transfer.target, disposition=finish.disposition.value)  # fmt: skip
+            result = "returned"
+            await leg.play(self._tones.ringback, loop=True, barge_in=False)
+            finish = await self._ring_extension(
+                leg, call, transfer.by_extension, caller_answered=True
+            )
+            if finish.transfer is None and _unanswered(finish) and not leg.ended.done():
+                result = "failed"
+                await self._say(leg, "not_available")
+                await leg.hangup()
+        elif finish.disposition is Disposition.ABANDONED:
+            result = "abandoned"
+        lost = leg.ended.done() and leg.ended.result().lost
+        if not lost:
+            # Someone took the call before it was passed on, whatever happened after.
+            finish = replace(finish, disposition=Disposition.ANSWERED)
+        self._ctx.metrics.call_transfers.labels(kind=transfer.kind.value, result=result).inc()
+        return finish
+
     # -- shared -----------------------------------------------------------------------------
 
     async def _run(self, call: CallLog, leg: Leg, flow: Callable[[], Awaitable[Finish]]) -> None:
         """Run a flow; whatever happens, the call record is closed and the caller released."""
         try:
             finish = await flow()
+            while finish.transfer is not None:
+                finish = await self._transferred(leg, call, finish.transfer)
         except LegGone:
             # The caller hung up (or its worker died) in the middle of a step.
             end = leg.ended.result() if leg.ended.done() else None
@@ -649,6 +716,13 @@ async def _refuse_if_unanswered(leg: Leg, finish: Finish) -> Finish:
     with contextlib.suppress(LegGone):
         await leg.reject(code)
     return finish
+
+
+def _unanswered(finish: Finish) -> bool:
+    return finish.disposition in (
+        Disposition.NO_ANSWER, Disposition.BUSY, Disposition.UNAVAILABLE, Disposition.FAILED,
+        Disposition.NOT_FOUND, Disposition.REJECTED,
+    )  # fmt: skip
 
 
 def _disposition_of(code: int) -> Disposition:

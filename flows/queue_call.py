@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -23,10 +23,11 @@ from acd.queues import Queue
 from acd.ring_group import answering_agent
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from flows.recording import CallRecorder
+from flows.transfer import Judge, Refusal, Transfer, talk_until_transfer
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
-from pbx.legs import Leg, LegGone, WorkerCommandFailed
+from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
 from pbx.protocol import RING_HEADER
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,12 @@ class QueueOutcome(StrEnum):
 class QueueResult:
     outcome: QueueOutcome
     hangup_by: str = "system"
+    # The agent passed the caller on (answered): the call goes on there.
+    transfer: Transfer | None = None
+
+
+# The transfers an agent's phone may ask for, by the agent's extension and user id.
+TransferJudges = Callable[[str, int | None], Judge]
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class QueueCall:
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
         queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
-        *, priority: int = 0,
+        transfer_judges: TransferJudges, *, priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -73,6 +80,7 @@ class QueueCall:
         self._default_hold = default_hold
         self._priority = priority
         self._recorder = recorder
+        self._transfer_judges = transfer_judges
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""
@@ -235,10 +243,22 @@ class QueueCall:
         return []
 
     async def _talk(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
+        # From the answer on: an agent who transfers at once is not turned away.
+        with agent_leg.taking_transfers() as transfers:
+            return await self._connected(entry, agent, agent_leg, transfers)
+
+    async def _connected(
+        self,
+        entry: Entry,
+        agent: AgentTarget,
+        agent_leg: Leg,
+        transfers: asyncio.Queue[TransferRequest],
+    ) -> QueueResult:
         cause = f"call:{entry.call_id}"
         await change_presence(self._ctx, agent.user_id, answered, cause)
         self._ctx.metrics.acd_offers.labels(result="answered").inc()
         loop = asyncio.get_running_loop()
+        transfer: Transfer | None = None
         try:
             try:
                 await self._leg.bridge(agent_leg)
@@ -251,8 +271,15 @@ class QueueCall:
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
-            await asyncio.wait([self._leg.ended, agent_leg.ended],
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            judge = self._transfer_judges(agent.extension, agent.user_id)
+            transfer = await talk_until_transfer(
+                self._leg, agent_leg, transfers, judge, self._transfer_refused
+            )
+            if transfer is not None:
+                self._log(QueueEvent.TRANSFER, user_id=agent.user_id, to=transfer.target,
+                          kind=transfer.kind.value,
+                          talk_seconds=round(loop.time() - talk_started, 3))  # fmt: skip
+                return QueueResult(QueueOutcome.ANSWERED, "agent", transfer)
             end = self._leg.ended.result() if self._leg.ended.done() else agent_leg.ended.result()
             hangup_by = end.ended_by("caller" if self._leg.ended.done() else "agent")
             talk = round(loop.time() - talk_started, 3)
@@ -275,7 +302,13 @@ class QueueCall:
                     lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
                 )  # fmt: skip
             finally:
-                await self._leg.drop()
+                if transfer is None:  # else the caller goes on to the transfer's target
+                    await self._leg.drop()
+
+    def _transfer_refused(self, request: TransferRequest, refusal: Refusal) -> None:
+        log.info("transfer_refused", queue_id=self._queue.id, call_id=self._call.id,
+                 target=request.target, code=refusal.code)  # fmt: skip
+        self._ctx.metrics.call_transfers.labels(kind="blind", result="refused").inc()
 
     def _not_connected(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         """A leg ended between the agent's answer and the bridge: the caller hung up just then

@@ -55,7 +55,10 @@ class CallRecorder:
         self, leg: Leg, call: CallLog, *, user_id: int | None, by_queue: bool = False
     ) -> None:
         """`leg` (the external party's) is bridged to the person `user_id` (None: nobody
-        known, such as an external number): record both voices if the rules say so."""
+        known, such as an external number): record both voices if the rules say so. A
+        recording under way goes on (the call was transferred): one file per call."""
+        if leg.recording_open:
+            return
         by_user = user_id is not None and user_id in await self._users.get(None)
         if not should_record(
             call.direction, by_number=call.number_records, by_queue=by_queue, by_user=by_user

@@ -64,6 +64,8 @@ class CallRecord(Base):
     # The call's recording (both voices), relative to the data folder, and its length.
     recording_path: Mapped[str | None] = mapped_column(String(500), default=None)
     recording_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    # Each time a phone passed the call on: [{"at", "by", "by_user_id", "to", "kind"}].
+    transfers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,15 @@ class CallLog:
         })  # fmt: skip
         log.info("call_answered", call_id=self.id, connected_to=connected_to)
 
+    def transferred(self, by: str, by_user_id: int | None, to: str, kind: str) -> None:
+        """Extension `by` passed the call on to `to` (what it dialled), `kind` blind or
+        attended; whoever answers there is the call's `connected_to` from then on."""
+        self._ctx.writes.submit(_TRANSFERRED, {
+            "id": self.id, "at": _now(), "by": by, "by_user_id": by_user_id, "to": to,
+            "kind": kind,
+        })  # fmt: skip
+        log.info("call_transferred", call_id=self.id, by=by, to=to, kind=kind)
+
     def recorded(self, path: str, seconds: float) -> None:
         """The call's recording is complete: `path` relative to the data folder."""
         self._ctx.writes.submit(_RECORDED, {"id": self.id, "path": path, "seconds": seconds})
@@ -162,6 +173,7 @@ _SYSTEM_ANSWERED = "call_system_answered"
 _ANSWERED = "call_answered"
 _ENDED = "call_ended"
 _RECORDED = "call_recorded"
+_TRANSFERRED = "call_transferred"
 
 
 def register_writes(writer: WriteBehind) -> None:
@@ -173,6 +185,7 @@ def register_writes(writer: WriteBehind) -> None:
     writer.register(_ANSWERED, _apply_answered)
     writer.register(_ENDED, _apply_ended)
     writer.register(_RECORDED, _apply_recorded)
+    writer.register(_TRANSFERRED, _apply_transferred)
 
 
 async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
@@ -182,7 +195,7 @@ async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
         id=data["id"], direction=data["direction"], caller=data["caller"], called=data["called"],
         worker_id=data["worker_id"], user_id=data["user_id"], started_at=_time(data["at"]),
         connected_to=None, system_answered_at=None, answered_at=None, ended_at=None,
-        disposition=None, hangup_by=None, legs=[],
+        disposition=None, hangup_by=None, legs=[], transfers=[],
     )  # fmt: skip
     session.add(row)
     return [("call_started", _event_data(row))]
@@ -208,9 +221,15 @@ async def _apply_system_answered(session: AsyncSession, data: dict[str, Any]) ->
 async def _apply_answered(session: AsyncSession, data: dict[str, Any]) -> Staged:
     row = await _row(session, data)
     at = _time(data["at"])
-    if row is None or row.answered_at == at:
+    if (
+        row is None
+        or row.answered_at == at
+        or (row.connected_to == data["connected_to"] and row.answered_at is not None)
+    ):
         return []
-    row.answered_at = at
+    # After a transfer the next party answers: the call was answered at the first answer
+    # (waits and service levels count to it), and is connected to the latest.
+    row.answered_at = row.answered_at or at
     row.connected_to = data["connected_to"]
     if data["user_id"] is not None:
         row.user_id = data["user_id"]
@@ -236,6 +255,15 @@ async def _apply_recorded(session: AsyncSession, data: dict[str, Any]) -> Staged
     return [("call_recorded", {
         "call_id": row.id, "user_id": row.user_id, "seconds": row.recording_seconds,
     })]  # fmt: skip
+
+
+async def _apply_transferred(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    row = await _row(session, data)
+    step = {key: data[key] for key in ("at", "by", "by_user_id", "to", "kind")}
+    if row is None or step in row.transfers:
+        return []
+    row.transfers = [*row.transfers, step]
+    return [("call_transferred", {"call_id": row.id, **step})]
 
 
 async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None:

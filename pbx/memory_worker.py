@@ -57,10 +57,12 @@ from pbx.protocol import (
     Record,
     RecordingEnded,
     Reject,
+    ReportTransfer,
     SendDtmf,
     Shutdown,
     StopPlay,
     StopRecord,
+    TransferRequested,
     Unbridge,
     _Message,
     decode_command,
@@ -156,6 +158,9 @@ class FarEnd:
         self.prompts: list[Path] = []
         self.dtmf_received = ""  # what the worker sent (SendDtmf)
         self.recordings: list[Path] = []  # files completed from what this party said
+        # What the worker told this phone of its transfer requests: (code, reason), in order.
+        self.transfer_reports: list[tuple[int, str]] = []
+        self._transfer_requests = 0
         self._prompt: _Prompt | None = None
         self._peer: FarEnd | None = None
         self._recording: _Recording | None = None
@@ -214,6 +219,18 @@ class FarEnd:
         else:
             self._require(self.direction == "inbound", "hang up a phone that rings (refuse)")
             self.worker.leg_ended(self, CANCELLED, far_code=487)
+
+    def transfer(self, target: str, replaces: str | None = None) -> None:
+        """The phone asks to pass its far end on (REFER): to `target`, a SIP URI; with
+        `replaces`, to the far end of its other dialog (attended). The worker answers 202 and
+        "100 Trying" at once, as a real one does."""
+        self._require(self.is_up, "transfer a call that is not up")
+        self._transfer_requests += 1
+        request = self._transfer_requests
+        self.worker.emit(
+            TransferRequested(leg=self.leg_id, request=request, target=target, replaces=replaces)
+        )
+        self.transfer_reports.append((100, "Trying"))
 
     def ring(self) -> None:
         """The dialled phone rings (180)."""
@@ -406,6 +423,11 @@ class MemoryWorker:
             leg = self._leg(command.leg)
             if leg._recording is not None:
                 self.stop_recording(leg)
+        elif isinstance(command, ReportTransfer):
+            leg = self._leg(command.leg)
+            if not 0 < command.request <= leg._transfer_requests:
+                raise CommandFailed(f"no transfer {command.request} on leg {command.leg}")
+            leg.transfer_reports.append((command.code, command.reason))
         elif isinstance(command, Shutdown):
             self.hangup_all()
 

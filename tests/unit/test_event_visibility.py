@@ -81,8 +81,13 @@ DELIVERED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             QueueEvent.CONNECT,
             QueueEvent.COMPLETE,
             QueueEvent.FAILED,
+            QueueEvent.TRANSFER,
         )
     },
+    "call_transferred": (
+        {"call_id": 1, "by": "1007", "by_user_id": ME, "to": "1008", "kind": "blind"},
+        {"call_id": 1, "by": "1008", "by_user_id": OTHER, "to": "1007", "kind": "blind"},
+    ),
     "call_started": (call(ME), call(OTHER)),
     "call_answered": (call(None, connected_to="1007"), call(OTHER, connected_to="1008")),
     "call_ended": (
@@ -251,10 +256,16 @@ def emitted_event_types() -> set[str]:
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
             bound: dict[str, set[str]] = {}
+            # ctypes structures' ("field", type) pairs are no events.
+            struct_fields: set[int] = set()
             for node in ast.walk(tree):
                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                     bound.setdefault(node.targets[0].id, set()).update(_literals(node.value))
+                    if node.targets[0].id == "_fields_":
+                        struct_fields.update(id(inner) for inner in ast.walk(node.value))
             for node in ast.walk(tree):
+                if id(node) in struct_fields:
+                    continue
                 named = None
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     if node.func.attr == "stage" and len(node.args) >= 2:

@@ -1,0 +1,132 @@
+"""Blind transfer on the in-memory workers: a phone in a call asks (REFER) to pass its caller
+on; the service connects the caller there, or back to the phone that transferred, and the call
+record, the queue log, presence and the events follow. The REFER itself, from a real phone
+through the edge, is tested in tests/integration/test_transfers.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.settings import Settings
+from pbx.memory_worker import FarEnd, MemoryWorkers
+from tests.flows.builders import (
+    User,
+    call_record,
+    caller_number,
+    company_number,
+    extension_to,
+    presence,
+    queue,
+    queue_log,
+    user,
+)
+from tests.flows.conftest import Events
+from tests.support.api_client import ApiClient
+
+
+def refer_to(extension: str, settings: Settings) -> str:
+    return f"sip:{extension}@{settings.sip.domain}"
+
+
+async def answered_call(
+    admin: ApiClient, twin: MemoryWorkers, desk: User
+) -> tuple[str, FarEnd, FarEnd]:
+    """A provider's call to a number that rings `desk`, answered and bridged."""
+    number = await company_number(admin, extension_to(desk), extension_dialing=False)
+    calling = caller_number()
+    caller = twin.call_in(calling, number)
+    phone = await twin.dialled(desk.extension)
+    phone.answer()
+    await twin.until(lambda: caller.bridged_to is phone)
+    return calling, caller, phone
+
+
+async def test_a_blind_transfer_connects_the_caller_to_the_colleague(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.transfer(refer_to(colleague.extension, flow_settings))
+    # The phone hears "done" and its leg ends; the caller hears ringback meanwhile.
+    await twin.until(lambda: phone.ended.done() and caller.playing is not None)
+    assert phone.transfer_reports == [(100, "Trying"), (200, "OK")]
+    assert caller.bridged_to is None
+    target = await twin.dialled(colleague.extension)
+    assert (await presence(admin, desk.id))["activity"] == "idle", "the transferring desk is free"
+    target.answer()
+    await twin.until(lambda: caller.bridged_to is target)
+    transferred = await events.next("call_transferred", by=desk.extension)
+    assert (transferred["to"], transferred["kind"], transferred["by_user_id"]) == (
+        colleague.extension, "blind", desk.id,
+    )  # fmt: skip
+    caller.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    assert ended["call_id"] == transferred["call_id"]
+    record = await call_record(admin, ended["call_id"])
+    assert (record["disposition"], record["connected_to"], record["user_id"]) == (
+        "answered", colleague.extension, colleague.id,
+    )  # fmt: skip
+    assert [(t["by"], t["to"], t["kind"]) for t in record["transfers"]] == [
+        (desk.extension, colleague.extension, "blind")
+    ]
+
+
+async def test_a_transfer_nobody_takes_goes_back_to_who_transferred(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.transfer(refer_to(colleague.extension, flow_settings))
+    (await twin.dialled(colleague.extension)).busy()
+    again = await twin.dialled(desk.extension)
+    assert caller.playing is not None, "the caller hears ringback, never silence"
+    again.answer()
+    await twin.until(lambda: caller.bridged_to is again)
+    again.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    record = await call_record(admin, ended["call_id"])
+    assert (record["disposition"], record["connected_to"]) == ("answered", desk.extension)
+
+
+async def test_a_transfer_to_an_unknown_extension_is_refused_and_the_call_goes_on(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    desk = await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    for target, code in (("sip:999@x", 404), (refer_to(desk.extension, flow_settings), 403)):
+        phone.transfer(target)
+        await twin.until(lambda code=code: phone.transfer_reports[-1][0] == code)
+    assert caller.bridged_to is phone and phone.is_up
+    phone.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    assert (await call_record(admin, ended["call_id"]))["transfers"] == []
+
+
+async def test_an_agent_transfers_a_queue_caller_and_goes_into_wrap_up(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    agent = await user(admin, next_extension, status="ready")
+    colleague = await user(admin, next_extension)
+    queue_id = await queue(admin, [agent], wrap_up_time=30)
+    number = await company_number(admin, {"type": "queue", "id": queue_id},
+                                  extension_dialing=False)  # fmt: skip
+    calling = caller_number()
+    caller = twin.call_in(calling, number)
+    agent_phone = await twin.dialled(agent.extension)
+    agent_phone.answer()
+    await twin.until(lambda: caller.bridged_to is agent_phone)
+    agent_phone.transfer(refer_to(colleague.extension, flow_settings))
+    target = await twin.dialled(colleague.extension)
+    target.answer()
+    await twin.until(lambda: caller.bridged_to is target)
+    logged = await events.next("queue_transfer", queue_id=queue_id)
+    assert (logged["user_id"], logged["to"], logged["kind"]) == (agent.id, colleague.extension,
+                                                                 "blind")  # fmt: skip
+    assert (await presence(admin, agent.id))["status"] == "wrap_up"
+    assert [event for event, _ in await queue_log(admin, queue_id)][-2:] == ["connect", "transfer"]
+    caller.hang_up()
+    await events.next("call_ended", caller=calling)
