@@ -209,6 +209,19 @@ class FeatureCodeSettings(_Section):
     end_wrap_up: str = Field("*52", pattern=r"^\*[0-9]{1,4}$")
     logged_out: str = Field("*53", pattern=r"^\*[0-9]{1,4}$")
 
+    # Pressed by the phone's user during a call (Asterisk's blindxfer and atxfer): then the
+    # target's number and '#'. Attended: the caller waits on hold while the user talks to the
+    # target; hanging up hands the caller over.
+    blind_transfer: str = Field("#1", pattern=r"^[*#][0-9*#]{1,3}$")
+    attended_transfer: str = Field("*2", pattern=r"^[*#][0-9*#]{1,3}$")
+
+    @model_validator(mode="after")
+    def _in_call_codes_distinct(self) -> FeatureCodeSettings:
+        blind, attended = self.blind_transfer, self.attended_transfer
+        if blind.startswith(attended) or attended.startswith(blind):
+            raise ValueError("blind_transfer and attended_transfer must not begin alike")
+        return self
+
     def by_code(self) -> dict[str, str]:
         return {
             self.ready: "ready",

@@ -28,13 +28,21 @@ from chat.blocklist import all_actions, calling_number_refused
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import DomainError
+from core.metrics import Metrics
 from core.read_cache import ReadCache
 from destinations.destination import Destination
 from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
 from flows.recording import CallRecorder
-from flows.transfer import Judge, Refusal, Transfer, judge_transfer, talk_until_transfer
+from flows.transfer import (
+    Refusal,
+    Transfer,
+    TransferDesk,
+    TransferKind,
+    judge_transfer,
+    talk_until_transfer,
+)
 from flows.voicemail import leave_voicemail
 from ivr.cdr import CallLog, Direction, Disposition
 from ivr.dialplan import Dialled, plan_phone_call
@@ -57,6 +65,10 @@ from pbx.protocol import SOURCE_HEADER, TRUNK_SOURCE
 QUEUE_CHANGES = ("queue_created", "queue_updated", "queue_deleted", "user_")
 log = structlog.get_logger(__name__)
 
+# Transfer by keys: the first digit of the target within this, the next within
+# calls.inter_digit_timeout; at most this many.
+TRANSFER_FIRST_DIGIT_S = 10.0
+MAX_TRANSFER_DIGITS = 24
 # Destinations leading to destinations (queue overflow into a queue...) stop after this many.
 MAX_DESTINATION_HOPS = 5
 
@@ -152,6 +164,19 @@ class CallFlows:
             lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
         )
         self._recorder = CallRecorder(ctx)
+        codes = ctx.settings.feature_codes
+        self.transfer_codes = {
+            codes.blind_transfer: TransferKind.BLIND,
+            codes.attended_transfer: TransferKind.ATTENDED,
+        }
+
+    @property
+    def tones(self) -> Tones:
+        return self._tones
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._ctx.metrics
 
     async def warm(self) -> None:
         """Read what every call needs before the first one arrives: the extensions a caller
@@ -278,7 +303,7 @@ class CallFlows:
         if destination.type == "voicemail":
             return await self._to_voicemail(leg, call, destination.box)
         # hangup
-        await self._say(leg, "goodbye")
+        await self.say(leg, "goodbye")
         await leg.hangup()
         return Finish(Disposition.ENDED_IN_IVR, "system")
 
@@ -290,12 +315,12 @@ class CallFlows:
         queue = await self._queues.get(queue_id)
         if queue is None:
             log.warning("queue_gone", queue_id=queue_id, call_id=call.id)
-            await self._say(leg, "not_available")
+            await self.say(leg, "not_available")
             await leg.hangup()
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations, self._recorder, self.transfer_judge, priority=priority,
+            self._registrations, self._recorder, self.transfer_desk, priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by, transfer=result.transfer)
@@ -327,7 +352,7 @@ class CallFlows:
         if finish.disposition in (Disposition.ANSWERED, Disposition.ABANDONED) or number is None:
             return finish
         if finish.disposition is Disposition.UNAVAILABLE:
-            await self._say(leg, "not_available")
+            await self.say(leg, "not_available")
         fallback = number.no_answer_destination
         if fallback.type == "extension" and fallback.extension == extension:
             await leg.hangup()
@@ -356,7 +381,7 @@ class CallFlows:
             self._ctx, leg, box_id, self._tones.beep, caller=leg.caller, call_id=call.id
         )
         if not result.box_found:
-            await self._say(leg, "not_available")
+            await self.say(leg, "not_available")
             await leg.hangup()
             return Finish(Disposition.ENDED_IN_IVR, "system")
         return Finish(Disposition.VOICEMAIL, result.hangup_by)
@@ -498,9 +523,9 @@ class CallFlows:
             if post_dial:
                 await _send_post_dial(callee, post_dial)
             if isinstance(target, Reachable) and transfers is not None:
-                judge = self.transfer_judge(target.extension, target.user_id)
+                desk = self.transfer_desk(call, target.extension, target.user_id)
                 transfer = await talk_until_transfer(
-                    leg, callee, transfers, judge, self._transfer_refused
+                    leg, callee, transfers, desk, self.transfer_codes
                 )
                 if transfer is not None:
                     return Finish(Disposition.ANSWERED, "callee", transfer=transfer)
@@ -559,7 +584,7 @@ class CallFlows:
             except DomainError as exc:
                 log.info("feature_code_refused", user_id=user_id, feature=feature, error=str(exc))
                 prompt = "feature_refused"
-        await self._say(leg, prompt)
+        await self.say(leg, prompt)
         await leg.hangup()
         return Finish(Disposition.ENDED_IN_IVR, "system")
 
@@ -607,7 +632,7 @@ class CallFlows:
         if not trunk_uri and not caller_answered:
             return Finish(Disposition.REJECTED, "system", sip_code=480)
         if not trunk_uri:
-            await self._say(leg, "not_available")
+            await self.say(leg, "not_available")
             await leg.hangup()
             return Finish(Disposition.REJECTED, "system")
         callee = await leg.dial(
@@ -627,21 +652,81 @@ class CallFlows:
 
     # -- transfers (flows.transfer) ------------------------------------------------------
 
-    def transfer_judge(self, extension: str, user_id: int | None) -> Judge:
-        """What the phone of `extension`, talking to a caller, may pass the caller on to."""
+    def transfer_desk(self, call: CallLog, extension: str, user_id: int | None) -> TransferDesk:
+        """How the phone of `extension`, talking to the caller of `call`, passes them on."""
+        return _PhoneTransfers(self, call, extension, user_id)
 
-        async def judge(request: TransferRequest) -> Transfer | Refusal:
-            return judge_transfer(
-                unquote(request.target_user), by_extension=extension, by_user_id=user_id,
-                extensions=await self._dialable.get(None),
-                outbound_route=bool(self._ctx.settings.trunk.uri),
+    async def judge_transfer(
+        self, target: str, by_extension: str, by_user_id: int | None
+    ) -> Transfer | Refusal:
+        return judge_transfer(
+            target, by_extension=by_extension, by_user_id=by_user_id,
+            extensions=await self._dialable.get(None),
+            outbound_route=bool(self._ctx.settings.trunk.uri),
+        )  # fmt: skip
+
+    async def transfer_target_by_keys(self, phone: Leg) -> str:
+        """Ask the phone's user for the number to transfer to: digits until '#' or a pause."""
+        prompt = await system_prompt(self._ctx, "transfer_target")
+        playback = await phone.play(prompt, barge_in=True)
+        digits = ""
+        wait: float | None = TRANSFER_FIRST_DIGIT_S
+        while len(digits) < MAX_TRANSFER_DIGITS:
+            digit = await phone.next_digit(wait)
+            if digit is None or digit == "#":
+                break
+            digits += digit
+            wait = self._calls.inter_digit_timeout
+        if phone.ended.done():
+            raise LegGone(phone.id)
+        if not playback.finished.done():
+            await phone.stop_playback()
+        return digits
+
+    async def consult(
+        self, call: CallLog, caller: Leg, phone: Leg, transfer: Transfer
+    ) -> Transfer | None:
+        """Attended by keys: the caller waits on hold while the phone rings the target and
+        talks to them. The phone hanging up hands the caller over (the transfer, with the
+        target's leg); the target not answering or hanging up brings the phone back to the
+        caller (None)."""
+        target = await self._users.get(transfer.target)
+        if transfer.external or target is None:
+            return transfer  # a queue, a menu, a number: nobody to consult, passed on blind
+        try:
+            consulted = await caller.dial(
+                f"sip:{target.extension}@{self._sip.host}:{self._sip.port}",
+                timeout=self._calls.ring_timeout,
+                from_uri=f"sip:{transfer.by_extension}@{self._sip.domain}",
             )  # fmt: skip
-
-        return judge
-
-    def _transfer_refused(self, request: TransferRequest, refusal: Refusal) -> None:
-        log.info("transfer_refused", target=request.target, code=refusal.code)
-        self._ctx.metrics.call_transfers.labels(kind="blind", result="refused").inc()
+        except WorkerCommandFailed as exc:  # no leg free in the caller's worker
+            log.warning("consult_not_dialled", call_id=call.id, error=str(exc))
+            return None
+        handed_over = False
+        try:
+            call.add_leg(consulted.id, "consulted", consulted.sip_call_id)
+            async with self._occupied(target.user_id, call):
+                await phone.play(self._tones.ringback, loop=True, barge_in=False)
+                await _first(consulted.answered, consulted.ended, phone.ended)
+                if phone.ended.done() and not consulted.ended.done():
+                    handed_over = True  # hung up while it rang: the caller rings on there
+                    return replace(transfer, kind=TransferKind.ATTENDED, leg=consulted)
+                if consulted.ended.done() or phone.ended.done():
+                    return None
+                await phone.bridge(consulted)
+                log.info("consult_connected", call_id=call.id, by=transfer.by_extension,
+                         target=target.extension)  # fmt: skip
+                await _first(phone.ended, consulted.ended)
+                if phone.ended.done() and not consulted.ended.done() and not caller.ended.done():
+                    handed_over = True
+                    return replace(transfer, kind=TransferKind.ATTENDED, leg=consulted)
+                if caller.ended.done():
+                    # The caller left meanwhile: the two talk on until one of them hangs up.
+                    await _first(phone.ended, consulted.ended)
+                return None
+        finally:
+            if not handed_over:
+                await consulted.drop()
 
     async def _transferred(self, leg: Leg, call: CallLog, transfer: Transfer) -> Finish:
         """The caller, whose phone-side party has let go, is connected to the transfer's
@@ -649,8 +734,11 @@ class CallFlows:
         answer): back to the one who transferred, ringing them (then their forwarding)."""
         call.transferred(transfer.by_extension, transfer.by_user_id, transfer.target,
                          transfer.kind.value)  # fmt: skip
+        await discard_pending_keys(leg)  # keys pressed while talking are no choice
         await leg.play(self._tones.ringback, loop=True, barge_in=False)
-        if transfer.external:
+        if transfer.leg is not None:
+            finish = await self._hand_over(leg, call, transfer.target, transfer.leg)
+        elif transfer.external:
             finish = await self._to_external(leg, call, transfer.target, transfer.post_dial)
         else:
             finish = await self._to_destination_extension(leg, call, transfer.target, None)
@@ -665,7 +753,7 @@ class CallFlows:
             )
             if finish.transfer is None and _unanswered(finish) and not leg.ended.done():
                 result = "failed"
-                await self._say(leg, "not_available")
+                await self.say(leg, "not_available")
                 await leg.hangup()
         elif finish.disposition is Disposition.ABANDONED:
             result = "abandoned"
@@ -675,6 +763,18 @@ class CallFlows:
             finish = replace(finish, disposition=Disposition.ANSWERED)
         self._ctx.metrics.call_transfers.labels(kind=transfer.kind.value, result=result).inc()
         return finish
+
+    async def _hand_over(self, leg: Leg, call: CallLog, extension: str, target_leg: Leg) -> Finish:
+        """Attended: the caller is connected to the consulted target's leg (answered, or still
+        ringing if the phone hung up before the answer)."""
+        target = await self._users.get(extension)
+        try:
+            async with self._occupied(target.user_id if target else None, call):
+                return await self._connect(
+                    leg, target_leg, call, target or extension, caller_answered=True
+                )
+        finally:
+            await target_leg.drop()
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -699,7 +799,7 @@ class CallFlows:
             await leg.drop()
         call.ended(finish.disposition, finish.hangup_by)
 
-    async def _say(self, leg: Leg, prompt_key: str) -> None:
+    async def say(self, leg: Leg, prompt_key: str) -> None:
         await self._play_through(leg, await system_prompt(self._ctx, prompt_key))
 
     async def _play_through(self, leg: Leg, prompt: Path) -> None:
@@ -767,3 +867,66 @@ async def _next_digit_or(
     if digit is None and leg.ended.done():
         raise LegGone(leg.id)
     return digit
+
+
+class _PhoneTransfers:
+    """The TransferDesk of one phone in one talk (flows.transfer)."""
+
+    def __init__(
+        self, flows: CallFlows, call: CallLog, extension: str, user_id: int | None
+    ) -> None:
+        self._flows = flows
+        self._call = call
+        self._extension = extension
+        self._user_id = user_id
+
+    async def judge(self, request: TransferRequest) -> Transfer | Refusal:
+        if request.replaces is not None:
+            # REFER with Replaces: the consultation ran as a call of its own, whose target
+            # lives in another worker process as a rule; not joined yet (README, Transfers).
+            return Refusal(501, "Not Implemented")
+        return await self._flows.judge_transfer(
+            unquote(request.target_user), self._extension, self._user_id
+        )
+
+    def refused(self, request: TransferRequest, refusal: Refusal) -> None:
+        kind = TransferKind.BLIND if request.replaces is None else TransferKind.ATTENDED
+        self._count(kind, "refused")
+        log.info("transfer_refused", call_id=self._call.id, target=request.target,
+                 code=refusal.code)  # fmt: skip
+
+    async def by_keys(self, kind: TransferKind, caller: Leg, phone: Leg) -> Transfer | None:
+        """The caller waits on hold music while the phone's user dials the target; nothing
+        dialled, a number they may not reach or an attended transfer that came to nothing
+        brings the two back together."""
+        flows = self._flows
+        log.info("transfer_keys_pressed", call_id=self._call.id, kind=kind.value)
+        try:
+            await caller.unbridge(phone)
+            await caller.play(flows.tones.hold_music, loop=True, barge_in=False)
+            digits = await flows.transfer_target_by_keys(phone)
+            verdict: Transfer | Refusal | None = None
+            if digits:
+                verdict = await flows.judge_transfer(digits, self._extension, self._user_id)
+            if isinstance(verdict, Transfer) and kind is TransferKind.ATTENDED:
+                return await self._consulted(caller, phone, verdict)
+            if isinstance(verdict, Transfer):
+                return verdict
+            self._count(kind, "refused")
+            await flows.say(phone, "transfer_refused")
+            await caller.bridge(phone)
+            return None
+        except LegGone:
+            return None  # either hung up: the talk ends with it
+
+    async def _consulted(self, caller: Leg, phone: Leg, transfer: Transfer) -> Transfer | None:
+        flows = self._flows
+        done = await flows.consult(self._call, caller, phone, transfer)
+        if done is None and not caller.ended.done() and not phone.ended.done():
+            self._count(TransferKind.ATTENDED, "returned")
+            await flows.say(phone, "not_available")
+            await caller.bridge(phone)
+        return done
+
+    def _count(self, kind: TransferKind, result: str) -> None:
+        self._flows.metrics.call_transfers.labels(kind=kind.value, result=result).inc()

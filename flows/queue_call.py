@@ -23,7 +23,7 @@ from acd.queues import Queue
 from acd.ring_group import answering_agent
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from flows.recording import CallRecorder
-from flows.transfer import Judge, Refusal, Transfer, talk_until_transfer
+from flows.transfer import Transfer, TransferDesk, TransferKind, talk_until_transfer
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
@@ -48,8 +48,8 @@ class QueueResult:
     transfer: Transfer | None = None
 
 
-# The transfers an agent's phone may ask for, by the agent's extension and user id.
-TransferJudges = Callable[[str, int | None], Judge]
+# The TransferDesk for an agent's phone in a call, by the call, their extension and user id.
+TransferDesks = Callable[[CallLog, str, int | None], TransferDesk]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class QueueCall:
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
         queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
-        transfer_judges: TransferJudges, *, priority: int = 0,
+        transfer_desks: TransferDesks, *, priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -80,7 +80,12 @@ class QueueCall:
         self._default_hold = default_hold
         self._priority = priority
         self._recorder = recorder
-        self._transfer_judges = transfer_judges
+        self._transfer_desks = transfer_desks
+        codes = ctx.settings.feature_codes
+        self._transfer_codes = {
+            codes.blind_transfer: TransferKind.BLIND,
+            codes.attended_transfer: TransferKind.ATTENDED,
+        }
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""
@@ -271,9 +276,9 @@ class QueueCall:
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
-            judge = self._transfer_judges(agent.extension, agent.user_id)
+            desk = self._transfer_desks(self._call, agent.extension, agent.user_id)
             transfer = await talk_until_transfer(
-                self._leg, agent_leg, transfers, judge, self._transfer_refused
+                self._leg, agent_leg, transfers, desk, self._transfer_codes
             )
             if transfer is not None:
                 self._log(QueueEvent.TRANSFER, user_id=agent.user_id, to=transfer.target,
@@ -304,11 +309,6 @@ class QueueCall:
             finally:
                 if transfer is None:  # else the caller goes on to the transfer's target
                     await self._leg.drop()
-
-    def _transfer_refused(self, request: TransferRequest, refusal: Refusal) -> None:
-        log.info("transfer_refused", queue_id=self._queue.id, call_id=self._call.id,
-                 target=request.target, code=refusal.code)  # fmt: skip
-        self._ctx.metrics.call_transfers.labels(kind="blind", result="refused").inc()
 
     def _not_connected(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         """A leg ended between the agent's answer and the bridge: the caller hung up just then

@@ -1,14 +1,14 @@
-"""Transfers: a phone in a call passes its far end on (REFER): what it may ask for (pure), and
-the talk that hands the phone's request to the flow (pbx.legs.Leg.taking_transfers)."""
+"""Transfers: a phone in a call passes its far end on, by REFER or by in-call feature codes:
+what it may ask for and how the codes are told apart (pure), and the talk that hands either
+to the flow (pbx.legs.Leg.taking_transfers, a TransferDesk)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from ivr.dialplan import Dialled, plan_phone_call
 from pbx.legs import Leg, LegGone, TransferRequest
@@ -29,6 +29,8 @@ class Transfer:
     external: bool = False
     post_dial: str = ""
     kind: TransferKind = TransferKind.BLIND
+    # Attended: the target's leg, dialled (and mostly answered) while the caller waited.
+    leg: Leg | None = None
 
 
 @dataclass(frozen=True)
@@ -64,43 +66,87 @@ def judge_transfer(
     return refusals.get(plan.kind, Refusal(484, "Address Incomplete"))
 
 
-Judge = Callable[[TransferRequest], Awaitable[Transfer | Refusal]]
-OnRefused = Callable[[TransferRequest, Refusal], None]
+# After a digit that may begin a feature code, the next must come within this (Asterisk's
+# featuredigittimeout is 1 s; desk phones' keypads are slower than SIPp's).
+FEATURE_DIGIT_TIMEOUT_S = 2.0
+
+
+def feed_feature_digit(
+    typed: str, digit: str, codes: dict[str, TransferKind]
+) -> tuple[str, TransferKind | None]:
+    """Pure: the digits typed so far that may still become a code, and the code's kind once
+    they are one. A digit that cannot continue a code may begin one afresh."""
+    for candidate in (typed + digit, digit):
+        if candidate in codes:
+            return "", codes[candidate]
+        if any(code.startswith(candidate) for code in codes):
+            return candidate, None
+    return "", None
+
+
+class TransferDesk(Protocol):
+    """What a flow does for one phone in one talk: judge its REFERs, and carry out a
+    transfer it asked for with keys (collect the target, consult for an attended one)."""
+
+    async def judge(self, request: TransferRequest) -> Transfer | Refusal: ...
+
+    def refused(self, request: TransferRequest, refusal: Refusal) -> None: ...
+
+    async def by_keys(self, kind: TransferKind, caller: Leg, phone: Leg) -> Transfer | None: ...
 
 
 async def talk_until_transfer(
     caller: Leg,
     phone: Leg,
     requests: asyncio.Queue[TransferRequest],
-    judge: Judge,
-    on_refused: OnRefused,
+    desk: TransferDesk,
+    codes: dict[str, TransferKind],
 ) -> Transfer | None:
-    """The caller and `phone` talk until either leg ends (None) or the phone asks for a
-    transfer (`requests`, from phone.taking_transfers) that `judge` accepts: the phone is told
-    "200 OK" and the transfer returned, for the flow to end the phone's leg and connect the
-    caller on. A refused request is answered with its code and the talk goes on."""
+    """The caller and `phone` talk until either leg ends (None) or the phone transfers: by a
+    REFER (`requests`, from phone.taking_transfers) the desk accepts -- the phone is told
+    "200 OK" -- or by a feature code in `codes` the desk carries out. The transfer is returned
+    for the flow to end the phone's leg and connect the caller on. A refused request is
+    answered with its code, and a transfer by keys that comes to nothing reconnects the two:
+    the talk goes on."""
+    typed = ""
     while True:
         asked = asyncio.ensure_future(requests.get())
-        watched: list[asyncio.Future[Any]] = [caller.ended, phone.ended, asked]
+        either: list[asyncio.Future[Any]] = [asked, caller.ended]
+        stop = asyncio.ensure_future(asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED))
         try:
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            digit = await phone.next_digit(FEATURE_DIGIT_TIMEOUT_S if typed else None, until=stop)
         finally:
-            if not asked.done():
-                asked.cancel()
-        if caller.ended.done() or phone.ended.done() or asked.cancelled():
+            for waiting in (stop, asked):
+                if not waiting.done():
+                    waiting.cancel()
+        if caller.ended.done() or phone.ended.done():
             return None
-        request = asked.result()
-        verdict = await judge(request)
-        if caller.ended.done():
-            verdict = Refusal(487, "Request Terminated")
-        if isinstance(verdict, Refusal):
-            on_refused(request, verdict)
-            with contextlib.suppress(LegGone):
-                await phone.report_transfer(request, verdict.code, verdict.reason)
-            if caller.ended.done() or phone.ended.done():
-                return None
+        if asked.done() and not asked.cancelled():
+            transfer = await _answer_request(caller, phone, asked.result(), desk)
+            if transfer is not None or caller.ended.done() or phone.ended.done():
+                return transfer
+        if digit is None:
+            typed = ""  # a code begun and not finished in time
             continue
-        # A phone that hung up in the meantime has still asked: the caller goes on.
+        typed, kind = feed_feature_digit(typed, digit, codes)
+        if kind is not None:
+            transfer = await desk.by_keys(kind, caller, phone)
+            if transfer is not None or caller.ended.done() or phone.ended.done():
+                return transfer
+
+
+async def _answer_request(
+    caller: Leg, phone: Leg, request: TransferRequest, desk: TransferDesk
+) -> Transfer | None:
+    verdict = await desk.judge(request)
+    if caller.ended.done():
+        verdict = Refusal(487, "Request Terminated")
+    if isinstance(verdict, Refusal):
+        desk.refused(request, verdict)
         with contextlib.suppress(LegGone):
-            await phone.report_transfer(request, 200, "OK")
-        return verdict
+            await phone.report_transfer(request, verdict.code, verdict.reason)
+        return None
+    # A phone that hung up in the meantime has still asked: the caller goes on.
+    with contextlib.suppress(LegGone):
+        await phone.report_transfer(request, 200, "OK")
+    return verdict

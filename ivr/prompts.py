@@ -22,6 +22,8 @@ SYSTEM_PROMPTS = {
     "feature_end_wrap_up": "Wrap up ended. You are ready.",
     "feature_logged_out": "You are logged out.",
     "feature_refused": "Sorry, that is not possible now.",
+    "transfer_target": "Transfer. Dial the number, then the hash key.",
+    "transfer_refused": "Sorry, that number cannot be reached. Back to your caller.",
     "menu_invalid": "Sorry, that is not a valid choice.",
     "menu_timeout": "Sorry, I did not hear your choice.",
     "voicemail_greeting": "Nobody can take your call right now. Please leave a message after "

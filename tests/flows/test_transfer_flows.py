@@ -130,3 +130,59 @@ async def test_an_agent_transfers_a_queue_caller_and_goes_into_wrap_up(
     assert [event for event, _ in await queue_log(admin, queue_id)][-2:] == ["connect", "transfer"]
     caller.hang_up()
     await events.next("call_ended", caller=calling)
+
+
+async def test_a_blind_transfer_by_keys_passes_the_caller_on(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("#1")
+    # The caller waits on hold music, the desk is asked for the number.
+    await twin.until(lambda: caller.bridged_to is None and caller.playing is not None)
+    phone.press(colleague.extension + "#")
+    await twin.until(lambda: phone.ended.done())
+    target = await twin.dialled(colleague.extension)
+    target.answer()
+    await twin.until(lambda: caller.bridged_to is target)
+    transferred = await events.next("call_transferred", by=desk.extension)
+    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "blind")
+    caller.hang_up()
+    await events.next("call_ended", caller=calling)
+
+
+async def test_an_attended_transfer_by_keys_hands_the_caller_over_when_the_desk_hangs_up(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("*2" + colleague.extension + "#")
+    consulted = await twin.dialled(colleague.extension)
+    consulted.answer()
+    await twin.until(lambda: phone.bridged_to is consulted)
+    assert caller.playing is not None and caller.bridged_to is None, "on hold, not listening"
+    phone.hang_up()
+    await twin.until(lambda: caller.bridged_to is consulted)
+    transferred = await events.next("call_transferred", by=desk.extension)
+    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
+    consulted.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    record = await call_record(admin, ended["call_id"])
+    assert (record["disposition"], record["connected_to"]) == ("answered", colleague.extension)
+
+
+async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_caller(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("*2" + colleague.extension + "#")
+    (await twin.dialled(colleague.extension)).busy()
+    await twin.until(lambda: caller.bridged_to is phone)
+    phone.press("*2")  # and a number nobody has
+    await twin.until(lambda: caller.bridged_to is None)
+    phone.press("999#")
+    await twin.until(lambda: caller.bridged_to is phone)
+    phone.hang_up()
+    ended = await events.next("call_ended", caller=calling)
+    assert (await call_record(admin, ended["call_id"]))["transfers"] == []

@@ -341,12 +341,12 @@ async def test_a_transfer_from_a_phone_is_declined_and_the_call_goes_on(
     new call (docs/notes/refer-in-pjsua2.md)."""
     workers, controller = pool
     caller_phone = await phones("transferred")
-    agent_phone = await phones("agent", auto_answer=200)
+    agent_phone = await phones("declining-agent", auto_answer=200)
     bridged: asyncio.Future[tuple[Leg, Leg]] = asyncio.get_running_loop().create_future()
 
     async def flow(leg: Leg) -> None:
         await leg.answer()
-        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        agent = await leg.dial(f"sip:declining-agent@{agent_phone.address}", timeout=10)
         await agent.answered
         await leg.bridge(agent)
         bridged.set_result((leg, agent))
@@ -371,14 +371,14 @@ async def test_a_transfer_request_reaches_the_flow_that_takes_it_and_its_answer_
     the NOTIFY the flow asks for ("200": done), then the flow ends the transferring leg."""
     workers, controller = pool
     caller_phone = await phones("transferred")
-    agent_phone = await phones("agent", auto_answer=200)
+    agent_phone = await phones("transferring-agent", auto_answer=200)
     loop = asyncio.get_running_loop()
     taking: asyncio.Future[None] = loop.create_future()
     requests: asyncio.Future[TransferRequest] = loop.create_future()
 
     async def flow(leg: Leg) -> None:
         await leg.answer()
-        agent = await leg.dial(f"sip:agent@{agent_phone.address}", timeout=10)
+        agent = await leg.dial(f"sip:transferring-agent@{agent_phone.address}", timeout=10)
         await agent.answered
         await leg.bridge(agent)
         with agent.taking_transfers() as transfers:

@@ -9,10 +9,31 @@ from collections.abc import Callable
 
 from core.settings import Settings
 from tests.conftest import MakePhone
-from tests.integration.test_calls import assert_both_hear_each_other, wait_for_call
+from tests.integration.test_calls import wait_for_call
 from tests.integration.test_media_workers import wait_until
 from tests.support.api_client import ApiClient
 from tests.support.phone import TestCall, TestPhone
+
+
+async def both_hear_each_other(a: TestCall, b: TestCall) -> None:
+    """Each phone's tone reaches the other. A phone whose stream now comes from another
+    source resyncs its jitter buffer first, so the levels are awaited, not sampled once."""
+
+    async def levels() -> tuple[int, int]:
+        return await a.rx_level(), await b.rx_level()
+
+    async with asyncio.timeout(10):
+        while min(await levels()) <= 10:
+            await asyncio.sleep(0.1)
+
+
+async def transfer_recorded(admin: ApiClient, caller_ext: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            items = (await admin.get("/calls", params={"party": caller_ext})).body["items"]
+            if items and items[0]["transfers"]:
+                return
+            await asyncio.sleep(0.1)
 
 
 async def internal_call(
@@ -36,7 +57,7 @@ async def test_a_blind_transfer_by_refer_connects_the_caller_to_the_colleague(
     await asyncio.wait_for(at_desk.ended, 10)  # the service ends the transferring leg
     at_colleague = await colleague.next_incoming(timeout=10)
     await asyncio.wait_for(at_colleague.answered, 10)
-    await assert_both_hear_each_other(call, at_colleague)
+    await both_hear_each_other(call, at_colleague)
     await at_colleague.hangup()
     assert await asyncio.wait_for(call.ended, 10) == 200
     record = await wait_for_call(admin, direction="internal", party=caller_ext)
@@ -59,7 +80,7 @@ async def test_a_transfer_to_a_phone_that_is_not_there_rings_who_transferred_aga
     await asyncio.wait_for(at_desk.ended, 10)
     rung_back = await desk.next_incoming(timeout=10)
     await asyncio.wait_for(rung_back.answered, 10)
-    await assert_both_hear_each_other(call, rung_back)
+    await both_hear_each_other(call, rung_back)
     await call.hangup()
     record = await wait_for_call(admin, direction="internal", party=caller_ext)
     assert (record["disposition"], record["connected_to"]) == ("answered", desk_ext)
@@ -73,6 +94,29 @@ async def test_a_transfer_to_an_unknown_extension_is_refused_and_the_call_goes_o
     call, at_desk = await internal_call(settings, caller, desk, desk_ext)
     await at_desk.transfer(f"sip:999@{settings.sip.domain}")
     await wait_until(lambda: at_desk.transfer_results == [404])
-    await assert_both_hear_each_other(call, at_desk)
+    await both_hear_each_other(call, at_desk)
     await call.hangup()
     assert await asyncio.wait_for(at_desk.ended, 10) == 200
+
+
+async def test_an_attended_transfer_by_keys_from_a_phone_without_a_transfer_key(
+    admin: ApiClient, settings: Settings, phone: MakePhone
+) -> None:
+    """RFC 4733 digits: the attended-transfer code, the colleague's extension and '#'; the
+    desk talks to the colleague while the caller waits, then hangs up to hand over."""
+    caller, caller_ext = await phone("Held Caller")
+    desk, desk_ext = await phone("Consulting Desk")
+    colleague, colleague_ext = await phone("Consulted Colleague")
+    call, at_desk = await internal_call(settings, caller, desk, desk_ext)
+    await at_desk.send_dtmf(settings.feature_codes.attended_transfer + colleague_ext + "#")
+    at_colleague = await colleague.next_incoming(timeout=15)
+    await asyncio.wait_for(at_colleague.answered, 10)
+    await both_hear_each_other(at_desk, at_colleague)
+    await at_desk.hangup()
+    await transfer_recorded(admin, caller_ext)  # handed over: only the caller feeds them now
+    await both_hear_each_other(call, at_colleague)
+    await call.hangup()
+    assert await asyncio.wait_for(at_colleague.ended, 10) == 200
+    record = await wait_for_call(admin, direction="internal", party=caller_ext)
+    assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
+    assert [(t["by"], t["kind"]) for t in record["transfers"]] == [(desk_ext, "attended")]

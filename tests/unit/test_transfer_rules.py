@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from flows.transfer import Refusal, Transfer, judge_transfer
+from core.settings import FeatureCodeSettings
+from flows.transfer import Refusal, Transfer, TransferKind, feed_feature_digit, judge_transfer
 from pbx.refer_hook import parse_refer, split_refer_to
 
 EXTENSIONS = frozenset({"1001", "1002", "700"})
@@ -67,3 +69,32 @@ def test_a_refer_is_read_from_its_text_and_one_lacking_a_part_is_left_alone() ->
     assert parse_refer(text.replace("r: <sip:1002@pbx>\r\n", "")) is None
     assert parse_refer(text.replace("CSeq: 31", "CSeq: x")) is None
     assert parse_refer("INVITE " + text[6:]) is None
+
+
+CODES = {"#1": TransferKind.BLIND, "*2": TransferKind.ATTENDED}
+
+
+@pytest.mark.parametrize(
+    ("typed", "digit", "after"),
+    [
+        ("", "#", ("#", None)),
+        ("#", "1", ("", TransferKind.BLIND)),
+        ("", "*", ("*", None)),
+        ("*", "2", ("", TransferKind.ATTENDED)),
+        ("", "5", ("", None)),  # no code begins so
+        ("#", "5", ("", None)),
+        ("#", "*", ("*", None)),  # cannot go on, may begin afresh
+        ("*", "#", ("#", None)),
+    ],
+)
+def test_in_call_codes_are_told_apart_digit_by_digit(
+    typed: str, digit: str, after: tuple[str, TransferKind | None]
+) -> None:
+    assert feed_feature_digit(typed, digit, CODES) == after
+
+
+def test_in_call_codes_that_begin_alike_are_refused() -> None:
+    with pytest.raises(ValidationError, match="must not begin alike"):
+        FeatureCodeSettings(blind_transfer="*2", attended_transfer="*21")
+    with pytest.raises(ValidationError):
+        FeatureCodeSettings(blind_transfer="12")  # would fire on an ordinary number
