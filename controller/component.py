@@ -161,5 +161,6 @@ class Controller:
             trunk_username=settings.trunk.username,
             trunk_password=settings.trunk.password,
         )
+        flows.use_links(pool.link)
         await pool.start()
         return pool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +85,20 @@ class Tones:
     ringback: Path
     hold_music: Path  # queues without hold music of their own
     beep: Path  # before a voicemail recording
+
+
+# Joins a leg's worker to another worker: (near leg, far leg), both answered (pbx.pool).
+Link = Callable[[Leg, int], Awaitable[tuple[Leg, Leg]]]
+
+
+@dataclass(frozen=True)
+class Consultation:
+    """A phone's own call: the user who made it, their leg, the party they talk to."""
+
+    user_id: int
+    phone_leg: Leg
+    other: Leg
+    target: Reachable | str
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,9 @@ class CallFlows:
             lambda _all: all_actions(ctx), emptied_by=("blocklist_",), wakeups=ctx.wakeups
         )
         self._recorder = CallRecorder(ctx)
+        # Talks of our phones by their dialog's SIP Call-ID (attended transfer by REFER).
+        self._consultations: dict[str, Consultation] = {}
+        self._link: Link | None = None
         codes = ctx.settings.feature_codes
         self.transfer_codes = {
             codes.blind_transfer: TransferKind.BLIND,
@@ -522,15 +539,16 @@ class CallFlows:
             await self._recorder.connected(leg, call, user_id=talker)
             if post_dial:
                 await _send_post_dial(callee, post_dial)
-            if isinstance(target, Reachable) and transfers is not None:
-                desk = self.transfer_desk(call, target.extension, target.user_id)
-                transfer = await talk_until_transfer(
-                    leg, callee, transfers, desk, self.transfer_codes
-                )
-                if transfer is not None:
-                    return Finish(Disposition.ANSWERED, "callee", transfer=transfer)
-            else:
-                await _first(leg.ended, callee.ended)
+            with self._consultable(call, leg, callee, target):
+                if isinstance(target, Reachable) and transfers is not None:
+                    desk = self.transfer_desk(call, target.extension, target.user_id)
+                    transfer = await talk_until_transfer(
+                        leg, callee, transfers, desk, self.transfer_codes
+                    )
+                    if transfer is not None:
+                        return Finish(Disposition.ANSWERED, "callee", transfer=transfer)
+                else:
+                    await _first(leg.ended, callee.ended)
         party = "caller" if leg.ended.done() else "callee"
         end = leg.ended.result() if party == "caller" else callee.ended.result()
         await leg.drop()
@@ -737,7 +755,7 @@ class CallFlows:
         await discard_pending_keys(leg)  # keys pressed while talking are no choice
         await leg.play(self._tones.ringback, loop=True, barge_in=False)
         if transfer.leg is not None:
-            finish = await self._hand_over(leg, call, transfer.target, transfer.leg)
+            finish = await self._hand_over(leg, call, transfer)
         elif transfer.external:
             finish = await self._to_external(leg, call, transfer.target, transfer.post_dial)
         else:
@@ -764,17 +782,65 @@ class CallFlows:
         self._ctx.metrics.call_transfers.labels(kind=transfer.kind.value, result=result).inc()
         return finish
 
-    async def _hand_over(self, leg: Leg, call: CallLog, extension: str, target_leg: Leg) -> Finish:
-        """Attended: the caller is connected to the consulted target's leg (answered, or still
-        ringing if the phone hung up before the answer)."""
-        target = await self._users.get(extension)
+    async def _hand_over(self, leg: Leg, call: CallLog, transfer: Transfer) -> Finish:
+        """Attended: the caller is connected to the consulted party's leg (answered, or still
+        ringing if the phone hung up before the answer), through a link if it lives in
+        another worker (a consultation the phone made as a call of its own)."""
+        assert transfer.leg is not None
+        target_leg = transfer.leg
+        user = None if transfer.external else await self._users.get(transfer.target)
+        target: Reachable | str = user or transfer.target
         try:
-            async with self._occupied(target.user_id if target else None, call):
-                return await self._connect(
-                    leg, target_leg, call, target or extension, caller_answered=True
-                )
+            if transfer.replaced is not None:
+                await transfer.replaced.drop()  # the consultation's own call ends with it
+            async with self._occupied(user.user_id if user else None, call):
+                if target_leg.worker_id == leg.worker_id:
+                    return await self._connect(leg, target_leg, call, target, caller_answered=True)
+                return await self._connect_linked(leg, target_leg, call, target)
         finally:
-            await target_leg.drop()
+            if not target_leg.ended.done():
+                with contextlib.suppress(LegGone, WorkerCommandFailed):
+                    await target_leg.hangup()  # handed on: drop() would leave it
+
+    async def _connect_linked(
+        self, leg: Leg, target_leg: Leg, call: CallLog, target: Reachable | str
+    ) -> Finish:
+        if self._link is None:
+            raise WorkerCommandFailed("no links between workers here")
+        near, far = await self._link(leg, target_leg.worker_id)
+        # Either end of the far worker's pair ending ends the other: then the near side ends.
+        mirror = asyncio.create_task(_end_together(far, target_leg))
+        try:
+            await far.bridge(target_leg)
+            return await self._connect(leg, near, call, target, caller_answered=True)
+        finally:
+            mirror.cancel()
+            await near.drop()
+            await far.drop()
+
+    def use_links(self, link: Link) -> None:
+        """How calls are joined across two workers (WorkerPool.link)."""
+        self._link = link
+
+    def consultation(self, replaces: str) -> Consultation | None:
+        """The call a phone made itself that a REFER's Replaces names: "call-id;to-tag=..."."""
+        return self._consultations.get(replaces.split(";", 1)[0].strip())
+
+    @contextlib.contextmanager
+    def _consultable(
+        self, call: CallLog, leg: Leg, callee: Leg, target: Reachable | str
+    ) -> Iterator[None]:
+        """A talk from one of our phones may be the consultation of an attended transfer
+        that phone completes from its other call (REFER with Replaces naming this dialog)."""
+        key = leg.sip_call_id
+        if call.caller_user_id is None or leg.direction != "inbound" or not key:
+            yield
+            return
+        self._consultations[key] = Consultation(call.caller_user_id, leg, callee, target)
+        try:
+            yield
+        finally:
+            self._consultations.pop(key, None)
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -805,6 +871,14 @@ class CallFlows:
     async def _play_through(self, leg: Leg, prompt: Path) -> None:
         playback = await leg.play(prompt, barge_in=False)
         await _until(playback.finished, leg)
+
+
+async def _end_together(a: Leg, b: Leg) -> None:
+    await _first(a.ended, b.ended)
+    for leg in (a, b):
+        if not leg.ended.done():
+            with contextlib.suppress(LegGone, WorkerCommandFailed):
+                await leg.hangup()
 
 
 async def _refuse_if_unanswered(leg: Leg, finish: Finish) -> Finish:
@@ -882,12 +956,24 @@ class _PhoneTransfers:
 
     async def judge(self, request: TransferRequest) -> Transfer | Refusal:
         if request.replaces is not None:
-            # REFER with Replaces: the consultation ran as a call of its own, whose target
-            # lives in another worker process as a rule; not joined yet (README, Transfers).
-            return Refusal(501, "Not Implemented")
+            return self._attended(request.replaces)
         return await self._flows.judge_transfer(
             unquote(request.target_user), self._extension, self._user_id
         )
+
+    def _attended(self, replaces: str) -> Transfer | Refusal:
+        """REFER with Replaces: the phone consulted in a call of its own; its far end is
+        connected to this caller. Only the same user's call can be named."""
+        found = self._flows.consultation(replaces)
+        if found is None or found.user_id != self._user_id or found.other.ended.done():
+            return Refusal(481, "Call/Transaction Does Not Exist")
+        target = found.target
+        return Transfer(
+            self._extension, self._user_id,
+            target.extension if isinstance(target, Reachable) else target,
+            external=not isinstance(target, Reachable), kind=TransferKind.ATTENDED,
+            leg=found.other, replaced=found.phone_leg,
+        )  # fmt: skip
 
     def refused(self, request: TransferRequest, refusal: Refusal) -> None:
         kind = TransferKind.BLIND if request.replaces is None else TransferKind.ATTENDED

@@ -31,6 +31,8 @@ class Transfer:
     kind: TransferKind = TransferKind.BLIND
     # Attended: the target's leg, dialled (and mostly answered) while the caller waited.
     leg: Leg | None = None
+    # Attended by REFER: the phone's leg of its consultation call, ended by the transfer.
+    replaced: Leg | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ async def _answer_request(
         with contextlib.suppress(LegGone):
             await phone.report_transfer(request, verdict.code, verdict.reason)
         return None
+    if verdict.leg is not None:
+        verdict.leg.hand_on()  # the consultation's flow must not end it now
     # A phone that hung up in the meantime has still asked: the caller goes on.
     with contextlib.suppress(LegGone):
         await phone.report_transfer(request, 200, "OK")

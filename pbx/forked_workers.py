@@ -22,6 +22,7 @@ import structlog
 
 from core.child_process import ChildProcess, ChildProcessFailed
 from core.settings import WorkerSettings
+from pbx.capacity import max_workers
 from pbx.channel import WorkerSpec, WorkerStartFailed
 from pbx.protocol import Command, Event, Hello, ProtocolError, decode_event, encode
 
@@ -114,7 +115,13 @@ class ForkedWorkers:
             else "--no-drop-unheard-speech",
             "--trunk-username", self._trunk_username,
             "--max-legs", str(spec.max_legs),
+            # The edge, and the sibling workers: a link between two (WorkerPool.link) is an
+            # INVITE from one to the other.
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
+            *itertools.chain.from_iterable(
+                ("--trusted", f"{settings.host}:{settings.first_sip_port + slot}")
+                for slot in range(max_workers(settings))
+            ),
             "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
         ]  # fmt: skip
         request = json.dumps({"worker_id": spec.worker_id, "argv": argv}).encode()

@@ -135,6 +135,8 @@ class Leg:
         self._recording: Recording | None = None
         # Where the phone's transfer requests go while a flow takes them; None: declined.
         self._transfers: asyncio.Queue[TransferRequest] | None = None
+        # Another call's flow took this leg over (hand_on): its first flow's drop leaves it.
+        self._handed_on = False
 
     @property
     def caller(self) -> str:
@@ -155,9 +157,16 @@ class Leg:
     async def hangup(self) -> None:
         await self._command(lambda cid: Hangup(cid=cid, leg=self.id))
 
+    def hand_on(self) -> None:
+        """Another call's flow takes this leg over (an attended transfer joins the consulted
+        party to the caller): the flow that dialled it no longer ends it with `drop`; the new
+        one ends it with `hangup`."""
+        self._handed_on = True
+
     async def drop(self) -> None:
-        """Hang up unless the leg has ended already; a leg that is gone is not an error."""
-        if not self.ended.done():
+        """Hang up unless the leg has ended already or was handed on; a leg that is gone is
+        not an error."""
+        if not self.ended.done() and not self._handed_on:
             with contextlib.suppress(LegGone):
                 await self.hangup()
 
@@ -263,11 +272,13 @@ class Leg:
     def taking_transfers(self) -> Iterator[asyncio.Queue[TransferRequest]]:
         """While inside, the phone's transfer requests queue here for the flow to answer
         (report_transfer); outside, the pool declines them at once."""
-        self._transfers = asyncio.Queue()
+        requests: asyncio.Queue[TransferRequest] = asyncio.Queue()
+        self._transfers = requests
         try:
-            yield self._transfers
+            yield requests
         finally:
-            self._transfers = None
+            if self._transfers is requests:  # a leg handed on may be taken by its new flow
+                self._transfers = None
 
     async def report_transfer(self, request: TransferRequest, code: int, reason: str) -> None:
         """How the requested transfer goes, for the phone: 1xx on, 2xx done, else failed."""

@@ -15,9 +15,10 @@ import contextlib
 import itertools
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -46,6 +47,7 @@ from pbx.legs import (
     WorkerCommandFailed,
 )
 from pbx.protocol import (
+    LINK_HEADER,
     MEDIA_TIMEOUT_REASON,
     CallRefused,
     Command,
@@ -67,6 +69,8 @@ from pbx.protocol import (
 log = structlog.get_logger(__name__)
 
 HELLO_TIMEOUT_S = 20.0
+# A link between two workers is answered by the other worker within milliseconds.
+LINK_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 10.0
 # After Shutdown a worker hangs up and exits by itself; SIGKILL only after this.
 EXIT_GRACE_S = 3.0
@@ -171,6 +175,8 @@ class WorkerPool:
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
         self._flows: set[asyncio.Task[None]] = set()
+        # Links being made (link), by their token: the far worker's leg, once it arrives.
+        self._links: dict[str, asyncio.Future[Leg]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._media_timeouts = 0
         self._restarts = 0
@@ -595,6 +601,9 @@ class WorkerPool:
                 worker, event.leg, "inbound", event.from_uri, event.to_uri, event.request_uri,
                 event.headers, event.sip_call_id,
             )  # fmt: skip
+            if LINK_HEADER in event.headers:
+                self._link_arrived(leg, event.headers[LINK_HEADER])
+                return
             flow = asyncio.create_task(self._run_inbound(leg))
             self._flows.add(flow)
             flow.add_done_callback(self._flows.discard)
@@ -638,6 +647,54 @@ class WorkerPool:
             if leg.recording_open:
                 worker.closing[event.leg] = leg
             leg.on_ended(LegEnd(event.code, event.reason))
+
+    # -- links between two workers ----------------------------------------------------------
+
+    async def link(self, near: Leg, far_worker_id: int) -> tuple[Leg, Leg]:
+        """Join two workers' conference bridges with a call from one to the other: an
+        outbound leg in `near`'s worker (dialled like any leg for `near`) and an inbound one
+        in the other, both answered. Bridge each to a leg of its own worker, as to a party
+        that lives there. WorkerCommandFailed if the other worker is gone, full or silent."""
+        far = self._workers.get(far_worker_id)
+        if far is None:
+            raise WorkerCommandFailed(WORKER_LOST)
+        token = uuid.uuid4().hex
+        arrived: asyncio.Future[Leg] = asyncio.get_running_loop().create_future()
+        self._links[token] = arrived
+        try:
+            out = await near.dial(
+                f"sip:link@{self._settings.host}:{far.sip_port}", timeout=LINK_TIMEOUT_S,
+                headers={LINK_HEADER: token},
+            )  # fmt: skip
+            try:
+                async with asyncio.timeout(LINK_TIMEOUT_S):
+                    await _first(arrived, out.ended)
+                    if not arrived.done():
+                        raise WorkerCommandFailed(f"worker {far_worker_id} refused the link")
+                    inbound = arrived.result()
+                    await inbound.answer()
+                    await _first(out.answered, out.ended)
+                    if not out.answered.done() or out.ended.done():
+                        await inbound.drop()
+                        raise WorkerCommandFailed("the link ended as it was made")
+            except (TimeoutError, LegGone) as exc:
+                await out.drop()
+                raise WorkerCommandFailed(f"no link to worker {far_worker_id}") from exc
+            except BaseException:
+                await out.drop()
+                raise
+        finally:
+            self._links.pop(token, None)
+        log.info("workers_linked", near=out.id, far=inbound.id)
+        return out, inbound
+
+    def _link_arrived(self, leg: Leg, token: str) -> None:
+        waiting = self._links.pop(token, None)
+        if waiting is None or waiting.done():
+            log.warning("unknown_link_refused", leg=leg.id)
+            self._own(leg.reject(403, "Unknown link"))
+            return
+        waiting.set_result(leg)
 
     async def _run_inbound(self, leg: Leg) -> None:
         try:
@@ -726,3 +783,7 @@ async def _decline_transfer(leg: Leg, request: TransferRequest) -> None:
     the phone keeps its call, as after any refusal."""
     with contextlib.suppress(LegGone, WorkerCommandFailed):
         await leg.report_transfer(request, 603, "Decline")
+
+
+async def _first(*futures: asyncio.Future[Any]) -> None:
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)

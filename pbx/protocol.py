@@ -30,6 +30,9 @@ FINAL_HEADER = "X-PBX-Final"
 RING_HEADER = "X-PBX-Ring"
 # Set by the edge on every INVITE it sends a worker: "trunk" (the provider) or "phone".
 SOURCE_HEADER = "X-PBX-Source"
+# On a Dial from one worker to another (WorkerPool.link): the token the pool waits for, so
+# that the other worker's IncomingCall joins the link instead of starting a call flow.
+LINK_HEADER = "X-PBX-Link"
 TRUNK_SOURCE = "trunk"
 # LegEnded's reason when the worker hung up a leg whose RTP stopped (pbx.media_timeout).
 MEDIA_TIMEOUT_REASON = "Media Timeout"

@@ -28,6 +28,7 @@ from pbx.legs import Leg, LegGone, TransferRequest
 from pbx.pool import WorkerPool
 from pbx.protocol import (
     FINAL_HEADER,
+    LINK_HEADER,
     MEDIA_TIMEOUT_REASON,
     Answer,
     Hello,
@@ -355,6 +356,7 @@ async def test_a_transfer_from_a_phone_is_declined_and_the_call_goes_on(
     call = await caller_phone.call(worker_uri(workers, 0))
     leg, agent_leg = await asyncio.wait_for(bridged, 10)
     agent_call = await agent_phone.next_incoming()
+    await assert_both_hear_each_other(call, agent_call)  # a call under way, as a person's
     await agent_call.transfer(f"sip:colleague@{caller_phone.address}")
     await wait_until(lambda: agent_call.transfer_results == [603])
     await assert_both_hear_each_other(call, agent_call)
@@ -393,6 +395,7 @@ async def test_a_transfer_request_reaches_the_flow_that_takes_it_and_its_answer_
     call = await caller_phone.call(worker_uri(workers, 0))
     agent_call = await agent_phone.next_incoming()
     await asyncio.wait_for(taking, 10)
+    await assert_both_hear_each_other(call, agent_call)
     await agent_call.transfer("sip:1002@127.0.0.1")
     request = await asyncio.wait_for(requests, 10)
     assert (request.target, request.replaces, request.target_user) == (
@@ -585,6 +588,44 @@ async def test_full_worker_answers_503_and_strangers_403(
     await asyncio.sleep(0.3)  # pjsua 2.15.1 used to abort here, a moment after the 403
     assert workers.workers[0].state is WorkerState.READY and workers.restarts == 0
     assert workers.refused == {"worker_full": 1, "untrusted_source": 1}
+    assert controller.legs.empty()
+
+
+async def test_two_workers_are_linked_and_an_unknown_link_is_refused(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone
+) -> None:
+    """A caller in worker 0 hears a phone bridged in worker 1 through a link (WorkerPool.link:
+    a call from one worker to the other); an INVITE naming no link being made gets 403 and
+    starts no call flow."""
+    workers, controller = pool
+    caller_phone = await phones("linked-caller")
+    agent_phone = await phones("linked-agent", auto_answer=200)
+    linked: asyncio.Future[tuple[Leg, Leg, Leg]] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        if leg.worker_id == 0:
+            await leg.answer()
+            near, far = await workers.link(leg, 1)
+            agent = await far.dial(f"sip:linked-agent@{agent_phone.address}", timeout=10)
+            await agent.answered
+            await far.bridge(agent)
+            await leg.bridge(near)
+            linked.set_result((leg, near, far))
+
+    controller.reset(flow)
+    call = await caller_phone.call(worker_uri(workers, 0))
+    leg, near, far = await asyncio.wait_for(linked, 10)
+    assert (near.worker_id, far.worker_id) == (0, 1)
+    agent_call = await agent_phone.next_incoming()
+    await assert_both_hear_each_other(call, agent_call)
+    await leg.hangup()
+    await near.hangup()
+    assert (await asyncio.wait_for(far.ended, 5)).code == 200
+    await agent_call.hangup()
+    assert controller.legs.get_nowait() is leg and controller.legs.empty(), "the link's too"
+
+    stranger = await caller_phone.call(worker_uri(workers, 1), headers={LINK_HEADER: "forged"})
+    assert await asyncio.wait_for(stranger.ended, 5) == 403
     assert controller.legs.empty()
 
 

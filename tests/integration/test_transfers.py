@@ -120,3 +120,31 @@ async def test_an_attended_transfer_by_keys_from_a_phone_without_a_transfer_key(
     record = await wait_for_call(admin, direction="internal", party=caller_ext)
     assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
     assert [(t["by"], t["kind"]) for t in record["transfers"]] == [(desk_ext, "attended")]
+
+
+async def test_an_attended_transfer_by_refer_with_replaces_joins_the_caller_and_the_colleague(
+    admin: ApiClient, settings: Settings, phone: MakePhone
+) -> None:
+    """The desk phone consults in a call of its own (which may land in another worker than
+    the caller's: the two are then linked) and completes with REFER/Replaces."""
+    caller, caller_ext = await phone("Caller Of An Attended Transfer")
+    desk, desk_ext = await phone("Desk With A Transfer Key")
+    colleague, colleague_ext = await phone("Colleague Consulted By Call")
+    call, at_desk = await internal_call(settings, caller, desk, desk_ext)
+    consultation = await desk.call(f"sip:{colleague_ext}@{settings.sip.host}:{settings.sip.port}")
+    at_colleague = await colleague.next_incoming(timeout=10)
+    await asyncio.wait_for(consultation.answered, 10)
+    await both_hear_each_other(consultation, at_colleague)
+    await at_desk.transfer_to_call(consultation)
+    await wait_until(lambda: at_desk.transfer_results == [200])
+    await asyncio.wait_for(at_desk.ended, 10)
+    await asyncio.wait_for(consultation.ended, 10)
+    await transfer_recorded(admin, caller_ext)
+    await both_hear_each_other(call, at_colleague)
+    await at_colleague.hangup()
+    assert await asyncio.wait_for(call.ended, 10) == 200
+    record = await wait_for_call(admin, direction="internal", party=caller_ext)
+    assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
+    assert [(t["by"], t["to"], t["kind"]) for t in record["transfers"]] == [
+        (desk_ext, colleague_ext, "attended")
+    ]

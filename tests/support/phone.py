@@ -224,6 +224,13 @@ class TestCall:
         """A blind transfer, as a desk phone's transfer key does: REFER to `target`."""
         await self._ua.run_async(lambda: self._call().xfer(target, pj.CallOpParam()))
 
+    async def transfer_to_call(self, consultation: TestCall) -> None:
+        """An attended transfer, as a desk phone's transfer key after consulting: REFER with
+        Replaces naming this phone's other call, whose far end is to take this one's."""
+        await self._ua.run_async(
+            lambda: self._call().xferReplaces(consultation._call(), pj.CallOpParam())
+        )
+
     @property
     def transfer_results(self) -> list[int]:
         return self.progress.transfer_results
