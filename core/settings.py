@@ -266,6 +266,12 @@ class RetentionSettings(_Section):
     recordings_days: int = Field(90, ge=0, le=36500)
 
 
+class RecordingSettings(_Section):
+    # Spoken to the external party before a recorded call is connected (espeak-ng, in
+    # prompts.voice); empty: no announcement.
+    announcement: str = Field("", max_length=500)
+
+
 class SignInSettings(_Section):
     """People signing in to the web console with email and password (extensions.sign_in)."""
 
@@ -315,6 +321,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     calls: CallSettings = CallSettings()
     voicemail: VoicemailSettings = VoicemailSettings()
+    recording: RecordingSettings = RecordingSettings()
     trunk: TrunkSettings = TrunkSettings()
     acd: AcdSettings = AcdSettings()
     prompts: PromptSettings = PromptSettings()

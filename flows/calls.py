@@ -519,24 +519,28 @@ class CallFlows:
         # From the answer on: a phone that transfers at once is not turned away.
         taking = callee.taking_transfers() if isinstance(target, Reachable) else None
         with taking or contextlib.nullcontext() as transfers:
+            # The person on our side: the callee, or for an external number who dialled it.
+            talker = target.user_id if isinstance(target, Reachable) else call.caller_user_id
+            record = await self._recorder.will_record(leg, call, user_id=talker)
             connected = caller_answered
             try:
                 if not connected:
                     await leg.answer()
                     connected = True
+                if record:
+                    external = leg if call.direction is Direction.INBOUND else callee
+                    await self._recorder.announce(external)
                 await leg.bridge(callee)
             except LegGone:
                 # One side hung up in the instant between the callee's answer and the bridge.
                 if not connected:
                     return Finish(Disposition.ABANDONED, "caller")
-            talker: int | None
             if isinstance(target, Reachable):
                 call.answered(target.extension, target.user_id)
-                talker = target.user_id
             else:
                 call.answered(target)
-                talker = call.caller_user_id  # an external number: the user who dialled it
-            await self._recorder.connected(leg, call, user_id=talker)
+            if record:
+                await self._recorder.start(leg, call)
             if post_dial:
                 await _send_post_dial(callee, post_dial)
             with self._consultable(call, leg, callee, target):

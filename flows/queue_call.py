@@ -265,14 +265,18 @@ class QueueCall:
         loop = asyncio.get_running_loop()
         transfer: Transfer | None = None
         try:
+            record = await self._recorder.will_record(
+                self._leg, self._call, user_id=agent.user_id, by_queue=self._spec.record_calls
+            )
             try:
+                if record:
+                    await self._recorder.announce(self._leg)
                 await self._leg.bridge(agent_leg)
             except (LegGone, WorkerCommandFailed):
                 return self._not_connected(entry, agent, agent_leg)
             self._call.answered(agent.extension, agent.user_id)
-            await self._recorder.connected(
-                self._leg, self._call, user_id=agent.user_id, by_queue=self._spec.record_calls
-            )
+            if record:
+                await self._recorder.start(self._leg, self._call)
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()

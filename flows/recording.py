@@ -5,7 +5,8 @@ number) is recorded from the moment it is connected to a person when the number 
 queue it came through or the user who talks on it asks for it. Internal calls never are. The
 recording holds both voices (the worker mixes the caller's leg and its bridged peer) and is a
 WAV under `<data>/recordings/<day>/call-<id>.wav`, named on the call record when it is
-complete; retention (`retention.recordings_days`) deletes old ones.
+complete; retention (`retention.recordings_days`) deletes old ones. With
+`recording.announcement` set, the external party hears it before being connected.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -20,6 +22,7 @@ from core.context import ServiceContext
 from core.read_cache import ReadCache
 from extensions.users import recording_users
 from ivr.cdr import CallLog, Direction
+from ivr.prompts import spoken
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
 log = structlog.get_logger(__name__)
@@ -51,19 +54,33 @@ class CallRecorder:
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def connected(
+    async def will_record(
         self, leg: Leg, call: CallLog, *, user_id: int | None, by_queue: bool = False
-    ) -> None:
-        """`leg` (the external party's) is bridged to the person `user_id` (None: nobody
-        known, such as an external number): record both voices if the rules say so. A
-        recording under way goes on (the call was transferred): one file per call."""
+    ) -> bool:
+        """Whether the call, about to connect `leg` to the person `user_id` (None: nobody
+        known, such as an external number), is to be recorded and is not yet: a recording
+        under way goes on through a transfer (one file per call)."""
         if leg.recording_open:
-            return
+            return False
         by_user = user_id is not None and user_id in await self._users.get(None)
-        if not should_record(
+        return should_record(
             call.direction, by_number=call.number_records, by_queue=by_queue, by_user=by_user
-        ):
+        )
+
+    async def announce(self, external: Leg) -> None:
+        """The recording announcement, played to the external party to its end (before the
+        bridge: a bridged leg hears its peer, not prompts)."""
+        text = self._ctx.settings.recording.announcement
+        if not text:
             return
+        playback = await external.play(await spoken(self._ctx, text), barge_in=False)
+        watched: list[asyncio.Future[Any]] = [playback.finished, external.ended]
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if external.ended.done():
+            raise LegGone(external.id)
+
+    async def start(self, leg: Leg, call: CallLog) -> None:
+        """Record both voices of `leg` (the external party's) and its bridged peer."""
         path = recording_path(self._ctx.settings.data_dir, call.id, datetime.now(UTC))
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         try:

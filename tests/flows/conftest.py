@@ -23,6 +23,7 @@ from pbx.memory_worker import MemoryWorkers
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.support.api_client import ApiClient
 
+RECORDING_ANNOUNCEMENT = "This call is recorded."
 # Longest a finished call may take to release its legs in the twin (no SIP round trips).
 LEG_RELEASE_S = 2.0
 
@@ -34,6 +35,7 @@ def flow_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         # The twin plays the provider too: a Dial to the trunk is one more scripted far end.
         trunk={"uri": "sip:127.0.0.1:5999"},
         calls={"inter_digit_timeout": 0.3, "wait_after_greeting": 0.3},
+        recording={"announcement": RECORDING_ANNOUNCEMENT},
     )
 
 

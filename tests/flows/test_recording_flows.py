@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.settings import Settings
+from ivr.prompts import text_prompt_path
 from pbx.memory_worker import FarEnd, MemoryWorkers
 from pbx.protocol import Record
 from tests.flows.builders import (
@@ -22,7 +23,7 @@ from tests.flows.builders import (
     set_presence,
     user,
 )
-from tests.flows.conftest import Events
+from tests.flows.conftest import RECORDING_ANNOUNCEMENT, Events
 from tests.support.api_client import ApiClient
 
 
@@ -66,6 +67,11 @@ async def test_a_number_that_records_has_its_connected_calls_recorded_with_both_
     before = len(twin.sent(Record))
     calling, caller, phone = await extension_call(admin, twin, desk, record_calls=True)
     await talk_and_hang_up(twin, caller, phone, recorded=True)
+    announcement = await text_prompt_path(
+        flow_settings.data_dir / "prompts", RECORDING_ANNOUNCEMENT, flow_settings.prompts.voice
+    )
+    assert caller.prompts[-1] == announcement, "the caller heard it before being connected"
+    assert announcement not in phone.prompts
     recorded = await events.next("call_recorded")
     ended = await events.next("call_ended", caller=calling)
     assert recorded["call_id"] == ended["call_id"] and recorded["user_id"] == desk.id
