@@ -10,9 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import authenticated_principal
 from api.openapi import wav_download
-from api.routing import API_PREFIX, CONTEXT_KEY, STAFF, ApiRequest, RouteTable, path_ids
-from core.errors import Forbidden, NotFound
+from api.routing import (
+    API_PREFIX,
+    CONTEXT_KEY,
+    CONTROLLER_KEY,
+    STAFF,
+    ApiRequest,
+    RouteTable,
+    path_ids,
+)
+from controller.component import NoCallControl
+from core.errors import Conflict, Forbidden, NotFound
 from core.sql_bounds import Count, Id, UtcInstant
+from extensions.namespace import user_extension
+from flows.supervision import SupervisionMode
 from ivr.cdr import CallFilter, Direction, Disposition, get_call, list_calls
 
 routes = RouteTable()
@@ -107,6 +118,55 @@ async def calls(req: ApiRequest) -> CallList:
 async def call(req: ApiRequest) -> CallOut:
     row = await get_call(req.ctx, req.path["call_id"])
     return CallOut.model_validate(row, from_attributes=True)
+
+
+class SuperviseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # listen: hear both; whisper: the agent hears you too; barge: both do (keys 4/5/6 on
+    # your phone switch later).
+    mode: SupervisionMode = SupervisionMode.LISTEN
+
+
+class SupervisionOut(BaseModel):
+    call_id: int
+    mode: SupervisionMode
+    extension: str  # the phone the service rings now
+
+
+class NoExtension(Conflict):
+    code = "no_extension"
+
+
+@routes.add(
+    "POST",
+    "/calls/{call_id}/supervise",
+    summary="Listen to, whisper to or barge into a live call from your desk phone",
+    tag="calls",
+    roles=STAFF,
+    body=SuperviseIn,
+    response=SupervisionOut,
+    status=202,
+    errors=(401, 403, 404, 409, 422),
+)
+async def supervise(req: ApiRequest) -> SupervisionOut:
+    """The service rings your desk phone; answered, it hears the call. 404 no_live_talk: the
+    call is not connected to anyone now; 409 no_extension: you have no phone;
+    409 no_call_control: this API runs without the controller."""
+    principal = req.principal
+    assert principal is not None
+    extension = None
+    if principal.user_id is not None:  # the service's own admin token is nobody's
+        async with req.ctx.sessions() as session:
+            extension = await user_extension(session, principal.user_id)
+    if extension is None or principal.user_id is None:
+        raise NoExtension("you have no extension whose phone could listen")
+    controller = req.raw.app.get(CONTROLLER_KEY)
+    if controller is None:
+        raise NoCallControl("this service takes no calls here")
+    body: SuperviseIn = req.body
+    call_id = req.path["call_id"]
+    await controller.supervise(call_id, principal.user_id, extension, body.mode)
+    return SupervisionOut(call_id=call_id, mode=body.mode, extension=extension)
 
 
 class NoRecording(NotFound):

@@ -25,7 +25,9 @@ from chat.outbox import OutboxDelivery
 from controller.retention import RetentionJob
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
+from core.errors import Conflict
 from flows.calls import CallFlows, Tones
+from flows.supervision import SupervisionMode
 from pbx.capacity import WorkerState
 from pbx.channel import WorkerLauncher
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
@@ -33,6 +35,10 @@ from pbx.pool import WorkerEdge, WorkerPool
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
 log = structlog.get_logger(__name__)
+
+
+class NoCallControl(Conflict):
+    code = "no_call_control"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Controller:
         self._outbox = OutboxDelivery(ctx)
         self._retention = RetentionJob(ctx)
         self.pool: WorkerPool | None = None
+        self._flows: CallFlows | None = None
 
     async def start(self) -> None:
         # Calls do not outlive the controller: whatever "ringing" or "in call" Redis
@@ -124,6 +131,15 @@ class Controller:
     def queue_figures(self) -> dict[int, tuple[int, float]]:
         """Per queue: callers waiting and the longest wait."""
         return self.dispatcher.queue_figures()
+
+    async def supervise(
+        self, call_id: int, supervisor_user_id: int, supervisor_extension: str,
+        mode: SupervisionMode,
+    ) -> None:  # fmt: skip
+        """Ring the supervisor's phone to hear a live call (flows.supervision)."""
+        if self._flows is None:
+            raise NoCallControl("this service takes no calls (no media workers)")
+        await self._flows.supervise(call_id, supervisor_user_id, supervisor_extension, mode)
 
     def pool_figures(self) -> PoolFigures | None:
         pool = self.pool
@@ -162,5 +178,6 @@ class Controller:
             trunk_password=settings.trunk.password,
         )
         flows.use_links(pool.link)
+        self._flows = flows
         await pool.start()
         return pool

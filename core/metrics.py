@@ -259,6 +259,12 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.call_supervisions = Counter(
+            "pbx_call_supervisions_total",
+            "Supervisors who heard a live call, by the mode they began in (listen, whisper, barge)",
+            ["mode"],
+            registry=self.registry,
+        )
         self.queue_priority_entries = Counter(
             "pbx_queue_priority_entries_total",
             "Callers who entered a queue with a priority above 0 (served ahead of the others)",

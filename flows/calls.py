@@ -35,6 +35,7 @@ from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
 from flows.recording import CallRecorder
+from flows.supervision import LiveTalks, SupervisionMode, Talk, supervise
 from flows.transfer import (
     Refusal,
     Transfer,
@@ -44,7 +45,7 @@ from flows.transfer import (
     talk_until_transfer,
 )
 from flows.voicemail import leave_voicemail
-from ivr.cdr import CallLog, Direction, Disposition
+from ivr.cdr import CallLog, Direction, Disposition, supervised
 from ivr.dialplan import Dialled, plan_phone_call
 from ivr.digits import (
     Collection,
@@ -180,6 +181,9 @@ class CallFlows:
         self._recorder = CallRecorder(ctx)
         # Talks of our phones by their dialog's SIP Call-ID (attended transfer by REFER).
         self._consultations: dict[str, Consultation] = {}
+        # Calls connected to one of our users' phones now (supervision).
+        self.talks = LiveTalks()
+        self._supervisions: set[asyncio.Task[None]] = set()
         self._link: Link | None = None
         codes = ctx.settings.feature_codes
         self.transfer_codes = {
@@ -337,7 +341,8 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations, self._recorder, self.transfer_desk, priority=priority,
+            self._registrations, self._recorder, self.transfer_desk, self.talks,
+            priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by, transfer=result.transfer)
@@ -486,7 +491,7 @@ class CallFlows:
                 self._ctx.metrics.extension_dial_latency.observe(elapsed)
             # After the INVITE has left: the write follows the decision. The ACD skips the
             # user from here until the call ends.
-            async with self._occupied(target.user_id, call):
+            async with self._occupied(target.user_id, call.id):
                 if caller_answered:
                     await leg.play(self._tones.ringback, loop=True, barge_in=False)
                 call.add_leg(callee.id, "callee", callee.sip_call_id)
@@ -561,12 +566,12 @@ class CallFlows:
         return Finish(Disposition.ANSWERED, end.ended_by(party))
 
     @contextlib.asynccontextmanager
-    async def _occupied(self, user_id: int | None, call: CallLog) -> AsyncIterator[None]:
+    async def _occupied(self, user_id: int | None, call_id: int) -> AsyncIterator[None]:
         """A user's phone in a non-ACD call: the ACD skips them until it ends."""
         if user_id is None:
             yield
             return
-        cause = f"call:{call.id}"
+        cause = f"call:{call_id}"
         await change_presence(self._ctx, user_id, direct_call_started, cause)
         try:
             yield
@@ -590,7 +595,7 @@ class CallFlows:
         if feature is not None:
             await self._run(call, leg, lambda: self._feature_code(leg, user_id, feature))
             return
-        async with self._occupied(user_id, call):
+        async with self._occupied(user_id, call.id):
             await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
                                                                 plan.post_dial))  # fmt: skip
 
@@ -727,7 +732,7 @@ class CallFlows:
         handed_over = False
         try:
             call.add_leg(consulted.id, "consulted", consulted.sip_call_id)
-            async with self._occupied(target.user_id, call):
+            async with self._occupied(target.user_id, call.id):
                 await phone.play(self._tones.ringback, loop=True, barge_in=False)
                 await _first(consulted.answered, consulted.ended, phone.ended)
                 if phone.ended.done() and not consulted.ended.done():
@@ -797,7 +802,7 @@ class CallFlows:
         try:
             if transfer.replaced is not None:
                 await transfer.replaced.drop()  # the consultation's own call ends with it
-            async with self._occupied(user.user_id if user else None, call):
+            async with self._occupied(user.user_id if user else None, call.id):
                 if target_leg.worker_id == leg.worker_id:
                     return await self._connect(leg, target_leg, call, target, caller_answered=True)
                 return await self._connect_linked(leg, target_leg, call, target)
@@ -822,6 +827,33 @@ class CallFlows:
             await near.drop()
             await far.drop()
 
+    # -- supervision (flows.supervision) -------------------------------------------------
+
+    async def supervise(
+        self, call_id: int, supervisor_user_id: int, supervisor_extension: str,
+        mode: SupervisionMode,
+    ) -> None:  # fmt: skip
+        """Ring the supervisor's phone from the call's worker; answered, it hears the call
+        in `mode`. NoLiveTalk if the call is not connected to anyone now."""
+        talk = self.talks.of_call(call_id)
+        leg = await talk.other.dial(
+            f"sip:{supervisor_extension}@{self._sip.host}:{self._sip.port}",
+            timeout=self._calls.ring_timeout,
+            from_uri=f"sip:{talk.other.caller or 'supervision'}@{self._sip.domain}",
+        )  # fmt: skip
+        task = asyncio.create_task(self._supervision(talk, leg, supervisor_user_id, mode))
+        self._supervisions.add(task)
+        task.add_done_callback(self._supervisions.discard)
+
+    async def _supervision(
+        self, talk: Talk, leg: Leg, supervisor_user_id: int, mode: SupervisionMode
+    ) -> None:
+        async with self._occupied(supervisor_user_id, talk.call_id):
+            heard = await supervise(talk, leg, mode)
+        if heard is not None:
+            self._ctx.metrics.call_supervisions.labels(mode=heard.value).inc()
+            supervised(self._ctx, talk.call_id, supervisor_user_id, talk.user_id, heard)
+
     def use_links(self, link: Link) -> None:
         """How calls are joined across two workers (WorkerPool.link)."""
         self._link = link
@@ -836,15 +868,22 @@ class CallFlows:
     ) -> Iterator[None]:
         """A talk from one of our phones may be the consultation of an attended transfer
         that phone completes from its other call (REFER with Replaces naming this dialog)."""
-        key = leg.sip_call_id
-        if call.caller_user_id is None or leg.direction != "inbound" or not key:
-            yield
-            return
-        self._consultations[key] = Consultation(call.caller_user_id, leg, callee, target)
-        try:
-            yield
-        finally:
-            self._consultations.pop(key, None)
+        with contextlib.ExitStack() as stack:
+            if isinstance(target, Reachable):
+                stack.enter_context(self.talks.talking(Talk(call.id, leg, callee, target.user_id)))
+            elif call.caller_user_id is not None:  # our phone dialled a number
+                stack.enter_context(
+                    self.talks.talking(Talk(call.id, callee, leg, call.caller_user_id))
+                )
+            key = leg.sip_call_id
+            if call.caller_user_id is None or leg.direction != "inbound" or not key:
+                yield
+                return
+            self._consultations[key] = Consultation(call.caller_user_id, leg, callee, target)
+            try:
+                yield
+            finally:
+                self._consultations.pop(key, None)
 
     # -- shared -----------------------------------------------------------------------------
 

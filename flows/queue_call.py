@@ -23,6 +23,7 @@ from acd.queues import Queue
 from acd.ring_group import answering_agent
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from flows.recording import CallRecorder
+from flows.supervision import LiveTalks, Talk
 from flows.transfer import Transfer, TransferDesk, TransferKind, talk_until_transfer
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
@@ -67,7 +68,7 @@ class QueueCall:
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
         queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
-        transfer_desks: TransferDesks, *, priority: int = 0,
+        transfer_desks: TransferDesks, talks: LiveTalks, *, priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -81,6 +82,7 @@ class QueueCall:
         self._priority = priority
         self._recorder = recorder
         self._transfer_desks = transfer_desks
+        self._talks = talks
         codes = ctx.settings.feature_codes
         self._transfer_codes = {
             codes.blind_transfer: TransferKind.BLIND,
@@ -281,9 +283,10 @@ class QueueCall:
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
             desk = self._transfer_desks(self._call, agent.extension, agent.user_id)
-            transfer = await talk_until_transfer(
-                self._leg, agent_leg, transfers, desk, self._transfer_codes
-            )
+            with self._talks.talking(Talk(self._call.id, self._leg, agent_leg, agent.user_id)):
+                transfer = await talk_until_transfer(
+                    self._leg, agent_leg, transfers, desk, self._transfer_codes
+                )
             if transfer is not None:
                 self._log(QueueEvent.TRANSFER, user_id=agent.user_id, to=transfer.target,
                           kind=transfer.kind.value,

@@ -155,6 +155,17 @@ class CallLog:
         log.info("call_ended", call_id=self.id, disposition=disposition, hangup_by=hangup_by)
 
 
+def supervised(
+    ctx: ServiceContext, call_id: int, supervisor_user_id: int, agent_user_id: int | None,
+    mode: StrEnum,
+) -> None:  # fmt: skip
+    """A supervisor heard the call (from `mode` on): an event, behind the call like its steps."""
+    ctx.writes.submit(_SUPERVISED, {
+        "call_id": call_id, "at": _now(), "supervisor_user_id": supervisor_user_id,
+        "user_id": agent_user_id, "mode": mode.value,
+    })  # fmt: skip
+
+
 def submit_end(
     ctx: ServiceContext, call_id: int, at: datetime, disposition: Disposition, hangup_by: str
 ) -> None:
@@ -174,6 +185,7 @@ _ANSWERED = "call_answered"
 _ENDED = "call_ended"
 _RECORDED = "call_recorded"
 _TRANSFERRED = "call_transferred"
+_SUPERVISED = "call_supervised"
 
 
 def register_writes(writer: WriteBehind) -> None:
@@ -186,6 +198,7 @@ def register_writes(writer: WriteBehind) -> None:
     writer.register(_ENDED, _apply_ended)
     writer.register(_RECORDED, _apply_recorded)
     writer.register(_TRANSFERRED, _apply_transferred)
+    writer.register(_SUPERVISED, _apply_supervised)
 
 
 async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
@@ -264,6 +277,10 @@ async def _apply_transferred(session: AsyncSession, data: dict[str, Any]) -> Sta
         return []
     row.transfers = [*row.transfers, step]
     return [("call_transferred", {"call_id": row.id, **step})]
+
+
+async def _apply_supervised(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    return [("call_supervised", dict(data))]
 
 
 async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None:

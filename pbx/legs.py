@@ -16,6 +16,7 @@ from pbx.protocol import (
     Bridge,
     Command,
     Hangup,
+    Monitor,
     Play,
     Record,
     Reject,
@@ -229,6 +230,10 @@ class Leg:
 
     async def unbridge(self, other: Leg) -> None:
         await self._command(lambda cid: Unbridge(cid=cid, a=self.id, b=other.id))
+
+    async def monitor(self, a: Leg, b: Leg, mode: Literal["listen", "whisper", "barge"]) -> None:
+        """This leg (a supervisor's) hears the talk of `a` and `b` (pbx.protocol.Monitor)."""
+        await self._command(lambda cid: Monitor(cid=cid, leg=self.id, a=a.id, b=b.id, mode=mode))
 
     async def send_dtmf(self, digits: str) -> None:
         await self._command(lambda cid: SendDtmf(cid=cid, leg=self.id, digits=digits))

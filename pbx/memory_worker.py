@@ -52,6 +52,7 @@ from pbx.protocol import (
     LegAnswered,
     LegEnded,
     LegRinging,
+    Monitor,
     Play,
     PlaybackEnded,
     Record,
@@ -160,6 +161,8 @@ class FarEnd:
         self.recordings: list[Path] = []  # files completed from what this party said
         # What the worker told this phone of its transfer requests: (code, reason), in order.
         self.transfer_reports: list[tuple[int, str]] = []
+        # A supervisor's leg: the two legs it hears and the mode (Monitor).
+        self.supervising: tuple[str, str, str] | None = None
         self._transfer_requests = 0
         self._prompt: _Prompt | None = None
         self._peer: FarEnd | None = None
@@ -423,6 +426,10 @@ class MemoryWorker:
             leg = self._leg(command.leg)
             if leg._recording is not None:
                 self.stop_recording(leg)
+        elif isinstance(command, Monitor):
+            leg = self._leg(command.leg)
+            self._leg(command.a), self._leg(command.b)
+            leg.supervising = (command.a, command.b, command.mode)
         elif isinstance(command, ReportTransfer):
             leg = self._leg(command.leg)
             if not 0 < command.request <= leg._transfer_requests:

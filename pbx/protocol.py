@@ -150,6 +150,18 @@ class StopRecord(_Command):
     leg: str
 
 
+class Monitor(_Command):
+    """`leg` (a supervisor's) hears the talk between `a` and `b`; whisper: `b` (the agent)
+    hears `leg` too; barge: both do. Sent again to change the mode; hanging `leg` up ends it.
+    Listening takes nothing from the talk: a and b stay bridged to each other."""
+
+    type: Literal["monitor"] = "monitor"
+    leg: str
+    a: str
+    b: str
+    mode: Literal["listen", "whisper", "barge"]
+
+
 class ReportTransfer(_Command):
     """Tells the phone that asked for a transfer (TransferRequested) how it goes: a NOTIFY
     with the SIP status line; below 200 the transfer goes on, from 200 on it is over (2xx:
@@ -179,6 +191,7 @@ Command = Annotated[
     | Record
     | StopRecord
     | ReportTransfer
+    | Monitor
     | Shutdown,
     Field(discriminator="type"),
 ]

@@ -44,6 +44,7 @@ from pbx.protocol import (
     LegAnswered,
     LegEnded,
     LegRinging,
+    Monitor,
     Play,
     PlaybackEnded,
     ProtocolError,
@@ -194,6 +195,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.speech_dropped: int | None = None
         # CSeqs of the REFERs taken on this leg: a retransmission is answered, not reported.
         self.transfer_requests: set[int] = set()
+        # A supervisor's leg: the two legs it hears and who hears it (Monitor).
+        self.monitor: Monitor | None = None
 
     def _audio_index(self) -> int | None:
         info = self.getInfo()
@@ -570,6 +573,8 @@ class WorkerAgent:
             leg = self._leg(command.leg)
             if leg.recording is not None:
                 self._stop_recording(leg)
+        elif isinstance(command, Monitor):
+            self._monitor(self._leg(command.leg), command)
         elif isinstance(command, ReportTransfer):
             leg = self._leg(command.leg)
             if command.request not in leg.transfer_requests:
@@ -719,6 +724,49 @@ class WorkerAgent:
         self._drop_speech_if_unheard(a)
         self._drop_speech_if_unheard(b)
 
+    def _monitor(self, supervisor: WorkerLeg, command: Monitor) -> None:
+        talkers = (self._leg(command.a), self._leg(command.b))
+        if supervisor in talkers or supervisor.peer is not None:
+            raise CommandFailed(f"leg {supervisor.leg_id} cannot supervise that talk")
+        if supervisor.prompt is not None:
+            self.stop_prompt(supervisor, interrupted=True)
+        if supervisor.monitor is not None:
+            self._unwire_monitor(supervisor)
+        supervisor.monitor = command
+        self.connect_media(supervisor)
+
+    def _unwire_monitor(self, supervisor: WorkerLeg) -> None:
+        """Undo what a supervisor's leg hears and who hears it (a mode change)."""
+        command = supervisor.monitor
+        audio = supervisor.audio() if not supervisor.ended else None
+        if command is None or audio is None:
+            return
+        for leg_id in (command.a, command.b):
+            talker = self.legs.get(leg_id)
+            talker_audio = talker.audio() if talker is not None else None
+            if talker_audio is not None:
+                talker_audio.stopTransmit(audio)
+                audio.stopTransmit(talker_audio)
+
+    def _wire_monitors(self, changed: WorkerLeg) -> None:
+        """(Re)connect every supervisor's leg that hears `changed` or is `changed`."""
+        for supervisor in self.legs.values():
+            command = supervisor.monitor
+            if command is None or changed.leg_id not in (supervisor.leg_id, command.a, command.b):
+                continue
+            audio = supervisor.audio()
+            if audio is None:
+                continue
+            heard_by = {"listen": (), "whisper": (command.b,), "barge": (command.a, command.b)}
+            for leg_id in (command.a, command.b):
+                talker = self.legs.get(leg_id)
+                talker_audio = talker.audio() if talker is not None else None
+                if talker_audio is None:
+                    continue
+                talker_audio.startTransmit(audio)
+                if leg_id in heard_by[command.mode]:
+                    audio.startTransmit(talker_audio)
+
     def connect_media(self, leg: WorkerLeg) -> None:
         """(Re)connect a leg's audio once its media is up: to its peer or its prompt."""
         audio = leg.audio()
@@ -736,6 +784,7 @@ class WorkerAgent:
             peer_audio = leg.peer.audio()
             if peer_audio is not None:
                 self._feed_recorder(leg.peer, peer_audio)
+        self._wire_monitors(leg)
         self._drop_speech_if_unheard(leg)
         if leg.peer is not None:
             self._drop_speech_if_unheard(leg.peer)
@@ -757,7 +806,8 @@ class WorkerAgent:
         if not self.drop_unheard_speech or leg.ended:
             return
         key = (leg.leg_id, "unheard")
-        if leg.peer is not None or leg.recorder is not None:
+        heard = leg.monitor is not None and leg.monitor.mode != "listen"
+        if leg.peer is not None or leg.recorder is not None or heard:
             self.deadlines.cancel(key)
             if leg.speech_dropped is not None:
                 self._filter_speech(leg, unheard=False)
@@ -767,7 +817,8 @@ class WorkerAgent:
 
     def _unheard_for_a_while(self, leg_id: str) -> None:
         leg = self.legs.get(leg_id)
-        if leg is not None and leg.peer is None and leg.recorder is None:
+        heard = leg is not None and leg.monitor is not None and leg.monitor.mode != "listen"
+        if leg is not None and leg.peer is None and leg.recorder is None and not heard:
             self._filter_speech(leg, unheard=True)
 
     def _filter_speech(self, leg: WorkerLeg, *, unheard: bool) -> None:

@@ -134,6 +134,8 @@ NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
     "token_issued": {"token_id": 1, "user_id": ME, "role": "operator", "label": ""},
     # Recordings are for admins and supervisors, even of the operator's own calls.
     "call_recorded": {"call_id": 1, "user_id": ME, "seconds": 12.5},
+    # Agents are not told who listens to them (as with ChanSpy).
+    "call_supervised": {"call_id": 1, "supervisor_user_id": 9, "user_id": ME, "mode": "listen"},
     **{
         f"queue_{step.value}": queue_step(None)
         for step in (

@@ -1,0 +1,39 @@
+"""Supervision end to end: a supervisor asks the API to listen to a live call; the service
+rings their registered PJSUA2 phone through the real Kamailio edge, and that phone hears the
+call while the two parties go on hearing each other."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.settings import Settings
+from tests.conftest import MakePhone
+from tests.integration.test_transfers import both_hear_each_other, internal_call
+from tests.support.api_client import ApiClient
+
+
+async def test_a_supervisor_phone_hears_a_live_call(
+    admin: ApiClient, settings: Settings, phone: MakePhone
+) -> None:
+    caller, _ = await phone("Supervised Caller")
+    desk, desk_ext = await phone("Supervised Desk")
+    boss_phone, boss_ext = await phone("Listening Supervisor")
+    boss = (await admin.get("/users", params={"limit": "500"})).body["items"]
+    boss_id = next(u["id"] for u in boss if u["name"] == "Listening Supervisor")
+    await admin.patch(f"/users/{boss_id}", {"role": "supervisor"})
+    as_boss = admin.as_token(await admin.token_for(boss_id))
+    call, at_desk = await internal_call(settings, caller, desk, desk_ext)
+    async with asyncio.timeout(10):  # the record is written behind the call
+        while not (found := (await admin.get("/calls", params={"party": desk_ext})).body["items"]):
+            await asyncio.sleep(0.05)
+    call_id = found[0]["id"]
+    reply = await as_boss.post(f"/calls/{call_id}/supervise", {"mode": "listen"})
+    assert reply.status == 202 and reply.body["extension"] == boss_ext, reply
+    listening = await boss_phone.next_incoming(timeout=10)
+    await asyncio.wait_for(listening.answered, 10)
+    async with asyncio.timeout(10):
+        while await listening.rx_level() <= 10:
+            await asyncio.sleep(0.1)
+    await both_hear_each_other(call, at_desk)
+    await call.hangup()
+    assert await asyncio.wait_for(listening.ended, 10) == 200, "it ends with the call"
