@@ -214,12 +214,17 @@ class FeatureCodeSettings(_Section):
     # target; hanging up hands the caller over.
     blind_transfer: str = Field("#1", pattern=r"^[*#][0-9*#]{1,3}$")
     attended_transfer: str = Field("*2", pattern=r"^[*#][0-9*#]{1,3}$")
+    # Dialled with an agent's extension after it (*331001) by a supervisor or admin: their
+    # phone hears the agent's live call (keys 5 whisper, 6 barge, 4 listen again).
+    supervise: str = Field("*33", pattern=r"^\*[0-9]{1,4}$")
 
     @model_validator(mode="after")
     def _in_call_codes_distinct(self) -> FeatureCodeSettings:
         blind, attended = self.blind_transfer, self.attended_transfer
         if blind.startswith(attended) or attended.startswith(blind):
             raise ValueError("blind_transfer and attended_transfer must not begin alike")
+        if any(code.startswith(self.supervise) for code in self.by_code()):
+            raise ValueError("no presence code may begin with the supervise code")
         return self
 
     def by_code(self) -> dict[str, str]:

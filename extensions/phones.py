@@ -203,11 +203,12 @@ class Reachable:
     extension: str
     user_id: int
     name: str
+    role: str = "operator"
 
 
 async def reachable_user(ctx: ServiceContext, number: str) -> Reachable | None:
     query = (
-        select(User.id, User.name)
+        select(User.id, User.name, User.role)
         .join(
             Extension,
             (Extension.owner_type == OwnerType.USER.value) & (Extension.owner_id == User.id),
@@ -216,7 +217,9 @@ async def reachable_user(ctx: ServiceContext, number: str) -> Reachable | None:
     )
     async with ctx.sessions() as session:
         row = (await session.execute(query)).first()
-    return None if row is None else Reachable(extension=number, user_id=row.id, name=row.name)
+    if row is None:
+        return None
+    return Reachable(extension=number, user_id=row.id, name=row.name, role=row.role)
 
 
 async def dialable_extensions(ctx: ServiceContext) -> frozenset[str]:

@@ -35,7 +35,7 @@ from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
 from flows.recording import CallRecorder
-from flows.supervision import LiveTalks, SupervisionMode, Talk, supervise
+from flows.supervision import LiveTalks, NoLiveTalk, SupervisionMode, Talk, supervise
 from flows.transfer import (
     Refusal,
     Transfer,
@@ -583,7 +583,8 @@ class CallFlows:
     async def _phone_call(self, leg: Leg, extension: str) -> None:
         caller = await self._users.get(extension)
         dialled = unquote(leg.called)
-        feature = self._ctx.settings.feature_codes.by_code().get(dialled)
+        codes = self._ctx.settings.feature_codes
+        feature = codes.by_code().get(dialled)
         plan = plan_phone_call(dialled, extension, await self._dialable.get(None))
         direction = Direction.OUTBOUND if plan.kind is Dialled.EXTERNAL else Direction.INTERNAL
         user_id = caller.user_id if caller else None
@@ -594,6 +595,11 @@ class CallFlows:
         call.add_leg(leg.id, "caller", leg.sip_call_id)
         if feature is not None:
             await self._run(call, leg, lambda: self._feature_code(leg, user_id, feature))
+            return
+        if dialled.startswith(codes.supervise) and len(dialled) > len(codes.supervise):
+            agent = dialled.removeprefix(codes.supervise)
+            async with self._occupied(user_id, call.id):
+                await self._run(call, leg, lambda: self._supervise_by_code(leg, caller, agent))
             return
         async with self._occupied(user_id, call.id):
             await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
@@ -853,6 +859,37 @@ class CallFlows:
         if heard is not None:
             self._ctx.metrics.call_supervisions.labels(mode=heard.value).inc()
             supervised(self._ctx, talk.call_id, supervisor_user_id, talk.user_id, heard)
+
+    async def _supervise_by_code(self, leg: Leg, caller: Reachable | None, agent: str) -> Finish:
+        """A supervisor's desk phone dialled the supervise code and an agent's extension: it
+        hears the agent's live call, through a link when the call lives in another worker."""
+        target = await self._users.get(agent)
+        try:
+            if caller is None or caller.role not in ("admin", "supervisor") or target is None:
+                raise NoLiveTalk("not allowed")
+            talk = self.talks.of_user(target.user_id)
+        except NoLiveTalk:
+            await leg.answer()
+            await self.say(leg, "feature_refused")
+            await leg.hangup()
+            return Finish(Disposition.REJECTED, "system")
+        await leg.answer()
+        if talk.other.worker_id == leg.worker_id:
+            heard = await supervise(talk, leg, SupervisionMode.LISTEN)
+        else:
+            if self._link is None:
+                raise WorkerCommandFailed("no links between workers here")
+            near, far = await self._link(talk.other, leg.worker_id)
+            try:
+                await far.bridge(leg)
+                heard = await supervise(talk, near, SupervisionMode.LISTEN, keys=leg)
+            finally:
+                await far.drop()
+        if heard is not None:
+            self._ctx.metrics.call_supervisions.labels(mode=heard.value).inc()
+            supervised(self._ctx, talk.call_id, caller.user_id, talk.user_id, heard)
+        await leg.drop()
+        return Finish(Disposition.ANSWERED, "system")
 
     def use_links(self, link: Link) -> None:
         """How calls are joined across two workers (WorkerPool.link)."""

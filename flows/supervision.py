@@ -61,6 +61,12 @@ class LiveTalks:
             if self._by_call.get(talk.call_id) is talk:
                 del self._by_call[talk.call_id]
 
+    def of_user(self, user_id: int) -> Talk:
+        for talk in self._by_call.values():
+            if talk.user_id == user_id and not talk.agent.ended.done():
+                return talk
+        raise NoLiveTalk(f"user {user_id} is not in a call now")
+
     def of_call(self, call_id: int) -> Talk:
         talk = self._by_call.get(call_id)
         if talk is None or talk.other.ended.done() or talk.agent.ended.done():
@@ -68,11 +74,17 @@ class LiveTalks:
         return talk
 
 
-async def supervise(talk: Talk, supervisor: Leg, mode: SupervisionMode) -> SupervisionMode | None:
+async def supervise(
+    talk: Talk, supervisor: Leg, mode: SupervisionMode, keys: Leg | None = None
+) -> SupervisionMode | None:
     """Once the supervisor's leg answers, it hears the talk in `mode` until either side of the
-    talk or the supervisor hangs up; the supervisor's leg is hung up then. Returns the first
-    mode heard (None: the supervisor never answered)."""
-    ended: list[asyncio.Future[Any]] = [supervisor.ended, talk.other.ended, talk.agent.ended]
+    talk or the supervisor hangs up; the supervisor's leg is hung up then. The mode keys come
+    from `keys` (default: the supervisor's leg; the phone's own leg when `supervisor` is a
+    link to it). Returns the first mode heard (None: the supervisor never answered)."""
+    keys = keys or supervisor
+    ended: list[asyncio.Future[Any]] = [
+        supervisor.ended, keys.ended, talk.other.ended, talk.agent.ended,
+    ]  # fmt: skip
     try:
         await asyncio.wait([supervisor.answered, *ended], return_when=asyncio.FIRST_COMPLETED)
         if not supervisor.answered.done() or any(f.done() for f in ended):
@@ -83,7 +95,7 @@ async def supervise(talk: Talk, supervisor: Leg, mode: SupervisionMode) -> Super
         any_ended = asyncio.ensure_future(asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED))
         try:
             while not any(f.done() for f in ended):
-                key = await supervisor.next_digit(None, until=any_ended)
+                key = await keys.next_digit(None, until=any_ended)
                 if key in MODE_KEYS and MODE_KEYS[key] is not mode:
                     mode = MODE_KEYS[key]
                     await supervisor.monitor(talk.other, talk.agent, mode.value)

@@ -37,3 +37,30 @@ async def test_a_supervisor_phone_hears_a_live_call(
     await both_hear_each_other(call, at_desk)
     await call.hangup()
     assert await asyncio.wait_for(listening.ended, 10) == 200, "it ends with the call"
+
+
+async def test_a_supervisor_dials_the_supervise_code_and_an_agents_extension(
+    admin: ApiClient, settings: Settings, phone: MakePhone
+) -> None:
+    """The supervisor's own call lands in whichever worker the edge picks: linked to the
+    agent's call's worker when that is another. An operator dialling it is refused."""
+    caller, _ = await phone("Caller Heard By Code")
+    desk, desk_ext = await phone("Desk Heard By Code")
+    boss_phone, _ = await phone("Supervisor By Code")
+    users = (await admin.get("/users", params={"limit": "500"})).body["items"]
+    boss_id = next(u["id"] for u in users if u["name"] == "Supervisor By Code")
+    await admin.patch(f"/users/{boss_id}", {"role": "supervisor"})
+    call, at_desk = await internal_call(settings, caller, desk, desk_ext)
+    code = settings.feature_codes.supervise + desk_ext
+    listening = await boss_phone.call(f"sip:{code}@{settings.sip.host}:{settings.sip.port}")
+    await asyncio.wait_for(listening.answered, 10)
+    async with asyncio.timeout(10):
+        while await listening.rx_level() <= 10:
+            await asyncio.sleep(0.1)
+    await both_hear_each_other(call, at_desk)
+    await at_desk.hangup()
+    assert await asyncio.wait_for(listening.ended, 10) == 200
+
+    refused = await caller.call(f"sip:{code}@{settings.sip.host}:{settings.sip.port}")
+    await asyncio.wait_for(refused.answered, 10)  # "not possible now", then the service hangs up
+    assert await asyncio.wait_for(refused.ended, 15) == 200

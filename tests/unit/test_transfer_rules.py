@@ -98,3 +98,5 @@ def test_in_call_codes_that_begin_alike_are_refused() -> None:
         FeatureCodeSettings(blind_transfer="*2", attended_transfer="*21")
     with pytest.raises(ValidationError):
         FeatureCodeSettings(blind_transfer="12")  # would fire on an ordinary number
+    with pytest.raises(ValidationError, match="supervise code"):
+        FeatureCodeSettings(supervise="*5")  # *50 (ready) would read as "supervise 0"
