@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # (tests/support/postgres.py starts it from /usr/lib/postgresql/15/bin, not the system one).
 APT_PACKAGES=(
   kamailio kamailio-sqlite-modules kamailio-postgres-modules kamailio-extra-modules
-  redis-server sip-tester espeak-ng sox sqlite3 postgresql python3-venv
+  redis-server sip-tester espeak-ng sox sqlite3 postgresql python3-venv baresip-core
   chromium chromium-driver
 )
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 from core.settings import Settings
 from tests.conftest import MakePhone
 from tests.integration.test_calls import wait_for_call
 from tests.integration.test_media_workers import wait_until
 from tests.support.api_client import ApiClient
+from tests.support.baresip import Baresip
 from tests.support.phone import TestCall, TestPhone
 
 
@@ -148,3 +150,34 @@ async def test_an_attended_transfer_by_refer_with_replaces_joins_the_caller_and_
     assert [(t["by"], t["to"], t["kind"]) for t in record["transfers"]] == [
         (desk_ext, colleague_ext, "attended")
     ]
+
+
+async def test_a_baresip_desk_phone_transfers_blind_with_its_transfer_command(
+    admin: ApiClient, settings: Settings, phone: MakePhone, next_extension: Callable[[], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Another SIP stack as the transferring phone: baresip's /transfer sends the REFER."""
+    caller, caller_ext = await phone("Caller Of A Baresip Desk")
+    colleague, colleague_ext = await phone("Colleague Of A Baresip Desk")
+    made = await admin.new_user("Baresip Desk")
+    desk_ext = next_extension()
+    sip = (await admin.assign(made["id"], desk_ext))["sip"]
+    desk = Baresip(tmp_path / "baresip")
+    await desk.start(desk_ext, sip["password"], settings.sip.domain, settings.sip.host,
+                     settings.sip.port)  # fmt: skip
+    try:
+        call = await caller.call(f"sip:{desk_ext}@{settings.sip.host}:{settings.sip.port}")
+        await asyncio.wait_for(call.answered, 10)
+        await desk.wait_for(r"audio tx pipeline", timeout=10)  # answered, media up
+        await desk.command(f"/transfer {colleague_ext}")
+        at_colleague = await colleague.next_incoming(timeout=10)
+        await asyncio.wait_for(at_colleague.answered, 10)
+        await both_hear_each_other(call, at_colleague)
+        await at_colleague.hangup()
+        assert await asyncio.wait_for(call.ended, 10) == 200
+    finally:
+        await desk.stop()
+    record = await wait_for_call(admin, direction="internal", party=caller_ext)
+    assert (record["connected_to"], [t["by"] for t in record["transfers"]]) == (
+        colleague_ext, [desk_ext],
+    )  # fmt: skip
