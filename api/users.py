@@ -13,6 +13,7 @@ from acd import agents, queues
 from api.routing import ADMIN, STAFF, ApiRequest, RouteTable
 from chat import channels, dialogs
 from core.context import ServiceContext
+from core.errors import InvalidInput
 from core.events import Event
 from core.sql_bounds import Count
 from extensions import passwords, phones, users
@@ -212,6 +213,9 @@ async def get_user(req: ApiRequest) -> UserOut:
 async def patch_user(req: ApiRequest) -> UserOut:
     body: UserPatch = req.body
     sent = body.model_fields_set
+    for name in ("name", "role", "active", "record_calls"):  # email and wrap_up_time clear
+        if name in sent and getattr(body, name) is None:
+            raise InvalidInput(f"{name} cannot be null", field=name)
     changes = users.UserChanges(
         name=body.name,
         email=body.email,

@@ -147,3 +147,6 @@ async def test_record_calls_is_part_of_numbers_queues_and_users(admin: ApiClient
     assert made.body["record_calls"] is True
     person = await admin.post("/users", {"name": "Recorded person"})
     assert person.body["record_calls"] is False
+    for field in ("record_calls", "name", "role", "active"):
+        refused = await admin.patch(f"/users/{person.body['id']}", {field: None})
+        assert (refused.status, refused.error_code) == (422, "invalid"), field
