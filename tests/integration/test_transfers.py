@@ -38,6 +38,21 @@ async def transfer_recorded(admin: ApiClient, caller_ext: str) -> None:
             await asyncio.sleep(0.1)
 
 
+async def the_colleague_ends_it(
+    admin: ApiClient, call: TestCall, at_colleague: TestCall, caller_ext: str, colleague_ext: str
+) -> None:
+    """The colleague hangs up; the call record says answered, connected to the colleague."""
+    await at_colleague.hangup()
+    assert await asyncio.wait_for(call.ended, 10) == 200
+    record = await wait_for_call(admin, direction="internal", party=caller_ext)
+    assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
+
+
+async def transfers_of(admin: ApiClient, caller_ext: str) -> list[tuple[str, str, str]]:
+    record = await wait_for_call(admin, direction="internal", party=caller_ext)
+    return [(t["by"], t["to"], t["kind"]) for t in record["transfers"]]
+
+
 async def internal_call(
     settings: Settings, caller: TestPhone, desk: TestPhone, desk_ext: str
 ) -> tuple[TestCall, TestCall]:
@@ -60,13 +75,8 @@ async def test_a_blind_transfer_by_refer_connects_the_caller_to_the_colleague(
     at_colleague = await colleague.next_incoming(timeout=10)
     await asyncio.wait_for(at_colleague.answered, 10)
     await both_hear_each_other(call, at_colleague)
-    await at_colleague.hangup()
-    assert await asyncio.wait_for(call.ended, 10) == 200
-    record = await wait_for_call(admin, direction="internal", party=caller_ext)
-    assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
-    assert [(t["by"], t["to"], t["kind"]) for t in record["transfers"]] == [
-        (desk_ext, colleague_ext, "blind")
-    ]
+    await the_colleague_ends_it(admin, call, at_colleague, caller_ext, colleague_ext)
+    assert await transfers_of(admin, caller_ext) == [(desk_ext, colleague_ext, "blind")]
 
 
 async def test_a_transfer_to_a_phone_that_is_not_there_rings_who_transferred_again(
@@ -143,13 +153,8 @@ async def test_an_attended_transfer_by_refer_with_replaces_joins_the_caller_and_
     await asyncio.wait_for(consultation.ended, 10)
     await transfer_recorded(admin, caller_ext)
     await both_hear_each_other(call, at_colleague)
-    await at_colleague.hangup()
-    assert await asyncio.wait_for(call.ended, 10) == 200
-    record = await wait_for_call(admin, direction="internal", party=caller_ext)
-    assert (record["disposition"], record["connected_to"]) == ("answered", colleague_ext)
-    assert [(t["by"], t["to"], t["kind"]) for t in record["transfers"]] == [
-        (desk_ext, colleague_ext, "attended")
-    ]
+    await the_colleague_ends_it(admin, call, at_colleague, caller_ext, colleague_ext)
+    assert await transfers_of(admin, caller_ext) == [(desk_ext, colleague_ext, "attended")]
 
 
 async def test_a_baresip_desk_phone_transfers_blind_with_its_transfer_command(
