@@ -629,6 +629,60 @@ async def test_two_workers_are_linked_and_an_unknown_link_is_refused(
     assert controller.legs.empty()
 
 
+async def test_a_supervisor_hears_both_and_whisper_reaches_the_agent_and_barge_both(
+    pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path, tmp_path: Path
+) -> None:
+    """The caller sends 440 Hz, the agent 660 Hz, the supervisor 880 Hz; what each phone
+    hears is recorded at the phone and measured per frequency (Monitor's three modes)."""
+    workers, controller = pool
+    caller_phone = await phones("spied-caller")
+    agent_phone = await phones("spied-agent", auto_answer=200)
+    boss_phone = await phones("spying-boss", auto_answer=200)
+    legs: asyncio.Future[tuple[Leg, Leg, Leg]] = asyncio.get_running_loop().create_future()
+
+    async def flow(leg: Leg) -> None:
+        await leg.answer()
+        agent = await leg.dial(f"sip:spied-agent@{agent_phone.address}", timeout=10)
+        await agent.answered
+        await leg.bridge(agent)
+        boss = await leg.dial(f"sip:spying-boss@{boss_phone.address}", timeout=10)
+        await boss.answered
+        legs.set_result((leg, agent, boss))
+
+    controller.reset(flow)
+    call = await caller_phone.call(worker_uri(workers, 0))
+    leg, agent_leg, boss_leg = await asyncio.wait_for(legs, 10)
+    agent_call = await agent_phone.next_incoming()
+    boss_call = await boss_phone.next_incoming()
+    await call.play(prompts / "greeting.wav", loop=True)
+    await agent_call.play(prompts / "short.wav", loop=True)
+    await boss_call.play(make_tone(tmp_path / "boss.wav", 2, 880), loop=True)
+
+    async def heard(phone_call: TestCall, name: str) -> dict[int, float]:
+        path = await phone_call.record_heard(tmp_path / name, 1.0)
+        with wave.open(str(path)) as wav:
+            samples = array.array("h", wav.readframes(wav.getnframes()))
+        return {f: tone_strength(samples, f) for f in (440, 660, 880)}
+
+    loud, faint = 0.005, 0.0005  # a tone heard scores far above the one, one not below the other
+    for mode in ("listen", "whisper", "barge"):
+        await boss_leg.monitor(leg, agent_leg, mode)  # type: ignore[arg-type]
+        by_boss, by_agent, by_caller = await asyncio.gather(
+            heard(boss_call, f"{mode}-boss.wav"), heard(agent_call, f"{mode}-agent.wav"),
+            heard(call, f"{mode}-caller.wav"),
+        )  # fmt: skip
+        assert by_boss[440] > loud and by_boss[660] > loud, (mode, by_boss)
+        assert (by_agent[880] > loud) == (mode != "listen"), (mode, by_agent)
+        assert (by_caller[880] > loud) == (mode == "barge"), (mode, by_caller)
+        if mode == "listen":
+            assert by_agent[880] < faint and by_caller[880] < faint, (by_agent, by_caller)
+        assert by_caller[660] > loud and by_agent[440] > loud, "the two still talk"
+    await boss_leg.hangup()
+    await leg.hangup()
+    await agent_leg.hangup()
+    await asyncio.wait_for(call.ended, 5)
+
+
 async def test_killed_worker_ends_only_its_own_calls_and_comes_back(
     pool: tuple[WorkerPool, Controller], phones: MakePhone, prompts: Path
 ) -> None:

@@ -7,6 +7,7 @@ WAV) into every call so RTP really flows, and counts the RTP packets it receives
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 
 from pbx.ua_thread import UserAgentThread, shared_user_agent
+from pbx.worker import RECORDER_CLOSE_S
 
 UNREGISTER_SECONDS = 5.0
 
@@ -242,6 +244,38 @@ class TestCall:
     async def play(self, path: Path, loop: bool = False) -> None:
         """Send this WAV (8 kHz mono 16-bit) instead of the phone's tone."""
         await self._ua.run_async(lambda: self._call().play(str(path), loop))
+
+    async def record_heard(self, path: Path, seconds: float) -> Path:
+        """What this phone hears for `seconds`, as a WAV (8 kHz mono 16-bit)."""
+
+        def start() -> int:
+            recorder = pj.AudioMediaRecorder()
+            recorder.createRecorder(str(path))
+            audio = self._call()._audio()
+            assert audio is not None, "no media"
+            audio.startTransmit(recorder)
+            return self._ua.keep(recorder)
+
+        def stop(handle: int) -> None:
+            recorder = self._ua.kept(handle, pj.AudioMediaRecorder)
+            call = self._ua.kept(self._handle, _PhoneCall)
+            audio = call._audio() if call is not None else None
+            if recorder is not None and audio is not None:
+                audio.stopTransmit(recorder)
+
+        handle = await self._ua.run_async(start)
+        await asyncio.sleep(seconds)  # the length of the sample, not a wait for an event
+        await self._ua.run_async(lambda: stop(handle))
+        # The bridge may touch a port for a tick after stopTransmit (the worker's
+        # RECORDER_CLOSE_S): ten ticks, then the recorder goes and writes the WAV's header.
+        await asyncio.sleep(RECORDER_CLOSE_S)
+
+        def close(handle: int) -> None:
+            self._ua.release(handle)
+            gc.collect()  # the recorder's destructor writes the header: now, on this thread
+
+        await self._ua.run_async(lambda: close(handle))
+        return path
 
     async def rx_level(self) -> int:
         """Signal level (0-255) of what this phone hears now: silence is near 0."""
