@@ -110,6 +110,9 @@ class Finish:
     sip_code: int | None = None
     # The phone that answered passed the caller on: the flow goes on there (flows.transfer).
     transfer: Transfer | None = None
+    # Who is passed on when it is not the flow's own leg: the callee of a call our phone
+    # placed, when that phone transferred it.
+    transferee: Leg | None = None
 
 
 # Changes to who holds an extension, who may be reached and how calls to them are forwarded.
@@ -521,9 +524,11 @@ class CallFlows:
                 with contextlib.suppress(LegGone):
                     await leg.stop_playback()
             return Finish(_disposition_of(code), "callee", sip_code=code)
-        # From the answer on: a phone that transfers at once is not turned away.
-        taking = callee.taking_transfers() if isinstance(target, Reachable) else None
-        with taking or contextlib.nullcontext() as transfers:
+        # From the answer on: a phone that transfers at once is not turned away. The phone
+        # that may: the callee if it is one of ours, else the phone that dialled a number.
+        placed_by = leg.headers.get(USER_HEADER) if call.caller_user_id is not None else None
+        phone = callee if isinstance(target, Reachable) else leg if placed_by else None
+        with phone.taking_transfers() if phone else contextlib.nullcontext() as transfers:
             # The person on our side: the callee, or for an external number who dialled it.
             talker = target.user_id if isinstance(target, Reachable) else call.caller_user_id
             record = await self._recorder.will_record(leg, call, user_id=talker)
@@ -556,6 +561,15 @@ class CallFlows:
                     )
                     if transfer is not None:
                         return Finish(Disposition.ANSWERED, "callee", transfer=transfer)
+                elif placed_by and transfers is not None:
+                    desk = self.transfer_desk(call, placed_by, call.caller_user_id)
+                    transfer = await talk_until_transfer(
+                        callee, leg, transfers, desk, self.transfer_codes
+                    )
+                    if transfer is not None:
+                        callee.hand_on()  # the number dialled goes on; its dialler's leg ends
+                        return Finish(Disposition.ANSWERED, "caller", transfer=transfer,
+                                      transferee=callee)  # fmt: skip
                 else:
                     await _first(leg.ended, callee.ended)
         party = "caller" if leg.ended.done() else "callee"
@@ -601,9 +615,12 @@ class CallFlows:
             async with self._occupied(user_id, call.id):
                 await self._run(call, leg, lambda: self._supervise_by_code(leg, caller, agent))
             return
-        async with self._occupied(user_id, call.id):
+        async with contextlib.AsyncExitStack() as occupied:
+            # Released when the phone passes its callee on and its leg ends.
+            await occupied.enter_async_context(self._occupied(user_id, call.id))
             await self._run(call, leg, lambda: self._phone_flow(leg, call, plan.kind, plan.target,
-                                                                plan.post_dial))  # fmt: skip
+                                                                plan.post_dial),
+                            on_let_go=occupied.aclose)  # fmt: skip
 
     async def _feature_code(self, leg: Leg, user_id: int | None, feature: str) -> Finish:
         """A desk phone's presence key: apply it, confirm in a few words, hang up."""
@@ -924,17 +941,35 @@ class CallFlows:
 
     # -- shared -----------------------------------------------------------------------------
 
-    async def _run(self, call: CallLog, leg: Leg, flow: Callable[[], Awaitable[Finish]]) -> None:
-        """Run a flow; whatever happens, the call record is closed and the caller released."""
+    async def _run(
+        self,
+        call: CallLog,
+        leg: Leg,
+        flow: Callable[[], Awaitable[Finish]],
+        *,
+        on_let_go: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run a flow; whatever happens, the call record is closed and the caller released.
+        A transfer goes on with whoever is passed on: the caller, or the callee of a call our
+        phone placed (then `leg`, that phone's, ends at once and `on_let_go` runs)."""
+        party = leg
+        transferred = False
         try:
             finish = await flow()
             while finish.transfer is not None:
-                finish = await self._transferred(leg, call, finish.transfer)
+                transferred = True
+                if finish.transferee is not None and party is leg:
+                    party = finish.transferee
+                    await leg.drop()
+                    if on_let_go is not None:
+                        await on_let_go()
+                finish = await self._transferred(party, call, finish.transfer)
         except LegGone:
             # The caller hung up (or its worker died) in the middle of a step.
-            end = leg.ended.result() if leg.ended.done() else None
+            end = party.ended.result() if party.ended.done() else None
             lost = end is not None and end.code >= 500
-            finish = Finish(Disposition.FAILED if lost else Disposition.ABANDONED,
+            gone = Disposition.ANSWERED if transferred else Disposition.ABANDONED
+            finish = Finish(Disposition.FAILED if lost else gone,
                             end.ended_by("caller") if end else "caller")  # fmt: skip
         except WorkerCommandFailed as exc:
             # The worker could not carry a step out (no leg left to dial, a prompt it cannot
@@ -943,6 +978,9 @@ class CallFlows:
             finish = Finish(Disposition.FAILED, "system")
         finally:
             await leg.drop()
+            if party is not leg and not party.ended.done():
+                with contextlib.suppress(LegGone, WorkerCommandFailed):
+                    await party.hangup()  # handed on: drop() would leave it
         call.ended(finish.disposition, finish.hangup_by)
 
     async def say(self, leg: Leg, prompt_key: str) -> None:

@@ -186,3 +186,31 @@ async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_cal
     phone.hang_up()
     ended = await events.next("call_ended", caller=calling)
     assert (await call_record(admin, ended["call_id"]))["transfers"] == []
+
+
+async def test_a_phone_that_called_a_customer_transfers_the_customer_to_a_colleague(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    """The agent placed the call (outbound): the customer is passed on, the agent's leg ends
+    and the agent is free at once."""
+    agent, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    customer_number = "+4930555123"
+    agent_phone = twin.call_in(agent.extension, customer_number, source="phone")
+    customer = await twin.dialled(customer_number)
+    customer.answer()
+    await twin.until(lambda: agent_phone.bridged_to is customer)
+    agent_phone.transfer(refer_to(colleague.extension, flow_settings))
+    await twin.until(lambda: agent_phone.ended.done())
+    assert agent_phone.transfer_reports[-1] == (200, "OK")
+    assert (await presence(admin, agent.id))["activity"] == "idle", "free at once"
+    target = await twin.dialled(colleague.extension)
+    target.answer()
+    await twin.until(lambda: customer.bridged_to is target)
+    transferred = await events.next("call_transferred", by=agent.extension)
+    customer.hang_up()
+    ended = await events.next("call_ended", call_id=transferred["call_id"])
+    record = await call_record(admin, ended["call_id"])
+    assert (record["direction"], record["disposition"], record["connected_to"]) == (
+        "outbound", "answered", colleague.extension,
+    )  # fmt: skip
