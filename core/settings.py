@@ -276,6 +276,11 @@ class RecordingSettings(_Section):
     # prompts.voice); empty: no announcement.
     announcement: str = Field("", max_length=500)
 
+    @field_validator("announcement")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        return value.strip()
+
 
 class SignInSettings(_Section):
     """People signing in to the web console with email and password (extensions.sign_in)."""

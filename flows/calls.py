@@ -35,7 +35,14 @@ from extensions.phones import Reachable, dialable_extensions, reachable_user
 from flows.menu import discard_pending_keys, walk_menus
 from flows.queue_call import Edge, QueueCall, QueueOutcome
 from flows.recording import CallRecorder
-from flows.supervision import LiveTalks, NoLiveTalk, SupervisionMode, Talk, supervise
+from flows.supervision import (
+    LiveTalks,
+    NoLiveTalk,
+    NoRoomToSupervise,
+    SupervisionMode,
+    Talk,
+    supervise,
+)
 from flows.transfer import (
     Refusal,
     Transfer,
@@ -538,8 +545,11 @@ class CallFlows:
                     await leg.answer()
                     connected = True
                 if record:
-                    external = leg if call.direction is Direction.INBOUND else callee
-                    await self._recorder.announce(external)
+                    # The party outside: the callee when our phone dialled a number, else
+                    # the caller (from the provider, or passed on to our callee).
+                    dialled_out = isinstance(target, str) and leg.headers.get(
+                        SOURCE_HEADER) != TRUNK_SOURCE  # fmt: skip
+                    await self._recorder.announce(callee if dialled_out else leg)
                 await leg.bridge(callee)
             except LegGone:
                 # One side hung up in the instant between the callee's answer and the bridge.
@@ -758,7 +768,7 @@ class CallFlows:
             async with self._occupied(target.user_id, call.id):
                 await phone.play(self._tones.ringback, loop=True, barge_in=False)
                 await _first(consulted.answered, consulted.ended, phone.ended)
-                if phone.ended.done() and not consulted.ended.done():
+                if phone.ended.done() and not consulted.ended.done() and not caller.ended.done():
                     handed_over = True  # hung up while it rang: the caller rings on there
                     return replace(transfer, kind=TransferKind.ATTENDED, leg=consulted)
                 if consulted.ended.done() or phone.ended.done():
@@ -781,7 +791,17 @@ class CallFlows:
     async def _transferred(self, leg: Leg, call: CallLog, transfer: Transfer) -> Finish:
         """The caller, whose phone-side party has let go, is connected to the transfer's
         target as if they had dialled it. Nobody takes the call there (busy, unregistered, no
-        answer): back to the one who transferred, ringing them (then their forwarding)."""
+        answer): back to the one who transferred, ringing them (then their forwarding).
+        Whatever happens, the legs the transfer brought along end with it."""
+        try:
+            return await self._pass_on(leg, call, transfer)
+        finally:
+            for brought in (transfer.leg, transfer.replaced):
+                if brought is not None and not brought.ended.done():
+                    with contextlib.suppress(LegGone, WorkerCommandFailed):
+                        await brought.hangup()  # handed on: drop() would leave it
+
+    async def _pass_on(self, leg: Leg, call: CallLog, transfer: Transfer) -> Finish:
         call.transferred(transfer.by_extension, transfer.by_user_id, transfer.target,
                          transfer.kind.value)  # fmt: skip
         await discard_pending_keys(leg)  # keys pressed while talking are no choice
@@ -820,19 +840,20 @@ class CallFlows:
         another worker (a consultation the phone made as a call of its own)."""
         assert transfer.leg is not None
         target_leg = transfer.leg
+        if transfer.replaced is not None:
+            with contextlib.suppress(LegGone, WorkerCommandFailed):
+                await transfer.replaced.hangup()  # the consultation's own call ends with it
         user = None if transfer.external else await self._users.get(transfer.target)
         target: Reachable | str = user or transfer.target
         try:
-            if transfer.replaced is not None:
-                await transfer.replaced.drop()  # the consultation's own call ends with it
             async with self._occupied(user.user_id if user else None, call.id):
                 if target_leg.worker_id == leg.worker_id:
                     return await self._connect(leg, target_leg, call, target, caller_answered=True)
                 return await self._connect_linked(leg, target_leg, call, target)
-        finally:
-            if not target_leg.ended.done():
-                with contextlib.suppress(LegGone, WorkerCommandFailed):
-                    await target_leg.hangup()  # handed on: drop() would leave it
+        except WorkerCommandFailed as exc:
+            # No link to the other worker (full, gone): back to who transferred.
+            log.warning("hand_over_failed", call_id=call.id, error=str(exc))
+            return Finish(Disposition.UNAVAILABLE, "system")
 
     async def _connect_linked(
         self, leg: Leg, target_leg: Leg, call: CallLog, target: Reachable | str
@@ -859,11 +880,16 @@ class CallFlows:
         """Ring the supervisor's phone from the call's worker; answered, it hears the call
         in `mode`. NoLiveTalk if the call is not connected to anyone now."""
         talk = self.talks.of_call(call_id)
-        leg = await talk.other.dial(
-            f"sip:{supervisor_extension}@{self._sip.host}:{self._sip.port}",
-            timeout=self._calls.ring_timeout,
-            from_uri=f"sip:{talk.other.caller or 'supervision'}@{self._sip.domain}",
-        )  # fmt: skip
+        try:
+            leg = await talk.other.dial(
+                f"sip:{supervisor_extension}@{self._sip.host}:{self._sip.port}",
+                timeout=self._calls.ring_timeout,
+                from_uri=f"sip:{talk.other.caller or 'supervision'}@{self._sip.domain}",
+            )  # fmt: skip
+        except LegGone:
+            raise NoLiveTalk(f"call {call_id} ended just now") from None
+        except WorkerCommandFailed:
+            raise NoRoomToSupervise(f"call {call_id}'s media worker has no leg free") from None
         task = asyncio.create_task(self._supervision(talk, leg, supervisor_user_id, mode))
         self._supervisions.add(task)
         task.add_done_callback(self._supervisions.discard)
@@ -871,8 +897,13 @@ class CallFlows:
     async def _supervision(
         self, talk: Talk, leg: Leg, supervisor_user_id: int, mode: SupervisionMode
     ) -> None:
-        async with self._occupied(supervisor_user_id, talk.call_id):
-            heard = await supervise(talk, leg, mode)
+        try:
+            async with self._occupied(supervisor_user_id, talk.call_id):
+                heard = await supervise(talk, leg, mode)
+        except Exception:
+            log.exception("supervision_failed", call_id=talk.call_id)
+            await leg.drop()
+            return
         if heard is not None:
             self._ctx.metrics.call_supervisions.labels(mode=heard.value).inc()
             supervised(self._ctx, talk.call_id, supervisor_user_id, talk.user_id, heard)
@@ -1109,6 +1140,8 @@ class _PhoneTransfers:
             await caller.unbridge(phone)
             await caller.play(flows.tones.hold_music, loop=True, barge_in=False)
             digits = await flows.transfer_target_by_keys(phone)
+            if caller.ended.done():
+                return None  # the caller left while the number was typed
             verdict: Transfer | Refusal | None = None
             if digits:
                 verdict = await flows.judge_transfer(digits, self._extension, self._user_id)

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from core.context import ServiceContext
+from core.errors import DomainError
 from core.read_cache import ReadCache
 from extensions.users import recording_users
 from ivr.cdr import CallLog, Direction
@@ -73,7 +74,12 @@ class CallRecorder:
         text = self._ctx.settings.recording.announcement
         if not text:
             return
-        playback = await external.play(await spoken(self._ctx, text), barge_in=False)
+        try:
+            prompt = await spoken(self._ctx, text)
+        except DomainError as exc:  # espeak-ng or sox failed: the call is not held up
+            log.error("recording_announcement_failed", error=str(exc))
+            return
+        playback = await external.play(prompt, barge_in=False)
         watched: list[asyncio.Future[Any]] = [playback.finished, external.ended]
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if external.ended.done():

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,10 @@ MODE_KEYS = {"4": SupervisionMode.LISTEN, "5": SupervisionMode.WHISPER,
 
 class NoLiveTalk(NotFound):
     code = "no_live_talk"
+
+
+class NoRoomToSupervise(Conflict):
+    code = "no_room"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ivr.dialplan import Dialled, plan_phone_call
-from pbx.legs import Leg, LegGone, TransferRequest
+from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
 
 
 class TransferKind(StrEnum):
@@ -110,6 +110,23 @@ async def talk_until_transfer(
     for the flow to end the phone's leg and connect the caller on. A refused request is
     answered with its code, and a transfer by keys that comes to nothing reconnects the two:
     the talk goes on."""
+    try:
+        return await _talk(caller, phone, requests, desk, codes)
+    finally:
+        # Asked while the talk ended (or was passed on by keys): the phone keeps no request
+        # waiting for an answer that never comes.
+        while not requests.empty():
+            with contextlib.suppress(LegGone, WorkerCommandFailed):
+                await phone.report_transfer(requests.get_nowait(), 603, "Decline")
+
+
+async def _talk(
+    caller: Leg,
+    phone: Leg,
+    requests: asyncio.Queue[TransferRequest],
+    desk: TransferDesk,
+    codes: dict[str, TransferKind],
+) -> Transfer | None:
     typed = ""
     while True:
         asked = asyncio.ensure_future(requests.get())
@@ -120,13 +137,19 @@ async def talk_until_transfer(
         finally:
             for waiting in (stop, asked):
                 if not waiting.done():
-                    waiting.cancel()
-        if caller.ended.done() or phone.ended.done():
+                    waiting.cancel()  # an item it was about to take stays in the queue
+        if caller.ended.done():
             return None
-        if asked.done() and not asked.cancelled():
-            transfer = await _answer_request(caller, phone, asked.result(), desk)
+        request = asked.result() if asked.done() and not asked.cancelled() else None
+        if request is None and not requests.empty():
+            request = requests.get_nowait()
+        if request is not None:
+            # Also when the phone hung up right after asking, as many do after a REFER.
+            transfer = await _answer_request(caller, phone, request, desk)
             if transfer is not None or caller.ended.done() or phone.ended.done():
                 return transfer
+        if phone.ended.done():
+            return None
         if digit is None:
             typed = ""  # a code begun and not finished in time
             continue
@@ -150,7 +173,8 @@ async def _answer_request(
         return None
     if verdict.leg is not None:
         verdict.leg.hand_on()  # the consultation's flow must not end it now
-    # A phone that hung up in the meantime has still asked: the caller goes on.
-    with contextlib.suppress(LegGone):
+    # A phone that hung up in the meantime, or that is not told, has still asked: the
+    # caller goes on (the flow that takes the transfer ends what it was handed).
+    with contextlib.suppress(LegGone, WorkerCommandFailed):
         await phone.report_transfer(request, 200, "OK")
     return verdict

@@ -118,10 +118,7 @@ class ForkedWorkers:
             # The edge, and the sibling workers: a link between two (WorkerPool.link) is an
             # INVITE from one to the other.
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
-            *itertools.chain.from_iterable(
-                ("--trusted", f"{settings.host}:{settings.first_sip_port + slot}")
-                for slot in range(max_workers(settings))
-            ),
+            "--sibling-ports", f"{settings.first_sip_port}:{max_workers(settings)}",
             "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
         ]  # fmt: skip
         request = json.dumps({"worker_id": spec.worker_id, "argv": argv}).encode()

@@ -497,6 +497,10 @@ class WorkerAgent:
         leg.transfer_requests.add(request.cseq)
         log.info("transfer_requested", leg=leg.leg_id, target=request.target,
                  attended=request.replaces is not None)  # fmt: skip
+        leg_id, cseq = leg.leg_id, request.cseq
+        # Not from inside pjsip's receive path: on the thread's next turn, and before any
+        # answer the controller sends (a command runs on a later turn).
+        self.ua.post(lambda: self._notify_trying(leg_id, cseq))
         self.emit(
             TransferRequested(
                 leg=leg.leg_id,
@@ -505,9 +509,6 @@ class WorkerAgent:
                 replaces=request.replaces,
             )
         )
-        leg_id, cseq = leg.leg_id, request.cseq
-        # Not from inside pjsip's receive path: on the thread's next turn.
-        self.ua.post(lambda: self._notify_trying(leg_id, cseq))
         return True
 
     def _notify_trying(self, leg_id: str, request: int) -> None:
@@ -965,6 +966,14 @@ def _final_answer(code: int, reason: str | None = None) -> pj.CallOpParam:
     return reply
 
 
+def _siblings(host: str, ports: str) -> frozenset[str]:
+    """ "5080:40" -> {"host:5080", ..., "host:5119"}."""
+    if not ports:
+        return frozenset()
+    first, count = (int(part) for part in ports.split(":"))
+    return frozenset(f"{host}:{port}" for port in range(first, first + count))
+
+
 def _parse_request(message: str) -> tuple[str, dict[str, str]]:
     """The Request-URI and the X-PBX-* headers of a raw INVITE."""
     head = message.split("\r\n\r\n", 1)[0].split("\r\n")
@@ -1045,6 +1054,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--channel-fd", type=int, required=True, help="commands in, events out")
     parser.add_argument("--max-legs", type=int, default=0, help="known leg cap; 0: probe it")
     parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
+    parser.add_argument(
+        "--sibling-ports", default="", help="FIRST:COUNT: the SIP ports of the other workers on "
+        "--host, trusted too (links between workers)",
+    )  # fmt: skip
     parser.add_argument("--trunk-username", default="")
     parser.add_argument("--media-timeout", type=float, default=0.0, help="seconds; 0: off")
     parser.add_argument(
@@ -1091,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 rtp_port=args.rtp_port,
                 rtp_ports=args.rtp_ports,
-                trusted=frozenset(args.trusted),
+                trusted=frozenset(args.trusted) | _siblings(args.host, args.sibling_ports),
                 trunk_username=args.trunk_username,
                 trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
                 media_timeout=args.media_timeout,

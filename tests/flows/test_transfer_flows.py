@@ -214,3 +214,33 @@ async def test_a_phone_that_called_a_customer_transfers_the_customer_to_a_collea
     assert (record["direction"], record["disposition"], record["connected_to"]) == (
         "outbound", "answered", colleague.extension,
     )  # fmt: skip
+
+
+async def test_a_phone_that_hangs_up_right_after_asking_still_transfers(
+    admin: ApiClient, twin: MemoryWorkers, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    """Many phones send BYE at once after their REFER: the request and the BYE arrive
+    together, and the caller still goes on to the target."""
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    _, caller, phone = await answered_call(admin, twin, desk)
+    phone.transfer(refer_to(colleague.extension, flow_settings))
+    phone.hang_up()
+    target = await twin.dialled(colleague.extension)
+    target.answer()
+    await twin.until(lambda: caller.bridged_to is target)
+    caller.hang_up()
+
+
+async def test_a_caller_who_leaves_during_an_attended_transfer_leaves_nothing_ringing(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("*2" + colleague.extension + "#")
+    consulted = await twin.dialled(colleague.extension)
+    caller.hang_up()
+    phone.hang_up()
+    await twin.until(lambda: consulted.ended.done())
+    ended = await events.next("call_ended", caller=calling)
+    assert (await call_record(admin, ended["call_id"]))["transfers"] == []
