@@ -28,6 +28,13 @@ def refer_to(extension: str, settings: Settings) -> str:
     return f"sip:{extension}@{settings.sip.domain}"
 
 
+async def transfers_on_record(admin: ApiClient, events: Events, calling: str) -> list[object]:
+    """The transfers on the record of the call from `calling`, once it has ended."""
+    ended = await events.next("call_ended", caller=calling)
+    transfers: list[object] = (await call_record(admin, ended["call_id"]))["transfers"]
+    return transfers
+
+
 async def answered_call(
     admin: ApiClient, twin: MemoryWorkers, desk: User
 ) -> tuple[str, FarEnd, FarEnd]:
@@ -101,8 +108,7 @@ async def test_a_transfer_to_an_unknown_extension_is_refused_and_the_call_goes_o
         await twin.until(lambda code=code: phone.transfer_reports[-1][0] == code)
     assert caller.bridged_to is phone and phone.is_up
     phone.hang_up()
-    ended = await events.next("call_ended", caller=calling)
-    assert (await call_record(admin, ended["call_id"]))["transfers"] == []
+    assert await transfers_on_record(admin, events, calling) == []
 
 
 async def test_an_agent_transfers_a_queue_caller_and_goes_into_wrap_up(
@@ -184,8 +190,7 @@ async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_cal
     phone.press("999#")
     await twin.until(lambda: caller.bridged_to is phone)
     phone.hang_up()
-    ended = await events.next("call_ended", caller=calling)
-    assert (await call_record(admin, ended["call_id"]))["transfers"] == []
+    assert await transfers_on_record(admin, events, calling) == []
 
 
 async def test_a_phone_that_called_a_customer_transfers_the_customer_to_a_colleague(
@@ -242,5 +247,4 @@ async def test_a_caller_who_leaves_during_an_attended_transfer_leaves_nothing_ri
     caller.hang_up()
     phone.hang_up()
     await twin.until(lambda: consulted.ended.done())
-    ended = await events.next("call_ended", caller=calling)
-    assert (await call_record(admin, ended["call_id"]))["transfers"] == []
+    assert await transfers_on_record(admin, events, calling) == []
