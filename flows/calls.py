@@ -50,6 +50,7 @@ from flows.transfer import (
     TransferKind,
     judge_transfer,
     talk_until_transfer,
+    transfer_codes,
 )
 from flows.voicemail import leave_voicemail
 from ivr.cdr import CallLog, Direction, Disposition, supervised
@@ -195,11 +196,7 @@ class CallFlows:
         self.talks = LiveTalks()
         self._supervisions: set[asyncio.Task[None]] = set()
         self._link: Link | None = None
-        codes = ctx.settings.feature_codes
-        self.transfer_codes = {
-            codes.blind_transfer: TransferKind.BLIND,
-            codes.attended_transfer: TransferKind.ATTENDED,
-        }
+        self.transfer_codes = transfer_codes(ctx.settings.feature_codes)
 
     @property
     def tones(self) -> Tones:

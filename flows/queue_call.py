@@ -24,7 +24,7 @@ from acd.ring_group import answering_agent
 from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
 from flows.recording import CallRecorder
 from flows.supervision import LiveTalks, Talk
-from flows.transfer import Transfer, TransferDesk, TransferKind, talk_until_transfer
+from flows.transfer import Transfer, TransferDesk, talk_until_transfer, transfer_codes
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken
@@ -83,11 +83,7 @@ class QueueCall:
         self._recorder = recorder
         self._transfer_desks = transfer_desks
         self._talks = talks
-        codes = ctx.settings.feature_codes
-        self._transfer_codes = {
-            codes.blind_transfer: TransferKind.BLIND,
-            codes.attended_transfer: TransferKind.ATTENDED,
-        }
+        self._transfer_codes = transfer_codes(ctx.settings.feature_codes)
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from core.settings import FeatureCodeSettings
 from ivr.dialplan import Dialled, plan_phone_call
 from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
 
@@ -66,6 +67,14 @@ def judge_transfer(
         Dialled.UNKNOWN_EXTENSION: Refusal(404, "Not Found"),
     }
     return refusals.get(plan.kind, Refusal(484, "Address Incomplete"))
+
+
+def transfer_codes(codes: FeatureCodeSettings) -> dict[str, TransferKind]:
+    """The in-call codes a talk listens for, by the transfer each starts."""
+    return {
+        codes.blind_transfer: TransferKind.BLIND,
+        codes.attended_transfer: TransferKind.ATTENDED,
+    }
 
 
 # After a digit that may begin a feature code, the next must come within this (Asterisk's

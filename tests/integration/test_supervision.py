@@ -12,15 +12,21 @@ from tests.integration.test_transfers import both_hear_each_other, internal_call
 from tests.support.api_client import ApiClient
 
 
+async def promoted_to_supervisor(admin: ApiClient, extension: str) -> int:
+    """The holder of `extension` made a supervisor; their user id."""
+    held = (await admin.get("/extensions")).body["items"]
+    user_id: int = next(e["holder"]["id"] for e in held if e["extension"] == extension)
+    await admin.patch(f"/users/{user_id}", {"role": "supervisor"})
+    return user_id
+
+
 async def test_a_supervisor_phone_hears_a_live_call(
     admin: ApiClient, settings: Settings, phone: MakePhone
 ) -> None:
     caller, _ = await phone("Supervised Caller")
     desk, desk_ext = await phone("Supervised Desk")
     boss_phone, boss_ext = await phone("Listening Supervisor")
-    boss = (await admin.get("/users", params={"limit": "500"})).body["items"]
-    boss_id = next(u["id"] for u in boss if u["name"] == "Listening Supervisor")
-    await admin.patch(f"/users/{boss_id}", {"role": "supervisor"})
+    boss_id = await promoted_to_supervisor(admin, boss_ext)
     as_boss = admin.as_token(await admin.token_for(boss_id))
     call, at_desk = await internal_call(settings, caller, desk, desk_ext)
     async with asyncio.timeout(10):  # the record is written behind the call
@@ -46,10 +52,8 @@ async def test_a_supervisor_dials_the_supervise_code_and_an_agents_extension(
     agent's call's worker when that is another. An operator dialling it is refused."""
     caller, _ = await phone("Caller Heard By Code")
     desk, desk_ext = await phone("Desk Heard By Code")
-    boss_phone, _ = await phone("Supervisor By Code")
-    users = (await admin.get("/users", params={"limit": "500"})).body["items"]
-    boss_id = next(u["id"] for u in users if u["name"] == "Supervisor By Code")
-    await admin.patch(f"/users/{boss_id}", {"role": "supervisor"})
+    boss_phone, boss_ext = await phone("Supervisor By Code")
+    await promoted_to_supervisor(admin, boss_ext)
     call, at_desk = await internal_call(settings, caller, desk, desk_ext)
     code = settings.feature_codes.supervise + desk_ext
     listening = await boss_phone.call(f"sip:{code}@{settings.sip.host}:{settings.sip.port}")
