@@ -77,6 +77,8 @@ class CallerJoined(Event):
     entry_id: int
     queue_id: int
     priority: int = 0
+    # When the caller first entered, if before `now` (a callback keeps its caller's place).
+    entered_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,8 +235,9 @@ class AcdCore:
                 self._presence[event.user_id] = event.presence
                 self._ending_wrap_up.discard(event.user_id)
             case CallerJoined():
+                entered = event.entered_at if event.entered_at is not None else event.now
                 self._callers[event.entry_id] = _Caller(
-                    event.entry_id, event.queue_id, event.now, event.priority
+                    event.entry_id, event.queue_id, entered, event.priority
                 )
             case CallerLeft():
                 caller = self._callers.pop(event.entry_id, None)

@@ -78,6 +78,8 @@ class Entry:
     call_id: int
     entered_at: float
     priority: int = 0
+    # The callback this entry waits for (flows.callback): nobody is on the line.
+    callback_id: int | None = None
     offers: asyncio.Queue[Offer] = field(default_factory=asyncio.Queue)
 
     def serving_order(self) -> tuple[int, float, int]:
@@ -144,14 +146,17 @@ class Dispatcher:
 
     # -- entries (used by the queue call flow) ----------------------------------------------
 
-    def join(self, queue_id: int, call_id: int, priority: int = 0) -> Entry:
-        entry = Entry(next(self._ids), queue_id, call_id, time.time(), priority)
+    def join(
+        self, queue_id: int, call_id: int, priority: int = 0, *,
+        entered_at: float | None = None, callback_id: int | None = None,
+    ) -> Entry:  # fmt: skip
+        """`entered_at`: when the caller first entered (epoch), if earlier than now: a
+        callback keeps the place its caller had."""
+        now = time.time()
+        entry = Entry(next(self._ids), queue_id, call_id, entered_at or now, priority, callback_id)
         self._entries[entry.id] = entry
-        self._feed(
-            CallerJoined(
-                now=entry.entered_at, entry_id=entry.id, queue_id=queue_id, priority=priority
-            )
-        )
+        self._feed(CallerJoined(now=now, entry_id=entry.id, queue_id=queue_id, priority=priority,
+                                entered_at=entry.entered_at))  # fmt: skip
         return entry
 
     async def leave(self, entry: Entry) -> None:
@@ -171,8 +176,9 @@ class Dispatcher:
 
     async def answered(self, entry: Entry, user_id: int) -> None:
         self._feed(OfferAnswered(now=time.time(), entry_id=entry.id, user_id=user_id))
-        waits = self._recent_waits.setdefault(entry.queue_id, deque(maxlen=RECENT_WAITS))
-        waits.append(entry.waited())
+        if entry.callback_id is None:  # a callback's wait says nothing of the line's
+            waits = self._recent_waits.setdefault(entry.queue_id, deque(maxlen=RECENT_WAITS))
+            waits.append(entry.waited())
         key = ANSWERED_KEY_PREFIX + datetime.now(UTC).strftime("%Y%m%d")
         await self._ctx.redis.hincrby(key, str(user_id), 1)
         await self._ctx.redis.expire(key, 2 * 86400)

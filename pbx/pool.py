@@ -740,6 +740,27 @@ class WorkerPool:
         if self._metrics is not None:
             self._metrics.calls_refused.labels(reason=reason).inc()
 
+    async def originate(
+        self,
+        uri: str,
+        *,
+        timeout: float,  # noqa: ASYNC109  # the ring timeout, sent to the worker
+        from_uri: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Leg:
+        """A call placed for no caller (a callback's agent leg), in the ready worker with the
+        most room; that room holds the one leg it will dial itself (the customer's).
+        WorkerCommandFailed when no worker has room."""
+        roomy = [
+            w for w in self._workers.values()
+            if w.state is WorkerState.READY
+            and admissible_legs(w.max_legs, w.reserved) >= LEGS_PER_INBOUND_CALL
+        ]  # fmt: skip
+        if not roomy:
+            raise WorkerCommandFailed("no room for a call in any worker")
+        worker = max(roomy, key=lambda w: admissible_legs(w.max_legs, w.reserved))
+        return await self._dial_in(worker, None, uri, timeout, from_uri, headers or {}, None)
+
     async def _dial(
         self,
         parent: Leg,
@@ -752,9 +773,22 @@ class WorkerPool:
         worker = self._workers.get(parent.worker_id)
         if worker is None:
             raise WorkerCommandFailed(WORKER_LOST)
+        return await self._dial_in(worker, parent, uri, timeout, from_uri, headers, route)
+
+    async def _dial_in(
+        self,
+        worker: _Worker,
+        parent: Leg | None,
+        uri: str,
+        timeout: float,  # noqa: ASYNC109  # the ring timeout, sent to the worker
+        from_uri: str | None,
+        headers: dict[str, str],
+        route: str | None,
+    ) -> Leg:
         leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
         # Known before the Dial goes out: its first events may come before its result.
-        worker.parents[leg_id] = parent.id if parent.direction == "inbound" else None
+        parent_id = parent.id if parent is not None else None
+        worker.parents[leg_id] = parent_id if parent and parent.direction == "inbound" else None
         leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
         try:
             await self._command(
@@ -762,7 +796,7 @@ class WorkerPool:
                 lambda cid: Dial(
                     cid=cid,
                     leg=leg_id,
-                    parent=parent.id,
+                    parent=parent_id,
                     uri=uri,
                     from_uri=from_uri,
                     timeout_s=timeout,
