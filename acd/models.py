@@ -35,6 +35,11 @@ class QueueRow(Base):
     announce_interval: Mapped[int] = mapped_column(Integer)
     # A DTMF key that leaves the queue for the overflow destination; null: none.
     exit_key: Mapped[str | None] = mapped_column(String(1), default=None)
+    # A DTMF key with which a waiting caller asks to be called back (flows.callback).
+    callback_key: Mapped[str | None] = mapped_column(String(1), default=None)
+    # Calls to the customer before a callback is given up, and the seconds between them.
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    callback_retry_interval: Mapped[int] = mapped_column(Integer, default=300)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -91,4 +96,34 @@ class ForwardingRow(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CallbackRow(Base):
+    """A caller's request to be called back, kept from the key press until it is done."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(Integer, index=True)
+    # The call in which the caller asked (its queue log goes on under this id).
+    call_id: Mapped[int] = mapped_column(Integer, index=True)
+    # Whom to call, and the company number they had called (shown to them as the caller).
+    number: Mapped[str] = mapped_column(String(32))
+    shown_number: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # When the caller entered the queue: their place in it.
+    entered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    # pending | calling | completed | failed | cancelled (acd.callback_rules.CallbackState)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # Attempts that counted against the customer (agent_left does not).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Each attempt: {"at", "user_id", "call_id", "result"}, oldest first.
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The agent of the attempt under way or of the one that reached the customer.
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The customer answered in the attempt under way (a restart then completes it).
+    connected: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -37,6 +37,13 @@ class QueueEvent(StrEnum):
     # The caller's or the agent's worker died, or the service stopped while the caller waited
     # (then written at the next start).
     FAILED = "failed"
+    # The caller asked to be called back and hung up (detail: callback_id, number); the stay
+    # goes on without them: offer, callback_attempt (detail: result, attempt_call_id), then
+    # connect and complete, or callback_failed, or callback_cancel.
+    CALLBACK = "callback"
+    CALLBACK_ATTEMPT = "callback_attempt"
+    CALLBACK_FAILED = "callback_failed"
+    CALLBACK_CANCEL = "callback_cancel"
 
 
 # How a caller's wait ended, for the wait histogram and the outcome counter.
@@ -47,6 +54,8 @@ _OUTCOMES = {
     QueueEvent.EXIT_KEY: "exit_key",
     QueueEvent.FULL: "full",
     QueueEvent.NO_AGENTS: "no_agents",
+    QueueEvent.CALLBACK_FAILED: "callback_failed",
+    QueueEvent.CALLBACK_CANCEL: "callback_cancelled",
 }
 
 

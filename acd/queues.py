@@ -50,6 +50,14 @@ class UnknownPrompt(InvalidInput):
     code = "unknown_prompt"
 
 
+class KeyTaken(InvalidInput):
+    code = "key_taken"
+
+
+class NoOutboundRoute(InvalidInput):
+    code = "no_outbound_route"
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
@@ -66,6 +74,11 @@ class QueueSpec:
     announce_interval: int = 60
     exit_key: str | None = None
     record_calls: bool = False
+    # flows.callback: the key a waiting caller presses to be called back (None: not offered),
+    # how many calls to them may fail, and the seconds between those calls.
+    callback_key: str | None = None
+    callback_attempts: int = 3
+    callback_retry_interval: int = 300
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,9 @@ class Queue:
 async def create_queue(ctx: ServiceContext, spec: QueueSpec) -> Queue:
     try:
         async with ctx.sessions.begin() as session:
-            await _validate(session, spec, queue_id=None)
+            await _validate(
+                session, spec, queue_id=None, outbound_route=bool(ctx.settings.trunk.uri)
+            )
             row = QueueRow(**_columns(spec), created_at=utcnow(), updated_at=utcnow())
             session.add(row)
             await session.flush()
@@ -102,7 +117,8 @@ async def update_queue(ctx: ServiceContext, queue_id: int, changes: dict[str, An
             row = await _load(session, queue_id)
             current = await _spec(session, row)
             merged = replace(current, **changes)
-            await _validate(session, merged, queue_id=queue_id, only=set(changes))
+            await _validate(session, merged, queue_id=queue_id, only=set(changes),
+                            outbound_route=bool(ctx.settings.trunk.uri))  # fmt: skip
             for column, value in _columns(merged).items():
                 setattr(row, column, value)
             row.updated_at = utcnow()
@@ -203,10 +219,18 @@ def queue_data(queue: Queue) -> dict[str, Any]:
 
 
 async def _validate(
-    session: AsyncSession, spec: QueueSpec, *, queue_id: int | None, only: set[str] | None = None
-) -> None:
+    session: AsyncSession, spec: QueueSpec, *, queue_id: int | None, outbound_route: bool,
+    only: set[str] | None = None,
+) -> None:  # fmt: skip
     def changed(name: str) -> bool:
         return only is None or name in only
+
+    if spec.callback_key is not None and (changed("callback_key") or changed("exit_key")):
+        if spec.callback_key == spec.exit_key:
+            raise KeyTaken("the callback key is the exit key", field="callback_key")
+        if changed("callback_key") and not outbound_route:
+            raise NoOutboundRoute("callbacks need the trunk (trunk.uri) to call customers",
+                                  field="callback_key")  # fmt: skip
 
     if changed("name"):
         taken = await session.scalar(
@@ -274,6 +298,9 @@ async def _spec(session: AsyncSession, row: QueueRow) -> QueueSpec:
         announce_interval=row.announce_interval,
         exit_key=row.exit_key,
         record_calls=row.record_calls,
+        callback_key=row.callback_key,
+        callback_attempts=row.callback_attempts,
+        callback_retry_interval=row.callback_retry_interval,
     )
 
 
@@ -291,4 +318,7 @@ def _columns(spec: QueueSpec) -> dict[str, Any]:
         "announce_interval": spec.announce_interval,
         "exit_key": spec.exit_key,
         "record_calls": spec.record_calls,
+        "callback_key": spec.callback_key,
+        "callback_attempts": spec.callback_attempts,
+        "callback_retry_interval": spec.callback_retry_interval,
     }

@@ -16,6 +16,7 @@ from api import (
     blocklist,
     business_hours,
     call_stats,
+    callbacks,
     calls,
     canned_responses,
     channels,
@@ -56,7 +57,7 @@ ROUTE_TABLES: list[RouteTable] = [
     prompts.routes, calls.routes, presence.routes, queues.routes, menus.routes,
     business_hours.routes, voicemail.routes, channels.routes, dialogs.routes,
     canned_responses.routes, blocklist.routes, stats.routes, call_stats.routes,
-    customers.routes, wallboard.routes, sign_in.routes,
+    customers.routes, wallboard.routes, sign_in.routes, callbacks.routes,
 ]  # fmt: skip
 MAX_BODY_BYTES = 1024 * 1024
 

@@ -162,6 +162,8 @@ _OPERATOR_RULES: dict[str, _Rule] = {
     "queue_complete": _about_me("user_id"),
     "queue_failed": _about_me("user_id"),
     "queue_transfer": _about_me("user_id"),
+    # A callback they made (the request itself, callback_*, is the supervisors' business).
+    "queue_callback_attempt": _about_me("user_id"),
     # A transfer they made (where the call went is on its next call_answered).
     "call_transferred": _about_me("by_user_id"),
     "call_started": _call_rule,

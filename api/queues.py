@@ -21,7 +21,7 @@ routes = RouteTable()
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ExitKey = Annotated[str, Field(pattern=r"^[0-9*#]$")]
 # Fields that may be cleared with null in a PATCH.
-NULLABLE = frozenset({"extension", "hold_music_prompt_id", "exit_key"})
+NULLABLE = frozenset({"extension", "hold_music_prompt_id", "exit_key", "callback_key"})
 
 
 class QueueFields(BaseModel):
@@ -50,6 +50,13 @@ class QueueFields(BaseModel):
     exit_key: ExitKey | None = None
     # Record external calls connected through this queue (both voices).
     record_calls: bool = False
+    # A key with which a waiting caller asks to be called back, keeping their place (needs
+    # the trunk); null: not offered. Not the exit key.
+    callback_key: ExitKey | None = None
+    # Calls to the customer that may fail before the callback is given up.
+    callback_attempts: int = Field(3, ge=1, le=10)
+    # Seconds between two calls to a customer who did not answer.
+    callback_retry_interval: int = Field(300, ge=1, le=86400)
 
 
 class QueueCreate(QueueFields):
@@ -57,7 +64,8 @@ class QueueCreate(QueueFields):
 
 
 class QueuePatch(BaseModel):
-    """Only the fields sent change; extension, hold_music_prompt_id and exit_key accept null."""
+    """Only the fields sent change; extension, hold_music_prompt_id, exit_key and callback_key
+    accept null."""
 
     model_config = ConfigDict(extra="forbid")
     name: Name | None = None
@@ -74,6 +82,9 @@ class QueuePatch(BaseModel):
     announce_interval: int | None = Field(None, ge=0, le=3600)
     exit_key: ExitKey | None = None
     record_calls: bool | None = None
+    callback_key: ExitKey | None = None
+    callback_attempts: int | None = Field(None, ge=1, le=10)
+    callback_retry_interval: int | None = Field(None, ge=1, le=86400)
 
 
 class QueueOut(QueueFields):
@@ -152,6 +163,8 @@ class WaitingCallerOut(BaseModel):
     position: int
     wait_seconds: float
     ringing: bool
+    # A callback waiting in the place of the caller who asked for it (nobody on the line).
+    callback_id: int | None = None
 
 
 class WaitingList(BaseModel):
@@ -169,7 +182,7 @@ async def waiting_callers(req: ApiRequest) -> WaitingList:
     waiting = running.waiting_callers(queue.id) if running is not None else []
     return WaitingList(items=[
         WaitingCallerOut(call_id=w.call_id, position=w.position, wait_seconds=w.wait_seconds,
-                         ringing=w.ringing)
+                         ringing=w.ringing, callback_id=w.callback_id)
         for w in waiting
     ])  # fmt: skip
 

@@ -19,6 +19,7 @@ from datetime import datetime
 import structlog
 
 from acd.agents import recover_after_restart
+from acd.callbacks import Callback, cancel_callback
 from acd.dispatcher import Dispatcher
 from chat.assigner import ChatAssigner
 from chat.outbox import OutboxDelivery
@@ -58,6 +59,7 @@ class WaitingCall:
     position: int
     wait_seconds: float
     ringing: bool  # an agent's phone rings for the caller (or has answered)
+    callback_id: int | None  # a callback waiting in the caller's place (nobody on the line)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class Controller:
         log.info("controller_started", media_workers=bool(self._media_workers))
 
     async def stop(self) -> None:
+        if self._flows is not None:
+            await self._flows.callbacks.stop()  # before the pool: its calls end cleanly
         if self.pool is not None:
             await self.pool.stop()
         await self._retention.stop()
@@ -124,7 +128,7 @@ class Controller:
         """Callers in the queue now, longest waiting first."""
         return [
             WaitingCall(entry.call_id, position, round(entry.waited(), 3),
-                        self.dispatcher.ringing(entry))
+                        self.dispatcher.ringing(entry), entry.callback_id)
             for position, entry in enumerate(self.dispatcher.waiting(queue_id), start=1)
         ]  # fmt: skip
 
@@ -140,6 +144,12 @@ class Controller:
         if self._flows is None:
             raise NoCallControl("this service takes no calls (no media workers)")
         await self._flows.supervise(call_id, supervisor_user_id, supervisor_extension, mode)
+
+    async def cancel_callback(self, callback_id: int) -> Callback:
+        """Take back a pending callback; it leaves its queue at once (flows.callback)."""
+        if self._flows is None:
+            return await cancel_callback(self._ctx, callback_id)
+        return await self._flows.callbacks.cancel(callback_id)
 
     def pool_figures(self) -> PoolFigures | None:
         pool = self.pool
@@ -178,6 +188,8 @@ class Controller:
             trunk_password=settings.trunk.password,
         )
         flows.use_links(pool.link)
+        flows.callbacks.use_originate(pool.originate)
         self._flows = flows
         await pool.start()
+        await flows.callbacks.start()
         return pool

@@ -236,7 +236,8 @@ class Metrics:
         )
         self.queue_calls = Counter(
             "pbx_queue_calls_total",
-            "Queue callers by outcome: answered, abandoned, timeout, exit_key, overflow, full",
+            "Queue callers by outcome: answered, abandoned, timeout, exit_key, overflow, full, "
+            "no_agents, failed, callback_failed, callback_cancelled",
             ["queue", "outcome"],
             registry=self.registry,
         )
@@ -257,6 +258,20 @@ class Metrics:
             "phone keeps its call), connected (the target took it), returned (back to who "
             "transferred), abandoned (the caller hung up first), failed",
             ["kind", "result"],
+            registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "pbx_callbacks_total",
+            "Callback requests by outcome: requested (a waiting caller asked), completed (the "
+            "customer talked to an agent), failed (every attempt failed), cancelled",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.callback_attempts = Counter(
+            "pbx_callback_attempts_total",
+            "Calls to customers who asked for a callback, by result (answered, no_answer, busy, "
+            "unavailable, failed, agent_left, interrupted)",
+            ["result"],
             registry=self.registry,
         )
         self.call_supervisions = Counter(

@@ -32,8 +32,10 @@ from core.metrics import Metrics
 from core.read_cache import ReadCache
 from destinations.destination import Destination
 from extensions.phones import Reachable, dialable_extensions, reachable_user
+from flows.callback import Callbacks
+from flows.edge import Edge, number_uri
 from flows.menu import discard_pending_keys, walk_menus
-from flows.queue_call import Edge, QueueCall, QueueOutcome
+from flows.queue_call import QueueCall, QueueOutcome
 from flows.recording import CallRecorder
 from flows.supervision import (
     LiveTalks,
@@ -53,7 +55,15 @@ from flows.transfer import (
     transfer_codes,
 )
 from flows.voicemail import leave_voicemail
-from ivr.cdr import CallLog, Direction, Disposition, supervised
+from ivr.cdr import (
+    BUSY_CODES,
+    UNAVAILABLE_CODES,
+    CallLog,
+    Direction,
+    Disposition,
+    disposition_of,
+    supervised,
+)
 from ivr.dialplan import Dialled, plan_phone_call
 from ivr.digits import (
     Collection,
@@ -85,8 +95,6 @@ USER_HEADER = "X-PBX-User"
 # The far end's IVR needs a moment after answering before it listens for digits.
 POST_DIAL_DELAY_S = 1.0
 # Final answers of a rung phone, as a disposition.
-_BUSY_CODES = frozenset({486, 600})
-_UNAVAILABLE_CODES = frozenset({404, 410, 480, 484, 603})
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,11 @@ class CallFlows:
         self._consultations: dict[str, Consultation] = {}
         # Calls connected to one of our users' phones now (supervision).
         self.talks = LiveTalks()
+        # Waiting callers who asked to be called back (flows.callback).
+        self.callbacks = Callbacks(
+            ctx, dispatcher, self._edge, registrations, self._recorder, self.talks,
+            tones.ringback,
+        )  # fmt: skip
         self._supervisions: set[asyncio.Task[None]] = set()
         self._link: Link | None = None
         self.transfer_codes = transfer_codes(ctx.settings.feature_codes)
@@ -348,11 +361,13 @@ class CallFlows:
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
             self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
-            self._registrations, self._recorder, self.transfer_desk, self.talks,
+            self._registrations, self._recorder, self.transfer_desk, self.talks, self.callbacks,
             priority=priority,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by, transfer=result.transfer)
+        if result.outcome is QueueOutcome.CALLBACK:
+            return Finish(Disposition.CALLBACK, result.hangup_by)
         if result.outcome is QueueOutcome.ABANDONED:
             return Finish(Disposition.ABANDONED, result.hangup_by)
         if result.outcome is QueueOutcome.FAILED:
@@ -527,7 +542,7 @@ class CallFlows:
             if caller_answered:
                 with contextlib.suppress(LegGone):
                     await leg.stop_playback()
-            return Finish(_disposition_of(code), "callee", sip_code=code)
+            return Finish(disposition_of(code), "callee", sip_code=code)
         # From the answer on: a phone that transfers at once is not turned away. The phone
         # that may: the callee if it is one of ours, else the phone that dialled a number.
         placed_by = leg.headers.get(USER_HEADER) if call.caller_user_id is not None else None
@@ -693,11 +708,11 @@ class CallFlows:
             await leg.hangup()
             return Finish(Disposition.REJECTED, "system")
         callee = await leg.dial(
-            _uri_for_number(trunk_uri, number), timeout=self._calls.ring_timeout,
+            number_uri(trunk_uri, number), timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
             # Through the edge, which then holds the call as it holds those to phones: should
             # this worker die, it ends the call for the provider too (BYE or CANCEL).
-            route=f"sip:{self._edge.host}:{self._edge.port};lr",
+            route=self._edge.route,
         )  # fmt: skip
         try:
             call.add_leg(callee.id, "trunk", callee.sip_call_id)
@@ -1032,7 +1047,7 @@ async def _refuse_if_unanswered(leg: Leg, finish: Finish) -> Finish:
     available); anything else becomes 480, never 5xx (the edge would try another worker)."""
     if finish.disposition in (Disposition.ANSWERED, Disposition.ABANDONED) or leg.ended.done():
         return finish
-    code = finish.sip_code if finish.sip_code in _BUSY_CODES | _UNAVAILABLE_CODES else 480
+    code = finish.sip_code if finish.sip_code in BUSY_CODES | UNAVAILABLE_CODES else 480
     with contextlib.suppress(LegGone):
         await leg.reject(code)
     return finish
@@ -1043,22 +1058,6 @@ def _unanswered(finish: Finish) -> bool:
         Disposition.NO_ANSWER, Disposition.BUSY, Disposition.UNAVAILABLE, Disposition.FAILED,
         Disposition.NOT_FOUND, Disposition.REJECTED,
     )  # fmt: skip
-
-
-def _disposition_of(code: int) -> Disposition:
-    if code in _BUSY_CODES:
-        return Disposition.BUSY
-    if code in _UNAVAILABLE_CODES:
-        return Disposition.UNAVAILABLE
-    if code >= 500:
-        return Disposition.FAILED
-    return Disposition.NO_ANSWER  # 408 ring timeout, 487 cancelled
-
-
-def _uri_for_number(trunk_uri: str, number: str) -> str:
-    """sip:provider.example.com:5060 -> sip:+4930123@provider.example.com:5060."""
-    host = trunk_uri.removeprefix("sip:").rpartition("@")[2]
-    return f"sip:{number}@{host}"
 
 
 async def _send_post_dial(leg: Leg, digits: str) -> None:

@@ -15,21 +15,22 @@ from typing import Any
 import structlog
 
 from acd.agents import change_presence, store
+from acd.callbacks import Callback
 from acd.decisions import AgentTarget
 from acd.dispatcher import Dispatcher, Entry, Offer
 from acd.presence import Presence, Status, answered, call_ended, offer_missed, wrap_up_length
 from acd.queue_log import QueueEvent, record
 from acd.queues import Queue
-from acd.ring_group import answering_agent
-from core.context import EdgeUnavailable, PhoneContacts, ServiceContext
+from core.context import PhoneContacts, ServiceContext
+from flows.callback import Callbacks, ask_callback_number
+from flows.edge import Edge, answering_agent_of, ring_headers
 from flows.recording import CallRecorder
 from flows.supervision import LiveTalks, Talk
 from flows.transfer import Transfer, TransferDesk, talk_until_transfer, transfer_codes
 from ivr.cdr import CallLog
 from ivr.prompt_library import get_prompt, prompt_file
-from ivr.prompts import spoken
+from ivr.prompts import spoken, system_prompt
 from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
-from pbx.protocol import RING_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,7 @@ class QueueOutcome(StrEnum):
     ABANDONED = "abandoned"  # the caller hung up while waiting
     FAILED = "failed"  # the caller's or the agent's worker died
     OVERFLOW = "overflow"  # timeout, exit key, full, no agents: the overflow destination
+    CALLBACK = "callback"  # the caller asked to be called back and was hung up
 
 
 @dataclass(frozen=True)
@@ -47,19 +49,12 @@ class QueueResult:
     hangup_by: str = "system"
     # The agent passed the caller on (answered): the call goes on there.
     transfer: Transfer | None = None
+    # The request the caller made (CALLBACK): served once the caller has left the queue.
+    callback: Callback | None = None
 
 
 # The TransferDesk for an agent's phone in a call, by the call, their extension and user id.
 TransferDesks = Callable[[CallLog, str, int | None], TransferDesk]
-
-
-@dataclass(frozen=True)
-class Edge:
-    """Where agents' phones are reached (Kamailio) and the SIP domain callers appear from."""
-
-    host: str
-    port: int
-    domain: str
 
 
 class QueueCall:
@@ -68,7 +63,8 @@ class QueueCall:
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
         queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
-        transfer_desks: TransferDesks, talks: LiveTalks, *, priority: int = 0,
+        transfer_desks: TransferDesks, talks: LiveTalks, callbacks: Callbacks, *,
+        priority: int = 0,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._registrations = registrations
@@ -83,6 +79,7 @@ class QueueCall:
         self._recorder = recorder
         self._transfer_desks = transfer_desks
         self._talks = talks
+        self._callbacks = callbacks
         self._transfer_codes = transfer_codes(ctx.settings.feature_codes)
 
     async def run(self) -> QueueResult:
@@ -98,9 +95,12 @@ class QueueCall:
         if self._priority:
             self._ctx.metrics.queue_priority_entries.labels(queue=str(self._queue.id)).inc()
         try:
-            return await self._wait(entry)
+            result = await self._wait(entry)
         finally:
             await self._dispatcher.leave(entry)
+        if result.callback is not None:
+            self._callbacks.serve(result.callback)  # the caller's place, kept for them
+        return result
 
     async def _refusal(self) -> QueueEvent | None:
         spec = self._spec
@@ -139,6 +139,14 @@ class QueueCall:
                     await self._withdraw(offer.agents, entry)
                 self._log(QueueEvent.EXIT_KEY, wait_seconds=entry.waited())
                 return QueueResult(QueueOutcome.OVERFLOW)
+            # The caller's turn came as they pressed it: they are connected instead.
+            if digit is not None and digit == spec.callback_key and offer is None:
+                if self._callbacks.available:
+                    result = await self._callback(entry)
+                    if result is not None:
+                        return result
+                    await self._hold_music()
+                continue
             if offer is not None:
                 result = await self._ring(entry, offer)
                 if result is not None:
@@ -152,6 +160,30 @@ class QueueCall:
             if now >= next_announcement:
                 await self._announce(entry)
                 next_announcement = loop.time() + interval
+
+    # -- a callback instead of waiting --------------------------------------------------------
+
+    async def _callback(self, entry: Entry) -> QueueResult | None:
+        """The caller confirms a number, their request is kept, they hear so and are hung
+        up; None when they did not confirm one (they wait on, in their place). Offers made
+        meanwhile wait for the answer."""
+        await self._leg.stop_playback()
+        number = await ask_callback_number(self._ctx, self._leg, self._leg.caller)
+        if number is None:
+            await self._play_through(await system_prompt(self._ctx, "callback_declined"))
+            return None
+        callback = await self._callbacks.request(self._queue, self._call, self._leg, entry, number)
+        with contextlib.suppress(LegGone):  # told or not, they are called back
+            await self._play_through(await system_prompt(self._ctx, "callback_accepted"))
+            await self._leg.hangup()
+        return QueueResult(QueueOutcome.CALLBACK, "system", callback=callback)
+
+    async def _play_through(self, prompt: Path) -> None:
+        playback = await self._leg.play(prompt, barge_in=False)
+        watched: list[asyncio.Future[Any]] = [playback.finished, self._leg.ended]
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if self._leg.ended.done():
+            raise LegGone(self._leg.id)
 
     # -- ringing agents ---------------------------------------------------------------------
 
@@ -204,15 +236,11 @@ class QueueCall:
         return await self._talk(entry, winner, agent_leg)
 
     async def _dial(self, agents: tuple[AgentTarget, ...]) -> Leg:
-        edge = self._edge
-        headers = {"X-PBX-Queue": self._spec.name}
-        if len(agents) > 1:
-            headers[RING_HEADER] = ",".join(a.extension for a in agents[1:])
         agent_leg = await self._leg.dial(
-            f"sip:{agents[0].extension}@{edge.host}:{edge.port}",
+            self._edge.uri_of(agents[0].extension),
             timeout=self._spec.ring_timeout,
-            from_uri=f"sip:{self._leg.caller}@{edge.domain}",
-            headers=headers,
+            from_uri=self._edge.uri_of(self._leg.caller, domain=True),
+            headers=ring_headers(self._spec.name, agents),
         )
         try:
             self._call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
@@ -224,26 +252,7 @@ class QueueCall:
     async def _answering_agent(
         self, agents: tuple[AgentTarget, ...], agent_leg: Leg
     ) -> AgentTarget | None:
-        """Whose phone answered a leg rung on several; None (logged) if it cannot be told,
-        so that nobody is marked in a call that is someone else's."""
-        registered: dict[int, list[str]] = {}
-        if len(agents) > 1:
-            # Asked once a phone has answered, all at once: the caller hears nothing until
-            # the bridge.
-            contacts = await asyncio.gather(*(self._contacts(a.extension) for a in agents))
-            registered = {a.user_id: found for a, found in zip(agents, contacts, strict=True)}
-        winner = answering_agent(agent_leg.answered_contact, agents, registered)
-        if winner is None:
-            log.error("ring_all_answer_unidentified", contact=agent_leg.answered_contact,
-                      user_ids=[a.user_id for a in agents])  # fmt: skip
-        return winner
-
-    async def _contacts(self, extension: str) -> list[str]:
-        """An extension's registered Contacts; none when the edge does not answer (the
-        extension in the answering Contact may still tell)."""
-        with contextlib.suppress(EdgeUnavailable):
-            return await self._registrations.registered_contacts(extension)
-        return []
+        return await answering_agent_of(self._registrations, agents, agent_leg)
 
     async def _talk(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         # From the answer on: an agent who transfers at once is not turned away.

@@ -37,6 +37,23 @@ class Disposition(StrEnum):
     FAILED = "failed"  # a worker was lost or the far end failed
     VOICEMAIL = "voicemail"  # the caller reached a voicemail box (a message may be kept)
     ENDED_IN_IVR = "ended_in_ivr"  # the service answered and the call ended there (hang-up route)
+    CALLBACK = "callback"  # the caller asked a queue to call them back (flows.callback)
+
+
+# Final answers of a callee that never answered, by what they mean for the caller.
+BUSY_CODES = frozenset({486, 600})
+UNAVAILABLE_CODES = frozenset({404, 410, 480, 484, 603})
+
+
+def disposition_of(code: int) -> Disposition:
+    """The disposition of a call whose callee ended it with `code` before answering."""
+    if code in BUSY_CODES:
+        return Disposition.BUSY
+    if code in UNAVAILABLE_CODES:
+        return Disposition.UNAVAILABLE
+    if code >= 500:
+        return Disposition.FAILED
+    return Disposition.NO_ANSWER  # 408 ring timeout, 487 cancelled
 
 
 class CallRecord(Base):

@@ -24,6 +24,9 @@ SYSTEM_PROMPTS = {
     "feature_refused": "Sorry, that is not possible now.",
     "transfer_target": "Transfer. Dial the number, then the hash key.",
     "transfer_refused": "Sorry, that number cannot be reached. Back to your caller.",
+    "callback_number": "Please key in the number we should call you back on, then the hash key.",
+    "callback_accepted": "Thank you. We will call you back when it is your turn. Goodbye.",
+    "callback_declined": "You keep your place in the queue.",
     "menu_invalid": "Sorry, that is not a valid choice.",
     "menu_timeout": "Sorry, I did not hear your choice.",
     "voicemail_greeting": "Nobody can take your call right now. Please leave a message after "

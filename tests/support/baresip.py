@@ -37,6 +37,8 @@ class Baresip:
             f"sip_listen 127.0.0.1:{free_port(socket.SOCK_DGRAM)}\n"
             f"module_path {MODULES}\n"
             "module g711.so\nmodule cons.so\nmodule ausine.so\nmodule aufile.so\n"
+            # What each call carried, decoded, as WAV files (heard_files).
+            f"module sndfile.so\nsnd_path {self._folder}\n"
             "module_app account.so\nmodule_app menu.so\n"
             f"cons_listen 127.0.0.1:{self._console}\n"
             f"audio_player aufile,{self._folder / 'heard.wav'}\n"
@@ -54,6 +56,11 @@ class Baresip:
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
         await self.wait_for(r"200 OK", timeout=10)  # the registration's answer
+
+    def heard_files(self) -> list[Path]:
+        """What the phone heard in each call, decoded (sndfile's "-dec" dumps), oldest first;
+        complete once the call has ended."""
+        return sorted(self._folder.glob("*-dec.wav"), key=lambda path: path.stat().st_mtime)
 
     async def command(self, text: str) -> None:
         """One console command, e.g. "/transfer 1002" (baresip's long commands)."""

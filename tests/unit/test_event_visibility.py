@@ -82,6 +82,7 @@ DELIVERED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             QueueEvent.COMPLETE,
             QueueEvent.FAILED,
             QueueEvent.TRANSFER,
+            QueueEvent.CALLBACK_ATTEMPT,
         )
     },
     "call_transferred": (
@@ -145,8 +146,14 @@ NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
             QueueEvent.EXIT_KEY,
             QueueEvent.FULL,
             QueueEvent.NO_AGENTS,
+            QueueEvent.CALLBACK,
+            QueueEvent.CALLBACK_FAILED,
+            QueueEvent.CALLBACK_CANCEL,
         )
     },
+    # Callback requests, with the customer's number: for supervisors and admins.
+    "callback_requested": {"id": 1, "queue_id": 1, "number": "4930123", "user_id": None},
+    "callback_updated": {"id": 1, "queue_id": 1, "number": "4930123", "user_id": ME},
     **{f"queue_{verb}": {"id": 1, "members": [ME]} for verb in ("created", "updated", "deleted")},
     **{
         f"{kind}_{verb}": {"id": 1}
