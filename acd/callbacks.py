@@ -42,6 +42,7 @@ class Callback:
     call_id: int
     number: str
     shown_number: str
+    number_records: bool
     priority: int
     entered_at: datetime
     requested_at: datetime
@@ -57,7 +58,8 @@ class Callback:
     def of(cls, row: CallbackRow) -> Callback:
         return cls(
             id=row.id, queue_id=row.queue_id, call_id=row.call_id, number=row.number,
-            shown_number=row.shown_number, priority=row.priority, entered_at=row.entered_at,
+            shown_number=row.shown_number, number_records=row.number_records,
+            priority=row.priority, entered_at=row.entered_at,
             requested_at=row.requested_at, state=CallbackState(row.state), attempts=row.attempts,
             next_attempt_at=row.next_attempt_at, history=tuple(row.history),
             user_id=row.user_id, connected=row.connected, updated_at=row.updated_at,
@@ -71,6 +73,7 @@ def callback_data(callback: Callback) -> dict[str, Any]:
     return {
         "id": callback.id, "queue_id": callback.queue_id, "call_id": callback.call_id,
         "number": callback.number, "shown_number": callback.shown_number,
+        "number_records": callback.number_records,
         "priority": callback.priority, "entered_at": iso(callback.entered_at),
         "requested_at": iso(callback.requested_at), "state": callback.state.value,
         "attempts": callback.attempts, "next_attempt_at": iso(callback.next_attempt_at),
@@ -81,15 +84,15 @@ def callback_data(callback: Callback) -> dict[str, Any]:
 
 async def request_callback(
     ctx: ServiceContext, *, queue_id: int, call_id: int, number: str, shown_number: str,
-    priority: int, entered_at: datetime,
+    number_records: bool, priority: int, entered_at: datetime,
 ) -> Callback:  # fmt: skip
     now = utcnow()
     async with ctx.sessions.begin() as session:
         row = CallbackRow(
             queue_id=queue_id, call_id=call_id, number=number, shown_number=shown_number,
-            priority=priority, entered_at=entered_at, requested_at=now,
-            state=CallbackState.PENDING.value, attempts=0, history=[], connected=False,
-            updated_at=now,
+            number_records=number_records, priority=priority, entered_at=entered_at,
+            requested_at=now, state=CallbackState.PENDING.value, attempts=0, history=[],
+            connected=False, updated_at=now,
         )  # fmt: skip
         session.add(row)
         await session.flush()

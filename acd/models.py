@@ -111,6 +111,8 @@ class CallbackRow(Base):
     # Whom to call, and the company number they had called (shown to them as the caller).
     number: Mapped[str] = mapped_column(String(32))
     shown_number: Mapped[str] = mapped_column(String(128))
+    # That company number records its calls (flows.recording): so does the callback.
+    number_records: Mapped[bool] = mapped_column(default=False)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # When the caller entered the queue: their place in it.
     entered_at: Mapped[datetime] = mapped_column(UtcDateTime)

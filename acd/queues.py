@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 from pydantic import TypeAdapter
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from acd.models import QueueMemberRow, QueueRow
+from acd.callback_rules import OPEN_STATES
+from acd.models import CallbackRow, QueueMemberRow, QueueRow
 from acd.strategies import Strategy
 from core.context import ServiceContext
 from core.db import utcnow
@@ -149,6 +150,14 @@ async def delete_queue(ctx: ServiceContext, queue_id: int) -> None:
                 f"queue {queue_id} is the destination of {references.describe()}",
                 details=references.details(),
             )
+        waiting = await session.scalar(select(func.count()).where(
+            CallbackRow.queue_id == queue_id,
+            CallbackRow.state.in_([state.value for state in OPEN_STATES]),
+        ))  # fmt: skip
+        if waiting:
+            raise QueueInUse(f"queue {queue_id} has {waiting} open callback request(s): "
+                             "cancel them first (DELETE /callbacks/{id})",
+                             details={"callbacks": waiting})  # fmt: skip
         queue = Queue(queue_id, await _spec(session, row), row.created_at, row.updated_at)
         await _release_extension(session, queue_id)
         await session.delete(row)

@@ -33,6 +33,7 @@ from acd.callbacks import (
     cancel_callback,
     customer_answered,
     end_attempt,
+    get_callback,
     open_callbacks,
     request_callback,
 )
@@ -51,6 +52,8 @@ from ivr.prompts import spoken, system_prompt
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
 log = structlog.get_logger(__name__)
+
+PENDING = CallbackState.PENDING
 
 # The INVITE to an agent's phone names the callback (a phone may show it).
 CALLBACK_HEADER = "X-PBX-Callback"
@@ -169,11 +172,14 @@ class Callbacks:
         self._ringback = ringback
         self._originate: Originate | None = None
         self._serving: dict[int, asyncio.Task[None]] = {}
+        self._stopped = False
 
     @property
     def available(self) -> bool:
         """Whether a caller may ask now: calls can be placed and the trunk is set."""
-        return self._originate is not None and bool(self._ctx.settings.trunk.uri)
+        return (
+            self._originate is not None and bool(self._ctx.settings.trunk.uri) and not self._stopped
+        )
 
     def use_originate(self, originate: Originate) -> None:
         self._originate = originate
@@ -183,11 +189,15 @@ class Callbacks:
         if the customer had answered, else counted as interrupted."""
         for callback in await open_callbacks(self._ctx):
             if callback.state is CallbackState.CALLING:
-                result = AttemptResult.ANSWERED if callback.connected else AttemptResult.INTERRUPTED
                 if callback.connected:
                     self._log(callback, QueueEvent.COMPLETE, user_id=callback.user_id,
-                              hangup_by="system")  # fmt: skip
-                callback = await self._attempted(callback, _Attempt(result, callback.user_id))
+                              hangup_by="system", callback_id=callback.id)  # fmt: skip
+                result = AttemptResult.ANSWERED if callback.connected else AttemptResult.INTERRUPTED
+                queue = await find_queue(self._ctx, callback.queue_id)
+                callback = await self._attempted(
+                    callback, _Attempt(result, callback.user_id),
+                    queue.spec if queue is not None else QueueSpec(name=""),
+                )  # fmt: skip
             if callback.state is CallbackState.PENDING:
                 self.serve(callback)
         if self._serving:
@@ -195,6 +205,7 @@ class Callbacks:
 
     async def stop(self) -> None:
         """Calls under way end; the requests stay open in SQL for the next start."""
+        self._stopped = True
         tasks = list(self._serving.values())
         for task in tasks:
             task.cancel()
@@ -206,17 +217,19 @@ class Callbacks:
         entry has left the queue."""
         callback = await request_callback(
             self._ctx, queue_id=queue.id, call_id=call.id, number=number,
-            shown_number=caller.called, priority=entry.priority,
-            entered_at=datetime.fromtimestamp(entry.entered_at, UTC),
+            shown_number=caller.called, number_records=call.number_records,
+            priority=entry.priority, entered_at=datetime.fromtimestamp(entry.entered_at, UTC),
         )  # fmt: skip
         self._log(callback, QueueEvent.CALLBACK, wait_seconds=entry.waited(),
                   callback_id=callback.id, number=number)  # fmt: skip
         return callback
 
     def serve(self, callback: Callback) -> None:
-        if callback.id in self._serving:
+        """Carry the request out from now on (once: a second call is a no-op); after stop()
+        it waits in SQL for the next start."""
+        if callback.id in self._serving or self._stopped:
             return
-        task = asyncio.create_task(self._serve(callback), name=f"callback-{callback.id}")
+        task = asyncio.create_task(self._serve(callback.id), name=f"callback-{callback.id}")
         self._serving[callback.id] = task
         task.add_done_callback(lambda done: self._served(callback.id, done))
 
@@ -235,16 +248,18 @@ class Callbacks:
         if self._serving.get(callback_id) is task:
             del self._serving[callback_id]
         if not task.cancelled() and task.exception() is not None:
-            log.error("callback_failed_unexpectedly", callback_id=callback_id,
+            log.error("callback_task_failed", callback_id=callback_id,
                       error=repr(task.exception()))  # fmt: skip
 
-    async def _serve(self, callback: Callback) -> None:
-        while callback.state is CallbackState.PENDING:
+    async def _serve(self, callback_id: int) -> None:
+        # Read again each round: a request cancelled meanwhile (even before this task began,
+        # or through an API served apart) is not served.
+        while (callback := await get_callback(self._ctx, callback_id)).state is PENDING:
             queue = await find_queue(self._ctx, callback.queue_id)
-            if queue is None:  # deleted meanwhile: nobody is left to call them back
+            if queue is None:  # deleted meanwhile (it refuses while requests wait): given up
                 log.warning("callback_queue_gone", callback_id=callback.id)
                 await self._attempted(callback, _Attempt(AttemptResult.FAILED, None),
-                                      max_attempts=0)  # fmt: skip
+                                      QueueSpec(name=""), max_attempts=0)  # fmt: skip
                 return
             if callback.next_attempt_at is not None:
                 delay = (callback.next_attempt_at - utcnow()).total_seconds()
@@ -255,18 +270,21 @@ class Callbacks:
             )  # fmt: skip
             try:
                 attempt = await self._take_turn(queue.spec, callback, entry)
+            except Exception:
+                # A bug or an outage in one attempt must not strand the request.
+                log.exception("callback_attempt_failed", callback_id=callback.id)
+                attempt = _Attempt(AttemptResult.FAILED, None)
             finally:
                 await self._dispatcher.leave(entry)
             if attempt is None:
-                return  # cancelled as the agent answered
-            callback = await self._attempted(callback, attempt, spec=queue.spec)
+                return  # cancelled
+            await self._attempted(callback, attempt, queue.spec)
 
     async def _attempted(
-        self, callback: Callback, attempt: _Attempt, *, spec: QueueSpec | None = None,
+        self, callback: Callback, attempt: _Attempt, spec: QueueSpec, *,
         max_attempts: int | None = None,
     ) -> Callback:  # fmt: skip
         """The attempt's end, in the request (its next state) and in the queue log."""
-        spec = spec or QueueSpec(name="")
         after = await end_attempt(
             self._ctx, callback.id, attempt.result, call_id=attempt.call_id,
             max_attempts=spec.callback_attempts if max_attempts is None else max_attempts,
@@ -283,33 +301,36 @@ class Callbacks:
     async def _take_turn(
         self, spec: QueueSpec, callback: Callback, entry: Entry
     ) -> _Attempt | None:
-        """Offers until an agent answers, then one attempt to reach the customer (None: the
-        request was cancelled meanwhile)."""
+        """Offers until an agent answers, then one attempt to reach the customer; None when
+        the request was cancelled meanwhile. An agent who leaves before the customer answers
+        is logged, counted as tried for this entry, and the next agent is offered it."""
         while True:
             offer = await entry.offers.get()
+            if (await get_callback(self._ctx, callback.id)).state is not PENDING:
+                await self._withdraw(offer.agents, entry)
+                return None
             rung = await self._ring(spec, callback, entry, offer)
-            if rung is not None:
-                agent, agent_leg = rung
-                return await self._attempt(spec, callback, entry, agent, agent_leg)
+            if rung is None:
+                continue
+            agent, agent_leg = rung
+            attempt = await self._attempt(spec, callback, entry, agent, agent_leg)
+            if attempt is None or attempt.result is not AttemptResult.AGENT_LEFT:
+                return attempt
+            await self._attempted(callback, attempt, spec)
+            self._dispatcher.offer_over(entry, [agent.user_id])
 
     async def _ring(
         self, spec: QueueSpec, callback: Callback, entry: Entry, offer: Offer
     ) -> tuple[AgentTarget, Leg] | None:
         agents = offer.agents
         assert self._originate is not None  # serve() runs once calls can be placed
+        agent_leg: Leg | None = None
         try:
             agent_leg = await self._originate(
                 self._edge.uri_of(agents[0].extension), timeout=spec.ring_timeout,
                 from_uri=self._edge.uri_of(callback.number, domain=True),
                 headers={**ring_headers(spec.name, agents), CALLBACK_HEADER: str(callback.id)},
             )  # fmt: skip
-        except WorkerCommandFailed as exc:
-            log.warning("callback_agents_not_rung", callback_id=callback.id, error=str(exc))
-            await self._withdraw(agents, entry)
-            await asyncio.sleep(NO_ROOM_PAUSE_S)
-            self._dispatcher.offer_over(entry, [])
-            return None
-        try:
             for agent in agents:
                 self._log(callback, QueueEvent.OFFER, user_id=agent.user_id,
                           wait_seconds=entry.waited(), extension=agent.extension,
@@ -319,8 +340,15 @@ class Callbacks:
             winner = None
             if agent_leg.answered.done() and not agent_leg.ended.done():
                 winner = await answering_agent_of(self._registrations, agents, agent_leg)
+        except WorkerCommandFailed as exc:  # no worker could place the call
+            log.warning("callback_agents_not_rung", callback_id=callback.id, error=str(exc))
+            await self._withdraw(agents, entry)
+            await asyncio.sleep(NO_ROOM_PAUSE_S)
+            self._dispatcher.offer_over(entry, [])
+            return None
         except BaseException:
-            await agent_leg.drop()
+            if agent_leg is not None:
+                await agent_leg.drop()
             await self._withdraw(agents, entry)
             raise
         if winner is None:
@@ -345,13 +373,12 @@ class Callbacks:
         """The agent has answered: tell them whom they call, dial the customer, talk. None
         when the request was cancelled as their phone rang (they are hung up)."""
         cause = f"callback:{callback.id}"
-        await change_presence(self._ctx, agent.user_id, answered, cause)
-        self._ctx.metrics.acd_offers.labels(result="answered").inc()
-        await self._dispatcher.answered(entry, agent.user_id)
         call: CallLog | None = None
         attempt = _Attempt(AttemptResult.FAILED, agent.user_id)
         hangup_by = "system"
         try:
+            await change_presence(self._ctx, agent.user_id, answered, cause)
+            self._ctx.metrics.acd_offers.labels(result="answered").inc()
             try:
                 callback = await begin_attempt(self._ctx, callback.id, agent.user_id)
             except CallbackOver:  # cancelled while the agent's phone rang
@@ -361,6 +388,7 @@ class Callbacks:
                 self._ctx, direction=Direction.OUTBOUND, caller=agent.extension,
                 called=callback.number, worker_id=agent_leg.worker_id, user_id=agent.user_id,
             )  # fmt: skip
+            call.number_records = callback.number_records
             call.add_leg(agent_leg.id, "agent", agent_leg.sip_call_id)
             attempt, hangup_by = await self._call_customer(spec, callback, entry, agent,
                                                            agent_leg, call)  # fmt: skip
@@ -425,6 +453,7 @@ class Callbacks:
                 await self._recorder.start(customer, call)
             else:
                 await customer.bridge(agent_leg)
+            await self._dispatcher.answered(entry, agent.user_id)
             self._log(callback, QueueEvent.CONNECT, user_id=agent.user_id,
                       wait_seconds=entry.waited(), callback_id=callback.id)  # fmt: skip
             loop = asyncio.get_running_loop()

@@ -27,7 +27,7 @@ from flows.edge import Edge, answering_agent_of, ring_headers
 from flows.recording import CallRecorder
 from flows.supervision import LiveTalks, Talk
 from flows.transfer import Transfer, TransferDesk, talk_until_transfer, transfer_codes
-from ivr.cdr import CallLog
+from ivr.cdr import CallLog, Direction
 from ivr.prompt_library import get_prompt, prompt_file
 from ivr.prompts import spoken, system_prompt
 from pbx.legs import Leg, LegGone, TransferRequest, WorkerCommandFailed
@@ -141,10 +141,14 @@ class QueueCall:
                 return QueueResult(QueueOutcome.OVERFLOW)
             # The caller's turn came as they pressed it: they are connected instead.
             if digit is not None and digit == spec.callback_key and offer is None:
-                if self._callbacks.available:
-                    result = await self._callback(entry)
-                    if result is not None:
-                        return result
+                if self._callback_offered():
+                    asked = await self._callback(entry)
+                    if isinstance(asked, QueueResult):
+                        return asked
+                    if isinstance(asked, Offer):  # their turn came while they were asked
+                        result = await self._ring(entry, asked)
+                        if result is not None:
+                            return result
                     await self._hold_music()
                 continue
             if offer is not None:
@@ -163,15 +167,39 @@ class QueueCall:
 
     # -- a callback instead of waiting --------------------------------------------------------
 
-    async def _callback(self, entry: Entry) -> QueueResult | None:
+    def _callback_offered(self) -> bool:
+        """Callers from outside (the trunk's) may ask, once calls can be placed: a phone's
+        extension is no number to call back through the trunk."""
+        return self._callbacks.available and self._call.direction is Direction.INBOUND
+
+    async def _callback(self, entry: Entry) -> QueueResult | Offer | None:
         """The caller confirms a number, their request is kept, they hear so and are hung
-        up; None when they did not confirm one (they wait on, in their place). Offers made
-        meanwhile wait for the answer."""
+        up; None when they confirmed none (they wait on, in their place). An offer made
+        while they are asked ends the asking: it is returned, to ring the agents."""
         await self._leg.stop_playback()
-        number = await ask_callback_number(self._ctx, self._leg, self._leg.caller)
-        if number is None:
-            await self._play_through(await system_prompt(self._ctx, "callback_declined"))
-            return None
+        asking = asyncio.ensure_future(ask_callback_number(self._ctx, self._leg, self._leg.caller))
+        offered = asyncio.ensure_future(entry.offers.get())
+        try:
+            await asyncio.wait([asking, offered], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (asking, offered):
+                if not pending.done():
+                    pending.cancel()  # a get() cancelled leaves its item in the queue
+            await asyncio.gather(asking, return_exceptions=True)
+        if offered.done() and not offered.cancelled():
+            if self._leg.ended.done():
+                await self._withdraw(offered.result().agents, entry)
+                return self._caller_gone(entry)
+            with contextlib.suppress(LegGone):
+                await self._leg.stop_playback()
+            return offered.result()
+        try:
+            number = asking.result()
+            if number is None:
+                await self._play_through(await system_prompt(self._ctx, "callback_declined"))
+                return None
+        except LegGone:
+            return self._caller_gone(entry)
         callback = await self._callbacks.request(self._queue, self._call, self._leg, entry, number)
         with contextlib.suppress(LegGone):  # told or not, they are called back
             await self._play_through(await system_prompt(self._ctx, "callback_accepted"))

@@ -27,12 +27,14 @@ WORKERS_PER_CPU = 250
 MEMORY_PER_WORKER_MB = 16
 
 
-def legs_reserved(inbound: Iterable[str], outbound_parents: Iterable[str | None]) -> int:
-    """Legs in use or promised: an inbound leg counts as two until it has dialled, a dialled
-    leg uses its parent's promise, and a leg dialled for no inbound leg counts as one."""
+def legs_reserved(holders: Iterable[str], outbound_parents: Iterable[str | None]) -> int:
+    """Legs in use or promised: a holder (an inbound leg, or an outbound leg placed to dial
+    one more, pbx.protocol.Dial.keep_room) counts as two until it has dialled, a dialled leg
+    uses its parent's promise, and any other leg counts as one. `outbound_parents`: the
+    parent of each outbound leg that is not a holder."""
     children = Counter(outbound_parents)
     held = 0
-    for leg in inbound:
+    for leg in holders:
         held += 1 + max(LEGS_PER_INBOUND_CALL - 1, children.pop(leg, 0))
     return held + sum(children.values())
 

@@ -148,6 +148,8 @@ class FarEnd:
         self.from_uri = from_uri
         self.headers = headers
         self.parent = parent
+        # Room for a leg it dials is kept (Dial.keep_room; inbound legs always have it).
+        self.keeps_room = direction == "inbound"
         # Outbound: the loose router the worker's INVITE went through (Dial.route).
         self.route = route
         self.sip_call_id = f"{uuid.uuid4()}@twin"
@@ -498,10 +500,11 @@ class MemoryWorker:
         parent = self.legs.get(command.parent) if command.parent else None
         has_reserved_leg = (
             parent is not None
-            and parent.direction == "inbound"
+            and parent.keeps_room
             and not any(leg.parent == parent.leg_id for leg in self.legs.values())
         )
-        if not has_reserved_leg and self._legs_reserved() + 1 > self.max_legs:
+        needed = LEGS_PER_INBOUND_CALL if command.keep_room else 1
+        if not has_reserved_leg and self._legs_reserved() + needed > self.max_legs:
             raise CommandFailed(f"no free leg in worker {self.id}")
         if command.leg in self.legs:
             raise CommandFailed(f"leg {command.leg} exists already")
@@ -510,6 +513,7 @@ class MemoryWorker:
             from_uri=command.from_uri or f"sip:worker{self.id}@twin",
             headers=dict(command.headers), parent=command.parent, route=command.route,
         )  # fmt: skip
+        callee.keeps_room = command.keep_room
         self.legs[command.leg] = callee
         self.hub.dials.append(callee)
         if self.hub.phones.unregistered(callee.extension):
@@ -613,8 +617,8 @@ class MemoryWorker:
 
     def _legs_reserved(self) -> int:
         return legs_reserved(
-            (leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"),
-            (leg.parent for leg in self.legs.values() if leg.direction == "outbound"),
+            (leg.leg_id for leg in self.legs.values() if leg.keeps_room),
+            (leg.parent for leg in self.legs.values() if not leg.keeps_room),
         )
 
 

@@ -123,6 +123,8 @@ class _Worker:
     legs: dict[str, Leg] = field(default_factory=dict)
     # The inbound leg each outbound leg was dialled for (None: a spare leg).
     parents: dict[str, str | None] = field(default_factory=dict)
+    # Outbound legs placed to dial one more (Dial.keep_room): holders, like inbound legs.
+    holders: set[str] = field(default_factory=set)
     # Ended legs whose recording the worker is still closing (RecordingEnded follows).
     closing: dict[str, Leg] = field(default_factory=dict)
     pending: dict[int, asyncio.Future[CommandResult]] = field(default_factory=dict)
@@ -134,8 +136,11 @@ class _Worker:
     reserved: int = 0
 
     def count_reserved(self) -> None:
-        inbound = [leg_id for leg_id, leg in self.legs.items() if leg.direction == "inbound"]
-        self.reserved = legs_reserved(inbound, self.parents.values())
+        holders = [
+            leg_id for leg_id, leg in self.legs.items()
+            if leg.direction == "inbound" or leg_id in self.holders
+        ]  # fmt: skip
+        self.reserved = legs_reserved(holders, self.parents.values())
 
 
 class WorkerPool:
@@ -532,6 +537,7 @@ class WorkerPool:
             leg.on_ended(LegEnd(LOST_CODE, WORKER_LOST))
         worker.legs.clear()
         worker.parents.clear()
+        worker.holders.clear()
         worker.closing.clear()
         worker.reserved = 0
 
@@ -637,6 +643,7 @@ class WorkerPool:
         elif isinstance(event, LegEnded):
             worker.legs.pop(event.leg, None)
             worker.parents.pop(event.leg, None)
+            worker.holders.discard(event.leg)
             self._legs_changed(worker)
             if event.reason == MEDIA_TIMEOUT_REASON:
                 self._media_timeouts += 1
@@ -749,8 +756,8 @@ class WorkerPool:
         headers: dict[str, str] | None = None,
     ) -> Leg:
         """A call placed for no caller (a callback's agent leg), in the ready worker with the
-        most room; that room holds the one leg it will dial itself (the customer's).
-        WorkerCommandFailed when no worker has room."""
+        most room; room for the one leg it will dial itself (the customer's) is kept as for
+        an inbound caller (Dial.keep_room). WorkerCommandFailed when no worker has room."""
         roomy = [
             w for w in self._workers.values()
             if w.state is WorkerState.READY
@@ -759,7 +766,9 @@ class WorkerPool:
         if not roomy:
             raise WorkerCommandFailed("no room for a call in any worker")
         worker = max(roomy, key=lambda w: admissible_legs(w.max_legs, w.reserved))
-        return await self._dial_in(worker, None, uri, timeout, from_uri, headers or {}, None)
+        return await self._dial_in(
+            worker, None, uri, timeout, from_uri, headers or {}, None, keep_room=True
+        )
 
     async def _dial(
         self,
@@ -784,32 +793,49 @@ class WorkerPool:
         from_uri: str | None,
         headers: dict[str, str],
         route: str | None,
+        *,
+        keep_room: bool = False,
     ) -> Leg:
         leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
         # Known before the Dial goes out: its first events may come before its result.
         parent_id = parent.id if parent is not None else None
-        worker.parents[leg_id] = parent_id if parent and parent.direction == "inbound" else None
-        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
-        try:
-            await self._command(
-                worker,
-                lambda cid: Dial(
-                    cid=cid,
-                    leg=leg_id,
-                    parent=parent_id,
-                    uri=uri,
-                    from_uri=from_uri,
-                    timeout_s=timeout,
-                    headers=headers,
-                    route=route,
-                ),
+        if keep_room:
+            worker.holders.add(leg_id)
+        else:
+            holder = parent is not None and (
+                parent.direction == "inbound" or parent.id in worker.holders
             )
-        except WorkerCommandFailed:
-            worker.legs.pop(leg_id, None)
-            worker.parents.pop(leg_id, None)
-            self._legs_changed(worker)
+            worker.parents[leg_id] = parent_id if holder else None
+        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
+        dial = Dial(
+            cid=0, leg=leg_id, parent=parent_id, uri=uri, from_uri=from_uri, timeout_s=timeout,
+            headers=headers, route=route, keep_room=keep_room,
+        )  # fmt: skip
+        sending = asyncio.ensure_future(self._send_dial(worker, dial))
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            # Whoever dialled stopped waiting, but the Dial may be out: the leg must not ring
+            # on with nobody to take it.
+            self._own(_drop_once_sent(sending, leg))
             raise
         return leg
+
+    async def _send_dial(self, worker: _Worker, dial: Dial) -> None:
+        try:
+            await self._command(worker, lambda cid: dial.model_copy(update={"cid": cid}))
+        except WorkerCommandFailed:
+            worker.legs.pop(dial.leg, None)
+            worker.parents.pop(dial.leg, None)
+            worker.holders.discard(dial.leg)
+            self._legs_changed(worker)
+            raise
+
+
+async def _drop_once_sent(sending: asyncio.Future[None], leg: Leg) -> None:
+    with contextlib.suppress(WorkerCommandFailed):
+        await sending
+        await leg.drop()
 
 
 async def _decline_transfer(leg: Leg, request: TransferRequest) -> None:

@@ -110,6 +110,9 @@ class Dial(_Command):
     # can end it if this worker dies. The Request-URI and To stay `uri`; what follows the
     # answer takes the route the far end's Record-Route gives.
     route: str | None = Field(None, pattern=r"^sips?:[^\s<>\"]+$")
+    # The leg will dial one leg of its own (a callback's agent leg, then the customer's):
+    # room for that one is kept as for an inbound caller's (pbx.capacity.legs_reserved).
+    keep_room: bool = False
 
 
 class Bridge(_Command):

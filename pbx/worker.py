@@ -177,6 +177,8 @@ class WorkerLeg(pj.Call):  # type: ignore[misc]
         self.leg_id = leg_id
         self.direction = direction
         self.parent = parent
+        # Room for a leg it dials is kept (Dial.keep_room; inbound legs always have it).
+        self.keeps_room = direction == "inbound"
         self.prompt: Prompt | None = None
         self.barge_in = False
         self.recorder: pj.AudioMediaRecorder | None = None
@@ -399,8 +401,8 @@ class WorkerAgent:
 
     def _legs_reserved(self) -> int:
         return legs_reserved(
-            (leg.leg_id for leg in self.legs.values() if leg.direction == "inbound"),
-            (leg.parent for leg in self.legs.values() if leg.direction == "outbound"),
+            (leg.leg_id for leg in self.legs.values() if leg.keeps_room),
+            (leg.parent for leg in self.legs.values() if not leg.keeps_room),
         )
 
     # -- calls in ---------------------------------------------------------------------------
@@ -671,13 +673,15 @@ class WorkerAgent:
         parent = self.legs.get(command.parent) if command.parent else None
         has_reserved_leg = (
             parent is not None
-            and parent.direction == "inbound"
+            and parent.keeps_room
             and not any(leg.parent == parent.leg_id for leg in self.legs.values())
         )
-        if not has_reserved_leg and self._legs_reserved() + 1 > self.max_legs:
+        needed = LEGS_PER_INBOUND_CALL if command.keep_room else 1
+        if not has_reserved_leg and self._legs_reserved() + needed > self.max_legs:
             raise CommandFailed(f"no free leg in worker {self.worker_id}")
         account = self._routed_account(command.route) if command.route else self.account
         leg = WorkerLeg(self, command.leg, "outbound", pj.PJSUA_INVALID_ID, command.parent, account)
+        leg.keeps_room = command.keep_room
         call = pj.CallOpParam(True)
         if command.from_uri:
             call.txOption.localUri = command.from_uri

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("call_id", sa.Integer(), nullable=False, index=True),
         sa.Column("number", sa.String(32), nullable=False),
         sa.Column("shown_number", sa.String(128), nullable=False),
+        sa.Column("number_records", sa.Boolean(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("entered_at", UtcDateTime(timezone=True), nullable=False),
         sa.Column("requested_at", UtcDateTime(timezone=True), nullable=False, index=True),

@@ -117,6 +117,8 @@ async def test_a_caller_without_a_number_keys_one_in_and_a_pending_callback_can_
     assert requested["number"] == "4930555"
     assert await caller.ended == 200
 
+    in_use = await admin.delete(f"/queues/{queue_id}")  # nobody would call them back
+    assert (in_use.status, in_use.error_code) == (409, "queue_in_use")
     reply = await admin.delete(f"/callbacks/{requested['id']}")
     assert (reply.status, reply.body["state"]) == (200, "cancelled")
     await events.next("queue_callback_cancel", queue_id=queue_id)
@@ -143,6 +145,58 @@ async def test_a_caller_who_confirms_no_number_keeps_waiting_in_their_place(
     assert await queue_log(admin, queue_id) == [("enter", None), ("abandon", None)]
     listed = await admin.get("/callbacks", params={"queue_id": str(queue_id)})
     assert listed.body["items"] == []
+
+
+async def test_a_caller_whose_turn_comes_while_asked_is_connected_instead(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    agent = await user(admin, next_extension, status="not_ready", reason="break")
+    queue_id, number = await callback_queue(admin, [agent])
+    calling = caller_number()
+    caller = twin.call_in(calling, number)
+    await events.next("queue_enter", queue_id=queue_id)
+    caller.press(CALLBACK_KEY)  # and no answer yet: the question waits for a key
+
+    def asked() -> bool:
+        heard = [p.name for p in caller.prompts]
+        return any(n.startswith("hold") for n in heard) and not heard[-1].startswith("hold")
+
+    await twin.until(asked)
+    await set_presence(admin, agent.id, "ready")
+    phone = await twin.dialled(agent.extension)
+    assert CALLBACK_HEADER not in phone.headers  # the caller on the line, not a callback
+    phone.answer()
+    await twin.until(lambda: caller.bridged_to is phone)
+    caller.hang_up()
+    await events.next("call_ended", caller=calling)
+    assert await queue_log(admin, queue_id) == [
+        ("enter", None), ("offer", agent.id), ("connect", agent.id), ("complete", agent.id),
+    ]  # fmt: skip
+    await set_presence(admin, agent.id, "logged_out")
+
+
+async def test_a_caller_hanging_up_while_asked_is_logged_abandoned_and_phones_are_not_asked(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    absent = await user(admin, next_extension, status="not_ready", reason="lunch")
+    queue_id, number = await callback_queue(admin, [absent], extension=next_extension())
+    caller = twin.call_in(caller_number(), number)
+    await events.next("queue_enter", queue_id=queue_id)
+    caller.press(CALLBACK_KEY)
+    caller.hang_up()
+    await events.next("queue_abandon", queue_id=queue_id)
+    # A colleague's phone dialling the queue: an extension is no number to call back.
+    colleague = await user(admin, next_extension)
+    queue_ext = (await admin.get(f"/queues/{queue_id}")).body["extension"]
+    desk = twin.call_in(colleague.extension, queue_ext, source="phone")
+    await events.next("queue_enter", queue_id=queue_id)
+    desk.press(CALLBACK_KEY + CONFIRM)
+    desk.hang_up()
+    await events.next("queue_abandon", queue_id=queue_id)
+    assert await queue_log(admin, queue_id) == [
+        ("enter", None), ("abandon", None), ("enter", None), ("abandon", None),
+    ]  # fmt: skip
+    assert (await admin.get("/callbacks", params={"queue_id": str(queue_id)})).body["items"] == []
 
 
 async def test_an_unreached_customer_is_tried_again_until_the_attempts_are_spent(
@@ -234,6 +288,7 @@ async def test_a_restart_completes_a_talk_it_cut_and_takes_up_an_interrupted_att
     for connected in (True, False):
         made = await request_callback(
             ctx, queue_id=queue_id, call_id=0, number=caller_number(), shown_number="1",
+            number_records=False,
             priority=0, entered_at=utcnow(),
         )  # fmt: skip
         await begin_attempt(ctx, made.id, agent.id)
