@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -36,13 +37,23 @@ from api import (
     voicemail,
     wallboard,
 )
+from api.cluster_proxy import advertise, forward, must_pass_on, passed_on
 from api.console import install_console
 from api.errors import error_middleware
 from api.events import HUB_KEY, OPENAPI_PATHS, EventHub, event_stream
 from api.openapi import openapi_document
-from api.routing import API_PREFIX, CONTEXT_KEY, CONTROLLER_KEY, RouteTable
+from api.routing import (
+    API_PREFIX,
+    CONTEXT_KEY,
+    CONTROLLER_KEY,
+    SEAT_KEY,
+    RouteTable,
+    running_controller,
+)
 from controller.component import Controller, MediaWorkers
+from controller.lease import RedisLease
 from controller.plumbing import open_plumbing
+from controller.seat import ControllerSeat
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import utcnow
 from core.metrics import Metrics
@@ -77,7 +88,8 @@ def create_app(
     (the in-memory twin). `clock` is what call flows decide business hours with (tests fix
     it)."""
     app = web.Application(
-        middlewares=[_metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[_metrics_middleware, error_middleware, _cluster_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     metrics = Metrics()
     app[_METRICS] = metrics
@@ -100,7 +112,7 @@ def create_app(
         for holder in OwnerType:
             metrics.extensions_assigned.labels(holder=holder.value).set(counts.get(holder, 0))
         metrics.voicemail_unheard.set(await count_unheard(request.app[CONTEXT_KEY]))
-        running = request.app.get(CONTROLLER_KEY)
+        running = running_controller(request.app)
         pool = running.pool_figures() if running is not None else None
         if pool is not None:
             metrics.workers_alive.set(pool.workers_alive)
@@ -131,16 +143,33 @@ def create_app(
             hub = EventHub(plumbing.ctx.redis, metrics.event_stream_clients_dropped)
             await hub.start()
             app[HUB_KEY] = hub
-            running = None
-            if controller:
-                running = Controller(
-                    plumbing.ctx, plumbing.edge, media_workers=media_workers, clock=clock
+            ctx = plumbing.ctx
+
+            def make_controller() -> Controller:
+                return Controller(ctx, plumbing.edge, media_workers=media_workers, clock=clock)
+
+            running: Controller | ControllerSeat | None = None
+            cluster = settings.cluster
+            if controller and cluster.node:
+                # One of several nodes: the controller runs while this one holds the lease.
+                lease = RedisLease(ctx.redis, cluster.node, cluster.lease_seconds)
+                running = app[SEAT_KEY] = ControllerSeat(
+                    ctx, lease, make_controller, cluster.lease_seconds
                 )
-                app[CONTROLLER_KEY] = running
+                app[_CLUSTER_HTTP] = aiohttp.ClientSession()
+                api = settings.api
+                await advertise(ctx.redis, cluster.node,
+                                cluster.api_url or f"http://{api.host}:{api.port}")  # fmt: skip
+            elif controller:
+                running = app[CONTROLLER_KEY] = make_controller()
+                metrics.controller_active.set(1)
+            if running is not None:
                 await running.start()
             yield
             if running is not None:
                 await running.stop()
+            if _CLUSTER_HTTP in app:
+                await app[_CLUSTER_HTTP].close()
             await hub.stop()
 
     app.cleanup_ctx.append(collaborators)
@@ -157,6 +186,23 @@ def create_app(
 
 
 _METRICS = web.AppKey("metrics", Metrics)
+# A cluster's node: the client that passes requests on to the active node.
+_CLUSTER_HTTP = web.AppKey("cluster_http", aiohttp.ClientSession)
+
+
+@web.middleware
+async def _cluster_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a cluster's node: a request passed on by another node is the client's; a standby
+    passes API requests on to the active node (api.cluster_proxy)."""
+    seat = request.app.get(SEAT_KEY)
+    if seat is None:
+        return await handler(request)
+    ctx = request.app[CONTEXT_KEY]
+    secret = ctx.settings.cluster.secret
+    request = passed_on(request, secret)
+    if must_pass_on(request, seat):
+        return await forward(request, seat, ctx.redis, request.app[_CLUSTER_HTTP], secret)
+    return await handler(request)
 
 
 async def _acd_figures(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acd import callbacks
 from acd.callback_rules import CallbackState
-from api.routing import CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import STAFF, ApiRequest, RouteTable, running_controller
 from core.sql_bounds import Count, SqlInt
 
 routes = RouteTable()
@@ -81,7 +81,7 @@ async def get_callback(req: ApiRequest) -> CallbackOut:
 async def cancel_callback(req: ApiRequest) -> CallbackOut:
     """409 `callback_in_progress` while the customer is being called, `callback_over` once it
     is completed, failed or cancelled."""
-    running = req.raw.app.get(CONTROLLER_KEY)
+    running = running_controller(req.raw.app)
     callback_id = req.path["callback_id"]
     if running is None:  # the API served alone: the controller notices at the agent's answer
         return CallbackOut.of(await callbacks.cancel_callback(req.ctx, callback_id))

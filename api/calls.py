@@ -13,11 +13,11 @@ from api.openapi import wav_download
 from api.routing import (
     API_PREFIX,
     CONTEXT_KEY,
-    CONTROLLER_KEY,
     STAFF,
     ApiRequest,
     RouteTable,
     path_ids,
+    running_controller,
 )
 from controller.component import NoCallControl
 from core.errors import Conflict, Forbidden, NotFound
@@ -160,7 +160,7 @@ async def supervise(req: ApiRequest) -> SupervisionOut:
             extension = await user_extension(session, principal.user_id)
     if extension is None or principal.user_id is None:
         raise NoExtension("you have no extension whose phone could listen")
-    controller = req.raw.app.get(CONTROLLER_KEY)
+    controller = running_controller(req.raw.app)
     if controller is None:
         raise NoCallControl("this service takes no calls here")
     body: SuperviseIn = req.body

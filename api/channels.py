@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import ADMIN, STAFF, ApiRequest, RouteTable, running_controller
 from chat import channels
 from chat.assignment import HARD_CAP, Countable, Distribution
 from chat.working_hours import WorkingHours
-from core.errors import InvalidInput
+from core.errors import InvalidInput, Unavailable
 from core.sql_bounds import SqlInt
 
 routes = RouteTable()
@@ -196,7 +196,10 @@ async def inbound_message(req: ApiRequest) -> InboundOut:
     body: InboundMessage = req.body
     # The controller's chat assigner writes it and places its dialog in the same transaction
     # (the inbound path needs the controller; `pbx run` always starts it).
-    inbound = await req.raw.app[CONTROLLER_KEY].chat_assigner.receive(
+    running = running_controller(req.raw.app)
+    if running is None:
+        raise Unavailable("this node does not run the controller now: send to the active one")
+    inbound = await running.chat_assigner.receive(
         req.path["channel_id"], req.raw.headers.get(SECRET_HEADER, ""),
         body.customer.id, body.customer.name, body.text,
     )  # fmt: skip

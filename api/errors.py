@@ -18,6 +18,7 @@ from core.errors import (
     NotFound,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
 from core.sql_bounds import OUT_OF_RANGE, PYDANTIC_INT_TOO_LONG
 
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     Forbidden: 403,
     Unauthorized: 401,
     TooManyRequests: 429,
+    Unavailable: 503,
 }
 CODE_BY_HTTP_STATUS = {
     400: "bad_request",

@@ -12,7 +12,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.routing import CONTROLLER_KEY, ApiRequest, RouteTable
+from api.routing import SEAT_KEY, ApiRequest, RouteTable, running_controller
+from controller.seat import Role
 from core.context import EdgeUnavailable
 from pbx.capacity import WorkerState
 from pbx.kamailio import KamailioRpc
@@ -35,12 +36,22 @@ class HealthChecks(BaseModel):
     media_workers: Check | Literal["absent"]
 
 
+class ControllerState(BaseModel):
+    # single: no cluster, the controller runs here; active or standby: this node's part in
+    # a cluster ([cluster] node), by the lease in Redis.
+    role: Role
+    node: str | None
+    # The node that holds the lease now (null on a single node, or while none holds it).
+    active_node: str | None
+
+
 class Health(BaseModel):
     # degraded: a check fails, or the trunk should be registered and is not.
     status: Literal["ok", "degraded"]
     version: str
     checks: HealthChecks
     trunk_registration: RegistrationState
+    controller: ControllerState
 
 
 @routes.add("GET", "/health", summary="Service health", tag="service", roles=None, response=Health)
@@ -62,7 +73,7 @@ async def health(req: ApiRequest) -> Health:
         await edge_rpc.call("core.uptime")
     except EdgeUnavailable:
         edge = "failing"
-    running = req.raw.app.get(CONTROLLER_KEY)
+    running = running_controller(req.raw.app)
     figures = running.pool_figures() if running is not None else None
     workers: Check | Literal["absent"] = "absent"
     if figures is not None:
@@ -77,4 +88,12 @@ async def health(req: ApiRequest) -> Health:
         version=version("pbx"),
         checks=checks,
         trunk_registration=trunk,
+        controller=await _controller_state(req.raw.app),
     )
+
+
+async def _controller_state(app: web.Application) -> ControllerState:
+    seat = app.get(SEAT_KEY)
+    if seat is None:
+        return ControllerState(role=Role.SINGLE, node=None, active_node=None)
+    return ControllerState(role=seat.role, node=seat.node, active_node=await seat.active_node())

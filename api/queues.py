@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from acd import queue_log, queues
 from acd.strategies import Strategy
-from api.routing import ADMIN, CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import ADMIN, STAFF, ApiRequest, RouteTable, running_controller
 from core.errors import InvalidInput
 from core.settings import MAX_RING_TIMEOUT_S
 from core.sql_bounds import Count, Id, SqlInt, UtcInstant
@@ -178,7 +178,7 @@ class WaitingList(BaseModel):
 async def waiting_callers(req: ApiRequest) -> WaitingList:
     queue = await queues.get_queue(req.ctx, req.path["queue_id"])
     # Without a controller (the API served alone) no call is in any queue.
-    running = req.raw.app.get(CONTROLLER_KEY)
+    running = running_controller(req.raw.app)
     waiting = running.waiting_callers(queue.id) if running is not None else []
     return WaitingList(items=[
         WaitingCallerOut(call_id=w.call_id, position=w.position, wait_seconds=w.wait_seconds,

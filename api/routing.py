@@ -22,6 +22,7 @@ from api.errors import (
     validation_failed,
 )
 from controller.component import Controller
+from controller.seat import ControllerSeat
 from core.context import ServiceContext
 from core.errors import Forbidden
 from core.sql_bounds import SQL_INT_MAX
@@ -30,8 +31,10 @@ from extensions.tokens import Principal
 
 API_PREFIX = "/api/v1"
 CONTEXT_KEY = web.AppKey("context", ServiceContext)
-# Absent when the app serves the API alone.
+# Absent when the app serves the API alone, or is a cluster's node (SEAT_KEY instead).
 CONTROLLER_KEY = web.AppKey("controller", Controller)
+# A cluster's node: the controller runs here while this node holds the lease.
+SEAT_KEY = web.AppKey("seat", ControllerSeat)
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 # JSON nests at most this deep. Our deepest body (business hours: weekly -> day -> span) has
 # four levels; json.loads and pydantic recurse once per level, and 1,000 levels raised
@@ -275,3 +278,10 @@ def _parse_query(route: Route, request: web.Request) -> BaseModel | None:
         return route.query.model_validate(query)
     except ValidationError as exc:
         raise validation_failed(exc) from None
+
+
+def running_controller(app: web.Application) -> Controller | None:
+    """The controller running in this process now: always on a single node, while it holds
+    the lease on a cluster's node, never when the app serves the API alone."""
+    seat = app.get(SEAT_KEY)
+    return seat.controller if seat is not None else app.get(CONTROLLER_KEY)

@@ -15,7 +15,7 @@ from acd import call_stats
 from acd.agents import presence_data
 from acd.agents import wallboard as agents_now
 from acd.day_figures import day_start, hourly, queue_log_since
-from api.routing import CONTROLLER_KEY, STAFF, ApiRequest, RouteTable
+from api.routing import STAFF, ApiRequest, RouteTable, running_controller
 from chat import stats as chat_stats
 from chat.models import ChannelRow, DialogRow
 from core.context import ServiceContext
@@ -90,7 +90,7 @@ async def wallboard(req: ApiRequest) -> DayBoard:
     chats_today = chat_stats.figures_by(
         await chat_stats.dialog_rows(ctx, start, None), lambda d: d.assignee_id
     )
-    running = req.raw.app.get(CONTROLLER_KEY)
+    running = running_controller(req.raw.app)
     live = running.queue_figures() if running is not None else {}
     queues = []
     for queue_id, name in sorted((await call_stats.queue_names(ctx)).items()):

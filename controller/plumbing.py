@@ -15,7 +15,7 @@ from core.context import PhoneRegistrations, ServiceContext
 from core.db import create_engine, create_session_factory
 from core.events import EventBus
 from core.metrics import Metrics
-from core.settings import Settings
+from core.settings import MAX_NODES, Settings
 from core.wakeups import Wakeups
 from core.write_behind import WriteBehind
 from flows.call_recovery import close_interrupted_calls
@@ -52,7 +52,12 @@ async def open_plumbing(
     edge = KamailioRpc("127.0.0.1", settings.sip.rpc_port)
     wakeups = Wakeups()
     events = EventBus(redis, metrics.events_published, wakeups)
-    writes = WriteBehind(settings.data_dir / WRITE_BEHIND_FOLDER, sessions, events, metrics)
+    cluster = settings.cluster
+    writes = WriteBehind(
+        settings.data_dir / WRITE_BEHIND_FOLDER, sessions, events, metrics,
+        # A cluster's nodes share the database: each hands out ids of its own residue.
+        id_stride=MAX_NODES if cluster.node else 1, id_residue=cluster.node_index,
+    )  # fmt: skip
     register_call_writes(writes)
     register_queue_log_writes(writes)
     register_presence_writes(writes)

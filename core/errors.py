@@ -37,6 +37,12 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class Unavailable(DomainError):
+    """Not here, not now: another node does it, or a part it needs is down (503)."""
+
+    code = "unavailable"
+
+
 class TooManyRequests(DomainError):
     """Refused for a while; `retry_after` seconds tell how long (the Retry-After header)."""
 

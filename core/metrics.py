@@ -260,6 +260,12 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.controller_active = Gauge(
+            "pbx_controller_active",
+            "1 while this node runs the controller (always, without [cluster] node; else while "
+            "it holds the cluster's lease)",
+            registry=self.registry,
+        )
         self.callbacks = Counter(
             "pbx_callbacks_total",
             "Callback requests by outcome: requested (a waiting caller asked), completed (the "

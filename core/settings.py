@@ -36,6 +36,11 @@ DEFAULT_SIP_PORT = 5060
 MAX_RING_TIMEOUT_S = 600
 
 
+# Nodes a cluster may have (ClusterSettings.node_index): ids stay 32-bit for years at this.
+MAX_NODES = 8
+MIN_CLUSTER_SECRET = 16
+
+
 class SettingsError(Exception):
     """config.toml or an override is invalid; the message says which key and why."""
 
@@ -311,6 +316,33 @@ class SignInSettings(_Section):
         return self
 
 
+class ClusterSettings(_Section):
+    """Controllers sharing one PostgreSQL and one Redis (controller.seat): one is active at a
+    time, the others stand by and take over when its lease runs out."""
+
+    # This node's name; empty: a single node, always active, as `make run` runs it.
+    node: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    # Distinct per node: the ids a node hands out for rows written behind the call are those
+    # of its residue modulo MAX_NODES, so nodes never hand out the same id.
+    node_index: int = Field(0, ge=0, lt=MAX_NODES)
+    # How long the active controller's lease lasts unless renewed (it renews every third of
+    # it): a standby takes over within about this long once the active is gone.
+    lease_seconds: float = Field(3.0, ge=1.0, le=30.0)
+    # Where the other nodes reach this node's API (a standby passes requests on to the
+    # active node); empty: http://<api.host>:<api.port>.
+    api_url: str = Field("", pattern=r"^(https?://[^\s/]+)?$")
+    # Shared by the nodes: a request another node passed on carries it, and only then is the
+    # client address it names trusted (the sign-in guard counts per client address).
+    secret: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _a_node_has_the_secret(self) -> ClusterSettings:
+        if self.node and len(self.secret) < MIN_CLUSTER_SECRET:
+            raise ValueError(f"a cluster node needs secret (at least {MIN_CLUSTER_SECRET} "
+                             "characters, the same on every node)")  # fmt: skip
+        return self
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -339,6 +371,7 @@ class Settings(_Section):
     chat: ChatSettings = ChatSettings()
     retention: RetentionSettings = RetentionSettings()
     sign_in: SignInSettings = SignInSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

@@ -114,6 +114,12 @@ def retry_delay(failures: int, first_s: float = RETRY_FIRST_S) -> float:
     return min(RETRY_MAX_S, first_s * 2.0 ** max(0, failures - 1))
 
 
+def first_id_after(highest: int, stride: int, residue: int) -> int:
+    """The smallest id above `highest` that is `residue` modulo `stride`."""
+    candidate = highest + 1
+    return candidate + (residue - candidate) % stride
+
+
 # -- the journal ------------------------------------------------------------------------------
 
 
@@ -186,8 +192,15 @@ class WriteBehind:
         metrics: Metrics,
         *,
         retry_first_s: float = RETRY_FIRST_S,
+        id_stride: int = 1,
+        id_residue: int = 0,
     ) -> None:
+        """`id_stride`, `id_residue`: this process hands out only ids of that residue modulo
+        that stride, so that processes sharing the database (a cluster's nodes) never hand
+        out the same id."""
         self._journal = Journal(folder)
+        self._id_stride = id_stride
+        self._id_residue = id_residue
         self._retry_first_s = retry_first_s
         self._sessions = sessions
         self._events = events
@@ -213,13 +226,14 @@ class WriteBehind:
 
     def sequence(self, name: str, column: InstrumentedAttribute[int]) -> None:
         """Ids of `column` are handed out by `next_id(name)`, from its max at start: the
-        call path needs a call's id before its row exists. Safe for one controller only;
-        PostgreSQL's serial sequence is not advanced, so nothing else may insert there."""
+        call path needs a call's id before its row exists. Processes sharing the database
+        each need a residue of their own (see __init__); PostgreSQL's serial sequence is not
+        advanced, so nothing else may insert there."""
         self._sequences[name] = column
 
     def next_id(self, name: str) -> int:
         value = self._next_ids[name]
-        self._next_ids[name] = value + 1
+        self._next_ids[name] = value + self._id_stride
         return value
 
     async def start(self) -> int:
@@ -234,11 +248,17 @@ class WriteBehind:
                 await self._commit(leftover[start : start + MAX_BATCH_ROWS], replaying=True)
             self._journal.drop(segments)
             log.warning("write_behind_journal_replayed", changes=len(leftover))
-        async with self._sessions() as session:
-            for name, column in self._sequences.items():
-                self._next_ids[name] = (await session.scalar(select(func.max(column))) or 0) + 1
+        await self.read_sequences()
         self._task = asyncio.create_task(self._run(), name="write-behind")
         return len(leftover)
+
+    async def read_sequences(self) -> None:
+        """Hand out ids after the highest in SQL: at start, and when this node takes over
+        from another (controller.seat), whose rows came after this node's start."""
+        async with self._sessions() as session:
+            for name, column in self._sequences.items():
+                highest = await session.scalar(select(func.max(column))) or 0
+                self._next_ids[name] = first_id_after(highest, self._id_stride, self._id_residue)
 
     # -- the call path ------------------------------------------------------------------------
 

@@ -259,6 +259,8 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         drop_summary_lines=DROP_SUMMARY_LINES,
         drop_summary_loud=DROP_SUMMARY_LOUD,
         db_busy_timeout_ms=DB_BUSY_TIMEOUT_MS,
+        # A cluster's edges share the location table (DB-only); one node keeps it in memory.
+        usrloc_db_mode=3 if settings.cluster.node else 1,
         db_module="db_sqlite" if sqlite_path else "db_postgres",
         db_url=db_url,
         sqlite_path=sqlite_path,

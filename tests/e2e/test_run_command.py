@@ -54,7 +54,8 @@ class RunningService:
         return await asyncio.wait_for(self.process.wait(), timeout=20)
 
 
-async def start_service(folder: Path) -> RunningService:
+async def start_service(folder: Path, *, new_session: bool = False) -> RunningService:
+    """`new_session`: in a process group of its own, to kill it with all its children."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_")}
     env["PBX_CONFIG"] = str(folder / "config.toml")
     process = await asyncio.create_subprocess_exec(
@@ -64,6 +65,7 @@ async def start_service(folder: Path) -> RunningService:
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=new_session,
     )
     assert process.stdout is not None
     output: list[str] = []

@@ -177,6 +177,7 @@ NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
     "blocklist_added": {"id": 1},
     "blocklist_removed": {"id": 1},
     "retention_applied": {"deleted": {"events": 1}},
+    "controller_activated": {"node": "b"},
 }
 EVERY_TYPE = {**{t: mine for t, (mine, _) in DELIVERED.items()}, **NOT_FOR_OPERATORS}
 

@@ -73,6 +73,10 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_TRUNK__MAX_REQUESTS_PER_S": "0"}, "trunk.max_requests_per_s"),
         ({"PBX_SIP__MAX_AUTH_FAILURES_PER_ADDRESS": "10"}, "sip: .*one phone with an old"),
         ({"PBX_SIP__MAX_AUTH_ACCOUNTS_PER_ADDRESS": "1"}, "sip.max_auth_accounts_per_address"),
+        ({"PBX_CLUSTER__NODE": "a"}, "cluster: .*secret"),
+        ({"PBX_CLUSTER__NODE": "a b"}, "cluster.node"),
+        ({"PBX_CLUSTER__NODE_INDEX": "8"}, "cluster.node_index"),
+        ({"PBX_CLUSTER__API_URL": "ftp://x"}, "cluster.api_url"),
     ],
 )
 def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:

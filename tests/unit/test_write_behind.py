@@ -26,6 +26,7 @@ from core.write_behind import (
     WriteBehind,
     decode,
     encode,
+    first_id_after,
     flush_delay,
     retry_delay,
 )
@@ -298,3 +299,21 @@ def test_an_unknown_kind_is_refused_at_once(tmp_path: Path) -> None:
     writer = make_writer(tmp_path, FakeSql(), FakeEvents())
     with pytest.raises(KeyError):
         writer.submit("nothing", {})
+
+
+@pytest.mark.parametrize(
+    ("highest", "stride", "residue", "first"),
+    [
+        (0, 1, 0, 1),
+        (41, 1, 0, 42),
+        (0, 8, 0, 8),
+        (0, 8, 3, 3),
+        (40, 8, 0, 48),
+        (40, 8, 1, 41),
+        (47, 8, 7, 55),
+    ],
+)
+def test_a_node_hands_out_ids_of_its_own_residue_above_the_highest(
+    highest: int, stride: int, residue: int, first: int
+) -> None:
+    assert first_id_after(highest, stride, residue) == first

@@ -1,0 +1,122 @@
+"""Controllers sharing one database and one Redis (`[cluster] node`): the node holding the
+lease runs the controller, the others stand by and take over once it is given up or has run
+out. Real Redis and SQL; the nodes run in this process (test_cluster_takeover kills one)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from api.app import create_app
+from api.routing import CONTEXT_KEY
+from controller.lease import RedisLease
+from core.redis_server import ManagedRedis
+from core.settings import MAX_NODES, Settings
+from migrations import upgrade_database
+from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.support.api_client import ApiClient
+from tests.support.chat import customer_says, new_channel
+from tests.support.ports import free_port
+
+TERM_S = 1.0
+SECRET = "cluster-test-secret-0123"
+# A standby must run the controller within this long of the active node's end (#16's target).
+TAKEOVER_S = 5.0
+
+
+@pytest.fixture
+async def shared_redis(tmp_path: Path) -> AsyncIterator[int]:
+    port = free_port()
+    server = ManagedRedis("127.0.0.1", port, tmp_path / "redis")
+    await server.start()
+    yield port
+    await server.stop()
+
+
+def node_settings(folder: Path, node: str, index: int, redis_port: int, database: str) -> Settings:
+    return make_settings(
+        folder / node, redis={"port": redis_port, "managed": False},
+        database={"url": database},
+        cluster={"node": node, "node_index": index, "lease_seconds": TERM_S, "secret": SECRET},
+    )  # fmt: skip
+
+
+async def health(http: aiohttp.ClientSession, settings: Settings) -> dict[str, Any]:
+    async with http.get(f"http://127.0.0.1:{settings.api.port}/api/v1/health") as reply:
+        body: dict[str, Any] = await reply.json()
+        return body
+
+
+async def until_role(
+    http: aiohttp.ClientSession, settings: Settings, role: str, timeout: float = TAKEOVER_S
+) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while (found := await health(http, settings))["controller"]["role"] != role:
+            await asyncio.sleep(0.05)
+    return found["controller"]  # type: ignore[no-any-return]
+
+
+async def test_the_lease_is_one_nodes_until_it_is_given_up_or_runs_out(shared_redis: int) -> None:
+    redis = Redis(host="127.0.0.1", port=shared_redis)
+    try:
+        a, b = RedisLease(redis, "a", TERM_S), RedisLease(redis, "b", TERM_S)
+        assert await a.acquire() and not await b.acquire()
+        assert await a.renew() and not await b.renew()
+        await b.release()  # not b's to give up
+        assert await b.holder() == "a"
+        async with asyncio.timeout(TERM_S * 3):  # a stops renewing: it runs out
+            while not await b.acquire():
+                await asyncio.sleep(0.05)
+        assert not await a.renew() and await a.holder() == "b"
+        await b.release()
+        assert await a.holder() is None
+    finally:
+        await redis.aclose()
+
+
+async def test_a_standby_node_takes_over_when_the_active_one_stops(
+    tmp_path: Path, shared_redis: int
+) -> None:
+    (tmp_path / "db").mkdir()
+    database = make_settings(tmp_path / "db").database_url  # PostgreSQL's, if the suite's
+    await asyncio.to_thread(upgrade_database, database)
+    a = node_settings(tmp_path, "a", 0, shared_redis, database)
+    b = node_settings(tmp_path, "b", 1, shared_redis, database)
+    server_a = TestServer(create_app(a, media_workers=False), host="127.0.0.1", port=a.api.port)
+    server_b = TestServer(create_app(b, media_workers=False), host="127.0.0.1", port=b.api.port)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        await server_a.start_server()
+        try:
+            assert await until_role(http, a, "active") == {
+                "role": "active", "node": "a", "active_node": "a",
+            }  # fmt: skip
+            await server_b.start_server()
+            assert await until_role(http, b, "standby") == {
+                "role": "standby", "node": "b", "active_node": "a",
+            }  # fmt: skip
+            # Either node answers for the cluster: b passes requests on to a, whose
+            # controller takes the customer's message as on a single node.
+            via_b = ApiClient(http, f"http://127.0.0.1:{b.api.port}/api/v1", ADMIN_TOKEN)
+            channel = await new_channel(via_b)
+            said = await customer_says(via_b, channel, "customer-1", "hello")
+            assert said.status == 201, said
+            assert (await via_b.get(f"/dialogs/{said.body['dialog_id']}")).status == 200
+        finally:
+            await server_a.close()  # its lease is given up: b need not wait for it to run out
+        try:
+            assert (await until_role(http, b, "active"))["active_node"] == "b"
+            said = await customer_says(via_b, channel, "customer-2", "still there?")
+            assert said.status == 201, said
+            # Rows b writes behind the call take ids of its own residue.
+            ctx = server_b.app[CONTEXT_KEY]
+            assert ctx.writes.next_id("calls") % MAX_NODES == 1
+        finally:
+            await server_b.close()
