@@ -1,11 +1,16 @@
 # `make run` and `make test` set up a fresh Debian 12 machine themselves (apt + virtualenv).
-.PHONY: setup run test test-postgresql lint bench
+.PHONY: setup run cluster test test-postgresql lint bench
 
 setup:
 	@scripts/setup.sh
 
 run: setup
 	.venv/bin/pbx run
+
+# The scale-out layout on one machine (README, Scale-out): PostgreSQL, Redis and two nodes on
+# loopback addresses; data/cluster/roles.json says which process plays which role.
+cluster: setup
+	.venv/bin/pbx cluster
 
 # The whole suite on SQLite, then every test that reaches SQL again on a PostgreSQL server the
 # tests start themselves (unit tests use no database; e2e runs `pbx run` with its defaults).

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.app import create_app
 from api.cli_admin import extensions_commands, users_commands
+from api.cli_cluster import cluster_command
 from api.cli_settings import command_settings, config_option
 from api.routing import API_PREFIX, CONTEXT_KEY
 from core.context import ServiceContext
@@ -55,6 +56,7 @@ def migrate(config: Path | None) -> None:
     click.echo("database is up to date")
 
 
+main.add_command(cluster_command)
 main.add_command(users_commands)
 main.add_command(extensions_commands)
 

@@ -43,6 +43,10 @@ class ManagedRedis:
         )  # fmt: skip
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 

@@ -1,0 +1,101 @@
+"""`pbx cluster` (`make cluster`) as an operator runs it: PostgreSQL, Redis and two nodes on
+loopback addresses of their own, described in roles.json; kill -9 of the active controller
+and the other node takes over; Ctrl-C stops everything and removes roles.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from api.cli_cluster import postgres_folder
+from tests.support.ports import free_port, free_port_block
+
+PBX = Path(sys.executable).parent / "pbx"
+TAKEOVER_BOUND_S = 30.0  # generous for a loaded machine; the time is printed
+WORKERS_PER_NODE = 2
+
+
+async def health(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
+    async with http.get(api + "/api/v1/health") as reply:
+        body: dict[str, Any] = await reply.json()
+    return body
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[data]\ndir = "data"\n[log]\nlevel = "warning"\n')
+    # Addresses of its own, not the defaults a developer's `make cluster` may be using.
+    first = f"127.0.{random.randint(1, 250)}.{random.randint(10, 200)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_")}
+    process = await asyncio.create_subprocess_exec(
+        str(PBX), "cluster", "--config", str(tmp_path / "config.toml"), "--first-address", first,
+        "--api-port", str(free_port()), "--sip-port", str(free_port()),
+        "--base-port", str(free_port_block(200)), "--workers-per-node", str(WORKERS_PER_NODE),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    cluster = (tmp_path / "data" / "cluster").resolve()
+    roles_file = cluster / "roles.json"
+    try:
+        async with asyncio.timeout(120):
+            while not any("Press Ctrl-C" in line for line in output):
+                line = (await process.stdout.readline()).decode()
+                if not line:
+                    pytest.fail("pbx cluster exited early:\n" + "".join(output))
+                output.append(line)
+        asyncio.get_running_loop().create_task(process.stdout.read())  # keep the pipe drained
+        roles = json.loads(roles_file.read_text())
+        assert sorted(p["role"] for p in roles["processes"]) == [
+            "controller", "controller", "edge", "edge", "postgresql", "redis",
+        ]  # fmt: skip
+        assert roles["trunk_sources"] == ["127.0.0.1"] and len(roles["edges"]) == 2
+        controllers = {p["address"]: p["pid"] for p in roles["processes"]
+                       if p["role"] == "controller"}  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            states = [(await health(http, api))["controller"] for api in roles["apis"]]
+            assert sorted(s["role"] for s in states) == ["active", "standby"]
+            active = next(s["node"] for s in states if s["role"] == "active")
+            active_api = roles["apis"][0 if active == "a" else 1]
+            other_api = roles["apis"][1 if active == "a" else 0]
+            address = active_api.removeprefix("http://").rsplit(":", 1)[0]
+
+            os.kill(controllers[address], signal.SIGKILL)
+            killed_at = time.monotonic()
+            async with asyncio.timeout(TAKEOVER_BOUND_S):
+                while True:
+                    found = await health(http, other_api)
+                    if (found["controller"]["role"], found["checks"]["media_workers"]) == (
+                        "active", "ok",
+                    ):  # fmt: skip
+                        break
+                    await asyncio.sleep(0.05)
+            print(f"the standby runs calls {time.monotonic() - killed_at:.2f} s after kill -9 "
+                  "of the active controller")  # fmt: skip
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(process.wait(), 60) == 0
+        # As root, PostgreSQL's folder may be apart from the cluster's (see postgres_folder).
+        if postgres_folder(cluster).parent != cluster:
+            shutil.rmtree(postgres_folder(cluster), ignore_errors=True)
+    assert not roles_file.exists()
+    assert not any(alive(p["pid"]) for p in roles["processes"])
