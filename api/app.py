@@ -152,7 +152,7 @@ def create_app(
             cluster = settings.cluster
             if controller and cluster.node:
                 # One of several nodes: the controller runs while this one holds the lease.
-                lease = RedisLease(ctx.redis, cluster.node, cluster.lease_seconds)
+                lease = RedisLease(settings.redis_url, cluster.node, cluster.lease_seconds)
                 running = app[SEAT_KEY] = ControllerSeat(
                     ctx, lease, make_controller, cluster.lease_seconds
                 )
@@ -200,7 +200,7 @@ async def _cluster_middleware(request: web.Request, handler: Handler) -> web.Str
     ctx = request.app[CONTEXT_KEY]
     secret = ctx.settings.cluster.secret
     request = passed_on(request, secret)
-    if must_pass_on(request, seat):
+    if must_pass_on(request, seat.role):
         return await forward(request, seat, ctx.redis, request.app[_CLUSTER_HTTP], secret)
     return await handler(request)
 

@@ -156,9 +156,18 @@ def postgres_folder(cluster: Path) -> Path:
 def _kept(path: Path) -> str:
     """A secret made on the first run and kept (0600) for the next."""
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
+        _write_private(path, secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Only its owner reads it (secrets, passwords), and it is whole or absent."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    partial.replace(path)
 
 
 def _node_config(
@@ -167,8 +176,8 @@ def _node_config(
     name, address = NODES[index], layout.addresses[index]
     folder = cluster / f"node-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "config.toml"
-    config.write_text(f"""# Written by `pbx cluster` at each start.
+    config = folder / "config.toml"  # with the database's password and the secret
+    _write_private(config, f"""# Written by `pbx cluster` at each start.
 [data]
 dir = "{folder / "state"}"
 [database]

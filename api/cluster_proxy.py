@@ -37,7 +37,9 @@ _NOT_PASSED_ON = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length",
     SECRET_HEADER.lower(), CLIENT_HEADER.lower(),
 })  # fmt: skip
-FORWARD_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+CHUNK_BYTES = 64 * 1024
 
 
 async def advertise(redis: Redis, node: str, api_url: str) -> None:
@@ -55,9 +57,9 @@ def passed_on(request: web.Request, secret: str) -> web.Request:
     return request.clone(remote=client)
 
 
-def must_pass_on(request: web.Request, seat: ControllerSeat) -> bool:
+def must_pass_on(request: web.Request, role: Role) -> bool:
     return (
-        seat.role is Role.STANDBY
+        role is Role.STANDBY
         and request.path.startswith(API_PREFIX + "/")
         and request.path not in LOCAL_PATHS
     )
@@ -66,7 +68,7 @@ def must_pass_on(request: web.Request, seat: ControllerSeat) -> bool:
 async def forward(
     request: web.Request, seat: ControllerSeat, redis: Redis, http: aiohttp.ClientSession,
     secret: str,
-) -> web.Response:  # fmt: skip
+) -> web.StreamResponse:  # fmt: skip
     """Send the request to the active node and relay its answer (503 `unavailable` when no
     node is active, or it cannot be reached)."""
     if request.headers.get(SECRET_HEADER) is not None:
@@ -85,14 +87,21 @@ async def forward(
     headers[CLIENT_HEADER] = request.remote or "unknown"
     target = base.rstrip("/") + request.rel_url.path_qs
     try:
+        # Streamed both ways: an upload (prompts take 20 MiB) or a recording passes through
+        # without being held here, and the active node applies its own size limits.
         async with http.request(
-            request.method, target, headers=headers, data=await request.read(),
-            allow_redirects=False, timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+            request.method, target, headers=headers,
+            data=request.content if request.body_exists else None, allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S),
         ) as reply:  # fmt: skip
-            body = await reply.read()
             relayed = _passable(reply.headers)  # every Set-Cookie, each on its own
             relayed.popall("Content-Encoding", None)  # aiohttp decoded the body
-            return web.Response(status=reply.status, body=body, headers=relayed)
+            response = web.StreamResponse(status=reply.status, headers=relayed)
+            await response.prepare(request)
+            async for chunk in reply.content.iter_chunked(CHUNK_BYTES):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("cluster_forward_failed", active=active, path=request.path, error=str(exc))
         raise Unavailable(f"the active node ({active}) did not answer: retry") from exc

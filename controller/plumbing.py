@@ -67,7 +67,8 @@ async def open_plumbing(
     )  # fmt: skip
     try:
         await writes.start()
-        await close_interrupted_calls(ctx)
+        if not cluster.node:  # in a cluster, the node taking over does it (controller.seat)
+            await close_interrupted_calls(ctx)
         yield Plumbing(ctx, edge)
     finally:
         await writes.stop()

@@ -7,8 +7,9 @@ controller, which takes presence, queues, chat dialogs and callbacks up from SQL
 
 Two tasks: one keeps the lease, one starts and stops the controller as the first says. A
 controller takes seconds to start (it forks media workers), and the lease must be renewed
-meanwhile; a node that cannot renew in time stops its controller (it no longer knows that no
-other node has taken over).
+meanwhile. A node that finds the lease gone steps down at once; one that cannot reach Redis
+steps down a renewal interval before its lease can have run out, so that it is still by the
+time another node may take over (controller.lease.acting_deadline).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from enum import StrEnum
 import structlog
 
 from controller.component import Controller
-from controller.lease import RENEWALS_PER_TERM, RedisLease, still_held
+from controller.lease import RENEWALS_PER_TERM, RedisLease, Renewal, acting_deadline
 from core.context import ServiceContext
 from flows.call_recovery import close_interrupted_calls
 
@@ -47,7 +48,8 @@ class ControllerSeat:
         self._renewed_at = 0.0
         self._changed = asyncio.Event()
         self._controller: Controller | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._keeper: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def controller(self) -> Controller | None:
@@ -67,51 +69,74 @@ class ControllerSeat:
 
     async def start(self) -> None:
         self._ctx.metrics.controller_active.set(0)
-        self._tasks = [
-            asyncio.create_task(self._keep_lease(), name="controller-lease"),
-            asyncio.create_task(self._follow_lease(), name="controller-seat"),
-        ]
+        self._keeper = asyncio.create_task(self._keep_lease(), name="controller-lease")
+        self._follower = asyncio.create_task(self._follow_lease(), name="controller-seat")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """The controller stops while the lease is still renewed, its rows are written, and
+        only then is the lease given up: a standby taking over finds everything in SQL."""
+        await _cancel(self._follower)
         await self._step_down()
+        await self._ctx.writes.flush()
+        await _cancel(self._keeper)
         if self._holding:
             await self._lease.release()  # a standby need not wait for it to run out
             self._holding = False
+        await self._lease.close()
 
     async def _keep_lease(self) -> None:
+        """The one writer of `_holding`: renew every third of the term; a renewal that finds
+        the key gone or another node's loses it at once, one Redis does not answer loses it
+        at the acting deadline."""
         loop = asyncio.get_running_loop()
         interval = self._term_s / RENEWALS_PER_TERM
         while True:
             sent = loop.time()
-            held = await (self._lease.renew() if self._holding else self._lease.acquire())
-            if held:
+            answer = await (self._lease.renew() if self._holding else self._lease.acquire())
+            if answer is Renewal.RENEWED:
                 self._renewed_at = sent
-            elif self._holding and still_held(loop.time(), self._renewed_at, self._term_s):
-                held = True  # not renewed this time, but not run out yet either
+            held = answer is Renewal.RENEWED or (
+                answer is Renewal.UNKNOWN and self._holding
+                and loop.time() < acting_deadline(self._renewed_at, self._term_s)
+            )  # fmt: skip
             if held != self._holding:
                 self._holding = held
                 log.warning("controller_lease_" + ("taken" if held else "lost"), node=self._node)
                 self._changed.set()
-            await asyncio.sleep(max(0.0, sent + interval - loop.time()))
+            next_round = sent + interval
+            if held:  # wake up at the acting deadline at the latest
+                next_round = min(next_round, acting_deadline(self._renewed_at, self._term_s))
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
 
     async def _follow_lease(self) -> None:
         while True:
             await self._changed.wait()
             self._changed.clear()
             if self._holding and self._controller is None:
-                try:
-                    await self._take_over()
-                except Exception:
-                    # Let another node try: this one takes its turn again later.
-                    log.exception("controller_take_over_failed", node=self._node)
-                    await self._step_down()
-                    await self._lease.release()
-                    self._holding = False
+                await self._take_over_unless_lost()
             elif not self._holding and self._controller is not None:
                 await self._step_down()
+
+    async def _take_over_unless_lost(self) -> None:
+        """A start takes seconds: losing the lease meanwhile cancels it."""
+        taking = asyncio.create_task(self._take_over())
+        lost = asyncio.create_task(self._changed.wait())
+        try:
+            await asyncio.wait([taking, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not taking.done():
+            taking.cancel()
+        try:
+            await taking
+        except asyncio.CancelledError:
+            log.warning("controller_take_over_cut", node=self._node)
+            await self._step_down()
+        except Exception:
+            # Let another node try: giving the lease up makes the keeper see it lost.
+            log.exception("controller_take_over_failed", node=self._node)
+            await self._step_down()
+            await self._lease.release()
 
     async def _take_over(self) -> None:
         log.warning("controller_taking_over", node=self._node)
@@ -136,3 +161,9 @@ class ControllerSeat:
             await controller.stop()
         except Exception:  # whatever failed, this node no longer acts
             log.exception("controller_stop_failed", node=self._node)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -375,6 +375,15 @@ class Settings(_Section):
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 
+    @model_validator(mode="after")
+    def _a_clusters_nodes_share_their_stores(self) -> Settings:
+        """Each node starting its own Redis, or keeping its own SQLite file, would be a
+        cluster of one, active beside the others."""
+        if self.cluster.node and (self.redis.managed or not self.database.url):
+            raise ValueError("cluster.node needs a Redis and a database the nodes share: "
+                             "redis.managed = false and database.url set")  # fmt: skip
+        return self
+
     @field_validator("admin_token")
     @classmethod
     def _admin_token_long_enough(cls, value: str | None) -> str | None:

@@ -258,7 +258,9 @@ class WriteBehind:
         async with self._sessions() as session:
             for name, column in self._sequences.items():
                 highest = await session.scalar(select(func.max(column))) or 0
-                self._next_ids[name] = first_id_after(highest, self._id_stride, self._id_residue)
+                above = first_id_after(highest, self._id_stride, self._id_residue)
+                # Never back: rows of ours may still wait to be written.
+                self._next_ids[name] = max(above, self._next_ids.get(name, 0))
 
     # -- the call path ------------------------------------------------------------------------
 

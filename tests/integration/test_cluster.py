@@ -12,11 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from redis.asyncio import Redis
 
 from api.app import create_app
 from api.routing import CONTEXT_KEY
-from controller.lease import RedisLease
+from controller.lease import RedisLease, Renewal, acting_deadline
 from core.redis_server import ManagedRedis
 from core.settings import MAX_NODES, Settings
 from migrations import upgrade_database
@@ -64,21 +63,36 @@ async def until_role(
 
 
 async def test_the_lease_is_one_nodes_until_it_is_given_up_or_runs_out(shared_redis: int) -> None:
-    redis = Redis(host="127.0.0.1", port=shared_redis)
+    url = f"redis://127.0.0.1:{shared_redis}/0"
+    a, b = RedisLease(url, "a", TERM_S), RedisLease(url, "b", TERM_S)
     try:
-        a, b = RedisLease(redis, "a", TERM_S), RedisLease(redis, "b", TERM_S)
-        assert await a.acquire() and not await b.acquire()
-        assert await a.renew() and not await b.renew()
+        assert await a.acquire() is Renewal.RENEWED
+        assert await b.acquire() is Renewal.LOST
+        assert await a.renew() is Renewal.RENEWED and await b.renew() is Renewal.LOST
         await b.release()  # not b's to give up
         assert await b.holder() == "a"
         async with asyncio.timeout(TERM_S * 3):  # a stops renewing: it runs out
-            while not await b.acquire():
+            while await b.acquire() is not Renewal.RENEWED:
                 await asyncio.sleep(0.05)
-        assert not await a.renew() and await a.holder() == "b"
+        assert await a.renew() is Renewal.LOST and await a.holder() == "b"
         await b.release()
         assert await a.holder() is None
     finally:
-        await redis.aclose()
+        await a.close()
+        await b.close()
+
+
+async def test_a_lease_holder_that_cannot_reach_redis_stops_acting_before_it_runs_out() -> None:
+    """Renewals that time out keep the lease only until the acting deadline, a renewal
+    interval before the key can have expired for the other nodes."""
+    silent = RedisLease(f"redis://127.0.0.1:{free_port()}/0", "a", TERM_S)  # nobody listens
+    try:
+        assert await silent.renew() is Renewal.UNKNOWN
+        assert await silent.holder() is None
+    finally:
+        await silent.close()
+    renewed_at = 100.0
+    assert acting_deadline(renewed_at, TERM_S) == pytest.approx(renewed_at + TERM_S * 2 / 3)
 
 
 async def test_a_standby_node_takes_over_when_the_active_one_stops(

@@ -74,6 +74,7 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_SIP__MAX_AUTH_FAILURES_PER_ADDRESS": "10"}, "sip: .*one phone with an old"),
         ({"PBX_SIP__MAX_AUTH_ACCOUNTS_PER_ADDRESS": "1"}, "sip.max_auth_accounts_per_address"),
         ({"PBX_CLUSTER__NODE": "a"}, "cluster: .*secret"),
+        ({"PBX_CLUSTER__NODE": "a", "PBX_CLUSTER__SECRET": "s" * 16}, "redis.managed = false"),
         ({"PBX_CLUSTER__NODE": "a b"}, "cluster.node"),
         ({"PBX_CLUSTER__NODE_INDEX": "8"}, "cluster.node_index"),
         ({"PBX_CLUSTER__API_URL": "ftp://x"}, "cluster.api_url"),
