@@ -5,6 +5,7 @@ out. Real Redis and SQL; the nodes run in this process (test_cluster_takeover ki
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,15 @@ async def test_a_standby_node_takes_over_when_the_active_one_stops(
             # Either node answers for the cluster: b passes requests on to a, whose
             # controller takes the customer's message as on a single node.
             via_b = ApiClient(http, f"http://127.0.0.1:{b.api.port}/api/v1", ADMIN_TOKEN)
-            channel = await new_channel(via_b)
+            stream = f"http://127.0.0.1:{b.api.port}/api/v1/events?token={ADMIN_TOKEN}"
+            async with http.ws_connect(stream) as events:  # b's own, fed through Redis
+                channel = await new_channel(via_b)
+                async with asyncio.timeout(10):
+                    while True:
+                        envelope = json.loads((await events.receive()).data)
+                        if envelope["type"] == "channel_created":
+                            break
+                assert envelope["data"]["id"] == channel["id"]
             said = await customer_says(via_b, channel, "customer-1", "hello")
             assert said.status == 201, said
             assert (await via_b.get(f"/dialogs/{said.body['dialog_id']}")).status == 200
