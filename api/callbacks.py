@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from acd import callbacks
-from acd.callback_rules import CallbackState
+from acd.callback_rules import CallbackState, callback_number
 from api.routing import STAFF, ApiRequest, RouteTable, running_controller
+from core.errors import InvalidInput, Unavailable
 from core.sql_bounds import Count, SqlInt
 
 routes = RouteTable()
@@ -22,6 +23,19 @@ class CallbackQuery(BaseModel):
     state: CallbackState | None = None
     limit: int = Field(100, ge=1, le=1000)
     offset: Count = 0
+
+
+class CallbackIn(BaseModel):
+    """A callback asked for outside a call: a web form's or the CRM's "call me back"."""
+
+    model_config = ConfigDict(extra="forbid")
+    queue_id: SqlInt
+    # Whom to call: 3 to 20 digits, an optional leading +.
+    number: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
+    priority: int = Field(0, ge=0, le=100)
+    # The company number shown to the customer; default: one that leads to the queue, else
+    # the first.
+    shown_number: str | None = Field(None, max_length=21)
 
 
 class CallbackOut(BaseModel):
@@ -64,6 +78,33 @@ async def list_callbacks(req: ApiRequest) -> CallbackList:
         limit=query.limit, offset=query.offset,
     )  # fmt: skip
     return CallbackList(items=[CallbackOut.of(c) for c in found])
+
+
+@routes.add(
+    "POST", "/callbacks", summary="Ask for a callback (a web form, the CRM)", tag="queues",
+    roles=STAFF, body=CallbackIn, response=CallbackOut, status=201,
+    errors=(401, 403, 404, 409, 422, 503),
+)  # fmt: skip
+async def request_callback(req: ApiRequest) -> CallbackOut:
+    """The request enters the queue now and is served like a caller's (see README, Callback).
+    422 `invalid_number`, `unknown_number` (shown_number); 404 for the queue; 409
+    `callback_exists` (an open one to this number in this queue), `no_outbound_route`,
+    `no_company_number`."""
+    body: CallbackIn = req.body
+    number = callback_number(body.number)
+    if number is None:
+        raise InvalidNumber(f"{body.number!r} is no number the trunk could dial",
+                            field="number")  # fmt: skip
+    running = running_controller(req.raw.app)
+    if running is None:
+        raise Unavailable("this node does not run the controller now: send to the active one")
+    return CallbackOut.of(
+        await running.request_callback(body.queue_id, number, body.priority, body.shown_number)
+    )
+
+
+class InvalidNumber(InvalidInput):
+    code = "invalid_number"
 
 
 @routes.add(

@@ -190,7 +190,7 @@ class InboundOut(BaseModel):
 @routes.add(
     "POST", "/channels/{channel_id}/inbound", summary="A customer's message (the connector)",
     tag="chat", roles=None, headers=(SECRET_HEADER,), body=InboundMessage, response=InboundOut,
-    status=201, errors=(401, 403, 404, 422),
+    status=201, errors=(401, 403, 404, 422, 503),
 )  # fmt: skip
 async def inbound_message(req: ApiRequest) -> InboundOut:
     body: InboundMessage = req.body

@@ -22,6 +22,8 @@ _ERROR_TEXT = {
     422: "Invalid input (validation_error, invalid_body, number_out_of_range, ...);"
     " `error.field` names the field",
     429: "Too many failed sign-ins (locked); `error.retry_after` and Retry-After say how long",
+    503: "Not now (unavailable): no node of the cluster runs the controller this moment, or "
+    "it did not answer; retry",
 }
 
 

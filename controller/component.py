@@ -21,6 +21,7 @@ import structlog
 from acd.agents import recover_after_restart
 from acd.callbacks import Callback, cancel_callback
 from acd.dispatcher import Dispatcher
+from acd.queues import get_queue
 from chat.assigner import ChatAssigner
 from chat.outbox import OutboxDelivery
 from controller.retention import RetentionJob
@@ -144,6 +145,16 @@ class Controller:
         if self._flows is None:
             raise NoCallControl("this service takes no calls (no media workers)")
         await self._flows.supervise(call_id, supervisor_user_id, supervisor_extension, mode)
+
+    async def request_callback(
+        self, queue_id: int, number: str, priority: int, shown_number: str | None
+    ) -> Callback:
+        """A callback asked for outside a call (flows.callback.request_from_outside)."""
+        if self._flows is None:
+            raise NoCallControl("this service takes no calls (no media workers)")
+        queue = await get_queue(self._ctx, queue_id)
+        return await self._flows.callbacks.request_from_outside(queue, number, priority,
+                                                                shown_number)  # fmt: skip
 
     async def cancel_callback(self, callback_id: int) -> Callback:
         """Take back a pending callback; it leaves its queue at once (flows.callback)."""

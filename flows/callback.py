@@ -44,10 +44,12 @@ from acd.queue_log import QueueEvent, record
 from acd.queues import Queue, QueueSpec, find_queue
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
+from core.errors import Conflict, InvalidInput
 from flows.edge import Edge, answering_agent_of, number_uri, ring_headers
 from flows.recording import CallRecorder
 from flows.supervision import LiveTalks, Talk
 from ivr.cdr import CallLog, Direction, Disposition, disposition_of
+from ivr.numbers import NumberRow, list_numbers
 from ivr.prompts import spoken, system_prompt
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
@@ -222,6 +224,34 @@ class Callbacks:
         )  # fmt: skip
         self._log(callback, QueueEvent.CALLBACK, wait_seconds=entry.waited(),
                   callback_id=callback.id, number=number)  # fmt: skip
+        return callback
+
+    async def request_from_outside(
+        self, queue: Queue, number: str, priority: int, shown_number: str | None
+    ) -> Callback:
+        """A request made outside a call (a web form, the CRM: POST /callbacks), served at
+        once: it enters the queue now. Its call record says that the request came in
+        (inbound, disposition `callback`); the company number shown to the customer is the
+        one asked for, else one that leads to this queue, else the first."""
+        if not self.available:
+            raise NoOutboundRoute("callbacks need the trunk (trunk.uri) to call customers")
+        for open_one in await open_callbacks(self._ctx):
+            if open_one.queue_id == queue.id and open_one.number == number:
+                raise CallbackExists(f"callback {open_one.id} to {number} is open in this "
+                                     "queue", details={"callback_id": open_one.id})  # fmt: skip
+        line = await _company_line(self._ctx, queue.id, shown_number)
+        call = CallLog.open(self._ctx, direction=Direction.INBOUND, caller=number,
+                            called=line.number, worker_id=0)  # fmt: skip
+        call.ended(Disposition.CALLBACK, "caller")
+        callback = await request_callback(
+            self._ctx, queue_id=queue.id, call_id=call.id, number=number,
+            shown_number=line.number, number_records=line.record_calls, priority=priority,
+            entered_at=utcnow(),
+        )  # fmt: skip
+        self._log(callback, QueueEvent.ENTER, priority=priority, source="api")
+        self._log(callback, QueueEvent.CALLBACK, wait_seconds=0.0, callback_id=callback.id,
+                  number=number, source="api")  # fmt: skip
+        self.serve(callback)
         return callback
 
     def serve(self, callback: Callback) -> None:
@@ -481,3 +511,37 @@ class Callbacks:
 
 async def _first(*futures: asyncio.Future[Any]) -> None:
     await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _company_line(ctx: ServiceContext, queue_id: int, wanted: str | None) -> NumberRow:
+    rows = await list_numbers(ctx)
+    if wanted is not None:
+        for row in rows:
+            if row.number == wanted:
+                return row
+        raise UnknownCompanyNumber(f"{wanted} is none of the company's numbers",
+                                   field="shown_number")  # fmt: skip
+    to_queue = [
+        row for row in rows
+        if row.default_destination.get("type") == "queue"
+        and row.default_destination.get("id") == queue_id
+    ]  # fmt: skip
+    if to_queue or rows:
+        return (to_queue or rows)[0]
+    raise NoCompanyNumber("a callback is shown from a company number, and there is none")
+
+
+class CallbackExists(Conflict):
+    code = "callback_exists"
+
+
+class NoOutboundRoute(Conflict):
+    code = "no_outbound_route"
+
+
+class NoCompanyNumber(Conflict):
+    code = "no_company_number"
+
+
+class UnknownCompanyNumber(InvalidInput):
+    code = "unknown_number"

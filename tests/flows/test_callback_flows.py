@@ -328,3 +328,49 @@ async def test_callback_options_are_checked_as_a_whole(
     cleared = await admin.patch(f"/queues/{queue_id}", {"callback_key": None})
     assert (cleared.status, cleared.body["callback_key"]) == (200, None)
     await set_presence(admin, agent.id, "logged_out")
+
+
+async def test_a_callback_asked_for_through_the_api_is_served_like_a_callers(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    """A web form's or the CRM's "call me back": it enters the queue now."""
+    agent = await user(admin, next_extension, status="ready")
+    queue_id, number = await callback_queue(admin, [agent], wrap_up_time=0)
+    customer = caller_number()
+    reply = await admin.post("/callbacks", {"queue_id": queue_id, "number": customer})
+    assert reply.status == 201, reply
+    assert (reply.body["shown_number"], reply.body["state"]) == (number, "pending")
+    phone = await twin.dialled(agent.extension)
+    assert phone.parent is None and phone.headers[CALLBACK_HEADER] == str(reply.body["id"])
+    phone.answer()
+    far = await twin.dialled(customer)
+    assert far.from_uri.startswith(f"sip:{number}@")
+    far.answer()
+    await twin.until(lambda: far.bridged_to is phone)
+    far.hang_up()
+    await events.next("callback_updated", id=reply.body["id"], state="completed")
+    await events.next("queue_callback_attempt", queue_id=queue_id)
+    assert await queue_log(admin, queue_id) == [
+        ("enter", None), ("callback", None), ("offer", agent.id), ("connect", agent.id),
+        ("complete", agent.id), ("callback_attempt", agent.id),
+    ]  # fmt: skip
+    request = await call_record(admin, reply.body["call_id"])
+    assert (request["direction"], request["caller"], request["disposition"]) == (
+        "inbound", customer, "callback",
+    )  # fmt: skip
+
+    await set_presence(admin, agent.id, "not_ready", reason="break")
+    waiting = await admin.post("/callbacks", {"queue_id": queue_id, "number": customer})
+    assert waiting.status == 201, waiting
+    again = await admin.post("/callbacks", {"queue_id": queue_id, "number": customer})
+    assert (again.status, again.error_code) == (409, "callback_exists")
+    for body, status, code in (
+        ({"queue_id": queue_id, "number": "12"}, 422, "invalid_number"),
+        ({"queue_id": queue_id, "number": "49301", "shown_number": "999"}, 422, "unknown_number"),
+        ({"queue_id": 999999, "number": "49301"}, 404, "not_found"),
+        ({"queue_id": queue_id, "number": "49301", "priority": 101}, 422, "validation_error"),
+    ):
+        refused = await admin.post("/callbacks", body)
+        assert (refused.status, refused.error_code) == (status, code), body
+    assert (await admin.delete(f"/callbacks/{waiting.body['id']}")).status == 200
+    await set_presence(admin, agent.id, "logged_out")
