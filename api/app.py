@@ -51,7 +51,7 @@ from api.routing import (
     running_controller,
 )
 from controller.component import Controller, MediaWorkers
-from controller.lease import RedisLease
+from controller.lease import Membership, RedisLease
 from controller.plumbing import open_plumbing
 from controller.seat import ControllerSeat
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
@@ -152,10 +152,12 @@ def create_app(
             cluster = settings.cluster
             if controller and cluster.node:
                 # One of several nodes: the controller runs while this one holds the lease.
-                lease = RedisLease(settings.redis_url, cluster.node, cluster.lease_seconds)
+                term = cluster.lease_seconds
                 running = app[SEAT_KEY] = ControllerSeat(
-                    ctx, lease, make_controller, cluster.lease_seconds
-                )
+                    ctx, RedisLease(settings.redis_url, cluster.node, term),
+                    Membership(settings.redis_url, cluster.node, cluster.node_index, term),
+                    make_controller, term,
+                )  # fmt: skip
                 app[_CLUSTER_HTTP] = aiohttp.ClientSession()
                 api = settings.api
                 await advertise(ctx.redis, cluster.node,

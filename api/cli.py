@@ -18,6 +18,7 @@ from api.cli_admin import extensions_commands, users_commands
 from api.cli_cluster import cluster_command
 from api.cli_settings import command_settings, config_option
 from api.routing import API_PREFIX, CONTEXT_KEY
+from controller.lease import NodeInUse
 from core.context import ServiceContext
 from core.redis_server import ManagedRedis
 from core.settings import Settings
@@ -42,7 +43,7 @@ def run(config: Path | None) -> None:
     try:
         asyncio.run(check_voice(settings.prompts.voice))
         asyncio.run(_run(settings))
-    except (_ChildDied, UnknownVoice) as exc:
+    except (_ChildDied, UnknownVoice, NodeInUse) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from enum import Enum
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 LEASE_KEY = "pbx:cluster:controller"
+MEMBER_KEY_PREFIX = "pbx:cluster:member:"
 # Renewed every third of the term: two renewals may fail before it runs out.
 RENEWALS_PER_TERM = 3
 
@@ -95,3 +97,61 @@ class RedisLease:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NodeInUse(Exception):
+    """Another live process of the cluster has this node's name or index."""
+
+
+class Membership:
+    """This process's claim on its node's name and index, kept like the lease (renewed by
+    the same rounds, run out with it): two live nodes of one name would hold the lease at
+    once, two of one index would hand out the same ids."""
+
+    def __init__(self, redis_url: str, node: str, index: int, term_s: float) -> None:
+        self._wait_s = term_s / RENEWALS_PER_TERM
+        self._term_s = term_s
+        self._redis = Redis.from_url(
+            redis_url, socket_timeout=self._wait_s, socket_connect_timeout=self._wait_s
+        )
+        self._token = uuid.uuid4().hex
+        self._keys = [f"{MEMBER_KEY_PREFIX}node:{node}", f"{MEMBER_KEY_PREFIX}index:{index}"]
+        self._term_ms = max(1, round(term_s * 1000))
+
+    async def claim(self) -> None:
+        """Claim both, waiting a little longer than a term for those of a process that has
+        just died to run out; NodeInUse when another holds one after that."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._term_s * 1.5
+        while True:
+            held = [key for key in self._keys if await self._take(key)]
+            if len(held) == len(self._keys):
+                return
+            if loop.time() > deadline:
+                await self.release()
+                taken = sorted(set(self._keys) - set(held))
+                raise NodeInUse(f"another live node holds {', '.join(taken)}: give each node "
+                                "its own [cluster] node and node_index")  # fmt: skip
+            await asyncio.sleep(self._wait_s)
+
+    async def renew(self) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._wait_s):
+                for key in self._keys:
+                    await self._redis.eval(_RENEW, 1, key, self._token, self._term_ms)
+
+    async def release(self) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._wait_s):
+                for key in self._keys:
+                    await self._redis.eval(_RELEASE, 1, key, self._token)
+        await self._redis.aclose()
+
+    async def _take(self, key: str) -> bool:
+        try:
+            async with asyncio.timeout(self._wait_s):
+                if await self._redis.set(key, self._token, nx=True, px=self._term_ms):
+                    return True
+                return bool(await self._redis.eval(_RENEW, 1, key, self._token, self._term_ms))
+        except (RedisError, OSError, TimeoutError):
+            return False

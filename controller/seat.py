@@ -21,7 +21,13 @@ from enum import StrEnum
 import structlog
 
 from controller.component import Controller
-from controller.lease import RENEWALS_PER_TERM, RedisLease, Renewal, acting_deadline
+from controller.lease import (
+    RENEWALS_PER_TERM,
+    Membership,
+    RedisLease,
+    Renewal,
+    acting_deadline,
+)
 from core.context import ServiceContext
 from flows.call_recovery import close_interrupted_calls
 
@@ -36,11 +42,12 @@ class Role(StrEnum):
 
 class ControllerSeat:
     def __init__(
-        self, ctx: ServiceContext, lease: RedisLease, make_controller: Callable[[], Controller],
-        term_s: float,
+        self, ctx: ServiceContext, lease: RedisLease, membership: Membership,
+        make_controller: Callable[[], Controller], term_s: float,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._lease = lease
+        self._membership = membership
         self._make_controller = make_controller
         self._term_s = term_s
         self._node = ctx.settings.cluster.node
@@ -68,6 +75,8 @@ class ControllerSeat:
         return await self._lease.holder()
 
     async def start(self) -> None:
+        """NodeInUse when another live node has this one's name or index."""
+        await self._membership.claim()
         self._ctx.metrics.controller_active.set(0)
         self._keeper = asyncio.create_task(self._keep_lease(), name="controller-lease")
         self._follower = asyncio.create_task(self._follow_lease(), name="controller-seat")
@@ -83,6 +92,7 @@ class ControllerSeat:
             await self._lease.release()  # a standby need not wait for it to run out
             self._holding = False
         await self._lease.close()
+        await self._membership.release()
 
     async def _keep_lease(self) -> None:
         """The one writer of `_holding`: renew every third of the term; a renewal that finds
@@ -92,6 +102,7 @@ class ControllerSeat:
         interval = self._term_s / RENEWALS_PER_TERM
         while True:
             sent = loop.time()
+            await self._membership.renew()
             answer = await (self._lease.renew() if self._holding else self._lease.acquire())
             if answer is Renewal.RENEWED:
                 self._renewed_at = sent

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from api.app import create_app
 from api.routing import CONTEXT_KEY
-from controller.lease import RedisLease, Renewal, acting_deadline
+from controller.lease import NodeInUse, RedisLease, Renewal, acting_deadline
 from core.redis_server import ManagedRedis
 from core.settings import MAX_NODES, Settings
 from migrations import upgrade_database
@@ -143,3 +143,30 @@ async def test_a_standby_node_takes_over_when_the_active_one_stops(
             assert ctx.writes.next_id("calls") % MAX_NODES == 1
         finally:
             await server_b.close()
+
+
+async def test_a_node_with_a_live_nodes_name_or_index_does_not_start(
+    tmp_path: Path, shared_redis: int
+) -> None:
+    (tmp_path / "db").mkdir()
+    database = make_settings(tmp_path / "db").database_url
+    await asyncio.to_thread(upgrade_database, database)
+    a = node_settings(tmp_path, "a", 0, shared_redis, database)
+    server_a = TestServer(create_app(a, media_workers=False), host="127.0.0.1", port=a.api.port)
+    await server_a.start_server()
+    try:
+        for name, index in (("c", 0), ("a", 1)):
+            twin = node_settings(tmp_path / "twins", name, index, shared_redis, database)
+            app = create_app(twin, media_workers=False)
+            server = TestServer(app, host="127.0.0.1", port=twin.api.port)
+            with pytest.raises(NodeInUse, match="another live node"):
+                await server.start_server()
+            await server.close()
+    finally:
+        await server_a.close()
+    # Once a has stopped, its name and index are free at once.
+    again = node_settings(tmp_path / "again", "c", 0, shared_redis, database)
+    server_c = TestServer(create_app(again, media_workers=False), host="127.0.0.1",
+                          port=again.api.port)  # fmt: skip
+    await server_c.start_server()
+    await server_c.close()
