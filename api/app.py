@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -137,11 +138,14 @@ def create_app(
         )
 
     async def collaborators(app: web.Application) -> AsyncIterator[None]:
-        async with open_plumbing(settings, metrics, registrations) as plumbing:
+        # Whatever started is stopped in reverse order, also when a later start fails.
+        async with open_plumbing(settings, metrics, registrations) as plumbing, \
+                contextlib.AsyncExitStack() as started:  # fmt: skip
             app[CONTEXT_KEY] = plumbing.ctx
             app[health.EDGE_KEY] = plumbing.edge
             hub = EventHub(plumbing.ctx.redis, metrics.event_stream_clients_dropped)
             await hub.start()
+            started.push_async_callback(hub.stop)
             app[HUB_KEY] = hub
             ctx = plumbing.ctx
 
@@ -152,13 +156,14 @@ def create_app(
             cluster = settings.cluster
             if controller and cluster.node:
                 # One of several nodes: the controller runs while this one holds the lease.
+                http = app[_CLUSTER_HTTP] = aiohttp.ClientSession()
+                started.push_async_callback(http.close)
                 term = cluster.lease_seconds
                 running = app[SEAT_KEY] = ControllerSeat(
                     ctx, RedisLease(settings.redis_url, cluster.node, term),
                     Membership(settings.redis_url, cluster.node, cluster.node_index, term),
                     make_controller, term,
                 )  # fmt: skip
-                app[_CLUSTER_HTTP] = aiohttp.ClientSession()
                 api = settings.api
                 await advertise(ctx.redis, cluster.node,
                                 cluster.api_url or f"http://{api.host}:{api.port}")  # fmt: skip
@@ -167,12 +172,8 @@ def create_app(
                 metrics.controller_active.set(1)
             if running is not None:
                 await running.start()
+                started.push_async_callback(running.stop)
             yield
-            if running is not None:
-                await running.stop()
-            if _CLUSTER_HTTP in app:
-                await app[_CLUSTER_HTTP].close()
-            await hub.stop()
 
     app.cleanup_ctx.append(collaborators)
     for table in ROUTE_TABLES:

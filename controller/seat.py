@@ -24,6 +24,7 @@ from controller.component import Controller
 from controller.lease import (
     RENEWALS_PER_TERM,
     Membership,
+    NodeInUse,
     RedisLease,
     Renewal,
     acting_deadline,
@@ -56,6 +57,7 @@ class ControllerSeat:
         self._changed = asyncio.Event()
         self._controller: Controller | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._stopping = False
         self._follower: asyncio.Task[None] | None = None
 
     @property
@@ -76,7 +78,11 @@ class ControllerSeat:
 
     async def start(self) -> None:
         """NodeInUse when another live node has this one's name or index."""
-        await self._membership.claim()
+        try:
+            await self._membership.claim()
+        except NodeInUse:
+            await self._lease.close()
+            raise
         self._ctx.metrics.controller_active.set(0)
         self._keeper = asyncio.create_task(self._keep_lease(), name="controller-lease")
         self._follower = asyncio.create_task(self._follow_lease(), name="controller-seat")
@@ -84,6 +90,9 @@ class ControllerSeat:
     async def stop(self) -> None:
         """The controller stops while the lease is still renewed, its rows are written, and
         only then is the lease given up: a standby taking over finds everything in SQL."""
+        # Also ends the loops when a Redis call swallowed their cancellation (asyncio.timeout
+        # in 3.11 can turn it into a TimeoutError, which those calls suppress).
+        self._stopping = True
         await _cancel(self._follower)
         await self._step_down()
         await self._ctx.writes.flush()
@@ -100,7 +109,7 @@ class ControllerSeat:
         at the acting deadline."""
         loop = asyncio.get_running_loop()
         interval = self._term_s / RENEWALS_PER_TERM
-        while True:
+        while not self._stopping:
             sent = loop.time()
             await self._membership.renew()
             answer = await (self._lease.renew() if self._holding else self._lease.acquire())
@@ -120,7 +129,7 @@ class ControllerSeat:
             await asyncio.sleep(max(0.0, next_round - loop.time()))
 
     async def _follow_lease(self) -> None:
-        while True:
+        while not self._stopping:
             await self._changed.wait()
             self._changed.clear()
             if self._holding and self._controller is None:
