@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium + chromium-driver: the web console's tests drive a real headless browser.
-# postgresql: the test suite runs a second time against a throwaway server of its own
-# (tests/support/postgres.py starts it from /usr/lib/postgresql/15/bin, not the system one).
+# postgresql: the test suite runs a second time against a throwaway server of its own, and
+# `make cluster` runs one for its nodes (core/postgres_server.py starts both from
+# /usr/lib/postgresql/15/bin, not the system one).
 APT_PACKAGES=(
   kamailio kamailio-sqlite-modules kamailio-postgres-modules kamailio-extra-modules
   redis-server sip-tester espeak-ng sox sqlite3 postgresql python3-venv baresip-core
