@@ -16,6 +16,7 @@ from aiohttp import web
 from api.app import create_app
 from api.cli_admin import extensions_commands, users_commands
 from api.cli_cluster import cluster_command
+from api.cli_media import media_command
 from api.cli_settings import command_settings, config_option
 from api.routing import API_PREFIX, CONTEXT_KEY
 from controller.lease import NodeInUse
@@ -58,6 +59,7 @@ def migrate(config: Path | None) -> None:
 
 
 main.add_command(cluster_command)
+main.add_command(media_command)
 main.add_command(users_commands)
 main.add_command(extensions_commands)
 

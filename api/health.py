@@ -34,6 +34,9 @@ class HealthChecks(BaseModel):
     # At least one media worker is ready (absent: the API runs without a controller or
     # without media workers).
     media_workers: Check | Literal["absent"]
+    # Each media host the controller here runs its workers on ([cluster] media_hosts), by
+    # address: "ok" while linked (empty: none, or the controller runs on another node).
+    media_hosts: dict[str, Check]
 
 
 class ControllerState(BaseModel):
@@ -79,9 +82,16 @@ async def health(req: ApiRequest) -> Health:
     if figures is not None:
         workers = "ok" if figures.workers_by_state.get(WorkerState.READY, 0) else "failing"
     trunk = await registration_state(req.ctx.settings.trunk, edge_rpc)
-    checks = HealthChecks(database=database, redis=redis, edge=edge, media_workers=workers)
+    hosts: dict[str, Check] = {}
+    if running is not None:
+        hosts = {address: "ok" if linked else "failing"
+                 for address, linked in running.media_host_links().items()}  # fmt: skip
+    checks = HealthChecks(
+        database=database, redis=redis, edge=edge, media_workers=workers, media_hosts=hosts
+    )
     healthy = (
-        "failing" not in (database, redis, edge, workers) and trunk is not RegistrationState.FAILED
+        "failing" not in (database, redis, edge, workers, *hosts.values())
+        and trunk is not RegistrationState.FAILED
     )
     return Health(
         status="ok" if healthy else "degraded",

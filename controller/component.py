@@ -33,6 +33,7 @@ from flows.supervision import SupervisionMode
 from pbx.capacity import WorkerState
 from pbx.channel import WorkerLauncher
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
+from pbx.media_link import MediaHosts
 from pbx.pool import WorkerEdge, WorkerPool
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
@@ -99,6 +100,7 @@ class Controller:
         self._outbox = OutboxDelivery(ctx)
         self._retention = RetentionJob(ctx)
         self.pool: WorkerPool | None = None
+        self.media_hosts: MediaHosts | None = None
         self._flows: CallFlows | None = None
 
     async def start(self) -> None:
@@ -118,6 +120,8 @@ class Controller:
             await self._flows.callbacks.stop()  # before the pool: its calls end cleanly
         if self.pool is not None:
             await self.pool.stop()
+        if self.media_hosts is not None:
+            await self.media_hosts.stop()  # after the pool: its workers' calls ended cleanly
         await self._retention.stop()
         await self.dispatcher.stop()
         await self._outbox.stop()
@@ -162,6 +166,13 @@ class Controller:
             return await cancel_callback(self._ctx, callback_id)
         return await self._flows.callbacks.cancel(callback_id)
 
+    def media_host_links(self) -> dict[str, bool]:
+        """Each configured media host: linked now or not (empty: workers run here)."""
+        if self.media_hosts is None:
+            return {}
+        linked = set(self.media_hosts.linked)
+        return {host: host in linked for host in self._ctx.settings.cluster.media_hosts}
+
     def pool_figures(self) -> PoolFigures | None:
         pool = self.pool
         if pool is None:
@@ -185,6 +196,8 @@ class Controller:
         )
         other = self._media_workers if isinstance(self._media_workers, MediaWorkers) else None
         contacts = other.contacts if other else self._edge
+        # With media hosts, every worker runs there (pbx.media_link), none here.
+        remote = bool(settings.cluster.media_hosts) and other is None
         flows = CallFlows(self._ctx, contacts, self.dispatcher, tones, clock=self._clock)
         await flows.warm()
         pool = WorkerPool(
@@ -194,6 +207,7 @@ class Controller:
             on_inbound=flows.handle,
             edge=other.edge if other else EdgeWorkerSet(dispatcher_list_path(settings), self._edge),
             launcher=other.launcher if other else None,
+            media_hosts=settings.cluster.media_host_addresses if remote else (),
             metrics=self._ctx.metrics,
             trunk_username=settings.trunk.username,
             trunk_password=settings.trunk.password,
@@ -202,5 +216,8 @@ class Controller:
         flows.callbacks.use_originate(pool.originate)
         self._flows = flows
         await pool.start()
+        if remote:
+            self.media_hosts = MediaHosts(settings, pool, self._ctx.metrics)
+            self.media_hosts.start()
         await flows.callbacks.start()
         return pool

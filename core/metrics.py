@@ -172,6 +172,16 @@ class Metrics:
             "Media workers that died unexpectedly (replaced as needed)",
             registry=self.registry,
         )
+        self.media_hosts_linked = Gauge(
+            "pbx_media_hosts_linked",
+            "Media hosts (cluster.media_hosts) this controller is linked to now",
+            registry=self.registry,
+        )
+        self.media_hosts_lost = Counter(
+            "pbx_media_hosts_lost_total",
+            "Links to media hosts that closed or went quiet (their workers' calls ended)",
+            registry=self.registry,
+        )
         self.dead_worker_calls_ended = Counter(
             "pbx_dead_worker_calls_ended_total",
             "Calls of media workers that died, ended by the edge for their far ends (BYE, or"

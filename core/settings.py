@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -335,12 +336,45 @@ class ClusterSettings(_Section):
     # client address it names trusted (the sign-in guard counts per client address).
     secret: str = Field("", max_length=200)
 
+    # Media hosts (`pbx media`), as ADDRESS:PORT of their link: the node's workers run there,
+    # none on the node itself. Their workers listen on ADDRESS with this node's [workers]
+    # ports, which the edge takes calls from.
+    media_hosts: list[str] = Field([], max_length=64)
+
+    @field_validator("media_hosts")
+    @classmethod
+    def _media_hosts_are_addresses(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            address, _, port = host.rpartition(":")
+            try:
+                ipaddress.IPv4Address(address)
+                if not 0 < int(port) < 65536:
+                    raise ValueError(port)
+            except ValueError:
+                raise ValueError(f"{host!r} is not IPV4-ADDRESS:PORT") from None
+        if len({host.rpartition(":")[0] for host in hosts}) != len(hosts):
+            raise ValueError("two media hosts share an address")
+        return hosts
+
     @model_validator(mode="after")
     def _a_node_has_the_secret(self) -> ClusterSettings:
-        if self.node and len(self.secret) < MIN_CLUSTER_SECRET:
+        if (self.node or self.media_hosts) and len(self.secret) < MIN_CLUSTER_SECRET:
             raise ValueError(f"a cluster node needs secret (at least {MIN_CLUSTER_SECRET} "
                              "characters, the same on every node)")  # fmt: skip
         return self
+
+    @property
+    def media_host_addresses(self) -> list[str]:
+        return [host.rpartition(":")[0] for host in self.media_hosts]
+
+
+class MediaSettings(_Section):
+    """`pbx media`: this machine as a media host. Its workers listen on [workers] host, with
+    [workers] ports (the same as the nodes'); the controller's link reaches it there too."""
+
+    # How the cluster names this host; empty: its address.
+    name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    port: int = Field(7070, ge=1, le=65535)
 
 
 class ApiSettings(_Section):
@@ -372,6 +406,7 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     sign_in: SignInSettings = SignInSettings()
     cluster: ClusterSettings = ClusterSettings()
+    media: MediaSettings = MediaSettings()
     # Not a config key: taken from PBX_ADMIN_TOKEN only, so it never sits in a file.
     admin_token: str | None = None
 

@@ -21,6 +21,20 @@ class WorkerStartFailed(Exception):
 
 
 @dataclass(frozen=True)
+class WorkerHost:
+    """A machine workers run on, as its launcher describes it: this one (`local`), or a
+    media host (`pbx media`, pbx.media_link). Worker i there listens for SIP on
+    first_sip_port + i and sends RTP from first_rtp_port + i * rtp_ports_per_worker."""
+
+    name: str
+    address: str
+    first_sip_port: int
+    first_rtp_port: int
+    rtp_ports_per_worker: int
+    max_workers: int
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     """What the pool decides about a worker before it starts: its slot and ports."""
 

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -47,13 +47,21 @@ class SocketChannel:
         self._pid: int | None = None  # from its Hello
 
     async def send(self, command: Command) -> None:
+        await self.send_line(encode(command))
+
+    async def send_line(self, line: bytes) -> None:
+        """One protocol line as it is (a media host relays the controller's)."""
         if self._writer.is_closing():
             raise ConnectionError(f"worker {self._worker_id}'s socket is closed")
-        self._writer.write(encode(command))
+        self._writer.write(line)
         await self._writer.drain()
 
+    def lines(self) -> AsyncIterator[bytes]:
+        """The worker's event lines as it wrote them (a media host relays them); ends at EOF."""
+        return aiter(self._reader)
+
     async def events(self) -> AsyncIterator[Event]:
-        async for line in self._reader:
+        async for line in self.lines():
             try:
                 event = decode_event(line)
             except ProtocolError as exc:
@@ -84,9 +92,12 @@ class ForkedWorkers:
         trunk_username: str = "",
         trunk_password: str = "",
         python: str = sys.executable,
+        sibling_hosts: Sequence[str] = (),
     ) -> None:
+        """`sibling_hosts`: the other media hosts, whose workers may link to these."""
         self._settings = settings
         self._trusted = trusted
+        self._sibling_hosts = list(sibling_hosts)
         self._trunk_username = trunk_username
         self._trunk_password = trunk_password
         self._python = python
@@ -119,6 +130,7 @@ class ForkedWorkers:
             # INVITE from one to the other.
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
             "--sibling-ports", f"{settings.first_sip_port}:{max_workers(settings)}",
+            *itertools.chain.from_iterable(("--sibling-host", h) for h in self._sibling_hosts),
             "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
         ]  # fmt: skip
         request = json.dumps({"worker_id": spec.worker_id, "argv": argv}).encode()

@@ -184,6 +184,11 @@ def worker_port_range(workers: WorkerSettings) -> tuple[int, int]:
     return workers.first_sip_port, workers.first_sip_port + max_workers(workers) - 1
 
 
+def worker_hosts(settings: Settings) -> list[str]:
+    """Where media workers run: the media hosts when there are (pbx.media_link), else here."""
+    return settings.cluster.media_host_addresses or [settings.workers.host]
+
+
 def dispatcher_list_path(settings: Settings) -> Path:
     return settings.data_dir / "kamailio" / "dispatcher.list"
 
@@ -266,7 +271,7 @@ def render_kamailio_config(settings: Settings, run_dir: Path, dispatcher_list: P
         sqlite_path=sqlite_path,
         run_dir=run_dir,
         dispatcher_list=dispatcher_list,
-        worker_host=settings.workers.host,
+        worker_hosts=worker_hosts(settings),
         worker_ports=worker_port_range(settings.workers),
         trunk_sources=settings.trunk.sources,
         trunk_host=settings.trunk.provider_host,

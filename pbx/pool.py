@@ -1,11 +1,13 @@
 """The media worker pool: starts workers as demand grows, retires idle ones, routes events.
 
-Workers are started by a launcher (pbx.channel): by default forked from one warmed-up fork
-server (pbx.forked_workers), in tests possibly the in-memory twin (pbx.memory_worker). Each
-talks to the pool over its own channel: commands out, events in, their end when it dies. The
-pool keeps spare legs ahead of the load (pbx.capacity), tells the edge which workers take
-calls, and ends the legs of a worker that died with "worker lost" (and has the edge end its
-calls for the far ends); nothing else notices.
+Workers run on hosts, each with a launcher (pbx.channel): this machine's forks them from one
+warmed-up fork server (pbx.forked_workers), in tests possibly the in-memory twin
+(pbx.memory_worker); media hosts (`pbx media`) join and leave over the network
+(pbx.media_link). Each worker talks to the pool over its own channel: commands out, events
+in, their end when it dies. The pool keeps spare legs ahead of the load (pbx.capacity),
+spreads new workers over the hosts, tells the edge which workers take calls, and ends the
+legs of a worker that died (or whose host was lost) with "worker lost", having the edge end
+its calls for the far ends; nothing else notices.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import itertools
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +37,7 @@ from pbx.capacity import (
     max_workers,
     plan,
 )
-from pbx.channel import WorkerChannel, WorkerLauncher, WorkerSpec, WorkerStartFailed
+from pbx.channel import WorkerChannel, WorkerHost, WorkerLauncher, WorkerSpec, WorkerStartFailed
 from pbx.forked_workers import ForkedWorkers
 from pbx.kamailio import WorkerSlot
 from pbx.legs import (
@@ -84,6 +86,10 @@ RESIZE_COALESCE_S = 0.02
 # The edge did not take the worker list (Kamailio busy or restarting): try again after this.
 PUBLISH_RETRY_S = 0.5
 LOST_CODE = 500
+# Worker ids on the n-th media host (cluster.media_hosts) start at n times this (this
+# machine's at 0): unique across hosts, and the same when a host comes back.
+HOST_ID_STRIDE = 10_000
+LOCAL_HOST = "local"
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
@@ -103,6 +109,7 @@ class WorkerEdge(Protocol):
 @dataclass(frozen=True)
 class WorkerStatus:
     id: int
+    host: str
     pid: int | None
     sip_port: int
     rtp_port: int  # the first of its range
@@ -111,9 +118,20 @@ class WorkerStatus:
     legs_in_use: int
 
 
+@dataclass(eq=False)
+class _Host:
+    place: WorkerHost
+    launcher: WorkerLauncher
+    first_id: int
+
+    def sip_uri(self, sip_port: int) -> str:
+        return f"sip:{self.place.address}:{sip_port}"
+
+
 @dataclass
 class _Worker:
     id: int
+    host: _Host
     sip_port: int
     rtp_port: int
     state: WorkerState = WorkerState.STARTING
@@ -146,8 +164,9 @@ class _Worker:
 class WorkerPool:
     """Media workers started on demand, each with its own SIP port and RTP range.
 
-    `launcher` starts them; by default they are forked PJSUA2 processes (`trusted`, the trunk
-    credentials and `python` are theirs)."""
+    `launcher` starts this machine's; by default they are forked PJSUA2 processes (`trusted`,
+    the trunk credentials and `python` are theirs). With `media_hosts` (their addresses),
+    none here: only on those hosts, while they are linked (add_host)."""
 
     def __init__(
         self,
@@ -161,16 +180,29 @@ class WorkerPool:
         trunk_password: str = "",
         python: str = sys.executable,
         launcher: WorkerLauncher | None = None,
+        media_hosts: Sequence[str] = (),
     ) -> None:
         self._settings = settings
         self._on_inbound = on_inbound
         self._edge = edge
         self._metrics = metrics
-        self._launcher: WorkerLauncher = launcher or ForkedWorkers(
-            settings, trusted=trusted, trunk_username=trunk_username,
-            trunk_password=trunk_password, python=python,
-        )  # fmt: skip
-        self.max_workers = max_workers(settings)
+        self._hosts: dict[str, _Host] = {}
+        self._local: _Host | None = None
+        # Every address workers may run on, with the first worker id there. The edge lists
+        # all their slots once (off until a worker is ready in one), so a host that comes or
+        # goes only turns slots on and off: no reload, which would lose the edge's call counts.
+        self._first_ids = {
+            address: HOST_ID_STRIDE * (index + 1) for index, address in enumerate(media_hosts)
+        } or {settings.host: 0}
+        if not media_hosts:
+            here = WorkerHost(
+                LOCAL_HOST, settings.host, settings.first_sip_port, settings.first_rtp_port,
+                settings.rtp_ports_per_worker, max_workers(settings),
+            )  # fmt: skip
+            self._local = self._hosts[LOCAL_HOST] = _Host(here, launcher or ForkedWorkers(
+                settings, trusted=trusted, trunk_username=trunk_username,
+                trunk_password=trunk_password, python=python,
+            ), first_id=0)  # fmt: skip
         self._workers: dict[int, _Worker] = {}
         self._bad_slots: dict[int, float] = {}
         # Slots of dead workers whose calls the edge is still ending: a replacement there would
@@ -192,16 +224,29 @@ class WorkerPool:
         self._resizer: asyncio.Task[None] | None = None
         # What the edge was last told: each slot's URI, on or off (empty: nothing installed).
         self._edge_slots: dict[str, bool] = {}
+        self._edge_installed = False
+        # Set while the edge does not take our changes: one retry at a time, said once.
+        self._publish_retry: asyncio.Task[None] | None = None
         self._publishing = asyncio.Lock()
         self._stopping = False
 
     # -- what the pool holds ------------------------------------------------------------
 
     @property
+    def max_workers(self) -> int:
+        """On every host there is now."""
+        return sum(host.place.max_workers for host in self._hosts.values())
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self._hosts)
+
+    @property
     def workers(self) -> list[WorkerStatus]:
         return [
             WorkerStatus(
                 id=w.id,
+                host=w.host.place.name,
                 pid=w.pid,
                 sip_port=w.sip_port,
                 rtp_port=w.rtp_port,
@@ -262,36 +307,39 @@ class WorkerPool:
     def dispatcher_targets(self) -> list[str]:
         """The workers that take new calls, as the edge's dispatcher lists them."""
         return [
-            self._uri(w.sip_port)
+            _uri(w)
             for w in sorted(self._workers.values(), key=lambda w: w.id)
             if w.state is WorkerState.READY
         ]
 
-    def _uri(self, sip_port: int) -> str:
-        return f"sip:{self._settings.host}:{sip_port}"
-
     def _slots(self) -> list[WorkerSlot]:
+        """Every place a worker may run, on every host there may be."""
+        settings = self._settings
         return [
             WorkerSlot(
-                uri=self._uri(self._settings.first_sip_port + slot),
-                duid=f"w{slot}",
+                uri=f"sip:{address}:{settings.first_sip_port + slot}",
+                duid=f"w{first_id + slot}",
                 max_calls=max(1, self._legs_per_worker // LEGS_PER_INBOUND_CALL),
             )
-            for slot in range(self.max_workers)
+            for address, first_id in self._first_ids.items()
+            for slot in range(max_workers(settings))
         ]
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the launcher and the first workers; return once the spare legs are up."""
-        await self._launcher.start(on_available=self._resize_wanted.set)
-        first = self._new_worker()
-        if first is None:
-            raise WorkerStartFailed("no worker slot is free")
-        await self._spawn(first)  # it measures the leg cap every later worker is told
+        """Start this machine's launcher and first workers; return once the spare legs are
+        up. Without local workers, at once: workers start as media hosts join."""
+        if self._local is not None:
+            await self._local.launcher.start(on_available=self._resize_wanted.set)
+            first = self._new_worker()
+            if first is None:
+                raise WorkerStartFailed("no worker slot is free")
+            await self._spawn(first)  # it measures the leg cap every later worker is told
         self._resizer = asyncio.create_task(self._resize_loop())
-        async with asyncio.timeout(HELLO_TIMEOUT_S):
-            await self._settled.wait()
+        if self._local is not None:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                await self._settled.wait()
         await self._publish()
         log.info("worker_pool_started", workers=len(self._workers), legs=self.legs_capacity,
                  max_workers=self.max_workers)  # fmt: skip
@@ -308,7 +356,39 @@ class WorkerPool:
             *(t for t in [self._resizer, *self._tasks] if t), return_exceptions=True
         )
         await asyncio.gather(*(self._stop_worker(w) for w in list(self._workers.values())))
-        await self._launcher.stop()
+        if self._local is not None:
+            await self._local.launcher.stop()  # a media host's link is its own (pbx.media_link)
+
+    def add_host(self, place: WorkerHost, launcher: WorkerLauncher) -> None:
+        """A media host joined: its workers start as demand needs. ValueError if it is not
+        one of `media_hosts`, holds more workers or other ports than the edge lists, or one
+        of its name or address is in the pool already."""
+        first_id = self._first_ids.get(place.address)
+        if first_id is None or first_id == 0:
+            raise ValueError(f"{place.address} is not a media host of this node")
+        if place.first_sip_port != self._settings.first_sip_port or place.max_workers > (
+            max_workers(self._settings)
+        ):
+            raise ValueError(f"media host {place.name}'s SIP ports are not the edge's")
+        if place.name in self._hosts or any(
+            host.place.address == place.address for host in self._hosts.values()
+        ):
+            raise ValueError(f"media host {place.name} ({place.address}) is in the pool already")
+        self._hosts[place.name] = _Host(place, launcher, first_id)
+        log.info("media_host_joined", host=place.name, address=place.address,
+                 max_workers=place.max_workers)  # fmt: skip
+        self._own(self._publish())
+        self._resize_wanted.set()
+
+    def remove_host(self, name: str) -> None:
+        """A media host was lost or left: no new worker starts there. Its workers' channels
+        end with the host's link, which ends their legs as any dead worker's and turns their
+        slots off at the edge (kept listed: the host may come back on the same ones)."""
+        if self._hosts.pop(name, None) is None:
+            return
+        workers = sum(1 for w in self._workers.values() if w.host.place.name == name)
+        log.warning("media_host_left", host=name, workers=workers)
+        self._resize_wanted.set()
 
     async def kill_worker_for_test(self, worker_id: int) -> None:
         """Kill one worker (supervision tests); the pool replaces it as demand needs."""
@@ -365,8 +445,7 @@ class WorkerPool:
             worker.state, worker.retire_at = WorkerState.READY, None
             log.info("worker_revived", worker=worker_id)
         for _ in range(decision.start):
-            if not self._launcher.available:
-                break  # e.g. the fork server is being restarted; it asks again when back
+            # None, e.g. while the fork server is being restarted: it asks again when back.
             new = self._new_worker()
             if new is None:
                 break
@@ -389,21 +468,31 @@ class WorkerPool:
         self._resize_wanted.set()
 
     def _new_worker(self) -> _Worker | None:
+        """A free slot on the host that runs the fewest workers (whose launcher works)."""
         now = time.monotonic()
-        for slot in range(self.max_workers):
-            if (
-                slot in self._workers
-                or slot in self._slots_ending_calls
-                or self._bad_slots.get(slot, 0.0) > now
-            ):
-                continue
-            worker = _Worker(
-                id=slot,
-                sip_port=self._settings.first_sip_port + slot,
-                rtp_port=self._settings.first_rtp_port + slot * self._settings.rtp_ports_per_worker,
-            )
-            self._workers[slot] = worker
-            return worker
+        running = {name: 0 for name in self._hosts}
+        for worker in self._workers.values():
+            running[worker.host.place.name] = running.get(worker.host.place.name, 0) + 1
+        hosts = sorted(
+            (host for host in self._hosts.values() if host.launcher.available),
+            key=lambda host: (running[host.place.name], host.first_id),
+        )  # fmt: skip
+        for host in hosts:
+            place = host.place
+            for slot in range(place.max_workers):
+                worker_id = host.first_id + slot
+                if (
+                    worker_id in self._workers
+                    or worker_id in self._slots_ending_calls
+                    or self._bad_slots.get(worker_id, 0.0) > now
+                ):
+                    continue
+                worker = _Worker(
+                    id=worker_id, host=host, sip_port=place.first_sip_port + slot,
+                    rtp_port=place.first_rtp_port + slot * place.rtp_ports_per_worker,
+                )  # fmt: skip
+                self._workers[worker_id] = worker
+                return worker
         return None
 
     async def _retire(self, worker: _Worker) -> None:
@@ -417,29 +506,47 @@ class WorkerPool:
             log.info("worker_retired", worker=worker.id)
 
     async def _publish(self) -> None:
-        """Bring the edge up to date with the ready workers: the first time every slot at once,
-        then one slot per change. One publication at a time, each with the newest state."""
+        """Bring the edge up to date with the ready workers; while it does not take changes
+        (Kamailio busy or restarting), one retry loop keeps trying, said once."""
         if self._edge is None:
             return
+        try:
+            await self._update_edge(self._edge)
+        except EdgeUnavailable as exc:
+            if self._publish_retry is None:
+                log.warning("edge_worker_update_failed", error=str(exc))
+                self._publish_retry = asyncio.create_task(self._retry_publish(self._edge))
+                self._own(self._publish_retry)
+
+    async def _retry_publish(self, edge: WorkerEdge) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_RETRY_S)
+            try:
+                await self._update_edge(edge)
+            except EdgeUnavailable:
+                continue
+            self._publish_retry = None
+            log.info("edge_worker_update_done")
+            return
+
+    async def _update_edge(self, edge: WorkerEdge) -> None:
+        """Every slot at once the first time, and when a new host brings slots the edge does
+        not list (Kamailio reloads its list at most every 5 s); else one slot per change. One
+        update at a time, each with the newest state. Raises EdgeUnavailable."""
         async with self._publishing:
             ready = set(self.dispatcher_targets())
-            try:
-                if not self._edge_slots:
-                    slots = self._slots()
-                    await self._edge.install(slots, ready)
-                    self._edge_slots = {slot.uri: slot.uri in ready for slot in slots}
-                    return
-                for uri, on in self._edge_slots.items():
-                    if on != (uri in ready):
-                        await self._edge.set_ready(uri, not on)
-                        self._edge_slots[uri] = not on
-            except EdgeUnavailable as exc:
-                log.warning("edge_worker_update_failed", error=str(exc))
-                self._own(self._publish_later())
-
-    async def _publish_later(self) -> None:
-        await asyncio.sleep(PUBLISH_RETRY_S)
-        await self._publish()
+            slots = self._slots()
+            if not self._edge_installed or any(s.uri not in self._edge_slots for s in slots):
+                if not self._legs_per_worker and slots:
+                    return  # each slot's call limit comes from the first worker's cap
+                await edge.install(slots, ready)
+                self._edge_slots = {slot.uri: slot.uri in ready for slot in slots}
+                self._edge_installed = True
+                return
+            for uri, on in self._edge_slots.items():
+                if on != (uri in ready):
+                    await edge.set_ready(uri, not on)
+                    self._edge_slots[uri] = not on
 
     def _own(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -467,7 +574,7 @@ class WorkerPool:
         started = time.perf_counter()
         spec = WorkerSpec(worker.id, worker.sip_port, worker.rtp_port, self._legs_per_worker)
         try:
-            channel = await self._launcher.launch(spec)
+            channel = await worker.host.launcher.launch(spec)
         except BaseException:
             self._workers.pop(worker.id, None)
             raise
@@ -516,7 +623,7 @@ class WorkerPool:
         """The far ends of a dead worker's calls hear nothing from it: the edge ends them
         (BYE, or CANCEL while a phone rings). Its slot is free again afterwards."""
         try:
-            ended = await edge.end_calls(self._uri(worker.sip_port))
+            ended = await edge.end_calls(_uri(worker))
         except EdgeUnavailable as exc:
             # The far ends keep a dead call until they hang up; nothing to retry against.
             log.error("worker_calls_not_ended_at_edge", worker=worker.id, error=str(exc))
@@ -670,7 +777,7 @@ class WorkerPool:
         self._links[token] = arrived
         try:
             out = await near.dial(
-                f"sip:link@{self._settings.host}:{far.sip_port}", timeout=LINK_TIMEOUT_S,
+                _uri(far).replace("sip:", "sip:link@", 1), timeout=LINK_TIMEOUT_S,
                 headers={LINK_HEADER: token},
             )  # fmt: skip
             try:
@@ -830,6 +937,11 @@ class WorkerPool:
             worker.holders.discard(dial.leg)
             self._legs_changed(worker)
             raise
+
+
+def _uri(worker: _Worker) -> str:
+    """The worker as the edge's dispatcher lists it."""
+    return worker.host.sip_uri(worker.sip_port)
 
 
 async def _drop_once_sent(sending: asyncio.Future[None], leg: Leg) -> None:

@@ -970,12 +970,12 @@ def _final_answer(code: int, reason: str | None = None) -> pj.CallOpParam:
     return reply
 
 
-def _siblings(host: str, ports: str) -> frozenset[str]:
-    """ "5080:40" -> {"host:5080", ..., "host:5119"}."""
+def _siblings(hosts: list[str], ports: str) -> frozenset[str]:
+    """ "5080:40" -> {"host:5080", ..., "host:5119"} for each host."""
     if not ports:
         return frozenset()
     first, count = (int(part) for part in ports.split(":"))
-    return frozenset(f"{host}:{port}" for port in range(first, first + count))
+    return frozenset(f"{host}:{port}" for host in hosts for port in range(first, first + count))
 
 
 def _parse_request(message: str) -> tuple[str, dict[str, str]]:
@@ -1060,8 +1060,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trusted", action="append", default=[], help="HOST:PORT of the edge")
     parser.add_argument(
         "--sibling-ports", default="", help="FIRST:COUNT: the SIP ports of the other workers on "
-        "--host, trusted too (links between workers)",
+        "--host and each --sibling-host, trusted too (links between workers)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sibling-host", action="append", default=[], help="another media host's address"
+    )
     parser.add_argument("--trunk-username", default="")
     parser.add_argument("--media-timeout", type=float, default=0.0, help="seconds; 0: off")
     parser.add_argument(
@@ -1108,7 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 rtp_port=args.rtp_port,
                 rtp_ports=args.rtp_ports,
-                trusted=frozenset(args.trusted) | _siblings(args.host, args.sibling_ports),
+                trusted=frozenset(args.trusted)
+                | _siblings([args.host, *args.sibling_host], args.sibling_ports),
                 trunk_username=args.trunk_username,
                 trunk_password=os.environ.get("PBX_TRUNK_PASSWORD", ""),
                 media_timeout=args.media_timeout,

@@ -21,7 +21,7 @@ async def test_health_and_openapi_need_no_token(anonymous: ApiClient) -> None:
     assert health.status == 200
     assert health.body["status"] == "ok"
     assert health.body["checks"] == {
-        "database": "ok", "redis": "ok", "edge": "ok", "media_workers": "ok",
+        "database": "ok", "redis": "ok", "edge": "ok", "media_workers": "ok", "media_hosts": {},
     }  # fmt: skip
     assert health.body["trunk_registration"] == "off"
     spec = await anonymous.get("/openapi.json")

@@ -1,0 +1,262 @@
+"""`pbx media`: a media host. It runs this machine's workers for the active controller, which
+reaches it over one authenticated TCP link (pbx.media_wire) and drives them as its own.
+
+The host decides nothing: the controller asks for each worker (Launch), their protocol lines
+are relayed both ways unread, and a worker's end is reported (Gone). One controller at a
+time: a new one that proves itself (the active controller after a takeover) replaces the
+link, and the old link's workers hang up and exit, as when a link goes quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from core.settings import Settings
+from pbx.capacity import max_workers
+from pbx.channel import WorkerSpec, WorkerStartFailed
+from pbx.forked_workers import ForkedWorkers, SocketChannel
+from pbx.media_wire import (
+    LINE_LIMIT,
+    PING_INTERVAL_S,
+    PROOF_TIMEOUT_S,
+    SILENCE_LIMIT_S,
+    Challenge,
+    Close,
+    ControllerProof,
+    Gone,
+    Kill,
+    Launch,
+    LinkError,
+    Ping,
+    Welcome,
+    control_line,
+    new_nonce,
+    proof_holds,
+    prove,
+    split_line,
+    worker_line,
+)
+
+log = structlog.get_logger(__name__)
+
+REFUSAL_SUMMARY_S = 10.0
+
+
+class MediaHost:
+    """The link's listener and the one session it serves."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._refusals = RefusalLog()
+        self._server: asyncio.Server | None = None
+        self._session: _Session | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self._settings.media.name or self._settings.workers.host
+
+    async def start(self) -> None:
+        workers = self._settings.workers
+        self._server = await asyncio.start_server(
+            self._serve, workers.host, self._settings.media.port, limit=LINE_LIMIT
+        )
+        log.info("media_host_listening", host=self.name, address=workers.host,
+                 port=self._settings.media.port, max_workers=max_workers(workers))  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            proof = await self._proof(reader, writer)
+        except (LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            self._refusals.refused(str(peer), str(exc) or type(exc).__name__)
+            writer.close()
+            self._sessions.discard(task)
+            return
+        session = _Session(self._settings, proof, reader, writer)
+        previous, self._session = self._session, session
+        if previous is not None:
+            log.info("media_link_replaced", old=previous.node, new=proof.node)
+            await previous.end()
+        log.info("media_link_up", node=proof.node, peer=str(peer))
+        try:
+            await session.run()
+        finally:
+            await session.end()
+            if self._session is session:
+                self._session = None
+            self._sessions.discard(task)
+            log.info("media_link_down", node=proof.node, reason=session.end_reason)
+
+    async def _proof(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> ControllerProof:
+        secret = self._settings.cluster.secret
+        nonce = new_nonce()
+        writer.write(control_line(Challenge(nonce=nonce)))
+        async with asyncio.timeout(PROOF_TIMEOUT_S):
+            answer = split_line(await reader.readuntil(b"\n"))
+        if not isinstance(answer, ControllerProof):
+            raise LinkError("the first line is not a controller's proof")
+        if not proof_holds(secret, nonce, "controller", answer.proof):
+            raise LinkError("wrong proof: not the cluster's secret")
+        workers = self._settings.workers
+        writer.write(control_line(Welcome(
+            proof=prove(secret, answer.nonce, "media"), name=self.name, address=workers.host,
+            first_sip_port=workers.first_sip_port, first_rtp_port=workers.first_rtp_port,
+            rtp_ports_per_worker=workers.rtp_ports_per_worker, max_workers=max_workers(workers),
+        )))  # fmt: skip
+        await writer.drain()
+        return answer
+
+
+@dataclass
+class RefusalLog:
+    """Refused connections, summarised: a scan or a flood is a line every REFUSAL_SUMMARY_S,
+    not a line per connection."""
+
+    said_at: float = -REFUSAL_SUMMARY_S
+    unsaid: int = 0
+
+    def refused(self, peer: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self.said_at < REFUSAL_SUMMARY_S:
+            self.unsaid += 1
+            return
+        log.warning("media_link_refused", peer=peer, reason=reason, more_since_last=self.unsaid)
+        self.said_at, self.unsaid = now, 0
+
+
+@dataclass(eq=False)
+class _Session:
+    """One controller's link: its workers live as long as it does."""
+
+    settings: Settings
+    proof: ControllerProof
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    channels: dict[int, SocketChannel] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    end_reason: str = "ended"
+    _launcher: ForkedWorkers | None = None
+    _ended: bool = False
+
+    @property
+    def node(self) -> str:
+        return self.proof.node
+
+    async def run(self) -> None:
+        """Serve the link until it closes or goes quiet."""
+        settings = self.settings
+        self._launcher = ForkedWorkers(
+            settings.workers, trusted=[self.proof.edge],
+            trunk_username=settings.trunk.username, trunk_password=settings.trunk.password,
+            sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
+        )  # fmt: skip
+        await self._launcher.start(on_available=lambda: None)
+        self._own(self._ping())
+        while True:
+            try:
+                async with asyncio.timeout(SILENCE_LIMIT_S):
+                    line = await self.reader.readuntil(b"\n")
+            except TimeoutError:
+                self.end_reason = f"silent for {SILENCE_LIMIT_S:g} s"
+                return
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.end_reason = "closed by the controller"
+                return
+            except asyncio.LimitOverrunError:
+                self.end_reason = "a line too long"
+                return
+            try:
+                message = split_line(line)
+            except LinkError as exc:
+                self.end_reason = str(exc)
+                return
+            if isinstance(message, tuple):
+                await self._to_worker(*message)
+            elif isinstance(message, Launch):
+                self._own(self._launch(message))
+            elif isinstance(message, Close) and message.worker_id in self.channels:
+                self.channels[message.worker_id].close()
+            elif isinstance(message, Kill) and message.worker_id in self.channels:
+                self.channels[message.worker_id].kill()
+
+    async def end(self) -> None:
+        """Every worker hangs up and exits (their sockets close), then the fork server."""
+        if self._ended:
+            return
+        self._ended = True
+        self.writer.close()
+        for channel in self.channels.values():
+            channel.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._launcher is not None:
+            await self._launcher.stop()
+
+    def _own(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _to_worker(self, worker_id: int, payload: bytes) -> None:
+        channel = self.channels.get(worker_id)
+        if channel is None:
+            return  # it is gone, and the controller is told so (Gone)
+        with contextlib.suppress(ConnectionError):
+            await channel.send_line(payload)
+
+    async def _launch(self, launch: Launch) -> None:
+        assert self._launcher is not None
+        spec = WorkerSpec(launch.worker_id, launch.sip_port, launch.rtp_port, launch.max_legs)
+        try:
+            channel = await self._launcher.launch(spec)
+        except (WorkerStartFailed, OSError) as exc:
+            log.error("media_worker_start_failed", worker=launch.worker_id, error=str(exc))
+            await self._send(control_line(Gone(worker_id=launch.worker_id, error=str(exc))))
+            return
+        self.channels[launch.worker_id] = channel
+        try:
+            async for event in channel.lines():
+                await self._send(worker_line(launch.worker_id, event))
+        except ConnectionError:
+            pass  # the worker died: Gone below, as at EOF
+        finally:
+            channel.close()
+            if self.channels.get(launch.worker_id) is channel:
+                del self.channels[launch.worker_id]
+            with contextlib.suppress(ConnectionError):
+                await self._send(control_line(Gone(worker_id=launch.worker_id)))
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await self._send(control_line(Ping()))
+                await asyncio.sleep(PING_INTERVAL_S)
+
+    async def _send(self, line: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionError("the link is closed")
+        self.writer.write(line)
+        await self.writer.drain()

@@ -1,0 +1,146 @@
+"""The link between a controller and a media host (`pbx media`): one TCP connection, proved
+both ways with the cluster's secret before anything else crosses it, then every worker's
+protocol lines (pbx.protocol) and a few messages of the link's own.
+
+A line is `<worker id> <protocol JSON>` for a worker's traffic, relayed as the worker or the
+pool wrote it (never decoded on the way), or `* <link JSON>` for the link's own messages.
+
+The proofs are HMAC-SHA256 over a fresh nonce of the other side and the role of the prover,
+so a recorded proof is worth nothing on another connection or in the other direction. The
+traffic itself is not encrypted: run the link on the cluster's private network (README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+LINK_VERSION: Literal[1] = 1
+CONTROL_PREFIX = b"* "
+# Nothing else of ours comes near this; a longer line is not ours.
+LINE_LIMIT = 1024 * 1024
+# Each side sends a line at least this often (a ping, or traffic) ...
+PING_INTERVAL_S = 1.0
+# ... and takes the link for lost after this long without one from the other.
+SILENCE_LIMIT_S = 3.0
+PROOF_TIMEOUT_S = 5.0
+
+
+class LinkError(Exception):
+    """A line that is not the link's, or a proof that does not hold."""
+
+
+class _LinkMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Challenge(_LinkMessage):
+    """The media host's first line: prove you hold the secret."""
+
+    type: Literal["challenge"] = "challenge"
+    version: Literal[1] = LINK_VERSION
+    nonce: str
+
+
+class ControllerProof(_LinkMessage):
+    """The controller's answer, with a challenge of its own and what the host's workers must
+    know of the controller's node."""
+
+    type: Literal["controller_proof"] = "controller_proof"
+    proof: str
+    nonce: str
+    node: str
+    # host:port of the node's edge: the only source of calls the workers accept, with ...
+    edge: str
+    # ... the media hosts' addresses, whose workers link to each other (WorkerPool.link).
+    sibling_hosts: list[str]
+
+
+class Welcome(_LinkMessage):
+    """The host's proof, and where its workers can listen."""
+
+    type: Literal["welcome"] = "welcome"
+    proof: str
+    name: str
+    address: str
+    first_sip_port: int
+    first_rtp_port: int
+    rtp_ports_per_worker: int
+    max_workers: int
+
+
+class Launch(_LinkMessage):
+    type: Literal["launch"] = "launch"
+    worker_id: int
+    sip_port: int
+    rtp_port: int
+    max_legs: int
+
+
+class Close(_LinkMessage):
+    """No more commands for this worker: it hangs up what it holds and exits."""
+
+    type: Literal["close"] = "close"
+    worker_id: int
+
+
+class Kill(_LinkMessage):
+    type: Literal["kill"] = "kill"
+    worker_id: int
+
+
+class Gone(_LinkMessage):
+    """The worker's socket closed (it exited, or never started: `error` says why)."""
+
+    type: Literal["gone"] = "gone"
+    worker_id: int
+    error: str = ""
+
+
+class Ping(_LinkMessage):
+    type: Literal["ping"] = "ping"
+
+
+LinkMessage = Annotated[
+    Challenge | ControllerProof | Welcome | Launch | Close | Kill | Gone | Ping,
+    Field(discriminator="type"),
+]
+_messages: TypeAdapter[LinkMessage] = TypeAdapter(LinkMessage)
+
+
+def control_line(message: _LinkMessage) -> bytes:
+    return CONTROL_PREFIX + message.model_dump_json().encode() + b"\n"
+
+
+def worker_line(worker_id: int, payload: bytes) -> bytes:
+    """A worker's protocol line (with its newline), addressed."""
+    return b"%d " % worker_id + payload
+
+
+def split_line(line: bytes) -> tuple[int, bytes] | LinkMessage:
+    """(worker id, its protocol line) or the link's own message. LinkError if neither."""
+    if line.startswith(CONTROL_PREFIX):
+        try:
+            return _messages.validate_json(line[len(CONTROL_PREFIX) :])
+        except ValidationError as exc:
+            raise LinkError(f"not a link message: {exc.errors()[0]['msg']}") from None
+    head, space, payload = line.partition(b" ")
+    if not space or not head.isdigit():
+        raise LinkError("neither a worker's line nor a link message")
+    return int(head), payload
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def prove(secret: str, nonce: str, role: Literal["controller", "media"]) -> str:
+    return hmac.new(secret.encode(), f"{role}:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def proof_holds(secret: str, nonce: str, role: Literal["controller", "media"], proof: str) -> bool:
+    return hmac.compare_digest(prove(secret, nonce, role), proof)

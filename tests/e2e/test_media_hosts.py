@@ -1,0 +1,222 @@
+"""Media hosts (`pbx media`): a `pbx run` node whose workers all run on two media hosts, each
+on a loopback address of its own, linked over the network with the cluster's secret. Calls
+spread over both; kill -9 of one host ends its calls only (the edge sends their BYEs), the
+other host's call goes on, new calls go to the survivor, and the host rejoins when it is back.
+A connection without the secret is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pbx.media_wire import PROOF_TIMEOUT_S
+from tests.e2e.test_run_command import PBX, RunningService, start_service
+from tests.support.ports import free_port, free_port_block
+from tests.support.sipp import SippResult, call_number
+
+SECRET = "media-hosts-secret-0123"
+NUMBER = "4930999100"
+HOSTS = ("127.0.0.4", "127.0.0.5")
+# Generous for a loaded machine: starting workers, linking a host again after its restart.
+READY_S = 60.0
+# A caller stays in the greeting's wait this long: long enough to kill a host meanwhile.
+WAIT_AFTER_GREETING_S = 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    sip_port: int
+    api: str
+    first_sip_port: int
+    first_rtp_port: int
+    link_ports: tuple[int, int]
+
+
+def write_configs(folder: Path) -> Layout:
+    sip, api = free_port(), free_port()
+    layout = Layout(
+        sip, f"http://127.0.0.1:{api}/api/v1", free_port_block(2), free_port_block(80),
+        (free_port(), free_port()),
+    )  # fmt: skip
+    media_hosts = ", ".join(f'"{h}:{p}"' for h, p in zip(HOSTS, layout.link_ports, strict=True))
+    (folder / "node").mkdir()
+    (folder / "node" / "config.toml").write_text(f"""
+[data]
+dir = "state"
+[sip]
+port = {sip}
+rpc_port = {free_port()}
+[api]
+port = {api}
+[workers]
+max_workers = 2
+spare_legs = 8
+first_sip_port = {layout.first_sip_port}
+first_rtp_port = {layout.first_rtp_port}
+[calls]
+wait_after_greeting = {WAIT_AFTER_GREETING_S}
+[cluster]
+secret = "{SECRET}"
+media_hosts = [{media_hosts}]
+""")  # fmt: skip
+    for index, host in enumerate(HOSTS):
+        (folder / f"media-{index}").mkdir()
+        (folder / f"media-{index}" / "config.toml").write_text(f"""
+[workers]
+host = "{host}"
+max_workers = 1
+first_sip_port = {layout.first_sip_port}
+first_rtp_port = {layout.first_rtp_port}
+[media]
+name = "m{index}"
+port = {layout.link_ports[index]}
+[cluster]
+secret = "{SECRET}"
+""")  # fmt: skip
+    return layout
+
+
+async def start_media_host(folder: Path) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_")}
+    env["PBX_CONFIG"] = str(folder / "config.toml")
+    log = (folder / "media.log").open("ab")
+    return await asyncio.create_subprocess_exec(
+        str(PBX), "media", cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True,
+    )  # fmt: skip
+
+
+async def health(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
+    async with http.get(api + "/health") as reply:
+        body: dict[str, Any] = await reply.json()
+    return body
+
+
+async def until_hosts(
+    http: aiohttp.ClientSession, api: str, wanted: dict[str, str]
+) -> dict[str, Any]:
+    async with asyncio.timeout(READY_S):
+        while True:
+            body = await health(http, api)
+            hosts = {address.partition(":")[0]: check
+                     for address, check in body["checks"]["media_hosts"].items()}  # fmt: skip
+            if hosts == wanted and body["checks"]["media_workers"] == "ok":
+                return body
+            await asyncio.sleep(0.1)
+
+
+async def until_the_edge_takes_calls(folder: Path, sip_port: int) -> None:
+    """The edge lists the workers once the first has measured its leg cap, and Kamailio
+    reloads its list at most every 5 s: until then it answers callers 503."""
+    async with asyncio.timeout(READY_S):
+        while not (await call_number(folder, sip_port, NUMBER, stay_s=0.2)).succeeded:
+            await asyncio.sleep(0.2)
+
+
+async def open_calls(http: aiohttp.ClientSession, api: str) -> list[dict[str, Any]]:
+    async with http.get(api + "/calls", params={"direction": "inbound"}) as reply:
+        items: list[dict[str, Any]] = (await reply.json())["items"]
+    return [item for item in items if item["disposition"] is None]
+
+
+async def test_a_lost_media_host_ends_its_calls_only_and_rejoins(tmp_path: Path) -> None:
+    layout = write_configs(tmp_path)
+    node: RunningService | None = None
+    hosts: list[asyncio.subprocess.Process] = []
+    calls: list[asyncio.Task[SippResult]] = []
+    try:
+        node = await start_service(tmp_path / "node")
+        for index in range(len(HOSTS)):
+            hosts.append(await start_media_host(tmp_path / f"media-{index}"))
+        auth = {"Authorization": f"Bearer {node.admin_token}"}
+        async with aiohttp.ClientSession(headers=auth) as http:
+            await until_hosts(http, layout.api, dict.fromkeys(HOSTS, "ok"))
+            line = {"number": NUMBER, "greeting": {"text": "Welcome."},
+                    "default_destination": {"type": "hangup"}}  # fmt: skip
+            async with http.post(layout.api + "/numbers", json=line) as reply:
+                assert reply.status == 201, await reply.text()
+
+            await until_the_edge_takes_calls(tmp_path, layout.sip_port)
+            # One worker a host (max_workers = 1 there); the edge sends each call to the
+            # worker with fewer calls: one call a host.
+            for _ in range(2):
+                calls.append(asyncio.create_task(call_number(
+                    tmp_path, layout.sip_port, NUMBER, hang_up="remote", timeout_s=90,
+                )))  # fmt: skip
+                async with asyncio.timeout(15):
+                    while len(await open_calls(http, layout.api)) < len(calls):
+                        await asyncio.sleep(0.1)
+
+            os.killpg(hosts[0].pid, signal.SIGKILL)
+            await hosts[0].wait()
+            await until_hosts(http, layout.api, {HOSTS[0]: "failing", HOSTS[1]: "ok"})
+            # The lost host's caller hears the edge's BYE at once; the other waits on.
+            done, running = await asyncio.wait(calls, timeout=15,
+                                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            assert len(done) == 1 and len(running) == 1, "one call ends with its host"
+            async with asyncio.timeout(10):  # records are written behind the call
+                while len(await open_calls(http, layout.api)) != 1:
+                    await asyncio.sleep(0.1)
+
+            # New calls go to the host that is left.
+            result = await call_number(tmp_path, layout.sip_port, NUMBER, stay_s=1.0)
+            assert result.succeeded, result.output
+
+            hosts[0] = await start_media_host(tmp_path / "media-0")
+            await until_hosts(http, layout.api, dict.fromkeys(HOSTS, "ok"))
+
+            survivor = await asyncio.wait_for(running.pop(), WAIT_AFTER_GREETING_S + 30)
+            assert survivor.succeeded, survivor.output  # hung up by the service, as meant
+            async with asyncio.timeout(10):  # records are written behind the call
+                while await open_calls(http, layout.api):
+                    await asyncio.sleep(0.1)
+            async with http.get(layout.api + "/calls", params={"direction": "inbound"}) as reply:
+                records = (await reply.json())["items"]
+            dispositions = sorted(record["disposition"] for record in records)
+            assert dispositions.count("failed") == 1, records
+    finally:
+        for call in calls:
+            call.cancel()
+        for host in hosts:
+            if host.returncode is None:
+                os.killpg(host.pid, signal.SIGTERM)
+                await host.wait()
+        if node is not None:
+            assert await node.interrupt() == 0
+
+
+async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) -> None:
+    layout = write_configs(tmp_path)
+    host = await start_media_host(tmp_path / "media-1")
+    try:
+        reader = writer = None
+        async with asyncio.timeout(READY_S):
+            while reader is None:
+                try:
+                    reader, writer = await asyncio.open_connection(HOSTS[1], layout.link_ports[1])
+                except OSError:
+                    await asyncio.sleep(0.1)
+        assert writer is not None
+        challenge = await reader.readline()
+        assert challenge.startswith(b'* {"type":"challenge"')
+        writer.write(b'* {"type":"controller_proof","proof":"00","nonce":"11","node":"x",'
+                     b'"edge":"127.0.0.1:5060","sibling_hosts":[]}\n')  # fmt: skip
+        async with asyncio.timeout(PROOF_TIMEOUT_S + 5):
+            assert await reader.read() == b"", "closed without a welcome"
+        writer.close()
+        # Nor does a silent one get anything but the challenge.
+        with socket.create_connection((HOSTS[1], layout.link_ports[1]), timeout=10) as quiet:
+            quiet.settimeout(PROOF_TIMEOUT_S + 10)
+            received = b""
+            while chunk := quiet.recv(4096):
+                received += chunk
+            assert received.count(b"\n") == 1 and b"challenge" in received
+    finally:
+        os.killpg(host.pid, signal.SIGTERM)
+        await host.wait()
