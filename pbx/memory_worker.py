@@ -628,6 +628,8 @@ class MemoryEdge:
 
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self.installed = False
+        self.installs = 0  # each a reload of Kamailio's list, which loses its call counts
+        self.slots: list[WorkerSlot] = []
         self.ready: set[str] = set()
         # The workers whose calls the pool asked the edge to end, in order (their URIs).
         self.calls_ended_for: list[str] = []
@@ -635,6 +637,8 @@ class MemoryEdge:
 
     async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None:
         self.installed = True
+        self.installs += 1
+        self.slots = list(slots)
         self.ready = set(ready)
         self._on_change()
 

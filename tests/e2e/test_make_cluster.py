@@ -1,6 +1,7 @@
-"""`pbx cluster` (`make cluster`) as an operator runs it: PostgreSQL, Redis and two nodes on
-loopback addresses of their own, described in roles.json; kill -9 of the active controller
-and the other node takes over; Ctrl-C stops everything and removes roles.json."""
+"""`pbx cluster` (`make cluster`) as an operator runs it: PostgreSQL, Redis, two nodes and two
+media hosts on loopback addresses of their own, described in roles.json; a call through an
+edge runs on a media host; kill -9 of the active controller and the other node takes over,
+links the media hosts and takes calls; Ctrl-C stops everything and removes roles.json."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ import pytest
 
 from api.cli_cluster import postgres_folder
 from tests.support.ports import free_port, free_port_block
+from tests.support.sipp import call_number
 
 PBX = Path(sys.executable).parent / "pbx"
 TAKEOVER_BOUND_S = 30.0  # generous for a loaded machine; the time is printed
-WORKERS_PER_NODE = 2
+WORKERS_PER_HOST = 2
+NUMBER = "4930999200"
 
 
 async def health(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
@@ -40,6 +43,26 @@ def alive(pid: int) -> bool:
     return True
 
 
+def link_port(cluster: Path, address: str) -> int:
+    """The media host's link port, as `pbx cluster` wrote it in the host's config."""
+    for config in cluster.glob("media-*/config.toml"):
+        text = config.read_text()
+        if f'host = "{address}"' in text:
+            return int(text.split("[media]")[1].split("port = ")[1].split()[0])
+    raise AssertionError(f"no media host config for {address}")
+
+
+async def until_a_call_succeeds(folder: Path, edge: str) -> None:
+    """The edge takes calls once it lists the workers (Kamailio reloads its list at most
+    every 5 s after it starts)."""
+    async with asyncio.timeout(60):
+        host, port = edge.rsplit(":", 1)
+        while not (
+            await call_number(folder, int(port), NUMBER, stay_s=0.5, edge_host=host)
+        ).succeeded:
+            await asyncio.sleep(0.2)
+
+
 async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('[data]\ndir = "data"\n[log]\nlevel = "warning"\n')
     # Addresses of its own, not the defaults a developer's `make cluster` may be using.
@@ -48,7 +71,7 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
     process = await asyncio.create_subprocess_exec(
         str(PBX), "cluster", "--config", str(tmp_path / "config.toml"), "--first-address", first,
         "--api-port", str(free_port()), "--sip-port", str(free_port()),
-        "--base-port", str(free_port_block(200)), "--workers-per-node", str(WORKERS_PER_NODE),
+        "--base-port", str(free_port_block(200)), "--workers-per-host", str(WORKERS_PER_HOST),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
@@ -65,18 +88,29 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
         asyncio.get_running_loop().create_task(process.stdout.read())  # keep the pipe drained
         roles = json.loads(roles_file.read_text())
         assert sorted(p["role"] for p in roles["processes"]) == [
-            "controller", "controller", "edge", "edge", "postgresql", "redis",
+            "controller", "controller", "edge", "edge", "media", "media", "postgresql", "redis",
         ]  # fmt: skip
         assert roles["trunk_sources"] == ["127.0.0.1"] and len(roles["edges"]) == 2
         controllers = {p["address"]: p["pid"] for p in roles["processes"]
                        if p["role"] == "controller"}  # fmt: skip
-        async with aiohttp.ClientSession() as http:
+        token = (cluster / "admin-token").read_text().strip()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
             states = [(await health(http, api))["controller"] for api in roles["apis"]]
             assert sorted(s["role"] for s in states) == ["active", "standby"]
             active = next(s["node"] for s in states if s["role"] == "active")
             active_api = roles["apis"][0 if active == "a" else 1]
             other_api = roles["apis"][1 if active == "a" else 0]
             address = active_api.removeprefix("http://").rsplit(":", 1)[0]
+            edges = {edge.rsplit(":", 1)[0]: edge for edge in roles["edges"]}
+            media = [p["address"] for p in roles["processes"] if p["role"] == "media"]
+            assert set((await health(http, active_api))["checks"]["media_hosts"]) == {
+                f"{host}:{port}" for host in media for port in [link_port(cluster, host)]
+            }
+            line = {"number": NUMBER, "greeting": {"text": "Welcome."},
+                    "default_destination": {"type": "hangup"}}  # fmt: skip
+            async with http.post(other_api + "/api/v1/numbers", json=line) as reply:
+                assert reply.status == 201, await reply.text()  # the standby passes it on
+            await until_a_call_succeeds(tmp_path, edges[address])
 
             os.kill(controllers[address], signal.SIGKILL)
             killed_at = time.monotonic()
@@ -90,6 +124,9 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
                     await asyncio.sleep(0.05)
             print(f"the standby runs calls {time.monotonic() - killed_at:.2f} s after kill -9 "
                   "of the active controller")  # fmt: skip
+            other_address = other_api.removeprefix("http://").rsplit(":", 1)[0]
+            assert set((await health(http, other_api))["checks"]["media_hosts"].values()) == {"ok"}
+            await until_a_call_succeeds(tmp_path, edges[other_address])
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)

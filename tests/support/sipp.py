@@ -170,16 +170,17 @@ async def call_number(
     timeout_s: float = 60.0,
     request_user: str | None = None,
     local_port: int | None = None,
+    edge_host: str = "127.0.0.1",
 ) -> SippResult:
-    """One SIPp call to `number` through the edge (or a worker at `edge_port`). SIPp sends
-    RTP only while it plays digits: otherwise the line is silent."""
+    """One SIPp call to `number` through the edge (or a worker at `edge_port`), from
+    127.0.0.1. SIPp sends RTP only while it plays digits: otherwise the line is silent."""
     scenario = render_caller_scenario(
         folder, number, digits=digits, digits_after_s=digits_after_s, stay_s=stay_s,
         hang_up=hang_up, expect=expect, caller=caller, bye_timeout_s=timeout_s,
         request_user=request_user,
     )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
+        "sipp", f"{edge_host}:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
         "-i", "127.0.0.1", "-p", str(local_port or free_port()), "-mi", "127.0.0.1",
         "-mp", str(free_port()), "-timeout", f"{int(timeout_s)}s", "-timeout_error",
         "-nostdin", "-trace_err", "-error_file", str(scenario) + ".err",

@@ -1,0 +1,93 @@
+"""The pool's workers on several media hosts (WorkerPool.add_host / remove_host), on in-memory
+workers: new workers spread over the hosts; a lost host's legs end while the other's go on;
+the edge lists every slot once and only switches them; hosts it cannot take are refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.settings import WorkerSettings
+from pbx.capacity import WorkerState
+from pbx.channel import WorkerHost
+from pbx.legs import WORKER_LOST, Leg
+from pbx.memory_worker import MemoryWorkers
+from pbx.pool import WorkerPool
+
+SETTINGS = WorkerSettings(max_workers=2, spare_legs=8, first_sip_port=5080)
+HOSTS = ["10.0.0.4", "10.0.0.5"]
+
+
+def place(name: str, address: str, **changes: int) -> WorkerHost:
+    fields = {"first_sip_port": 5080, "first_rtp_port": 20000, "rtp_ports_per_worker": 40,
+              "max_workers": 2} | changes  # fmt: skip
+    return WorkerHost(name, address, **fields)
+
+
+async def test_workers_spread_over_hosts_and_a_lost_host_ends_only_its_legs() -> None:
+    # The twin's far ends pick a worker by SIP port; each host gets a twin of its own.
+    twins = {"m1": MemoryWorkers(prompt_seconds=None), "m2": MemoryWorkers(prompt_seconds=None)}
+    edge = twins["m1"].edge
+    inbound: asyncio.Queue[Leg] = asyncio.Queue()
+    pool = WorkerPool(SETTINGS, trusted=[], on_inbound=inbound.put, edge=edge,
+                      media_hosts=HOSTS)  # fmt: skip
+    await pool.start()
+    try:
+        assert pool.workers == [] and pool.max_workers == 0
+        pool.add_host(place("m1", HOSTS[0]), twins["m1"])
+        pool.add_host(place("m2", HOSTS[1]), twins["m2"])
+        await twins["m1"].until(lambda: pool.spare_legs >= SETTINGS.spare_legs and all(
+            w.state is WorkerState.READY for w in pool.workers
+        ))  # fmt: skip
+        on = {name: [w.id for w in pool.workers if w.host == name] for name in twins}
+        assert len(on["m1"]) == len(on["m2"]) >= 1  # spread evenly
+        assert min(on["m1"]) == 10_000 and min(on["m2"]) == 20_000
+        # Every slot on every host, listed once: 2 hosts x max_workers.
+        assert len(edge.slots) == 4 and edge.installs == 1
+
+        legs = {}
+        for name, twin in twins.items():
+            twin.call_in("4930777", "4930700")
+            legs[name] = await asyncio.wait_for(inbound.get(), 5)
+            await legs[name].answer()
+
+        # m1 is lost: its link closes (its workers' channels end), and it leaves the pool.
+        for worker in [w for w in pool.workers if w.host == "m1"]:
+            await pool.kill_worker_for_test(worker.id)
+        pool.remove_host("m1")
+        end = await asyncio.wait_for(legs["m1"].ended, 5)
+        assert end.reason == WORKER_LOST
+        assert not legs["m2"].ended.done()
+        await twins["m2"].until(lambda: all(w.host == "m2" for w in pool.workers))
+        assert pool.hosts == ["m2"] and pool.max_workers == 2
+        # Its slot is off at the edge, no reload.
+        assert edge.installs == 1 and f"sip:{HOSTS[0]}:5080" not in edge.ready
+
+        pool.add_host(place("m1", HOSTS[0]), twins["m1"])  # back, with its old worker ids
+        await twins["m1"].until(lambda: any(w.host == "m1" for w in pool.workers))
+        assert min(w.id for w in pool.workers if w.host == "m1") == 10_000
+        assert edge.installs == 1
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        (place("m9", "10.0.0.9"), "not a media host of this node"),
+        (place("m1", HOSTS[0], first_sip_port=6000), "SIP ports are not the edge's"),
+        (place("m1", HOSTS[0], max_workers=3), "SIP ports are not the edge's"),
+        (place("m1", HOSTS[1]), "in the pool already"),  # the same name elsewhere
+        (place("m3", HOSTS[0]), "in the pool already"),  # the same address, another name
+    ],
+)
+async def test_a_host_the_edge_cannot_take_calls_from_is_refused(
+    host: WorkerHost, problem: str
+) -> None:
+    twin = MemoryWorkers()
+    pool = WorkerPool(SETTINGS, trusted=[], on_inbound=lambda leg: asyncio.sleep(0),
+                      edge=twin.edge, media_hosts=HOSTS)  # fmt: skip
+    pool.add_host(place("m1", HOSTS[0]), twin)
+    with pytest.raises(ValueError, match=problem):
+        pool.add_host(host, twin)
