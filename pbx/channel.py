@@ -80,6 +80,11 @@ class WorkerLauncher(Protocol):
         spell when it did not (the pool then plans its size again)."""
         ...
 
+    def can_launch_on(self, sip_port: int) -> bool:
+        """Whether a worker may start on this port now (on a media host, a worker a lost
+        controller left with calls may still hold it)."""
+        ...
+
     async def launch(self, spec: WorkerSpec) -> WorkerChannel:
         """Start one worker; its Hello is the first event of the returned channel.
         Raises WorkerStartFailed or OSError."""

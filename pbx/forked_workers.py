@@ -113,6 +113,9 @@ class ForkedWorkers:
         await self._start_forkserver()
         self._watch = asyncio.create_task(self._watch_forkserver(on_available))
 
+    def can_launch_on(self, sip_port: int) -> bool:
+        return True
+
     async def launch(self, spec: WorkerSpec) -> SocketChannel:
         """Fork a worker with its end of a new socket pair; its Hello comes on ours."""
         settings = self._settings

@@ -4,7 +4,10 @@ reaches it over one authenticated TCP link (pbx.media_wire) and drives them as i
 The host decides nothing: the controller asks for each worker (Launch), their protocol lines
 are relayed both ways unread, and a worker's end is reported (Gone). One controller at a
 time: a new one that proves itself (the active controller after a takeover) replaces the
-link, and the old link's workers hang up and exit, as when a link goes quiet.
+link. When a link is lost or replaced its workers are detached (protocol.Detach): calls
+bridged there go on without a controller until a party hangs up, the rest are hung up, and
+each worker exits once empty. Until then its SIP port is busy: the next controller is told
+(Welcome.busy_ports, then SlotFree).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,7 @@ from pbx.media_wire import (
     Launch,
     LinkError,
     Ping,
+    SlotFree,
     Welcome,
     control_line,
     new_nonce,
@@ -43,6 +47,7 @@ from pbx.media_wire import (
     split_line,
     worker_line,
 )
+from pbx.protocol import Detach, encode
 
 log = structlog.get_logger(__name__)
 
@@ -50,14 +55,16 @@ REFUSAL_SUMMARY_S = 10.0
 
 
 class MediaHost:
-    """The link's listener and the one session it serves."""
+    """The link's listener, the one session it serves, and the detached ones draining."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._refusals = RefusalLog()
         self._server: asyncio.Server | None = None
         self._session: _Session | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._draining: set[_Session] = set()
+        self._links: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def name(self) -> str:
@@ -72,40 +79,63 @@ class MediaHost:
                  port=self._settings.media.port, max_workers=max_workers(workers))  # fmt: skip
 
     async def stop(self) -> None:
+        """Every worker hangs up and exits, detached ones too."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
+        for task in list(self._links):
             task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
+        await asyncio.gather(*self._links, return_exceptions=True)
+        await asyncio.gather(*(session.end() for session in list(self._draining)))
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._links.add(task)
+        try:
+            await self._serve_link(reader, writer)
+        finally:
+            self._links.discard(task)
+
+    async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             proof = await self._proof(reader, writer)
         except (LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
             self._refusals.refused(str(peer), str(exc) or type(exc).__name__)
             writer.close()
-            self._sessions.discard(task)
             return
-        session = _Session(self._settings, proof, reader, writer)
+        session = _Session(self._settings, proof, reader, writer, self._slot_free)
         previous, self._session = self._session, session
         if previous is not None:
             log.info("media_link_replaced", old=previous.node, new=proof.node)
-            await previous.end()
+            self._detach(previous)
         log.info("media_link_up", node=proof.node, peer=str(peer))
         try:
             await session.run()
         finally:
-            await session.end()
             if self._session is session:
                 self._session = None
-            self._sessions.discard(task)
             log.info("media_link_down", node=proof.node, reason=session.end_reason)
+            if self._stopping:
+                await session.end()
+            else:
+                self._detach(session)
+
+    def _detach(self, session: _Session) -> None:
+        if session.detach():
+            self._draining.add(session)
+            session.on_drained = self._draining.discard
+
+    def _slot_free(self, sip_port: int) -> None:
+        """A detached worker exited: the controller linked now may start one there."""
+        if self._session is not None:
+            self._session.send_soon(SlotFree(sip_port=sip_port))
+
+    def _busy_ports(self) -> list[int]:
+        return sorted(port for session in self._draining for port in session.ports.values())
 
     async def _proof(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -124,6 +154,7 @@ class MediaHost:
             proof=prove(secret, answer.nonce, "media"), name=self.name, address=workers.host,
             first_sip_port=workers.first_sip_port, first_rtp_port=workers.first_rtp_port,
             rtp_ports_per_worker=workers.rtp_ports_per_worker, max_workers=max_workers(workers),
+            busy_ports=self._busy_ports(),
         )))  # fmt: skip
         await writer.drain()
         return answer
@@ -148,16 +179,22 @@ class RefusalLog:
 
 @dataclass(eq=False)
 class _Session:
-    """One controller's link: its workers live as long as it does."""
+    """One controller's link and the workers it asked for."""
 
     settings: Settings
     proof: ControllerProof
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    slot_free: Callable[[int], None]
     channels: dict[int, SocketChannel] = field(default_factory=dict)
+    # Each worker's SIP port, by worker id, while it runs.
+    ports: dict[int, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     end_reason: str = "ended"
+    on_drained: Callable[[_Session], None] = lambda session: None
     _launcher: ForkedWorkers | None = None
+    _pinger: asyncio.Task[None] | None = None
+    _detached: bool = False
     _ended: bool = False
 
     @property
@@ -173,8 +210,8 @@ class _Session:
             sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
         )  # fmt: skip
         await self._launcher.start(on_available=lambda: None)
-        self._own(self._ping())
-        while True:
+        self._pinger = asyncio.create_task(self._ping())
+        while not self._detached:
             try:
                 async with asyncio.timeout(SILENCE_LIMIT_S):
                     line = await self.reader.readuntil(b"\n")
@@ -182,7 +219,7 @@ class _Session:
                 self.end_reason = f"silent for {SILENCE_LIMIT_S:g} s"
                 return
             except (asyncio.IncompleteReadError, ConnectionError):
-                self.end_reason = "closed by the controller"
+                self.end_reason = "closed"
                 return
             except asyncio.LimitOverrunError:
                 self.end_reason = "a line too long"
@@ -201,6 +238,22 @@ class _Session:
             elif isinstance(message, Kill) and message.worker_id in self.channels:
                 self.channels[message.worker_id].kill()
 
+    def detach(self) -> bool:
+        """The link is gone: its workers keep their bridged calls, without a controller,
+        and exit once empty (their ports are free again then). Whether any is left."""
+        if not self._detached:
+            self._detached = True
+            self.writer.close()
+            if self._pinger is not None:
+                self._pinger.cancel()
+            for channel in self.channels.values():
+                self._own(_send_detach(channel))
+            log.info("media_workers_detached", node=self.node, workers=len(self.channels))
+        if not self.channels:
+            self._own(self._drained())
+            return False
+        return True
+
     async def end(self) -> None:
         """Every worker hangs up and exits (their sockets close), then the fork server."""
         if self._ended:
@@ -209,11 +262,15 @@ class _Session:
         self.writer.close()
         for channel in self.channels.values():
             channel.close()
-        for task in list(self.tasks):
+        for task in [*self.tasks, *([self._pinger] if self._pinger else [])]:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self._launcher is not None:
             await self._launcher.stop()
+
+    def send_soon(self, message: SlotFree) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(control_line(message))
 
     def _own(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -234,20 +291,37 @@ class _Session:
             channel = await self._launcher.launch(spec)
         except (WorkerStartFailed, OSError) as exc:
             log.error("media_worker_start_failed", worker=launch.worker_id, error=str(exc))
-            await self._send(control_line(Gone(worker_id=launch.worker_id, error=str(exc))))
+            with contextlib.suppress(ConnectionError):
+                await self._send(control_line(Gone(worker_id=launch.worker_id, error=str(exc))))
             return
         self.channels[launch.worker_id] = channel
+        self.ports[launch.worker_id] = launch.sip_port
         try:
             async for event in channel.lines():
-                await self._send(worker_line(launch.worker_id, event))
+                if not self._detached:  # a detached worker's events have nobody to go to
+                    with contextlib.suppress(ConnectionError):
+                        await self._send(worker_line(launch.worker_id, event))
         except ConnectionError:
-            pass  # the worker died: Gone below, as at EOF
+            pass  # the worker died: as at EOF
         finally:
             channel.close()
-            if self.channels.get(launch.worker_id) is channel:
-                del self.channels[launch.worker_id]
-            with contextlib.suppress(ConnectionError):
-                await self._send(control_line(Gone(worker_id=launch.worker_id)))
+            del self.channels[launch.worker_id]
+            port = self.ports.pop(launch.worker_id)
+            if self._detached:
+                self.slot_free(port)
+                if not self.channels:
+                    self._own(self._drained())
+            else:
+                with contextlib.suppress(ConnectionError):
+                    await self._send(control_line(Gone(worker_id=launch.worker_id)))
+
+    async def _drained(self) -> None:
+        """The last detached worker exited: the fork server goes too."""
+        if self._launcher is not None and not self._ended:
+            self._ended = True
+            await self._launcher.stop()
+        log.info("media_workers_drained", node=self.node)
+        self.on_drained(self)
 
     async def _ping(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -260,3 +334,8 @@ class _Session:
             raise ConnectionError("the link is closed")
         self.writer.write(line)
         await self.writer.drain()
+
+
+async def _send_detach(channel: SocketChannel) -> None:
+    with contextlib.suppress(ConnectionError):
+        await channel.send_line(encode(Detach(cid=0)))

@@ -33,6 +33,7 @@ from pbx.media_wire import (
     Launch,
     LinkError,
     Ping,
+    SlotFree,
     Welcome,
     control_line,
     new_nonce,
@@ -88,17 +89,28 @@ class RemoteChannel:
 class HostLink:
     """One linked media host, as the pool's launcher there (pbx.channel.WorkerLauncher)."""
 
-    def __init__(self, name: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, name: str, writer: asyncio.StreamWriter, busy_ports: list[int]) -> None:
         self.name = name
         self._writer = writer
         self._channels: dict[int, RemoteChannel] = {}
+        # Held by workers a lost controller left with calls there (media_host).
+        self._busy_ports = set(busy_ports)
+        self._on_available: Callable[[], None] = lambda: None
 
     @property
     def available(self) -> bool:
         return not self._writer.is_closing()
 
     async def start(self, on_available: Callable[[], None]) -> None:
-        """Linked already (MediaHosts)."""
+        """Linked already (MediaHosts); `on_available` when a busy port is free."""
+        self._on_available = on_available
+
+    def can_launch_on(self, sip_port: int) -> bool:
+        return sip_port not in self._busy_ports
+
+    def slot_free(self, sip_port: int) -> None:
+        self._busy_ports.discard(sip_port)
+        self._on_available()
 
     async def launch(self, spec: WorkerSpec) -> RemoteChannel:
         if not self.available:
@@ -201,7 +213,9 @@ class MediaHosts:
             async with asyncio.timeout(PROOF_TIMEOUT_S):
                 welcome = await self._prove(reader, writer)
             place = self._place(host, welcome)
-            link = HostLink(place.name, writer)
+            link = HostLink(place.name, writer, welcome.busy_ports)
+            if welcome.busy_ports:
+                log.info("media_host_ports_busy", host=place.name, ports=welcome.busy_ports)
             try:
                 self._pool.add_host(place, link)
             except ValueError as exc:
@@ -279,6 +293,8 @@ class MediaHosts:
                     link.received(*message)
                 elif isinstance(message, Gone):
                     link.gone(message)
+                elif isinstance(message, SlotFree):
+                    link.slot_free(message.sip_port)
         finally:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

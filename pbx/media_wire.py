@@ -71,6 +71,16 @@ class Welcome(_LinkMessage):
     first_rtp_port: int
     rtp_ports_per_worker: int
     max_workers: int
+    # SIP ports of workers a lost link left with calls (media_host): not to be launched on
+    # until a SlotFree names them.
+    busy_ports: list[int] = []
+
+
+class SlotFree(_LinkMessage):
+    """A detached worker has exited: its SIP port may take a worker again."""
+
+    type: Literal["slot_free"] = "slot_free"
+    sip_port: int
 
 
 class Launch(_LinkMessage):
@@ -106,7 +116,7 @@ class Ping(_LinkMessage):
 
 
 LinkMessage = Annotated[
-    Challenge | ControllerProof | Welcome | Launch | Close | Kill | Gone | Ping,
+    Challenge | ControllerProof | Welcome | Launch | Close | Kill | Gone | SlotFree | Ping,
     Field(discriminator="type"),
 ]
 _messages: TypeAdapter[LinkMessage] = TypeAdapter(LinkMessage)

@@ -43,6 +43,7 @@ from pbx.protocol import (
     CallRefused,
     Command,
     CommandResult,
+    Detach,
     Dial,
     DtmfReceived,
     Event,
@@ -313,6 +314,7 @@ class MemoryWorker:
         self.max_legs = max_legs
         self.legs: dict[str, FarEnd] = {}
         self.closed = False
+        self.detached = False
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._leg_numbers = itertools.count(1)
         self._prompt_numbers = itertools.count(1)
@@ -439,6 +441,12 @@ class MemoryWorker:
             leg.transfer_reports.append((command.code, command.reason))
         elif isinstance(command, Shutdown):
             self.hangup_all()
+        elif isinstance(command, Detach):
+            self.detached = True
+            for leg in list(self.legs.values()):
+                peer = leg._peer
+                if peer is None or not leg.answered.done() or not peer.answered.done():
+                    self._hangup(leg)
 
     def hangup_all(self) -> None:
         for leg in list(self.legs.values()):
@@ -580,8 +588,9 @@ class MemoryWorker:
         if leg._prompt is not None:
             self.stop_prompt(leg, interrupted=True)
         if leg._peer is not None:
-            leg._peer._peer = None
-            leg._peer = None
+            peer, leg._peer._peer, leg._peer = leg._peer, None, None
+            if self.detached:
+                self._hangup(peer)
         code, reason = end
         if not leg.ended.done():
             leg.ended.set_result(far_code)
@@ -716,6 +725,9 @@ class MemoryWorkers:
 
     async def start(self, on_available: Callable[[], None]) -> None:
         pass
+
+    def can_launch_on(self, sip_port: int) -> bool:
+        return True
 
     async def launch(self, spec: WorkerSpec) -> MemoryWorker:
         worker = MemoryWorker(self, spec, spec.max_legs or self.max_legs)

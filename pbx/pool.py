@@ -375,6 +375,7 @@ class WorkerPool:
         ):
             raise ValueError(f"media host {place.name} ({place.address}) is in the pool already")
         self._hosts[place.name] = _Host(place, launcher, first_id)
+        self._own(launcher.start(on_available=self._resize_wanted.set))
         log.info("media_host_joined", host=place.name, address=place.address,
                  max_workers=place.max_workers)  # fmt: skip
         self._own(self._publish())
@@ -482,7 +483,8 @@ class WorkerPool:
             for slot in range(place.max_workers):
                 worker_id = host.first_id + slot
                 if (
-                    worker_id in self._workers
+                    not host.launcher.can_launch_on(place.first_sip_port + slot)
+                    or worker_id in self._workers
                     or worker_id in self._slots_ending_calls
                     or self._bad_slots.get(worker_id, 0.0) > now
                 ):

@@ -181,6 +181,14 @@ class Shutdown(_Command):
     type: Literal["shutdown"] = "shutdown"
 
 
+class Detach(_Command):
+    """The controller is gone (its media host lost the link, pbx.media_host): each bridged
+    pair stays up until one side hangs up, and then the other is hung up; every other leg
+    is hung up now; no new call is taken; the worker exits once it holds no leg."""
+
+    type: Literal["detach"] = "detach"
+
+
 Command = Annotated[
     Answer
     | Reject
@@ -195,7 +203,8 @@ Command = Annotated[
     | StopRecord
     | ReportTransfer
     | Monitor
-    | Shutdown,
+    | Shutdown
+    | Detach,
     Field(discriminator="type"),
 ]
 

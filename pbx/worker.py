@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import select
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ from pbx.protocol import (
     CallRefused,
     Command,
     CommandResult,
+    Detach,
     Dial,
     DtmfReceived,
     Hangup,
@@ -304,6 +306,9 @@ class WorkerAgent:
         self.legs: dict[str, WorkerLeg] = {}
         self.max_legs = 0
         self.deadlines = Deadlines(ua)
+        # Set once Detach came and no leg is left (read by the command loop's thread).
+        self.drained = threading.Event()
+        self._detached = False
         self._probing = False
         self._retired: list[tuple[float, object]] = []
         self._leg_numbers = 0
@@ -414,6 +419,8 @@ class WorkerAgent:
         source = prm.rdata.srcAddress
         if self._probing:
             reply.statusCode = 486
+        elif self._detached:
+            reply.statusCode = FULL_STATUS  # the edge tries a worker that has a controller
         elif source not in self.trusted:
             log.warning("invite_from_untrusted_source", source=source)
             reply = _final_answer(403)
@@ -472,11 +479,15 @@ class WorkerAgent:
         if leg.peer is not None:
             peer, leg.peer.peer, leg.peer = leg.peer, None, None
             self._drop_speech_if_unheard(peer)
+            if self._detached:
+                self._hangup(peer)  # no controller to decide: the call is over
         if leg.timed_out and not leg.answered:
             code, reason = RING_TIMEOUT
         elif leg.media_timed_out:
             code, reason = MEDIA_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
+        if self._detached and not self.legs:
+            self.drained.set()
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -585,6 +596,20 @@ class WorkerAgent:
             self._notify_transfer(leg, command.request, command.code, command.reason)
         elif isinstance(command, Shutdown):
             self.hangup_all()
+        elif isinstance(command, Detach):
+            self._detach()
+
+    def _detach(self) -> None:
+        self._detached = True
+        kept = 0
+        for leg in list(self.legs.values()):
+            if leg.peer is not None and leg.answered and leg.peer.answered:
+                kept += 1
+            else:
+                self._hangup(leg)
+        log.info("detached", bridged_legs_kept=kept)
+        if not self.legs:
+            self.drained.set()
 
     def hangup_all(self) -> None:
         for leg in list(self.legs.values()):
@@ -1150,6 +1175,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# How often a detached worker looks whether its calls are over.
+DRAIN_POLL_S = 0.5
+
+
 def _serve_commands(
     ua: UserAgentThread, agent: WorkerAgent, emit: EventWriter, commands: BinaryIO
 ) -> None:
@@ -1168,6 +1197,18 @@ def _serve_commands(
         else:
             emit(CommandResult(cid=command.cid, ok=True))
         if isinstance(command, Shutdown):
+            return
+        if isinstance(command, Detach):
+            _drain(agent, commands)
+            return
+
+
+def _drain(agent: WorkerAgent, commands: BinaryIO) -> None:
+    """Detached: wait until the calls left are over, or until the media host closes our
+    socket (it stops; the caller then hangs up what is left). Nothing else comes on it."""
+    while not agent.drained.is_set():
+        readable, _, _ = select.select([commands], [], [], DRAIN_POLL_S)
+        if readable and not os.read(commands.fileno(), 4096):
             return
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import aiohttp
 
+from core.redis_server import ManagedRedis
 from pbx.media_wire import PROOF_TIMEOUT_S
 from tests.e2e.test_run_command import PBX, RunningService, start_service
+from tests.support.phone import TestCall, TestPhone, tone_file
 from tests.support.ports import free_port, free_port_block
 from tests.support.sipp import SippResult, call_number
 
@@ -220,3 +222,156 @@ async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) ->
     finally:
         os.killpg(host.pid, signal.SIGTERM)
         await host.wait()
+
+
+def write_cluster_configs(folder: Path, redis_port: int) -> tuple[list[Layout], int]:
+    """Two nodes (a, b) on one SQLite file and one Redis, and one media host (on HOSTS[0])
+    whose workers hang up a leg after 3 s without RTP."""
+    first_sip, first_rtp, link = free_port_block(2), free_port_block(80), free_port()
+    layouts = []
+    for index, node in enumerate(("a", "b")):
+        sip, api = free_port(), free_port()
+        (folder / node).mkdir()
+        (folder / node / "config.toml").write_text(f"""
+[data]
+dir = "state"
+[database]
+url = "sqlite+aiosqlite:///{folder / "shared.sqlite3"}"
+[redis]
+port = {redis_port}
+managed = false
+[sip]
+port = {sip}
+rpc_port = {free_port()}
+[api]
+port = {api}
+[workers]
+max_workers = 2
+spare_legs = 4
+first_sip_port = {first_sip}
+first_rtp_port = {first_rtp}
+[cluster]
+node = "{node}"
+node_index = {index}
+secret = "{SECRET}"
+media_hosts = ["{HOSTS[0]}:{link}"]
+""")  # fmt: skip
+        layouts.append(Layout(sip, f"http://127.0.0.1:{api}/api/v1", first_sip, first_rtp,
+                              (link, link)))  # fmt: skip
+    (folder / "media").mkdir()
+    (folder / "media" / "config.toml").write_text(f"""
+[workers]
+host = "{HOSTS[0]}"
+max_workers = 2
+first_sip_port = {first_sip}
+first_rtp_port = {first_rtp}
+media_timeout = {MEDIA_TIMEOUT_S}
+[cluster]
+secret = "{SECRET}"
+[media]
+port = {link}
+""")  # fmt: skip
+    return layouts, link
+
+
+MEDIA_TIMEOUT_S = 3
+EXTENSION = "1001"
+
+
+async def until_active(http: aiohttp.ClientSession, api: str) -> None:
+    async with asyncio.timeout(READY_S):
+        while True:
+            body = await health(http, api)
+            hosts = set(body["checks"]["media_hosts"].values())
+            if (
+                body["controller"]["role"] == "active"
+                and hosts == {"ok"}
+                and (body["checks"]["media_workers"] == "ok")
+            ):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def until_more_packets(phone_call: TestCall, more: int) -> None:
+    start = await phone_call.rx_packets()
+    async with asyncio.timeout(15):
+        while await phone_call.rx_packets() < start + more:
+            await asyncio.sleep(0.1)
+
+
+async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) -> None:
+    redis_port = free_port()
+    redis = ManagedRedis("127.0.0.1", redis_port, tmp_path / "redis")
+    await redis.start()
+    (a, b), _ = write_cluster_configs(tmp_path, redis_port)
+    node_a: RunningService | None = None
+    node_b: RunningService | None = None
+    host: asyncio.subprocess.Process | None = None
+    desk, caller = TestPhone(), TestPhone()
+    try:
+        node_a = await start_service(tmp_path / "a", new_session=True)
+        host = await start_media_host(tmp_path / "media")
+        auth = {"Authorization": f"Bearer {node_a.admin_token}"}
+        async with aiohttp.ClientSession(headers=auth) as http:
+            await until_active(http, a.api)
+            node_b = await start_service(tmp_path / "b")
+            line = {"number": NUMBER, "greeting": {"text": "Welcome."},
+                    "default_destination": {"type": "hangup"}}  # fmt: skip
+            async with http.post(a.api + "/numbers", json=line) as reply:
+                assert reply.status == 201, await reply.text()
+            async with http.post(a.api + "/users", json={"name": "Agent"}) as reply:
+                user = await reply.json()
+            async with http.put(f"{a.api}/users/{user['id']}/extension",
+                                json={"extension": EXTENSION}) as reply:  # fmt: skip
+                sip = (await reply.json())["sip"]
+            assert await desk.register(
+                sip["username"], sip["password"], sip["domain"], "127.0.0.1", a.sip_port
+            ) == 200  # fmt: skip
+            await until_the_edge_takes_calls(tmp_path, a.sip_port)
+
+            # The provider's caller dials the desk's extension; both send audio.
+            await caller.open_unregistered("4930111333")
+            talk = await caller.call(f"sip:{NUMBER}@127.0.0.1:{a.sip_port}")
+            await asyncio.wait_for(talk.answered, 15)
+            await play_tone(talk)
+            await talk.send_dtmf(EXTENSION)
+            ringing = await desk.next_incoming(timeout=15)
+            await ringing.answer()
+            await play_tone(ringing)
+            await until_more_packets(ringing, 50)
+
+            os.killpg(node_a.process.pid, signal.SIGKILL)  # controller, edge and all
+            await node_a.process.wait()
+            await until_active(http, b.api)
+            # The media host kept the bridge: the desk still hears the caller.
+            await until_more_packets(ringing, 50)
+            assert not ringing.ended.done() and not talk.ended.done()
+
+            # The caller hangs up (its BYE went to the dead edge): its audio stops, the
+            # worker ends the call after media_timeout and exits; its port is free again.
+            await talk.hangup()
+            async with asyncio.timeout(MEDIA_TIMEOUT_S + 30):
+                while (
+                    b"media_workers_drained" not in (tmp_path / "media" / "media.log").read_bytes()
+                ):
+                    await asyncio.sleep(0.2)
+            result = await call_number(tmp_path, b.sip_port, NUMBER, stay_s=0.5)
+            assert result.succeeded, result.output
+            # The desk never hears the worker's BYE (sent to the dead edge): its user hangs up.
+            await ringing.hangup()
+            await asyncio.wait_for(asyncio.gather(talk.ended, ringing.ended), 40)
+    finally:
+        desk.close()
+        caller.close()
+        if host is not None and host.returncode is None:
+            os.killpg(host.pid, signal.SIGTERM)
+            await host.wait()
+        if node_b is not None:
+            assert await node_b.interrupt() == 0
+        if node_a is not None and node_a.process.returncode is None:
+            os.killpg(node_a.process.pid, signal.SIGKILL)
+        await redis.stop()
+
+
+async def play_tone(call: TestCall) -> None:
+    await call.play(Path(tone_file()), loop=True)

@@ -32,7 +32,7 @@ def _settle(future: asyncio.Future[T], value: T) -> None:
 TONE = Path("/tmp/pbx-test-phone-tone.wav")
 
 
-def _tone() -> str:
+def tone_file() -> str:
     if not TONE.exists():
         subprocess.run(
             ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(TONE), "synth", "2", "sine",
@@ -103,7 +103,7 @@ class _PhoneCall(pj.Call):  # type: ignore[misc]
             return
         if self.player is None:
             self.player = pj.AudioMediaPlayer()
-            self.player.createPlayer(_tone(), 0)
+            self.player.createPlayer(tone_file(), 0)
         self.player.startTransmit(audio)
         # "The speaker": the bridge only reads (and measures) a port that goes somewhere.
         audio.startTransmit(pj.Endpoint.instance().audDevManager().getPlaybackDevMedia())
