@@ -13,8 +13,10 @@ cluster: setup
 	.venv/bin/pbx cluster
 
 # The whole suite on SQLite, then every test that reaches SQL again on a PostgreSQL server the
-# tests start themselves (unit tests use no database; e2e runs `pbx run` with its defaults).
-POSTGRESQL_SUITE = PBX_TEST_DATABASE=postgresql .venv/bin/pytest tests/integration tests/flows
+# tests start themselves (unit tests use no database; e2e runs `pbx run` with its defaults;
+# `no_sql` modules drive workers and the edge, whose SQL the others cover).
+POSTGRESQL_SUITE = PBX_TEST_DATABASE=postgresql .venv/bin/pytest -m "not no_sql" \
+	tests/integration tests/flows
 
 test: setup
 	.venv/bin/ruff check .

@@ -46,6 +46,10 @@ MEDIA_TIMEOUT_S = 2
 MakePhone = Callable[..., Awaitable[TestPhone]]
 
 
+# Workers and phones only: no SQL to run again on PostgreSQL (Makefile).
+pytestmark = pytest.mark.no_sql
+
+
 class Controller:
     """Hands each inbound leg to whichever flow the current test installed."""
 

@@ -25,6 +25,9 @@ from tests.support.api_client import ApiClient
 from tests.support.phone import TestPhone
 from tests.support.sipp import SippResult, call_number
 
+# The pool and the edge under load: the SQL they touch is the other tests' (Makefile).
+pytestmark = pytest.mark.no_sql
+
 HOLD_NUMBER = "4930555222"
 DIAL_NUMBER = "4930555333"
 # Dialled by a desk phone: the call goes out to the provider (the suite's trunk.uri, this
