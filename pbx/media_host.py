@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -47,11 +49,14 @@ from pbx.media_wire import (
     split_line,
     worker_line,
 )
-from pbx.protocol import Detach, encode
+from pbx.protocol import Detach, Hello, ProtocolError, decode_event, encode
 
 log = structlog.get_logger(__name__)
 
 REFUSAL_SUMMARY_S = 10.0
+# A worker whose socket closed hangs up and exits within about a second (pbx.worker).
+WORKER_EXIT_S = 5.0
+EXIT_POLL_S = 0.05
 
 
 class MediaHost:
@@ -296,15 +301,22 @@ class _Session:
             return
         self.channels[launch.worker_id] = channel
         self.ports[launch.worker_id] = launch.sip_port
+        pid: int | None = None
         try:
-            async for event in channel.lines():
+            async for line in channel.lines():
+                if pid is None:
+                    pid = _pid_in_hello(line)
                 if not self._detached:  # a detached worker's events have nobody to go to
                     with contextlib.suppress(ConnectionError):
-                        await self._send(worker_line(launch.worker_id, event))
+                        await self._send(worker_line(launch.worker_id, line))
         except ConnectionError:
             pass  # the worker died: as at EOF
         finally:
             channel.close()
+            # Its socket closes before it exits (it hangs up, lingers, then goes): its port
+            # is only free, and it only gone, once the process is.
+            if pid is not None:
+                await _until_exited(pid)
             del self.channels[launch.worker_id]
             port = self.ports.pop(launch.worker_id)
             if self._detached:
@@ -334,6 +346,41 @@ class _Session:
             raise ConnectionError("the link is closed")
         self.writer.write(line)
         await self.writer.drain()
+
+
+def _pid_in_hello(line: bytes) -> int | None:
+    with contextlib.suppress(ProtocolError):
+        event = decode_event(line)
+        if isinstance(event, Hello):
+            return event.pid
+    return None
+
+
+async def _until_exited(pid: int) -> None:
+    """Wait for a worker process (the fork server's child, reaped there) to be gone: SIGKILL
+    after WORKER_EXIT_S, and after as long again, give up (a zombie nobody reaps)."""
+    for last_resort in (signal.SIGKILL, None):
+        deadline = time.monotonic() + WORKER_EXIT_S
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(EXIT_POLL_S)
+        else:
+            return
+        log.warning(
+            "media_worker_did_not_exit", pid=pid, action="kill" if last_resort else "give_up"
+        )
+        if last_resort is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, last_resort)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def _send_detach(channel: SocketChannel) -> None:

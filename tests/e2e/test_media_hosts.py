@@ -375,3 +375,63 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
 
 async def play_tone(call: TestCall) -> None:
     await call.play(Path(tone_file()), loop=True)
+
+
+def kamailio_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return next(
+        int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "kamailio"
+    )
+
+
+async def test_kill_9_of_the_active_edge_stops_its_node_and_the_standby_takes_over(
+    tmp_path: Path,
+) -> None:
+    redis_port = free_port()
+    redis = ManagedRedis("127.0.0.1", redis_port, tmp_path / "redis")
+    await redis.start()
+    (a, b), _ = write_cluster_configs(tmp_path, redis_port)
+    node_a: RunningService | None = None
+    node_b: RunningService | None = None
+    host: asyncio.subprocess.Process | None = None
+    stranded: asyncio.Task[SippResult] | None = None
+    try:
+        node_a = await start_service(tmp_path / "a", new_session=True)
+        host = await start_media_host(tmp_path / "media")
+        auth = {"Authorization": f"Bearer {node_a.admin_token}"}
+        async with aiohttp.ClientSession(headers=auth) as http:
+            await until_active(http, a.api)
+            node_b = await start_service(tmp_path / "b")
+            line = {"number": NUMBER, "greeting": {"text": "Welcome."},
+                    "default_destination": {"type": "hangup"}}  # fmt: skip
+            async with http.post(a.api + "/numbers", json=line) as reply:
+                assert reply.status == 201, await reply.text()
+            await until_the_edge_takes_calls(tmp_path, a.sip_port)
+            # A caller in the greeting's wait when the edge dies.
+            stranded = asyncio.create_task(call_number(
+                tmp_path, a.sip_port, NUMBER, hang_up="remote", timeout_s=20,
+            ))  # fmt: skip
+            async with asyncio.timeout(15):
+                while not await open_calls(http, b.api):
+                    await asyncio.sleep(0.1)
+
+            os.kill(kamailio_of(node_a.process.pid), signal.SIGKILL)
+            # The node does not run without its edge: it stops, and gives the lease up.
+            assert await asyncio.wait_for(node_a.process.wait(), 30) != 0
+            await until_active(http, b.api)
+            result = await call_number(tmp_path, b.sip_port, NUMBER, stay_s=0.5)
+            assert result.succeeded, result.output
+            async with asyncio.timeout(10):  # the stranded call's record is closed
+                while await open_calls(http, b.api):
+                    await asyncio.sleep(0.1)
+    finally:
+        if stranded is not None:
+            stranded.cancel()
+        if host is not None and host.returncode is None:
+            os.killpg(host.pid, signal.SIGTERM)
+            await host.wait()
+        if node_b is not None:
+            assert await node_b.interrupt() == 0
+        if node_a is not None and node_a.process.returncode is None:
+            os.killpg(node_a.process.pid, signal.SIGKILL)
+        await redis.stop()
