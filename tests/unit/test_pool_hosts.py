@@ -5,6 +5,7 @@ the edge lists every slot once and only switches them; hosts it cannot take are 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -91,3 +92,38 @@ async def test_a_host_the_edge_cannot_take_calls_from_is_refused(
     pool.add_host(place("m1", HOSTS[0]), twin)
     with pytest.raises(ValueError, match=problem):
         pool.add_host(host, twin)
+
+
+class HostWithBusyPort(MemoryWorkers):
+    """A media host on which a lost controller's worker still holds the first port."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = {5080}
+        self._on_available = lambda: None
+
+    async def start(self, on_available: Callable[[], None]) -> None:
+        self._on_available = on_available
+
+    def can_launch_on(self, sip_port: int) -> bool:
+        return sip_port not in self.busy
+
+    def free(self, sip_port: int) -> None:
+        self.busy.discard(sip_port)
+        self._on_available()
+
+
+async def test_no_worker_starts_on_a_port_a_detached_worker_holds_until_it_is_free() -> None:
+    host = HostWithBusyPort()
+    pool = WorkerPool(WorkerSettings(max_workers=2, spare_legs=8, first_sip_port=5080),
+                      trusted=[], on_inbound=lambda leg: asyncio.sleep(0), edge=host.edge,
+                      media_hosts=HOSTS)  # fmt: skip
+    await pool.start()
+    try:
+        pool.add_host(place("m1", HOSTS[0]), host)
+        await host.until(lambda: len(pool.workers) == 1 and pool.spare_legs > 0)
+        assert [w.sip_port for w in pool.workers] == [5081]  # 8 spare legs want two
+        host.free(5080)
+        await host.until(lambda: sorted(w.sip_port for w in pool.workers) == [5080, 5081])
+    finally:
+        await pool.stop()
