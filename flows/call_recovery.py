@@ -1,5 +1,7 @@
 """At start-up, the calls the last run left open (it stopped or crashed under them) are
-closed: their record as failed, hung up by the system, and their unfinished queue stays."""
+closed, hung up by the system: their record as answered if a person had answered (the talk
+happened; on a media host it may even go on, pbx.media_host), else as failed; and their
+unfinished queue stays."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ async def close_interrupted_calls(ctx: ServiceContext) -> int:
     """Run after the write-behind journal was replayed and before any call is taken. Each
     call ends at the last time anything known happened to it (its record or queue log), with
     its `call_ended` event; returns how many were closed."""
-    last_known = await open_calls(ctx)
-    if not last_known:
+    found = await open_calls(ctx)
+    if not found:
         return 0
+    last_known = {call_id: at for call_id, (at, _) in found.items()}
     queue_rows = await rows_of_calls(ctx, last_known)
     for row in queue_rows:
         last_known[row.call_id] = max(last_known[row.call_id], row.at)
@@ -30,7 +33,9 @@ async def close_interrupted_calls(ctx: ServiceContext) -> int:
         else:
             record(ctx, stay.queue_id, stay.call_id, stay.closing, at=at, wait_seconds=wait)
     for call_id, at in last_known.items():
-        submit_end(ctx, call_id, at, Disposition.FAILED, "system")
+        answered = found[call_id][1]
+        disposition = Disposition.ANSWERED if answered else Disposition.FAILED
+        submit_end(ctx, call_id, at, disposition, "system")
     await ctx.writes.flush()
     log.warning("interrupted_calls_closed", calls=len(last_known))
     return len(last_known)

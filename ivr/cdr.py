@@ -312,16 +312,17 @@ async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None
 # -- after a crash ------------------------------------------------------------------------------
 
 
-async def open_calls(ctx: ServiceContext) -> dict[int, datetime]:
-    """Calls without an end (the service stopped under them), with the last time the record
-    knows of: the latest of started, system answered and answered."""
+async def open_calls(ctx: ServiceContext) -> dict[int, tuple[datetime, bool]]:
+    """Calls without an end (the service stopped under them): the last time the record knows
+    of (the latest of started, system answered and answered), and whether a person had
+    answered."""
     query = select(
         CallRecord.id, CallRecord.started_at, CallRecord.system_answered_at,
         CallRecord.answered_at,
     ).where(CallRecord.ended_at.is_(None))  # fmt: skip
     async with ctx.sessions() as session:
         rows = (await session.execute(query)).all()
-    return {row[0]: max(t for t in row[1:] if t is not None) for row in rows}
+    return {row[0]: (max(t for t in row[1:] if t is not None), row[3] is not None) for row in rows}
 
 
 def _now() -> str:
