@@ -149,8 +149,10 @@ def create_app(
             app[HUB_KEY] = hub
             ctx = plumbing.ctx
 
-            def make_controller() -> Controller:
-                return Controller(ctx, plumbing.edge, media_workers=media_workers, clock=clock)
+            def make_controller(term: int = 0) -> Controller:
+                return Controller(
+                    ctx, plumbing.edge, media_workers=media_workers, clock=clock, term=term
+                )
 
             running: Controller | ControllerSeat | None = None
             cluster = settings.cluster

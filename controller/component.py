@@ -84,6 +84,7 @@ class Controller:
         *,
         media_workers: bool | MediaWorkers = True,
         clock: Callable[[], datetime] = utcnow,
+        term: int = 0,
     ) -> None:
         """`media_workers=False`: no worker pool and no call flows (the ACD decides for
         whoever joins its queues; chat runs as always).
@@ -92,6 +93,8 @@ class Controller:
         self._edge = edge
         self._media_workers = media_workers
         self._clock = clock
+        # Grows with each takeover (controller.seat); media hosts serve no older controller.
+        self._term = term
         # Chat needs no media: its assigner and reply delivery run with or without workers.
         self.chat_assigner = ChatAssigner(ctx)
         # One capacity model: enough open chat dialogs keep calls away (chat.block_calls_at),
@@ -116,6 +119,8 @@ class Controller:
         log.info("controller_started", media_workers=bool(self._media_workers))
 
     async def stop(self) -> None:
+        if self.media_hosts is not None:
+            self.media_hosts.closing()  # no new link while the pool hangs up through them
         if self._flows is not None:
             await self._flows.callbacks.stop()  # before the pool: its calls end cleanly
         if self.pool is not None:
@@ -217,7 +222,8 @@ class Controller:
         self._flows = flows
         await pool.start()
         if remote:
-            self.media_hosts = MediaHosts(settings, pool, self._ctx.metrics)
+            self.media_hosts = MediaHosts(settings, pool, term=self._term,
+                                          metrics=self._ctx.metrics)  # fmt: skip
             self.media_hosts.start()
         await flows.callbacks.start()
         return pool

@@ -15,6 +15,7 @@ from enum import Enum
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+TERM_KEY = "pbx:cluster:term"
 LEASE_KEY = "pbx:cluster:controller"
 MEMBER_KEY_PREFIX = "pbx:cluster:member:"
 # Renewed every third of the term: two renewals may fail before it runs out.
@@ -86,6 +87,12 @@ class RedisLease:
         with contextlib.suppress(RedisError, OSError, TimeoutError):  # else it runs out
             async with asyncio.timeout(self._wait_s):
                 await self._redis.eval(_RELEASE, 1, LEASE_KEY, self._node)
+
+    async def next_term(self) -> int:
+        """A number above every earlier holder's (a fencing token): what a controller shows
+        the media hosts, which serve no older one. Raises on a Redis failure."""
+        async with asyncio.timeout(self._wait_s):
+            return int(await self._redis.incr(TERM_KEY))
 
     async def holder(self) -> str | None:
         """The active node's name, None when none is (or Redis cannot tell)."""

@@ -44,7 +44,7 @@ class Role(StrEnum):
 class ControllerSeat:
     def __init__(
         self, ctx: ServiceContext, lease: RedisLease, membership: Membership,
-        make_controller: Callable[[], Controller], term_s: float,
+        make_controller: Callable[[int], Controller], term_s: float,
     ) -> None:  # fmt: skip
         self._ctx = ctx
         self._lease = lease
@@ -162,7 +162,7 @@ class ControllerSeat:
         log.warning("controller_taking_over", node=self._node)
         await self._ctx.writes.read_sequences()
         await close_interrupted_calls(self._ctx)
-        controller = self._controller = self._make_controller()
+        controller = self._controller = self._make_controller(await self._lease.next_term())
         await controller.start()
         self._ctx.metrics.controller_active.set(1)
         async with self._ctx.sessions.begin() as session:

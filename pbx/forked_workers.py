@@ -33,6 +33,8 @@ FORKSERVER_EXIT_S = 3.0
 FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
 # One event line is far below this; a longer one is not ours.
 LINE_LIMIT = 1024 * 1024
+# Commands a worker has not read yet, in bytes: a worker this far behind is stuck.
+UNREAD_LIMIT = 1024 * 1024
 
 
 class SocketChannel:
@@ -50,26 +52,38 @@ class SocketChannel:
         await self.send_line(encode(command))
 
     async def send_line(self, line: bytes) -> None:
-        """One protocol line as it is (a media host relays the controller's)."""
+        if not self.send_line_nowait(line):
+            await self._writer.drain()
+
+    def send_line_nowait(self, line: bytes) -> bool:
+        """One protocol line as it is (a media host relays the controller's), without waiting
+        for the worker to read it; False once more than UNREAD_LIMIT waits unread."""
         if self._writer.is_closing():
             raise ConnectionError(f"worker {self._worker_id}'s socket is closed")
         self._writer.write(line)
-        await self._writer.drain()
+        return self._writer.transport.get_write_buffer_size() <= UNREAD_LIMIT
 
-    def lines(self) -> AsyncIterator[bytes]:
+    @property
+    def pid(self) -> int | None:
+        """The worker's process, once its Hello has been read."""
+        return self._pid
+
+    async def lines(self) -> AsyncIterator[bytes]:
         """The worker's event lines as it wrote them (a media host relays them); ends at EOF."""
-        return aiter(self._reader)
+        async for line in self._reader:
+            if self._pid is None:
+                with contextlib.suppress(ProtocolError):
+                    hello = decode_event(line)
+                    if isinstance(hello, Hello):
+                        self._pid = hello.pid
+            yield line
 
     async def events(self) -> AsyncIterator[Event]:
         async for line in self.lines():
             try:
-                event = decode_event(line)
+                yield decode_event(line)
             except ProtocolError as exc:
                 log.error("bad_worker_event", worker=self._worker_id, error=str(exc))
-                continue
-            if isinstance(event, Hello):
-                self._pid = event.pid
-            yield event
 
     def close(self) -> None:
         self._writer.close()  # EOF: the worker hangs up whatever is left and exits
@@ -93,11 +107,14 @@ class ForkedWorkers:
         trunk_password: str = "",
         python: str = sys.executable,
         sibling_hosts: Sequence[str] = (),
+        sibling_ports: tuple[int, int] | None = None,
     ) -> None:
-        """`sibling_hosts`: the other media hosts, whose workers may link to these."""
+        """`sibling_hosts`: the other media hosts, whose workers may link to these from
+        `sibling_ports` (first, count; default: this host's own range)."""
         self._settings = settings
         self._trusted = trusted
         self._sibling_hosts = list(sibling_hosts)
+        self._sibling_ports = sibling_ports or (settings.first_sip_port, max_workers(settings))
         self._trunk_username = trunk_username
         self._trunk_password = trunk_password
         self._python = python
@@ -132,7 +149,7 @@ class ForkedWorkers:
             # The edge, and the sibling workers: a link between two (WorkerPool.link) is an
             # INVITE from one to the other.
             *itertools.chain.from_iterable(("--trusted", t) for t in self._trusted),
-            "--sibling-ports", f"{settings.first_sip_port}:{max_workers(settings)}",
+            "--sibling-ports", "{}:{}".format(*self._sibling_ports),
             *itertools.chain.from_iterable(("--sibling-host", h) for h in self._sibling_hosts),
             "--pjsua-log-level", os.environ.get("PBX_WORKER_PJSUA_LOG_LEVEL", "1"),
         ]  # fmt: skip

@@ -49,7 +49,7 @@ from pbx.media_wire import (
     split_line,
     worker_line,
 )
-from pbx.protocol import Detach, Hello, ProtocolError, decode_event, encode
+from pbx.protocol import Detach, encode
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,9 @@ class MediaHost:
         self._server: asyncio.Server | None = None
         self._session: _Session | None = None
         self._draining: set[_Session] = set()
-        self._links: set[asyncio.Task[None]] = set()
+        self._links: set[asyncio.StreamWriter] = set()
+        # The newest controller term served: an older controller is refused.
+        self._term = 0
         self._stopping = False
 
     @property
@@ -88,30 +90,36 @@ class MediaHost:
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._links):
-            task.cancel()
-        await asyncio.gather(*self._links, return_exceptions=True)
-        await asyncio.gather(*(session.end() for session in list(self._draining)))
+        # Cut, not cancelled: each link's handler sees its connection end and ends its
+        # session (every worker hangs up), and wait_closed returns once they all have.
+        for writer in list(self._links):
+            writer.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        await asyncio.gather(*(session.end() for session in list(self._draining)))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._links.add(task)
+        self._links.add(writer)
         try:
             await self._serve_link(reader, writer)
         finally:
-            self._links.discard(task)
+            self._links.discard(writer)
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             proof = await self._proof(reader, writer)
-        except (LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (
+            LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:  # fmt: skip
             self._refusals.refused(str(peer), str(exc) or type(exc).__name__)
-            writer.close()
+            writer.transport.abort()
             return
+        if self._stopping:
+            writer.transport.abort()
+            return
+        self._term = proof.term
         session = _Session(self._settings, proof, reader, writer, self._slot_free)
         previous, self._session = self._session, session
         if previous is not None:
@@ -140,7 +148,10 @@ class MediaHost:
             self._session.send_soon(SlotFree(sip_port=sip_port))
 
     def _busy_ports(self) -> list[int]:
-        return sorted(port for session in self._draining for port in session.ports.values())
+        """Ports the next controller may not launch on: those of detached workers, and those
+        of the session it replaces (detached as soon as it is proved)."""
+        sessions = [*self._draining, *([self._session] if self._session else [])]
+        return sorted(port for session in sessions for port in session.ports.values())
 
     async def _proof(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -152,15 +163,20 @@ class MediaHost:
             answer = split_line(await reader.readuntil(b"\n"))
         if not isinstance(answer, ControllerProof):
             raise LinkError("the first line is not a controller's proof")
-        if not proof_holds(secret, nonce, "controller", answer.proof):
+        if not proof_holds(secret, nonce, "controller", answer):
             raise LinkError("wrong proof: not the cluster's secret")
+        if answer.term < self._term:
+            raise LinkError(f"node {answer.node} is a past controller (term {answer.term}, "
+                            f"now {self._term})")  # fmt: skip
         workers = self._settings.workers
-        writer.write(control_line(Welcome(
-            proof=prove(secret, answer.nonce, "media"), name=self.name, address=workers.host,
+        welcome = Welcome(
+            proof="", name=self.name, address=workers.host,
             first_sip_port=workers.first_sip_port, first_rtp_port=workers.first_rtp_port,
             rtp_ports_per_worker=workers.rtp_ports_per_worker, max_workers=max_workers(workers),
             busy_ports=self._busy_ports(),
-        )))  # fmt: skip
+        )  # fmt: skip
+        proof = prove(secret, answer.nonce, "media", welcome)
+        writer.write(control_line(welcome.model_copy(update={"proof": proof})))
         await writer.drain()
         return answer
 
@@ -213,6 +229,7 @@ class _Session:
             settings.workers, trusted=[self.proof.edge],
             trunk_username=settings.trunk.username, trunk_password=settings.trunk.password,
             sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
+            sibling_ports=self.proof.sibling_ports,
         )  # fmt: skip
         await self._launcher.start(on_available=lambda: None)
         self._pinger = asyncio.create_task(self._ping())
@@ -235,7 +252,7 @@ class _Session:
                 self.end_reason = str(exc)
                 return
             if isinstance(message, tuple):
-                await self._to_worker(*message)
+                self._to_worker(*message)
             elif isinstance(message, Launch):
                 self._own(self._launch(message))
             elif isinstance(message, Close) and message.worker_id in self.channels:
@@ -248,7 +265,7 @@ class _Session:
         and exit once empty (their ports are free again then). Whether any is left."""
         if not self._detached:
             self._detached = True
-            self.writer.close()
+            self.writer.transport.abort()  # what was not sent has nobody to go to
             if self._pinger is not None:
                 self._pinger.cancel()
             for channel in self.channels.values():
@@ -264,7 +281,7 @@ class _Session:
         if self._ended:
             return
         self._ended = True
-        self.writer.close()
+        self.writer.transport.abort()
         for channel in self.channels.values():
             channel.close()
         for task in [*self.tasks, *([self._pinger] if self._pinger else [])]:
@@ -282,50 +299,60 @@ class _Session:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _to_worker(self, worker_id: int, payload: bytes) -> None:
+    def _to_worker(self, worker_id: int, payload: bytes) -> None:
+        """Never waits for the worker: one that stopped reading must not stop the link for
+        all the others. A worker that far behind is stuck, and killed."""
         channel = self.channels.get(worker_id)
         if channel is None:
             return  # it is gone, and the controller is told so (Gone)
-        with contextlib.suppress(ConnectionError):
-            await channel.send_line(payload)
+        try:
+            taken = channel.send_line_nowait(payload)
+        except ConnectionError:
+            return
+        if not taken:
+            log.error("media_worker_stuck", worker=worker_id)
+            channel.kill()
 
     async def _launch(self, launch: Launch) -> None:
         assert self._launcher is not None
-        spec = WorkerSpec(launch.worker_id, launch.sip_port, launch.rtp_port, launch.max_legs)
+        worker_id = launch.worker_id
+        spec = WorkerSpec(worker_id, launch.sip_port, launch.rtp_port, launch.max_legs)
         try:
             channel = await self._launcher.launch(spec)
         except (WorkerStartFailed, OSError) as exc:
-            log.error("media_worker_start_failed", worker=launch.worker_id, error=str(exc))
+            log.error("media_worker_start_failed", worker=worker_id, error=str(exc))
             with contextlib.suppress(ConnectionError):
-                await self._send(control_line(Gone(worker_id=launch.worker_id, error=str(exc))))
+                await self._send(control_line(Gone(worker_id=worker_id, error=str(exc))))
             return
-        self.channels[launch.worker_id] = channel
-        self.ports[launch.worker_id] = launch.sip_port
-        pid: int | None = None
+        # A worker the pool gave up on (it did not exit in time) may still be here under the
+        # same id: both are followed, each by its own task, and only the newest is the id's.
+        self.channels[worker_id] = channel
+        self.ports[worker_id] = launch.sip_port
+        if self._detached or self._ended:
+            channel.close()  # the link went while it started: it has no call, it just goes
         try:
             async for line in channel.lines():
-                if pid is None:
-                    pid = _pid_in_hello(line)
                 if not self._detached:  # a detached worker's events have nobody to go to
                     with contextlib.suppress(ConnectionError):
-                        await self._send(worker_line(launch.worker_id, line))
+                        await self._send(worker_line(worker_id, line))
         except ConnectionError:
             pass  # the worker died: as at EOF
         finally:
             channel.close()
             # Its socket closes before it exits (it hangs up, lingers, then goes): its port
             # is only free, and it only gone, once the process is.
-            if pid is not None:
-                await _until_exited(pid)
-            del self.channels[launch.worker_id]
-            port = self.ports.pop(launch.worker_id)
-            if self._detached:
-                self.slot_free(port)
-                if not self.channels:
-                    self._own(self._drained())
-            else:
-                with contextlib.suppress(ConnectionError):
-                    await self._send(control_line(Gone(worker_id=launch.worker_id)))
+            if channel.pid is not None:
+                await _until_exited(channel.pid)
+            if self.channels.get(worker_id) is channel:
+                del self.channels[worker_id]
+                port = self.ports.pop(worker_id)
+                if self._detached:
+                    self.slot_free(port)
+                    if not self.channels:
+                        self._own(self._drained())
+                else:
+                    with contextlib.suppress(ConnectionError):
+                        await self._send(control_line(Gone(worker_id=worker_id)))
 
     async def _drained(self) -> None:
         """The last detached worker exited: the fork server goes too."""
@@ -346,14 +373,6 @@ class _Session:
             raise ConnectionError("the link is closed")
         self.writer.write(line)
         await self.writer.drain()
-
-
-def _pid_in_hello(line: bytes) -> int | None:
-    with contextlib.suppress(ProtocolError):
-        event = decode_event(line)
-        if isinstance(event, Hello):
-            return event.pid
-    return None
 
 
 async def _until_exited(pid: int) -> None:

@@ -153,7 +153,7 @@ class HostLink:
 
     def close(self) -> None:
         """Lost or left: every worker's channel ends."""
-        self._writer.close()
+        self._writer.transport.abort()  # what was not sent has nobody to go to
         for channel in self._channels.values():
             channel.deliver(None)
         self._channels.clear()
@@ -163,13 +163,16 @@ class MediaHosts:
     """Keeps every configured media host linked and in the pool while linked."""
 
     def __init__(
-        self, settings: Settings, pool: HostRegistry, metrics: Metrics | None = None
+        self, settings: Settings, pool: HostRegistry, *, term: int, metrics: Metrics | None = None
     ) -> None:
+        """`term`: this controller's (controller.seat), which the hosts check."""
         self._settings = settings
         self._pool = pool
+        self._term = term
         self._metrics = metrics
         self._keepers: list[asyncio.Task[None]] = []
         self._linked: set[str] = set()
+        self._closing = False
 
     @property
     def linked(self) -> list[str]:
@@ -180,8 +183,14 @@ class MediaHosts:
         for address in self._settings.cluster.media_hosts:
             self._keepers.append(asyncio.create_task(self._keep(address)))
 
+    def closing(self) -> None:
+        """The controller is stopping: a link lost from now on is not made again (the pool
+        still uses the others to hang its calls up)."""
+        self._closing = True
+
     async def stop(self) -> None:
         """Close every link: each host's workers hang up and exit."""
+        self._closing = True
         for keeper in self._keepers:
             keeper.cancel()
         await asyncio.gather(*self._keepers, return_exceptions=True)
@@ -190,17 +199,25 @@ class MediaHosts:
     async def _keep(self, address: str) -> None:
         failures = 0
         last_problem = ""
-        while True:
+        while not self._closing:
             try:
                 await self._serve(address)
                 failures = 0
                 last_problem = ""
-            except (OSError, LinkError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (
+                OSError, LinkError, TimeoutError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ) as exc:  # fmt: skip
                 problem = str(exc) or type(exc).__name__
                 # Said once per cause, not once per try: a host down for an hour is one line.
                 if problem != last_problem:
                     log.warning("media_host_unreachable", host=address, error=problem)
                     last_problem = problem
+                failures += 1
+            except Exception:
+                # The one broad catch here: whatever a host (or an impostor) sends, this
+                # loop must go on, or the host would never be linked again.
+                log.exception("media_link_failed", host=address)
                 failures += 1
             await asyncio.sleep(RELINK_DELAYS_S[min(failures, len(RELINK_DELAYS_S) - 1)])
 
@@ -243,17 +260,20 @@ class MediaHosts:
         challenge = split_line(await reader.readuntil(b"\n"))
         if not isinstance(challenge, Challenge):
             raise LinkError("the host did not begin with a challenge")
-        nonce = new_nonce()
-        writer.write(control_line(ControllerProof(
-            proof=prove(secret, challenge.nonce, "controller"), nonce=nonce,
-            node=settings.cluster.node or "single", edge=f"{settings.sip.host}:{settings.sip.port}",
+        ours = ControllerProof(
+            proof="", nonce=new_nonce(), node=settings.cluster.node or "single", term=self._term,
+            edge=f"{settings.sip.host}:{settings.sip.port}",
             sibling_hosts=settings.cluster.media_host_addresses,
-        )))  # fmt: skip
+            sibling_ports=(settings.workers.first_sip_port, max_workers(settings.workers)),
+        )  # fmt: skip
+        proof = prove(secret, challenge.nonce, "controller", ours)
+        writer.write(control_line(ours.model_copy(update={"proof": proof})))
         await writer.drain()
         welcome = split_line(await reader.readuntil(b"\n"))
         if not isinstance(welcome, Welcome):
-            raise LinkError("the host refused our proof (not the cluster's secret?)")
-        if not proof_holds(secret, nonce, "media", welcome.proof):
+            raise LinkError("the host refused us (not the cluster's secret, or a newer "
+                            "controller linked it)")  # fmt: skip
+        if not proof_holds(secret, ours.nonce, "media", welcome):
             raise LinkError("the host's proof is wrong: not the cluster's secret")
         return welcome
 

@@ -5,9 +5,10 @@ protocol lines (pbx.protocol) and a few messages of the link's own.
 A line is `<worker id> <protocol JSON>` for a worker's traffic, relayed as the worker or the
 pool wrote it (never decoded on the way), or `* <link JSON>` for the link's own messages.
 
-The proofs are HMAC-SHA256 over a fresh nonce of the other side and the role of the prover,
-so a recorded proof is worth nothing on another connection or in the other direction. The
-traffic itself is not encrypted: run the link on the cluster's private network (README).
+The proofs are HMAC-SHA256 over a fresh nonce of the other side, the role of the prover and
+every other field of the message, so a recorded proof is worth nothing on another connection
+or in the other direction, and what it vouches for cannot be changed on the way. The traffic
+itself is not encrypted: run the link on the cluster's private network (README).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 LINK_VERSION: Literal[1] = 1
 CONTROL_PREFIX = b"* "
+# Worker ids are below 10 ** 9 (pbx.pool.HOST_ID_STRIDE times the hosts).
+MAX_ID_DIGITS = 9
 # Nothing else of ours comes near this; a longer line is not ours.
 LINE_LIMIT = 1024 * 1024
 # Each side sends a line at least this often (a ping, or traffic) ...
@@ -54,10 +57,15 @@ class ControllerProof(_LinkMessage):
     proof: str
     nonce: str
     node: str
+    # Grows with every takeover (controller.seat): a host serves no controller older than
+    # the newest it has served, so a node stepping down cannot take the host back.
+    term: int = Field(ge=0)
     # host:port of the node's edge: the only source of calls the workers accept, with ...
     edge: str
-    # ... the media hosts' addresses, whose workers link to each other (WorkerPool.link).
+    # ... the media hosts' addresses, whose workers link to each other (WorkerPool.link), on
+    # these SIP ports (the node's range, the same on every host).
     sibling_hosts: list[str]
+    sibling_ports: tuple[int, int]  # first, count
 
 
 class Welcome(_LinkMessage):
@@ -139,7 +147,7 @@ def split_line(line: bytes) -> tuple[int, bytes] | LinkMessage:
         except ValidationError as exc:
             raise LinkError(f"not a link message: {exc.errors()[0]['msg']}") from None
     head, space, payload = line.partition(b" ")
-    if not space or not head.isdigit():
+    if not space or not head.isdigit() or len(head) > MAX_ID_DIGITS:
         raise LinkError("neither a worker's line nor a link message")
     return int(head), payload
 
@@ -148,9 +156,21 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def prove(secret: str, nonce: str, role: Literal["controller", "media"]) -> str:
-    return hmac.new(secret.encode(), f"{role}:{nonce}".encode(), hashlib.sha256).hexdigest()
+def prove(
+    secret: str, nonce: str, role: Literal["controller", "media"], message: _LinkMessage
+) -> str:
+    """The proof for `message` (its other fields, as sent), answering `nonce`."""
+    signed = message.model_dump_json(exclude={"proof"})
+    return hmac.new(
+        secret.encode(), f"{role}:{nonce}:{signed}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
-def proof_holds(secret: str, nonce: str, role: Literal["controller", "media"], proof: str) -> bool:
-    return hmac.compare_digest(prove(secret, nonce, role), proof)
+def proof_holds(
+    secret: str,
+    nonce: str,
+    role: Literal["controller", "media"],
+    message: ControllerProof | Welcome,
+) -> bool:
+    expected = prove(secret, nonce, role, message).encode()
+    return hmac.compare_digest(expected, message.proof.encode())

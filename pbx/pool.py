@@ -566,6 +566,8 @@ class WorkerPool:
         try:
             await self._spawn(worker)
         except (OSError, WorkerStartFailed) as exc:
+            if worker.host not in self._hosts.values():
+                return  # its host left meanwhile: nothing wrong with the slot
             log.error("worker_start_failed", worker=worker.id, error=str(exc))
             self._bad_slots[worker.id] = time.monotonic() + BAD_SLOT_S
         else:

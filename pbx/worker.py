@@ -94,6 +94,9 @@ SHUTDOWN_LINGER_S = 0.2
 CLOCK_IDLE_S = 2.0
 MEDIA_SWEEP = ("*", "media")
 CLOCK_STOP = ("*", "clock")
+DETACHED_LIMIT = ("*", "detached")
+# The longest a call goes on in a worker whose controller is gone (Detach).
+DETACHED_CALL_LIMIT_S = 4 * 3600.0
 # A leg nobody hears has its speech filtered after this long: by then pjmedia has latched
 # onto the address the caller really sends from (10 packets), and a leg bridged at once is
 # never filtered.
@@ -480,7 +483,7 @@ class WorkerAgent:
             peer, leg.peer.peer, leg.peer = leg.peer, None, None
             self._drop_speech_if_unheard(peer)
             if self._detached:
-                self._hangup(peer)  # no controller to decide: the call is over
+                self._hang_up_quietly(peer)  # no controller to decide: the call is over
         if leg.timed_out and not leg.answered:
             code, reason = RING_TIMEOUT
         elif leg.media_timed_out:
@@ -606,10 +609,26 @@ class WorkerAgent:
             if leg.peer is not None and leg.answered and leg.peer.answered:
                 kept += 1
             else:
-                self._hangup(leg)
+                self._hang_up_quietly(leg)
         log.info("detached", bridged_legs_kept=kept)
         if not self.legs:
             self.drained.set()
+        # Without media timeouts (or with both sides on hold) nothing would end a call whose
+        # BYEs went to a dead edge: a detached call lasts at most this long.
+        self.deadlines.start(DETACHED_LIMIT, DETACHED_CALL_LIMIT_S, self._end_detached_calls)
+
+    def _end_detached_calls(self) -> None:
+        log.warning("detached_calls_ended", legs=len(self.legs))
+        for leg in list(self.legs.values()):
+            self._hang_up_quietly(leg)
+
+    def _hang_up_quietly(self, leg: WorkerLeg) -> None:
+        """Detached, nobody hears of a failure: one leg pjsua refuses to end must not stop
+        the others (or escape a pjsua callback)."""
+        try:
+            self._hangup(leg)
+        except pj.Error as exc:
+            log.error("hangup_failed", leg=leg.leg_id, error=exc.info())
 
     def hangup_all(self) -> None:
         for leg in list(self.legs.values()):

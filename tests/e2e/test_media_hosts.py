@@ -208,7 +208,8 @@ async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) ->
         challenge = await reader.readline()
         assert challenge.startswith(b'* {"type":"challenge"')
         writer.write(b'* {"type":"controller_proof","proof":"00","nonce":"11","node":"x",'
-                     b'"edge":"127.0.0.1:5060","sibling_hosts":[]}\n')  # fmt: skip
+                     b'"term":1,"edge":"127.0.0.1:5060","sibling_hosts":[],'
+                     b'"sibling_ports":[5080,2]}\n')  # fmt: skip
         async with asyncio.timeout(PROOF_TIMEOUT_S + 5):
             assert await reader.read() == b"", "closed without a welcome"
         writer.close()

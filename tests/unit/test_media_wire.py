@@ -6,6 +6,7 @@ import pytest
 
 from pbx.media_wire import (
     Challenge,
+    ControllerProof,
     Gone,
     Launch,
     LinkError,
@@ -47,20 +48,40 @@ def test_lines_that_are_not_the_links_are_refused(line: bytes) -> None:
         split_line(line)
 
 
+def proof_message(**changes: object) -> ControllerProof:
+    fields: dict[str, object] = {
+        "proof": "", "nonce": "theirs", "node": "a", "term": 3, "edge": "10.0.0.1:5060",
+        "sibling_hosts": ["10.0.0.4"], "sibling_ports": (5080, 50),
+    }  # fmt: skip
+    return ControllerProof.model_validate(fields | changes)
+
+
 @pytest.mark.parametrize(
-    ("secret", "nonce", "role", "holds"),
+    ("secret", "nonce", "role", "changes", "holds"),
     [
-        (SECRET, "n1", "controller", True),
-        ("another-secret-000000", "n1", "controller", False),  # not the cluster's secret
-        (SECRET, "n2", "controller", False),  # a proof recorded on another connection
-        (SECRET, "n1", "media", False),  # the other side's proof sent back
+        (SECRET, "n1", "controller", {}, True),
+        ("another-secret-000000", "n1", "controller", {}, False),  # not the cluster's secret
+        (SECRET, "n2", "controller", {}, False),  # a proof recorded on another connection
+        (SECRET, "n1", "media", {}, False),  # the other side's proof sent back
+        (SECRET, "n1", "controller", {"edge": "6.6.6.6:5060"}, False),  # changed on the way
+        (SECRET, "n1", "controller", {"term": 9}, False),
     ],
 )
-def test_a_proof_holds_only_for_its_secret_nonce_and_role(
-    secret: str, nonce: str, role: str, holds: bool
+def test_a_proof_holds_only_for_its_secret_nonce_role_and_message(
+    secret: str, nonce: str, role: str, changes: dict[str, object], holds: bool
 ) -> None:
-    proof = prove(secret, nonce, role)  # type: ignore[arg-type]
-    assert proof_holds(SECRET, "n1", "controller", proof) is holds
+    proof = prove(secret, nonce, role, proof_message())  # type: ignore[arg-type]
+    received = proof_message(proof=proof, **changes)
+    assert proof_holds(SECRET, "n1", "controller", received) is holds
+
+
+def test_a_proof_that_is_not_hex_is_refused_not_raised() -> None:
+    assert proof_holds(SECRET, "n1", "controller", proof_message(proof="é" * 64)) is False
+
+
+def test_a_worker_id_too_long_to_be_ours_is_refused() -> None:
+    with pytest.raises(LinkError):
+        split_line(b"9" * 5000 + b" {}\n")
 
 
 def test_nonces_are_fresh() -> None:

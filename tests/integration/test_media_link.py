@@ -1,0 +1,114 @@
+"""The link between controllers and a media host (pbx.media_link, pbx.media_host) over real
+sockets: a linked host joins the controller's pool; a newer controller (a takeover) takes the
+host over, and the one it replaced cannot take it back (fencing by term); a controller with
+another secret is refused. No worker is started: the pool here only records hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from pbx.channel import WorkerHost, WorkerLauncher
+from pbx.media_host import MediaHost
+from pbx.media_link import MediaHosts
+from tests.conftest import make_settings
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.no_sql  # no SQL at all
+
+SECRET = "media-link-secret-0123"
+ADDRESS = "127.0.0.1"
+LINKED_S = 10.0
+
+
+class RecordingPool:
+    """Which hosts a controller's pool holds now (pbx.media_link.HostRegistry)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, WorkerHost] = {}
+        self.changed = asyncio.Event()
+
+    def add_host(self, place: WorkerHost, launcher: WorkerLauncher) -> None:
+        self.hosts[place.name] = place
+        self.changed.set()
+
+    def remove_host(self, name: str) -> None:
+        self.hosts.pop(name, None)
+        self.changed.set()
+
+    async def until(self, linked: bool) -> None:
+        async with asyncio.timeout(LINKED_S):
+            while bool(self.hosts) is not linked:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[Settings]:
+    settings = make_settings(
+        tmp_path / "media", workers={"host": ADDRESS}, media={"name": "m1", "port": free_port()},
+        cluster={"secret": SECRET},
+    )  # fmt: skip
+    media = MediaHost(settings)
+    await media.start()
+    yield settings
+    await media.stop()
+
+
+def controller_settings(tmp_path: Path, host: Settings, name: str, secret: str) -> Settings:
+    return make_settings(
+        tmp_path / name,
+        workers={"first_sip_port": host.workers.first_sip_port, "max_workers": 2},
+        # Through PBX_* variables, as make_settings passes them: a list is JSON there.
+        cluster={"secret": secret, "media_hosts": json.dumps([f"{ADDRESS}:{host.media.port}"])},
+    )  # fmt: skip
+
+
+async def test_a_newer_controller_takes_the_host_and_an_older_one_cannot_take_it_back(
+    tmp_path: Path, host: Settings
+) -> None:
+    pools = {name: RecordingPool() for name in ("old", "new", "past")}
+    links = {
+        "old": MediaHosts(controller_settings(tmp_path, host, "old", SECRET), pools["old"],
+                          term=2),
+        "new": MediaHosts(controller_settings(tmp_path, host, "new", SECRET), pools["new"],
+                          term=3),
+        "past": MediaHosts(controller_settings(tmp_path, host, "past", SECRET), pools["past"],
+                           term=1),
+    }  # fmt: skip
+    try:
+        links["old"].start()
+        await pools["old"].until(linked=True)
+        assert pools["old"].hosts["m1"].address == ADDRESS
+
+        links["new"].start()  # the takeover
+        await pools["new"].until(linked=True)
+        await pools["old"].until(linked=False)  # replaced; and its relinks are refused
+        links["past"].start()
+        await asyncio.sleep(0)  # let both try
+        for _ in range(3):  # relinks come every 0.2-5 s: wait for a refusal of each
+            await asyncio.sleep(0.5)
+            assert not pools["old"].hosts and not pools["past"].hosts
+            assert "m1" in pools["new"].hosts
+    finally:
+        for link in links.values():
+            await link.stop()
+
+
+async def test_a_controller_without_the_secret_is_not_linked(
+    tmp_path: Path, host: Settings
+) -> None:
+    pool = RecordingPool()
+    link = MediaHosts(controller_settings(tmp_path, host, "other", "not-the-secret-0000"), pool,
+                      term=5)  # fmt: skip
+    link.start()
+    try:
+        await asyncio.sleep(1.0)  # a refused link is tried again: still not linked after some
+        assert not pool.hosts
+    finally:
+        await link.stop()
