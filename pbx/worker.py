@@ -517,6 +517,10 @@ class WorkerAgent:
         # Not from inside pjsip's receive path: on the thread's next turn, and before any
         # answer the controller sends (a command runs on a later turn).
         self.ua.post(lambda: self._notify_trying(leg_id, cseq))
+        if self._detached:
+            # No controller to carry it out: refused, and the phone keeps its call.
+            self.ua.post(lambda: self._decline_transfer(leg_id, cseq))
+            return True
         self.emit(
             TransferRequested(
                 leg=leg.leg_id,
@@ -535,6 +539,14 @@ class WorkerAgent:
             self._notify_transfer(leg, request, 100, "Trying")
         except pj.Error as exc:
             log.info("transfer_notify_failed", leg=leg_id, error=exc.info())
+
+    def _decline_transfer(self, leg_id: str, request: int) -> None:
+        leg = self.legs.get(leg_id)
+        if leg is not None:
+            try:
+                self._notify_transfer(leg, request, 603, "Decline")
+            except pj.Error as exc:
+                log.error("transfer_decline_failed", leg=leg_id, error=exc.info())
 
     def _notify_transfer(self, leg: WorkerLeg, request: int, code: int, reason: str) -> None:
         """A NOTIFY of the REFER's progress (RFC 3515): a sipfrag with the status line."""
