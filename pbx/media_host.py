@@ -108,7 +108,7 @@ class MediaHost:
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
-            proof = await self._proof(reader, writer)
+            proof, told_busy = await self._proof(reader, writer)
         except (
             LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError,
@@ -125,6 +125,9 @@ class MediaHost:
         if previous is not None:
             log.info("media_link_replaced", old=previous.node, new=proof.node)
             self._detach(previous)
+        # A worker that exited during the handshake had nobody to tell: tell the new link.
+        for port in sorted(set(told_busy) - set(self._busy_ports())):
+            session.send_soon(SlotFree(sip_port=port))
         log.info("media_link_up", node=proof.node, peer=str(peer))
         try:
             await session.run()
@@ -155,7 +158,8 @@ class MediaHost:
 
     async def _proof(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> ControllerProof:
+    ) -> tuple[ControllerProof, list[int]]:
+        """The controller's proof, and the ports the welcome said were busy."""
         secret = self._settings.cluster.secret
         nonce = new_nonce()
         writer.write(control_line(Challenge(nonce=nonce)))
@@ -178,7 +182,7 @@ class MediaHost:
         proof = prove(secret, answer.nonce, "media", welcome)
         writer.write(control_line(welcome.model_copy(update={"proof": proof})))
         await writer.drain()
-        return answer
+        return answer, welcome.busy_ports
 
 
 @dataclass

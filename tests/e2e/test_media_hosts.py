@@ -7,9 +7,11 @@ A connection without the secret is refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +227,7 @@ async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) ->
         await host.wait()
 
 
-def write_cluster_configs(folder: Path, redis_port: int) -> tuple[list[Layout], int]:
+def write_cluster_configs(folder: Path, redis_port: int) -> list[Layout]:
     """Two nodes (a, b) on one SQLite file and one Redis, and one media host (on HOSTS[0])
     whose workers hang up a leg after 3 s without RTP."""
     first_sip, first_rtp, link = free_port_block(2), free_port_block(80), free_port()
@@ -272,7 +274,7 @@ secret = "{SECRET}"
 [media]
 port = {link}
 """)  # fmt: skip
-    return layouts, link
+    return layouts
 
 
 MEDIA_TIMEOUT_S = 3
@@ -300,15 +302,26 @@ async def until_more_packets(phone_call: TestCall, more: int) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) -> None:
+@dataclass
+class TwoNodes:
+    """Nodes a (active) and b (standby) and one media host, with the number in place."""
+
+    a: Layout
+    b: Layout
+    node_a: RunningService
+    node_b: RunningService
+    http: aiohttp.ClientSession
+
+
+@contextlib.asynccontextmanager
+async def two_nodes_and_a_host(tmp_path: Path) -> AsyncIterator[TwoNodes]:
     redis_port = free_port()
     redis = ManagedRedis("127.0.0.1", redis_port, tmp_path / "redis")
     await redis.start()
-    (a, b), _ = write_cluster_configs(tmp_path, redis_port)
+    a, b = write_cluster_configs(tmp_path, redis_port)
     node_a: RunningService | None = None
     node_b: RunningService | None = None
     host: asyncio.subprocess.Process | None = None
-    desk, caller = TestPhone(), TestPhone()
     try:
         node_a = await start_service(tmp_path / "a", new_session=True)
         host = await start_media_host(tmp_path / "media")
@@ -320,6 +333,23 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
                     "default_destination": {"type": "hangup"}}  # fmt: skip
             async with http.post(a.api + "/numbers", json=line) as reply:
                 assert reply.status == 201, await reply.text()
+            yield TwoNodes(a, b, node_a, node_b, http)
+    finally:
+        if host is not None and host.returncode is None:
+            os.killpg(host.pid, signal.SIGTERM)
+            await host.wait()
+        if node_b is not None:
+            assert await node_b.interrupt() == 0
+        if node_a is not None and node_a.process.returncode is None:
+            os.killpg(node_a.process.pid, signal.SIGKILL)
+        await redis.stop()
+
+
+async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) -> None:
+    desk, caller = TestPhone(), TestPhone()
+    try:
+        async with two_nodes_and_a_host(tmp_path) as nodes:
+            a, b, http = nodes.a, nodes.b, nodes.http
             async with http.post(a.api + "/users", json={"name": "Agent"}) as reply:
                 user = await reply.json()
             async with http.put(f"{a.api}/users/{user['id']}/extension",
@@ -341,8 +371,8 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
             await play_tone(ringing)
             await until_more_packets(ringing, 50)
 
-            os.killpg(node_a.process.pid, signal.SIGKILL)  # controller, edge and all
-            await node_a.process.wait()
+            os.killpg(nodes.node_a.process.pid, signal.SIGKILL)  # controller, edge and all
+            await nodes.node_a.process.wait()
             await until_active(http, b.api)
             # The media host kept the bridge: the desk still hears the caller.
             await until_more_packets(ringing, 50)
@@ -351,10 +381,9 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
             # The caller hangs up (its BYE went to the dead edge): its audio stops, the
             # worker ends the call after media_timeout and exits; its port is free again.
             await talk.hangup()
+            host_log = tmp_path / "media" / "media.log"
             async with asyncio.timeout(MEDIA_TIMEOUT_S + 30):
-                while (
-                    b"media_workers_drained" not in (tmp_path / "media" / "media.log").read_bytes()
-                ):
+                while b"media_workers_drained" not in host_log.read_bytes():
                     await asyncio.sleep(0.2)
             result = await call_number(tmp_path, b.sip_port, NUMBER, stay_s=0.5)
             assert result.succeeded, result.output
@@ -364,14 +393,6 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
     finally:
         desk.close()
         caller.close()
-        if host is not None and host.returncode is None:
-            os.killpg(host.pid, signal.SIGTERM)
-            await host.wait()
-        if node_b is not None:
-            assert await node_b.interrupt() == 0
-        if node_a is not None and node_a.process.returncode is None:
-            os.killpg(node_a.process.pid, signal.SIGKILL)
-        await redis.stop()
 
 
 async def play_tone(call: TestCall) -> None:
@@ -388,25 +409,10 @@ def kamailio_of(pid: int) -> int:
 async def test_kill_9_of_the_active_edge_stops_its_node_and_the_standby_takes_over(
     tmp_path: Path,
 ) -> None:
-    redis_port = free_port()
-    redis = ManagedRedis("127.0.0.1", redis_port, tmp_path / "redis")
-    await redis.start()
-    (a, b), _ = write_cluster_configs(tmp_path, redis_port)
-    node_a: RunningService | None = None
-    node_b: RunningService | None = None
-    host: asyncio.subprocess.Process | None = None
     stranded: asyncio.Task[SippResult] | None = None
     try:
-        node_a = await start_service(tmp_path / "a", new_session=True)
-        host = await start_media_host(tmp_path / "media")
-        auth = {"Authorization": f"Bearer {node_a.admin_token}"}
-        async with aiohttp.ClientSession(headers=auth) as http:
-            await until_active(http, a.api)
-            node_b = await start_service(tmp_path / "b")
-            line = {"number": NUMBER, "greeting": {"text": "Welcome."},
-                    "default_destination": {"type": "hangup"}}  # fmt: skip
-            async with http.post(a.api + "/numbers", json=line) as reply:
-                assert reply.status == 201, await reply.text()
+        async with two_nodes_and_a_host(tmp_path) as nodes:
+            a, b, http = nodes.a, nodes.b, nodes.http
             await until_the_edge_takes_calls(tmp_path, a.sip_port)
             # A caller in the greeting's wait when the edge dies.
             stranded = asyncio.create_task(call_number(
@@ -416,9 +422,9 @@ async def test_kill_9_of_the_active_edge_stops_its_node_and_the_standby_takes_ov
                 while not await open_calls(http, b.api):
                     await asyncio.sleep(0.1)
 
-            os.kill(kamailio_of(node_a.process.pid), signal.SIGKILL)
+            os.kill(kamailio_of(nodes.node_a.process.pid), signal.SIGKILL)
             # The node does not run without its edge: it stops, and gives the lease up.
-            assert await asyncio.wait_for(node_a.process.wait(), 30) != 0
+            assert await asyncio.wait_for(nodes.node_a.process.wait(), 30) != 0
             await until_active(http, b.api)
             result = await call_number(tmp_path, b.sip_port, NUMBER, stay_s=0.5)
             assert result.succeeded, result.output
@@ -428,11 +434,3 @@ async def test_kill_9_of_the_active_edge_stops_its_node_and_the_standby_takes_ov
     finally:
         if stranded is not None:
             stranded.cancel()
-        if host is not None and host.returncode is None:
-            os.killpg(host.pid, signal.SIGTERM)
-            await host.wait()
-        if node_b is not None:
-            assert await node_b.interrupt() == 0
-        if node_a is not None and node_a.process.returncode is None:
-            os.killpg(node_a.process.pid, signal.SIGKILL)
-        await redis.stop()
