@@ -40,6 +40,7 @@ from pbx.media_wire import (
     Launch,
     LinkError,
     Ping,
+    Refused,
     SlotFree,
     Welcome,
     control_line,
@@ -68,9 +69,8 @@ class MediaHost:
         self._server: asyncio.Server | None = None
         self._session: _Session | None = None
         self._draining: set[_Session] = set()
-        self._links: set[asyncio.StreamWriter] = set()
-        # The newest controller term served: an older controller is refused.
-        self._term = 0
+        # Each connection's writer and handler: stop cuts the one and waits for the other.
+        self._links: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._stopping = False
 
     @property
@@ -91,19 +91,23 @@ class MediaHost:
         if self._server is not None:
             self._server.close()
         # Cut, not cancelled: each link's handler sees its connection end and ends its
-        # session (every worker hangs up), and wait_closed returns once they all have.
+        # session (every worker hangs up); wait for them all.
+        handlers = list(self._links.values())
         for writer in list(self._links):
             writer.transport.abort()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await asyncio.gather(*(session.end() for session in list(self._draining)))
         if self._server is not None:
             await self._server.wait_closed()
-        await asyncio.gather(*(session.end() for session in list(self._draining)))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._links.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._links[writer] = task
         try:
             await self._serve_link(reader, writer)
         finally:
-            self._links.discard(writer)
+            del self._links[writer]
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -113,13 +117,18 @@ class MediaHost:
             LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError,
         ) as exc:  # fmt: skip
-            self._refusals.refused(str(peer), str(exc) or type(exc).__name__)
+            reason = str(exc) or type(exc).__name__
+            self._refusals.refused(str(peer), reason)
+            if isinstance(exc, LinkError) and not writer.is_closing():
+                writer.write(control_line(Refused(reason=reason)))
+                with contextlib.suppress(ConnectionError):
+                    async with asyncio.timeout(PROOF_TIMEOUT_S):
+                        await writer.drain()
             writer.transport.abort()
             return
         if self._stopping:
             writer.transport.abort()
             return
-        self._term = proof.term
         session = _Session(self._settings, proof, reader, writer, self._slot_free)
         previous, self._session = self._session, session
         if previous is not None:
@@ -169,9 +178,12 @@ class MediaHost:
             raise LinkError("the first line is not a controller's proof")
         if not proof_holds(secret, nonce, "controller", answer):
             raise LinkError("wrong proof: not the cluster's secret")
-        if answer.term < self._term:
-            raise LinkError(f"node {answer.node} is a past controller (term {answer.term}, "
-                            f"now {self._term})")  # fmt: skip
+        # Fenced against the live link only: with none (its controller is gone), any proved
+        # controller is taken, so a term that went back (Redis replaced) locks nobody out.
+        live = self._session
+        if live is not None and answer.term < live.proof.term:
+            raise LinkError(f"node {answer.node} is a past controller: term {answer.term}, "
+                            f"linked now: node {live.node}, term {live.proof.term}")  # fmt: skip
         workers = self._settings.workers
         welcome = Welcome(
             proof="", name=self.name, address=workers.host,
@@ -316,6 +328,7 @@ class _Session:
         if not taken:
             log.error("media_worker_stuck", worker=worker_id)
             channel.kill()
+            channel.close()  # nothing more for it; its end follows as for any dead worker
 
     async def _launch(self, launch: Launch) -> None:
         assert self._launcher is not None

@@ -33,6 +33,7 @@ from pbx.media_wire import (
     Launch,
     LinkError,
     Ping,
+    Refused,
     SlotFree,
     Welcome,
     control_line,
@@ -270,9 +271,10 @@ class MediaHosts:
         writer.write(control_line(ours.model_copy(update={"proof": proof})))
         await writer.drain()
         welcome = split_line(await reader.readuntil(b"\n"))
+        if isinstance(welcome, Refused):
+            raise LinkError(f"the host refused this controller: {welcome.reason}")
         if not isinstance(welcome, Welcome):
-            raise LinkError("the host refused us (not the cluster's secret, or a newer "
-                            "controller linked it)")  # fmt: skip
+            raise LinkError("the host did not answer with a welcome")
         if not proof_holds(secret, ours.nonce, "media", welcome):
             raise LinkError("the host's proof is wrong: not the cluster's secret")
         return welcome

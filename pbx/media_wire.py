@@ -57,8 +57,8 @@ class ControllerProof(_LinkMessage):
     proof: str
     nonce: str
     node: str
-    # Grows with every takeover (controller.seat): a host serves no controller older than
-    # the newest it has served, so a node stepping down cannot take the host back.
+    # Grows with every takeover (controller.seat): a host linked to a controller refuses an
+    # older one, so a node stepping down cannot take the host back.
     term: int = Field(ge=0)
     # host:port of the node's edge: the only source of calls the workers accept, with ...
     edge: str
@@ -66,6 +66,14 @@ class ControllerProof(_LinkMessage):
     # these SIP ports (the node's range, the same on every host).
     sibling_hosts: list[str]
     sibling_ports: tuple[int, int]  # first, count
+
+
+class Refused(_LinkMessage):
+    """The host's answer to a proof it does not take, before it closes the link: the
+    controller logs why."""
+
+    type: Literal["refused"] = "refused"
+    reason: str
 
 
 class Welcome(_LinkMessage):
@@ -124,7 +132,16 @@ class Ping(_LinkMessage):
 
 
 LinkMessage = Annotated[
-    Challenge | ControllerProof | Welcome | Launch | Close | Kill | Gone | SlotFree | Ping,
+    Challenge
+    | ControllerProof
+    | Refused
+    | Welcome
+    | Launch
+    | Close
+    | Kill
+    | Gone
+    | SlotFree
+    | Ping,
     Field(discriminator="type"),
 ]
 _messages: TypeAdapter[LinkMessage] = TypeAdapter(LinkMessage)

@@ -516,11 +516,11 @@ class WorkerAgent:
         leg_id, cseq = leg.leg_id, request.cseq
         # Not from inside pjsip's receive path: on the thread's next turn, and before any
         # answer the controller sends (a command runs on a later turn).
-        self.ua.post(lambda: self._notify_trying(leg_id, cseq))
         if self._detached:
             # No controller to carry it out: refused, and the phone keeps its call.
             self.ua.post(lambda: self._decline_transfer(leg_id, cseq))
             return True
+        self.ua.post(lambda: self._notify_trying(leg_id, cseq))
         self.emit(
             TransferRequested(
                 leg=leg.leg_id,

@@ -1,7 +1,7 @@
 """The link between controllers and a media host (pbx.media_link, pbx.media_host) over real
 sockets: a linked host joins the controller's pool; a newer controller (a takeover) takes the
-host over, and the one it replaced cannot take it back (fencing by term); a controller with
-another secret is refused. No worker is started: the pool here only records hosts."""
+host over, and the one it replaced cannot take it back while it is linked (fencing by term);
+a controller with another secret is refused. No worker is started: the pool here only records hosts."""
 
 from __future__ import annotations
 
@@ -95,6 +95,12 @@ async def test_a_newer_controller_takes_the_host_and_an_older_one_cannot_take_it
             await asyncio.sleep(0.5)
             assert not pools["old"].hosts and not pools["past"].hosts
             assert "m1" in pools["new"].hosts
+
+        # The fence is the live link only: once its controller is gone, a lower term (a
+        # Redis counter that went back) is served, not locked out until the host restarts.
+        await links["old"].stop()
+        await links["new"].stop()
+        await pools["past"].until(linked=True)
     finally:
         for link in links.values():
             await link.stop()
