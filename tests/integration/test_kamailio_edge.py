@@ -762,6 +762,7 @@ async def test_trunk_limit_refuses_new_requests_but_never_in_dialog_ones(
 
 
 @pytest.mark.sip
+@pytest.mark.no_sql  # the guard's counters only: nothing the database changes
 async def test_phone_flood_is_dropped_counted_and_logged_as_a_summary(
     phone_edge_config: Settings,
 ) -> None:
