@@ -1,7 +1,8 @@
 """The link between controllers and a media host (pbx.media_link, pbx.media_host) over real
 sockets: a linked host joins the controller's pool; a newer controller (a takeover) takes the
 host over, and the one it replaced cannot take it back while it is linked (fencing by term);
-a controller with another secret is refused. No worker is started: the pool here only records hosts."""
+a controller with another secret is refused. No worker is started: the pool here only
+records hosts."""
 
 from __future__ import annotations
 
