@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from core.redis_server import ManagedRedis
-from pbx.media_wire import PROOF_TIMEOUT_S
+from pbx.media_wire import PROOF_TIMEOUT_S, Refused, split_line
 from tests.e2e.test_run_command import PBX, RunningService, start_service
 from tests.support.phone import TestCall, TestPhone, tone_file
 from tests.support.ports import free_port, free_port_block
@@ -213,7 +213,8 @@ async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) ->
                      b'"term":1,"edge":"127.0.0.1:5060","sibling_hosts":[],'
                      b'"sibling_ports":[5080,2]}\n')  # fmt: skip
         async with asyncio.timeout(PROOF_TIMEOUT_S + 5):
-            assert await reader.read() == b"", "closed without a welcome"
+            answer = split_line(await reader.read())  # one line, then closed
+        assert answer == Refused(reason="wrong proof: not the cluster's secret")
         writer.close()
         # Nor does a silent one get anything but the challenge.
         with socket.create_connection((HOSTS[1], layout.link_ports[1]), timeout=10) as quiet:
