@@ -55,6 +55,9 @@ from pbx.protocol import Detach, encode
 log = structlog.get_logger(__name__)
 
 REFUSAL_SUMMARY_S = 10.0
+# Connections still proving themselves at once (each may hold a line buffer for up to
+# PROOF_TIMEOUT_S): beyond this, a new one is cut at once. Controllers link one at a time.
+MAX_HANDSHAKES = 16
 # A worker whose socket closed hangs up and exits within about a second (pbx.worker).
 WORKER_EXIT_S = 5.0
 EXIT_POLL_S = 0.05
@@ -71,6 +74,7 @@ class MediaHost:
         self._draining: set[_Session] = set()
         # Each connection's writer and handler: stop cuts the one and waits for the other.
         self._links: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
+        self._handshakes = 0
         self._stopping = False
 
     @property
@@ -111,6 +115,11 @@ class MediaHost:
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        if self._handshakes >= MAX_HANDSHAKES:
+            self._refusals.refused(str(peer), f"over {MAX_HANDSHAKES} handshakes at once")
+            writer.transport.abort()
+            return
+        self._handshakes += 1
         try:
             proof, told_busy = await self._proof(reader, writer)
         except (
@@ -121,11 +130,13 @@ class MediaHost:
             self._refusals.refused(str(peer), reason)
             if isinstance(exc, LinkError) and not writer.is_closing():
                 writer.write(control_line(Refused(reason=reason)))
-                with contextlib.suppress(ConnectionError):
+                with contextlib.suppress(ConnectionError, TimeoutError):
                     async with asyncio.timeout(PROOF_TIMEOUT_S):
                         await writer.drain()
             writer.transport.abort()
             return
+        finally:
+            self._handshakes -= 1
         if self._stopping:
             writer.transport.abort()
             return

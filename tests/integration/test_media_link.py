@@ -15,7 +15,7 @@ import pytest
 
 from core.settings import Settings
 from pbx.channel import WorkerHost, WorkerLauncher
-from pbx.media_host import MediaHost
+from pbx.media_host import MAX_HANDSHAKES, MediaHost
 from pbx.media_link import MediaHosts
 from tests.conftest import make_settings
 from tests.support.ports import free_port
@@ -117,5 +117,30 @@ async def test_a_controller_without_the_secret_is_not_linked(
     try:
         await asyncio.sleep(1.0)  # a refused link is tried again: still not linked after some
         assert not pool.hosts
+    finally:
+        await link.stop()
+
+
+async def test_connections_beyond_the_handshake_limit_are_cut_at_once(
+    tmp_path: Path, host: Settings
+) -> None:
+    port = host.media.port
+    silent = [await asyncio.open_connection(ADDRESS, port) for _ in range(MAX_HANDSHAKES)]
+    try:
+        for reader, _ in silent:  # each is proving itself: it got its challenge
+            assert (await reader.readline()).startswith(b'* {"type":"challenge"')
+        reader, writer = await asyncio.open_connection(ADDRESS, port)
+        async with asyncio.timeout(LINKED_S):
+            assert await reader.read() == b"", "cut without a challenge"
+        writer.close()
+    finally:
+        for _, quiet in silent:
+            quiet.close()
+    # Once they are gone, a controller is linked as before.
+    pool = RecordingPool()
+    link = MediaHosts(controller_settings(tmp_path, host, "later", SECRET), pool, term=1)
+    link.start()
+    try:
+        await pool.until(linked=True)
     finally:
         await link.stop()
