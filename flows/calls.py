@@ -785,9 +785,11 @@ class CallFlows:
                     return replace(transfer, kind=TransferKind.ATTENDED, leg=consulted)
                 if consulted.ended.done() or phone.ended.done():
                     return None
-                await phone.bridge(consulted)
-                log.info("consult_connected", call_id=call.id, by=transfer.by_extension,
-                         target=target.extension)  # fmt: skip
+                # The phone may hang up as the target answers: that hands the caller over too.
+                with contextlib.suppress(LegGone):
+                    await phone.bridge(consulted)
+                    log.info("consult_connected", call_id=call.id, by=transfer.by_extension,
+                             target=target.extension)  # fmt: skip
                 await _first(phone.ended, consulted.ended)
                 if phone.ended.done() and not consulted.ended.done() and not caller.ended.done():
                     handed_over = True

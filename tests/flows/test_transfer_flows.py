@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.settings import Settings
+from pbx.legs import NO_SUCH_LEG
 from pbx.memory_worker import FarEnd, MemoryWorkers
+from pbx.protocol import Bridge
 from tests.flows.builders import (
     User,
     call_record,
@@ -175,6 +177,27 @@ async def test_an_attended_transfer_by_keys_hands_the_caller_over_when_the_desk_
     ended = await events.next("call_ended", caller=calling)
     record = await call_record(admin, ended["call_id"])
     assert (record["disposition"], record["connected_to"]) == ("answered", colleague.extension)
+
+
+async def test_a_desk_hanging_up_as_the_colleague_answers_still_hands_the_caller_over(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    """The desk's BYE crosses the bridge to the colleague (the worker no longer has its leg):
+    the caller is handed over, not dropped."""
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("*2" + colleague.extension + "#")
+    consulted = await twin.dialled(colleague.extension)
+    twin.fail_next(Bridge, f"{NO_SUCH_LEG}{phone.leg_id}")
+    bridges = len(twin.sent(Bridge))
+    consulted.answer()
+    await twin.until(lambda: len(twin.sent(Bridge)) > bridges)
+    phone.hang_up()
+    await twin.until(lambda: caller.bridged_to is consulted)
+    transferred = await events.next("call_transferred", by=desk.extension)
+    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
+    consulted.hang_up()
+    await events.next("call_ended", caller=calling)
 
 
 async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_caller(

@@ -157,6 +157,18 @@ async def test_an_attended_transfer_by_refer_with_replaces_joins_the_caller_and_
     assert await transfers_of(admin, caller_ext) == [(desk_ext, colleague_ext, "attended")]
 
 
+async def baresip_desk(
+    admin: ApiClient, settings: Settings, next_extension: Callable[[], str], folder: Path
+) -> tuple[Baresip, str]:
+    made = await admin.new_user("Baresip Desk")
+    desk_ext = next_extension()
+    sip = (await admin.assign(made["id"], desk_ext))["sip"]
+    desk = Baresip(folder)
+    await desk.start(desk_ext, sip["password"], settings.sip.domain, settings.sip.host,
+                     settings.sip.port)  # fmt: skip
+    return desk, desk_ext
+
+
 async def test_a_baresip_desk_phone_transfers_blind_with_its_transfer_command(
     admin: ApiClient, settings: Settings, phone: MakePhone, next_extension: Callable[[], str],
     tmp_path: Path,
@@ -164,12 +176,7 @@ async def test_a_baresip_desk_phone_transfers_blind_with_its_transfer_command(
     """Another SIP stack as the transferring phone: baresip's /transfer sends the REFER."""
     caller, caller_ext = await phone("Caller Of A Baresip Desk")
     colleague, colleague_ext = await phone("Colleague Of A Baresip Desk")
-    made = await admin.new_user("Baresip Desk")
-    desk_ext = next_extension()
-    sip = (await admin.assign(made["id"], desk_ext))["sip"]
-    desk = Baresip(tmp_path / "baresip")
-    await desk.start(desk_ext, sip["password"], settings.sip.domain, settings.sip.host,
-                     settings.sip.port)  # fmt: skip
+    desk, desk_ext = await baresip_desk(admin, settings, next_extension, tmp_path / "baresip")
     try:
         call = await caller.call(f"sip:{desk_ext}@{settings.sip.host}:{settings.sip.port}")
         await asyncio.wait_for(call.answered, 10)
@@ -186,3 +193,29 @@ async def test_a_baresip_desk_phone_transfers_blind_with_its_transfer_command(
     assert (record["connected_to"], [t["by"] for t in record["transfers"]]) == (
         colleague_ext, [desk_ext],
     )  # fmt: skip
+
+
+async def test_a_baresip_desk_phone_transfers_attended_with_its_keypad(
+    admin: ApiClient, settings: Settings, phone: MakePhone, next_extension: Callable[[], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """baresip 1.0 (Debian's) has no attended-transfer command: its keypad sends the code, the
+    colleague's extension and '#' as RFC 4733 events, talks to the colleague, then hangs up."""
+    caller, caller_ext = await phone("Caller Held By A Baresip Desk")
+    colleague, colleague_ext = await phone("Colleague Consulted By Baresip")
+    desk, desk_ext = await baresip_desk(admin, settings, next_extension, tmp_path / "baresip")
+    try:
+        call = await caller.call(f"sip:{desk_ext}@{settings.sip.host}:{settings.sip.port}")
+        await asyncio.wait_for(call.answered, 10)
+        await desk.wait_for(r"audio tx pipeline", timeout=10)
+        await desk.command(settings.feature_codes.attended_transfer + colleague_ext + "#")
+        at_colleague = await colleague.next_incoming(timeout=15)
+        await asyncio.wait_for(at_colleague.answered, 10)
+        await desk.command("/hangup")  # the hand-over
+        await transfer_recorded(admin, caller_ext)
+        await both_hear_each_other(call, at_colleague)
+        await at_colleague.hangup()
+        assert await asyncio.wait_for(call.ended, 10) == 200
+    finally:
+        await desk.stop()
+    assert await transfers_of(admin, caller_ext) == [(desk_ext, colleague_ext, "attended")]
