@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import socket
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,30 @@ _REMOTE_BYE = (
 )
 
 
+def _mu_law(sample: int) -> int:
+    """One 16-bit linear sample as a G.711 mu-law byte."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = max(magnitude.bit_length() - 8, 0)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | exponent << 4 | mantissa) & 0xFF
+
+
+def write_tone_wav(frequency: int, path: Path, seconds: float = 1.0) -> Path:
+    """A tone as 8 kHz mu-law samples in a WAV, what SIPp's rtp_stream sends as PCMU."""
+    rate = 8000
+    encoded = bytes(
+        _mu_law(int(8000 * math.sin(2 * math.pi * frequency * n / rate)))
+        for n in range(int(rate * seconds))
+    )
+    with wave.open(str(path), "wb") as out:  # the header says 8-bit PCM; SIPp sends the bytes
+        out.setnchannels(1)
+        out.setsampwidth(1)
+        out.setframerate(rate)
+        out.writeframes(encoded)
+    return path
+
+
 @dataclass(frozen=True)
 class SippResult:
     returncode: int
@@ -123,10 +149,12 @@ def render_caller_scenario(
     caller: str = "4930111222",
     bye_timeout_s: float = 60.0,
     request_user: str | None = None,
+    tone_hz: int | None = None,
 ) -> Path:
     """A SIPp scenario for one caller to `number`, DTMF `digits` `digits_after_s` into it.
 
     `request_user`: the Request-URI's user when it is not the number (To names the number).
+    `tone_hz`: the caller speaks (a tone, looped) from the answer on; otherwise it is silent.
     """
     steps = [
         _INVITE.format(
@@ -135,6 +163,9 @@ def render_caller_scenario(
     ]
     if expect == 200:
         steps.append(_ACK.format(number=number, caller=caller))
+        if tone_hz is not None:
+            tone = write_tone_wav(tone_hz, folder / f"tone-{tone_hz}.wav")
+            steps.append(f'  <nop><action><exec rtp_stream="{tone},-1,0"/></action></nop>')
         steps.append(f'  <pause milliseconds="{int(digits_after_s * 1000)}"/>')
         if digits:
             pcap = folder / f"dtmf-{digits.replace('#', 'H').replace('*', 'S')}.pcap"
@@ -171,13 +202,15 @@ async def call_number(
     request_user: str | None = None,
     local_port: int | None = None,
     edge_host: str = "127.0.0.1",
+    tone_hz: int | None = None,
 ) -> SippResult:
     """One SIPp call to `number` through the edge (or a worker at `edge_port`), from
-    127.0.0.1. SIPp sends RTP only while it plays digits: otherwise the line is silent."""
+    127.0.0.1. SIPp sends RTP only while it plays digits or a `tone_hz`: otherwise the line
+    is silent."""
     scenario = render_caller_scenario(
         folder, number, digits=digits, digits_after_s=digits_after_s, stay_s=stay_s,
         hang_up=hang_up, expect=expect, caller=caller, bye_timeout_s=timeout_s,
-        request_user=request_user,
+        request_user=request_user, tone_hz=tone_hz,
     )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         "sipp", f"{edge_host}:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
