@@ -55,6 +55,7 @@ from controller.component import Controller, MediaWorkers
 from controller.lease import Membership, RedisLease
 from controller.plumbing import open_plumbing
 from controller.seat import ControllerSeat
+from controller.shared_edge import EdgeFollower
 from core.context import EdgeUnavailable, PhoneRegistrations, ServiceContext
 from core.db import utcnow
 from core.metrics import Metrics
@@ -62,6 +63,7 @@ from core.settings import Settings
 from extensions.numbering import OwnerType
 from extensions.phones import count_extensions_by_holder
 from ivr.voicemail import count_unheard
+from pbx.kamailio import EdgeWorkerSet, dispatcher_list_path
 from pbx.provider_registration import RegistrationState, registration_state
 
 ROUTE_TABLES: list[RouteTable] = [
@@ -161,10 +163,14 @@ def create_app(
                 http = app[_CLUSTER_HTTP] = aiohttp.ClientSession()
                 started.push_async_callback(http.close)
                 term = cluster.lease_seconds
+                follower = None
+                if cluster.media_hosts:  # every edge takes calls for the active node's workers
+                    own_edge = EdgeWorkerSet(dispatcher_list_path(settings), plumbing.edge)
+                    follower = EdgeFollower(own_edge, ctx.redis, metrics)
                 running = app[SEAT_KEY] = ControllerSeat(
                     ctx, RedisLease(settings.redis_url, cluster.node, term),
                     Membership(settings.redis_url, cluster.node, cluster.node_index, term),
-                    make_controller, term,
+                    make_controller, term, follower,
                 )  # fmt: skip
                 api = settings.api
                 await advertise(ctx.redis, cluster.node,

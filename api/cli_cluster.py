@@ -73,6 +73,10 @@ class Layout:
     workers_per_host: int
 
     @property
+    def node_addresses(self) -> list[str]:
+        return self.addresses[: len(NODES)]
+
+    @property
     def media_addresses(self) -> list[str]:
         return self.addresses[len(NODES) :]
 
@@ -229,6 +233,7 @@ node_index = {index}
 secret = "{secret}"
 api_url = "http://{address}:{layout.api_port}"
 media_hosts = [{", ".join(f'"{a}:{layout.link_port}"' for a in layout.media_addresses)}]
+edges = [{", ".join(f'"{a}:{layout.sip_port}"' for a in layout.node_addresses)}]
 """)  # fmt: skip
     return config
 

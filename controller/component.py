@@ -25,6 +25,7 @@ from acd.queues import get_queue
 from chat.assigner import ChatAssigner
 from chat.outbox import OutboxDelivery
 from controller.retention import RetentionJob
+from controller.shared_edge import SharedEdge
 from core.context import PhoneContacts, ServiceContext
 from core.db import utcnow
 from core.errors import Conflict
@@ -32,9 +33,10 @@ from flows.calls import CallFlows, Tones
 from flows.supervision import SupervisionMode
 from pbx.capacity import WorkerState
 from pbx.channel import WorkerLauncher
+from pbx.edge_mirror import WorkerEdge
 from pbx.kamailio import EdgeWorkerSet, KamailioRpc, dispatcher_list_path
 from pbx.media_link import MediaHosts
-from pbx.pool import WorkerEdge, WorkerPool
+from pbx.pool import WorkerPool
 from pbx.tones import make_beep_tone, make_hold_music, make_ringback_tone
 
 log = structlog.get_logger(__name__)
@@ -105,6 +107,7 @@ class Controller:
         self.pool: WorkerPool | None = None
         self.media_hosts: MediaHosts | None = None
         self._flows: CallFlows | None = None
+        self._shared_edge: SharedEdge | None = None
 
     async def start(self) -> None:
         # Calls do not outlive the controller: whatever "ringing" or "in call" Redis
@@ -127,6 +130,8 @@ class Controller:
             await self.pool.stop()
         if self.media_hosts is not None:
             await self.media_hosts.stop()  # after the pool: its workers' calls ended cleanly
+        if self._shared_edge is not None:
+            await self._shared_edge.stop()
         await self._retention.stop()
         await self.dispatcher.stop()
         await self._outbox.stop()
@@ -191,6 +196,16 @@ class Controller:
 
     # -- the media side ---------------------------------------------------------------------
 
+    def _worker_edge(self, remote: bool) -> WorkerEdge:
+        """This node's edge; a cluster's nodes with media hosts share the list with the
+        other nodes' edges (controller.shared_edge)."""
+        local = EdgeWorkerSet(dispatcher_list_path(self._ctx.settings), self._edge)
+        if not (remote and self._ctx.settings.cluster.node):
+            return local
+        self._shared_edge = SharedEdge(local, self._ctx.redis, self._term, self._ctx.metrics)
+        self._shared_edge.start()
+        return self._shared_edge
+
     async def _start_pool(self) -> WorkerPool:
         settings = self._ctx.settings
         folder = settings.data_dir / "tones"
@@ -208,9 +223,9 @@ class Controller:
         pool = WorkerPool(
             settings.workers,
             # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
-            trusted=[f"{settings.sip.host}:{settings.sip.port}"],
+            trusted=settings.edges,
             on_inbound=flows.handle,
-            edge=other.edge if other else EdgeWorkerSet(dispatcher_list_path(settings), self._edge),
+            edge=other.edge if other else self._worker_edge(remote),
             launcher=other.launcher if other else None,
             media_hosts=settings.cluster.media_host_addresses if remote else (),
             metrics=self._ctx.metrics,

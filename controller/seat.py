@@ -29,6 +29,7 @@ from controller.lease import (
     Renewal,
     acting_deadline,
 )
+from controller.shared_edge import EdgeFollower
 from core.context import ServiceContext
 from flows.call_recovery import close_interrupted_calls
 
@@ -45,7 +46,10 @@ class ControllerSeat:
     def __init__(
         self, ctx: ServiceContext, lease: RedisLease, membership: Membership,
         make_controller: Callable[[int], Controller], term_s: float,
+        edge_follower: EdgeFollower | None = None,
     ) -> None:  # fmt: skip
+        """`edge_follower`: keeps this node's edge to the active node's workers while it
+        stands by (controller.shared_edge)."""
         self._ctx = ctx
         self._lease = lease
         self._membership = membership
@@ -59,6 +63,8 @@ class ControllerSeat:
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
         self._follower: asyncio.Task[None] | None = None
+        self._edge_follower = edge_follower
+        self._following: asyncio.Task[None] | None = None
 
     @property
     def controller(self) -> Controller | None:
@@ -84,6 +90,7 @@ class ControllerSeat:
             await self._lease.close()
             raise
         self._ctx.metrics.controller_active.set(0)
+        self._follow_edge()
         self._keeper = asyncio.create_task(self._keep_lease(), name="controller-lease")
         self._follower = asyncio.create_task(self._follow_lease(), name="controller-seat")
 
@@ -95,6 +102,7 @@ class ControllerSeat:
         self._stopping = True
         await _cancel(self._follower)
         await self._step_down()
+        await self._stop_following_edge()
         await self._ctx.writes.flush()
         await _cancel(self._keeper)
         if self._holding:
@@ -162,6 +170,7 @@ class ControllerSeat:
         log.warning("controller_taking_over", node=self._node)
         await self._ctx.writes.read_sequences()
         await close_interrupted_calls(self._ctx)
+        await self._stop_following_edge()  # the pool drives it now
         controller = self._controller = self._make_controller(await self._lease.next_term())
         await controller.start()
         self._ctx.metrics.controller_active.set(1)
@@ -181,6 +190,16 @@ class ControllerSeat:
             await controller.stop()
         except Exception:  # whatever failed, this node no longer acts
             log.exception("controller_stop_failed", node=self._node)
+        if not self._stopping:
+            self._follow_edge()
+
+    def _follow_edge(self) -> None:
+        if self._edge_follower is not None and self._following is None:
+            self._following = asyncio.create_task(self._edge_follower.run(), name="edge-follower")
+
+    async def _stop_following_edge(self) -> None:
+        following, self._following = self._following, None
+        await _cancel(following)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -182,6 +182,14 @@ class Metrics:
             "Links to media hosts that closed or went quiet (their workers' calls ended)",
             registry=self.registry,
         )
+        self.shared_edge_updates = Counter(
+            "pbx_shared_edge_updates_total",
+            "The worker list shared between the nodes' edges (controller.shared_edge):"
+            " 'published' by the active node ('refused' when a newer node had written it),"
+            " 'applied' to a standby's edge, 'calls_ended' there for a dead worker",
+            ["kind"],
+            registry=self.registry,
+        )
         self.dead_worker_calls_ended = Counter(
             "pbx_dead_worker_calls_ended_total",
             "Calls of media workers that died, ended by the edge for their far ends (BYE, or"

@@ -340,10 +340,14 @@ class ClusterSettings(_Section):
     # none on the node itself. Their workers listen on ADDRESS with this node's [workers]
     # ports, which the edge takes calls from.
     media_hosts: list[str] = Field([], max_length=64)
+    # Every node's edge (its [sip] host and port), this one's included: with media hosts,
+    # each edge takes calls for the active node's workers (controller.shared_edge), and the
+    # workers take calls from each of them.
+    edges: list[str] = Field([], max_length=MAX_NODES)
 
-    @field_validator("media_hosts")
+    @field_validator("media_hosts", "edges")
     @classmethod
-    def _media_hosts_are_addresses(cls, hosts: list[str]) -> list[str]:
+    def _are_addresses(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
             address, _, port = host.rpartition(":")
             try:
@@ -352,6 +356,11 @@ class ClusterSettings(_Section):
                     raise ValueError(port)
             except ValueError:
                 raise ValueError(f"{host!r} is not IPV4-ADDRESS:PORT") from None
+        return hosts
+
+    @field_validator("media_hosts")
+    @classmethod
+    def _media_hosts_apart(cls, hosts: list[str]) -> list[str]:
         if len({host.rpartition(":")[0] for host in hosts}) != len(hosts):
             raise ValueError("two media hosts share an address")
         return hosts
@@ -437,6 +446,15 @@ class Settings(_Section):
     @property
     def redis_url(self) -> str:
         return self.redis.url or f"redis://{self.redis.host}:{self.redis.port}/0"
+
+    @property
+    def own_edge(self) -> str:
+        return f"{self.sip.host}:{self.sip.port}"
+
+    @property
+    def edges(self) -> list[str]:
+        """The edges media workers take calls from: this node's first, then the cluster's."""
+        return list(dict.fromkeys([self.own_edge, *self.cluster.edges]))
 
 
 def _json_list(name: str, value: str) -> Any:

@@ -253,7 +253,7 @@ class _Session:
         """Serve the link until it closes or goes quiet."""
         settings = self.settings
         self._launcher = ForkedWorkers(
-            settings.workers, trusted=[self.proof.edge],
+            settings.workers, trusted=self.proof.edges,
             trunk_username=settings.trunk.username, trunk_password=settings.trunk.password,
             sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
             sibling_ports=self.proof.sibling_ports,

@@ -263,7 +263,7 @@ class MediaHosts:
             raise LinkError("the host did not begin with a challenge")
         ours = ControllerProof(
             proof="", nonce=new_nonce(), node=settings.cluster.node or "single", term=self._term,
-            edge=f"{settings.sip.host}:{settings.sip.port}",
+            edges=settings.edges,
             sibling_hosts=settings.cluster.media_host_addresses,
             sibling_ports=(settings.workers.first_sip_port, max_workers(settings.workers)),
         )  # fmt: skip

@@ -60,8 +60,9 @@ class ControllerProof(_LinkMessage):
     # Grows with every takeover (controller.seat): a host linked to a controller refuses an
     # older one, so a node stepping down cannot take the host back.
     term: int = Field(ge=0)
-    # host:port of the node's edge: the only source of calls the workers accept, with ...
-    edge: str
+    # host:port of the cluster's edges (the node's first): the only sources of calls the
+    # workers accept, with ...
+    edges: list[str] = Field(min_length=1, max_length=16)
     # ... the media hosts' addresses, whose workers link to each other (WorkerPool.link), on
     # these SIP ports (the node's range, the same on every host).
     sibling_hosts: list[str]

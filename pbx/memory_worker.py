@@ -75,7 +75,7 @@ from pbx.protocol import (
 if TYPE_CHECKING:
     from core.context import PhoneContacts, PhoneRegistrations
     from pbx.channel import WorkerChannel, WorkerLauncher
-    from pbx.pool import WorkerEdge
+    from pbx.edge_mirror import WorkerEdge
 
 # The pinned PJSUA2 wheel's cap (notes/pjsua2.md); a real worker measures it.
 DEFAULT_MAX_LEGS = 4
@@ -632,7 +632,7 @@ class MemoryWorker:
 
 
 class MemoryEdge:
-    """The edge's worker list, kept in memory (pbx.pool.WorkerEdge): which workers the pool
+    """The edge's worker list, kept in memory (pbx.edge_mirror.WorkerEdge): which workers the pool
     says take calls. `MemoryWorkers.call_in` sends callers only to those."""
 
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:

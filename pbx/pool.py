@@ -18,9 +18,9 @@ import itertools
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -38,6 +38,7 @@ from pbx.capacity import (
     plan,
 )
 from pbx.channel import WorkerChannel, WorkerHost, WorkerLauncher, WorkerSpec, WorkerStartFailed
+from pbx.edge_mirror import EdgeMirror, WorkerEdge
 from pbx.forked_workers import ForkedWorkers
 from pbx.kamailio import WorkerSlot
 from pbx.legs import (
@@ -93,17 +94,6 @@ LOCAL_HOST = "local"
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
-
-
-class WorkerEdge(Protocol):
-    """The edge's list of workers and the calls it holds for them
-    (pbx.kamailio.EdgeWorkerSet); each raises EdgeUnavailable."""
-
-    async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None: ...
-
-    async def set_ready(self, uri: str, ready: bool) -> None: ...
-
-    async def end_calls(self, uri: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -222,9 +212,7 @@ class WorkerPool:
         # Set while no worker is starting and the spare legs are there (or the pool is full).
         self._settled = asyncio.Event()
         self._resizer: asyncio.Task[None] | None = None
-        # What the edge was last told: each slot's URI, on or off (empty: nothing installed).
-        self._edge_slots: dict[str, bool] = {}
-        self._edge_installed = False
+        self._edge_mirror = EdgeMirror()
         # Set while the edge does not take our changes: one retry at a time, said once.
         self._publish_retry: asyncio.Task[None] | None = None
         self._publishing = asyncio.Lock()
@@ -532,23 +520,13 @@ class WorkerPool:
             return
 
     async def _update_edge(self, edge: WorkerEdge) -> None:
-        """Every slot at once the first time, and when a new host brings slots the edge does
-        not list (Kamailio reloads its list at most every 5 s); else one slot per change. One
-        update at a time, each with the newest state. Raises EdgeUnavailable."""
+        """One update at a time, each with the newest state (pbx.edge_mirror). Raises
+        EdgeUnavailable."""
         async with self._publishing:
-            ready = set(self.dispatcher_targets())
             slots = self._slots()
-            if not self._edge_installed or any(s.uri not in self._edge_slots for s in slots):
-                if not self._legs_per_worker and slots:
-                    return  # each slot's call limit comes from the first worker's cap
-                await edge.install(slots, ready)
-                self._edge_slots = {slot.uri: slot.uri in ready for slot in slots}
-                self._edge_installed = True
-                return
-            for uri, on in self._edge_slots.items():
-                if on != (uri in ready):
-                    await edge.set_ready(uri, not on)
-                    self._edge_slots[uri] = not on
+            if not self._legs_per_worker and slots:
+                return  # each slot's call limit comes from the first worker's cap
+            await self._edge_mirror.bring(edge, slots, set(self.dispatcher_targets()))
 
     def _own(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

@@ -1,7 +1,8 @@
 """`pbx cluster` (`make cluster`) as an operator runs it: PostgreSQL, Redis, two nodes and two
 media hosts on loopback addresses of their own, described in roles.json; a call through an
-edge runs on a media host; kill -9 of the active controller and the other node takes over,
-links the media hosts and takes calls; Ctrl-C stops everything and removes roles.json."""
+edge (the standby's too) runs on a media host; kill -9 of the active controller and the
+other node takes over, links the media hosts and takes calls; Ctrl-C stops everything and
+removes roles.json."""
 
 from __future__ import annotations
 
@@ -111,6 +112,9 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
             async with http.post(other_api + "/api/v1/numbers", json=line) as reply:
                 assert reply.status == 201, await reply.text()  # the standby passes it on
             await until_a_call_succeeds(tmp_path, edges[address])
+            # The standby's edge takes calls too, for the active node's workers.
+            other_address = other_api.removeprefix("http://").rsplit(":", 1)[0]
+            await until_a_call_succeeds(tmp_path, edges[other_address])
 
             os.kill(controllers[address], signal.SIGKILL)
             killed_at = time.monotonic()
@@ -124,7 +128,6 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
                     await asyncio.sleep(0.05)
             print(f"the standby runs calls {time.monotonic() - killed_at:.2f} s after kill -9 "
                   "of the active controller")  # fmt: skip
-            other_address = other_api.removeprefix("http://").rsplit(":", 1)[0]
             assert set((await health(http, other_api))["checks"]["media_hosts"].values()) == {"ok"}
             await until_a_call_succeeds(tmp_path, edges[other_address])
     finally:

@@ -210,7 +210,7 @@ async def test_a_media_host_refuses_a_link_without_the_secret(tmp_path: Path) ->
         challenge = await reader.readline()
         assert challenge.startswith(b'* {"type":"challenge"')
         writer.write(b'* {"type":"controller_proof","proof":"00","nonce":"11","node":"x",'
-                     b'"term":1,"edge":"127.0.0.1:5060","sibling_hosts":[],'
+                     b'"term":1,"edges":["127.0.0.1:5060"],"sibling_hosts":[],'
                      b'"sibling_ports":[5080,2]}\n')  # fmt: skip
         async with asyncio.timeout(PROOF_TIMEOUT_S + 5):
             answer = split_line(await reader.read())  # one line, then closed

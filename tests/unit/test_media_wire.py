@@ -50,7 +50,7 @@ def test_lines_that_are_not_the_links_are_refused(line: bytes) -> None:
 
 def proof_message(**changes: object) -> ControllerProof:
     fields: dict[str, object] = {
-        "proof": "", "nonce": "theirs", "node": "a", "term": 3, "edge": "10.0.0.1:5060",
+        "proof": "", "nonce": "theirs", "node": "a", "term": 3, "edges": ["10.0.0.1:5060"],
         "sibling_hosts": ["10.0.0.4"], "sibling_ports": (5080, 50),
     }  # fmt: skip
     return ControllerProof.model_validate(fields | changes)
@@ -63,7 +63,7 @@ def proof_message(**changes: object) -> ControllerProof:
         ("another-secret-000000", "n1", "controller", {}, False),  # not the cluster's secret
         (SECRET, "n2", "controller", {}, False),  # a proof recorded on another connection
         (SECRET, "n1", "media", {}, False),  # the other side's proof sent back
-        (SECRET, "n1", "controller", {"edge": "6.6.6.6:5060"}, False),  # changed on the way
+        (SECRET, "n1", "controller", {"edges": ["6.6.6.6:5060"]}, False),  # changed on the way
         (SECRET, "n1", "controller", {"term": 9}, False),
     ],
 )

@@ -78,11 +78,20 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_CLUSTER__NODE": "a b"}, "cluster.node"),
         ({"PBX_CLUSTER__NODE_INDEX": "8"}, "cluster.node_index"),
         ({"PBX_CLUSTER__API_URL": "ftp://x"}, "cluster.api_url"),
+        ({"PBX_CLUSTER__EDGES": '["edge.example:5060"]'}, "cluster.edges"),
+        ({"PBX_CLUSTER__MEDIA_HOSTS": '["10.0.0.4:7070", "10.0.0.4:7071"]'}, "share an address"),
     ],
 )
 def test_bad_settings_name_the_key(environ: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment.replace("<", ".").replace(">", ".")):
         load_settings(REPO_CONFIG, environ=environ)
+
+
+def test_workers_take_calls_from_this_nodes_edge_first_then_the_clusters() -> None:
+    settings = load_settings(REPO_CONFIG, environ={
+        "PBX_SIP__HOST": "10.0.0.2", "PBX_CLUSTER__EDGES": '["10.0.0.2:5060", "10.0.0.3:5060"]',
+    })  # fmt: skip
+    assert settings.edges == ["10.0.0.2:5060", "10.0.0.3:5060"]
 
 
 def test_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,113 @@
+"""The worker list shared between a cluster's edges (controller.shared_edge) through the real
+Redis: a standby's edge follows what the active node's pool tells its own, a dead worker's
+calls end there too, a node of an older term cannot overwrite its successor's list, and a
+new active node's list replaces the old one at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from controller.shared_edge import STATE_KEY, EdgeFollower, EdgeState, SharedEdge
+from core.metrics import Metrics
+from core.redis_server import ManagedRedis
+from core.settings import Settings
+from pbx.kamailio import WorkerSlot
+from pbx.memory_worker import MemoryEdge
+
+pytestmark = pytest.mark.no_sql
+
+A, B, C = (WorkerSlot(f"sip:10.0.0.4:{port}", f"w{port}", 8) for port in (6000, 6001, 6002))
+
+
+@pytest.fixture
+async def redis(settings: Settings, redis_server: ManagedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    await client.delete(STATE_KEY)
+    yield client
+    await client.delete(STATE_KEY)
+    await client.aclose()
+
+
+@pytest.fixture
+async def standby(redis: Redis) -> AsyncIterator[MemoryEdge]:
+    """The standby's edge, followed while the test runs."""
+    edge = MemoryEdge()
+    following = asyncio.create_task(EdgeFollower(edge, redis, Metrics()).run())
+    yield edge
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def active(redis: Redis, term: int) -> tuple[SharedEdge, MemoryEdge, Metrics]:
+    own, metrics = MemoryEdge(), Metrics()
+    shared = SharedEdge(own, redis, term, metrics)
+    shared.start()
+    return shared, own, metrics
+
+
+def updates(metrics: Metrics, kind: str) -> float:
+    return metrics.shared_edge_updates.labels(kind=kind)._value.get()
+
+
+async def test_a_standby_edge_follows_the_active_nodes_list(
+    redis: Redis, standby: MemoryEdge
+) -> None:
+    shared, own, _ = await active(redis, term=1)
+    try:
+        await shared.install([A, B], ready=[A.uri])
+        await until(lambda: standby.slots == [A, B] and standby.ready == {A.uri})
+        await shared.set_ready(B.uri, True)
+        await shared.set_ready(A.uri, False)
+        await until(lambda: standby.ready == {B.uri})
+        assert (own.ready, standby.installs) == ({B.uri}, 1), "one slot at a time, no reload"
+        await shared.end_calls(A.uri)
+        await until(lambda: standby.calls_ended_for == [A.uri])
+        assert own.calls_ended_for == [A.uri]
+    finally:
+        await shared.stop()
+
+
+async def test_a_newer_term_replaces_the_list_and_an_older_one_cannot_write(
+    redis: Redis, standby: MemoryEdge
+) -> None:
+    old, _, old_metrics = await active(redis, term=4)
+    new, _, _ = await active(redis, term=5)
+    try:
+        await old.install([A, B], ready=[A.uri, B.uri])
+        await until(lambda: standby.ready == {A.uri, B.uri})
+        await new.install([A, B, C], ready=[C.uri])  # another node, its own workers
+        await until(lambda: standby.ready == {C.uri} and len(standby.slots) == 3)
+        await old.set_ready(C.uri, True)  # the replaced node still talks
+        await until(lambda: updates(old_metrics, "refused") == 1)
+        written = EdgeState.model_validate_json(await redis.get(STATE_KEY) or b"")
+        assert (written.term, written.ready) == (5, [C.uri])
+        await new.set_ready(B.uri, True)
+        await until(lambda: standby.ready == {B.uri, C.uri})
+    finally:
+        await old.stop()
+        await new.stop()
+
+
+async def test_a_standby_started_later_takes_the_list_as_it_is(redis: Redis) -> None:
+    shared, _, _ = await active(redis, term=2)
+    try:
+        await shared.install([A, B], ready=[B.uri])
+        late = MemoryEdge()
+        following = asyncio.create_task(EdgeFollower(late, redis, Metrics()).run())
+        try:
+            await until(lambda: late.slots == [A, B] and late.ready == {B.uri})
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+    finally:
+        await shared.stop()
