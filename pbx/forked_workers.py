@@ -35,6 +35,9 @@ FORKSERVER_RESTART_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0)
 LINE_LIMIT = 1024 * 1024
 # Commands a worker has not read yet, in bytes: a worker this far behind is stuck.
 UNREAD_LIMIT = 1024 * 1024
+# A worker closes its socket, lingers to finish its SIP transactions, then exits: SIGKILL
+# after this, and after as long again, give up (a zombie nobody reaps).
+WORKER_EXIT_S = 5.0
 
 
 class SocketChannel:
@@ -47,6 +50,8 @@ class SocketChannel:
         self._reader = reader
         self._writer = writer
         self._pid: int | None = None  # from its Hello
+        # The process itself, whatever becomes of its pid once it has gone (os.pidfd_open).
+        self._pidfd: int | None = None
 
     async def send(self, command: Command) -> None:
         await self.send_line(encode(command))
@@ -76,22 +81,65 @@ class SocketChannel:
                     hello = decode_event(line)
                     if isinstance(hello, Hello):
                         self._pid = hello.pid
+                        with contextlib.suppress(OSError):  # gone already
+                            self._pidfd = os.pidfd_open(hello.pid)
             yield line
 
     async def events(self) -> AsyncIterator[Event]:
+        """Its events; they end once the process has exited, not at EOF already: until then
+        its ports are still taken."""
         async for line in self.lines():
             try:
                 yield decode_event(line)
             except ProtocolError as exc:
                 log.error("bad_worker_event", worker=self._worker_id, error=str(exc))
+        await self.until_exited()
+
+    async def until_exited(self) -> None:
+        """Wait for the process to be gone (closed: it hangs up, lingers, then exits):
+        SIGKILL after WORKER_EXIT_S, and after as long again, give up."""
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        try:
+            for last_resort in (signal.SIGKILL, None):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WORKER_EXIT_S):
+                        await _until_readable(pidfd)
+                    return
+                log.warning("media_worker_did_not_exit", worker=self._worker_id, pid=self._pid,
+                            action="kill" if last_resort else "give_up")  # fmt: skip
+                if last_resort is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(pidfd, last_resort)
+        finally:
+            self._pidfd = None
+            os.close(pidfd)
 
     def close(self) -> None:
         self._writer.close()  # EOF: the worker hangs up whatever is left and exits
 
     def kill(self) -> None:
-        if self._pid is not None:
+        """SIGKILL through the pidfd: never another process that got its pid since."""
+        if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+
+async def _until_readable(fd: int) -> None:
+    """Until `fd` is readable (a pidfd: its process exited)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, settle)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 class ForkedWorkers:

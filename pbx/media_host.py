@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -58,9 +56,6 @@ REFUSAL_SUMMARY_S = 10.0
 # Connections still proving themselves at once (each may hold a line buffer for up to
 # PROOF_TIMEOUT_S): beyond this, a new one is cut at once. Controllers link one at a time.
 MAX_HANDSHAKES = 16
-# A worker whose socket closed hangs up and exits within about a second (pbx.worker).
-WORKER_EXIT_S = 5.0
-EXIT_POLL_S = 0.05
 
 
 class MediaHost:
@@ -369,8 +364,7 @@ class _Session:
             channel.close()
             # Its socket closes before it exits (it hangs up, lingers, then goes): its port
             # is only free, and it only gone, once the process is.
-            if channel.pid is not None:
-                await _until_exited(channel.pid)
+            await channel.until_exited()
             if self.channels.get(worker_id) is channel:
                 del self.channels[worker_id]
                 port = self.ports.pop(worker_id)
@@ -401,33 +395,6 @@ class _Session:
             raise ConnectionError("the link is closed")
         self.writer.write(line)
         await self.writer.drain()
-
-
-async def _until_exited(pid: int) -> None:
-    """Wait for a worker process (the fork server's child, reaped there) to be gone: SIGKILL
-    after WORKER_EXIT_S, and after as long again, give up (a zombie nobody reaps)."""
-    for last_resort in (signal.SIGKILL, None):
-        deadline = time.monotonic() + WORKER_EXIT_S
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(EXIT_POLL_S)
-        else:
-            return
-        log.warning(
-            "media_worker_did_not_exit", pid=pid, action="kill" if last_resort else "give_up"
-        )
-        if last_resort is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, last_resort)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def _send_detach(channel: SocketChannel) -> None:

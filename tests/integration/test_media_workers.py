@@ -24,6 +24,8 @@ import pytest
 
 from core.settings import WorkerSettings
 from pbx.capacity import WorkerState
+from pbx.channel import WorkerSpec
+from pbx.forked_workers import ForkedWorkers
 from pbx.legs import Leg, LegGone, TransferRequest
 from pbx.pool import WorkerPool
 from pbx.protocol import (
@@ -805,6 +807,31 @@ async def test_a_worker_whose_controller_dies_hangs_up_and_exits_0(phones: MakeP
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(call.ended, 5) == 200
     assert await asyncio.wait_for(worker.wait(), 5) == 0
+
+
+async def test_a_closed_workers_events_end_only_once_its_process_has_freed_its_port() -> None:
+    """A worker closes its socket, lingers, then exits: a port reused when its events end
+    must be free (else the next worker there fails with "Address already in use")."""
+    sip_port = free_port_block(1)
+    settings = WorkerSettings(
+        max_workers=1,
+        first_sip_port=sip_port,
+        first_rtp_port=free_port_block(40),
+        rtp_ports_per_worker=40,
+    )
+    launcher = ForkedWorkers(settings, trusted=[f"127.0.0.1:{shared_user_agent().sip_port}"])
+    await launcher.start(lambda: None)
+    try:
+        channel = await launcher.launch(WorkerSpec(1, sip_port, settings.first_rtp_port, 8))
+        events = channel.events()
+        assert isinstance(await anext(events), Hello)
+        channel.close()
+        async for _ in events:
+            pass
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", sip_port))
+    finally:
+        await launcher.stop()
 
 
 async def test_the_pool_grows_with_its_callers_and_retires_idle_workers(
