@@ -164,7 +164,7 @@ def create_app(
                 started.push_async_callback(http.close)
                 term = cluster.lease_seconds
                 follower = None
-                if cluster.media_hosts:  # every edge takes calls for the active node's workers
+                if cluster.media_hosts and cluster.edges:  # each edge takes their calls
                     own_edge = EdgeWorkerSet(dispatcher_list_path(settings), plumbing.edge)
                     follower = EdgeFollower(own_edge, ctx.redis, metrics)
                 running = app[SEAT_KEY] = ControllerSeat(

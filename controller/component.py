@@ -200,7 +200,8 @@ class Controller:
         """This node's edge; a cluster's nodes with media hosts share the list with the
         other nodes' edges (controller.shared_edge)."""
         local = EdgeWorkerSet(dispatcher_list_path(self._ctx.settings), self._edge)
-        if not (remote and self._ctx.settings.cluster.node):
+        cluster = self._ctx.settings.cluster
+        if not (remote and cluster.node and cluster.edges):
             return local
         self._shared_edge = SharedEdge(local, self._ctx.redis, self._term, self._ctx.metrics)
         self._shared_edge.start()
@@ -235,6 +236,7 @@ class Controller:
         flows.use_links(pool.link)
         flows.callbacks.use_originate(pool.originate)
         self._flows = flows
+        self.pool = pool  # stopped by stop() also when its start is cut short
         await pool.start()
         if remote:
             self.media_hosts = MediaHosts(settings, pool, term=self._term,

@@ -64,7 +64,6 @@ class ControllerSeat:
         self._stopping = False
         self._follower: asyncio.Task[None] | None = None
         self._edge_follower = edge_follower
-        self._following: asyncio.Task[None] | None = None
 
     @property
     def controller(self) -> Controller | None:
@@ -181,25 +180,26 @@ class ControllerSeat:
         log.warning("controller_active", node=self._node)
 
     async def _step_down(self) -> None:
+        """Also after a takeover that failed before its controller was made: the edge
+        follows the active node's list again either way."""
         controller, self._controller = self._controller, None
-        if controller is None:
-            return
-        self._ctx.metrics.controller_active.set(0)
-        log.warning("controller_stepping_down", node=self._node)
-        try:
-            await controller.stop()
-        except Exception:  # whatever failed, this node no longer acts
-            log.exception("controller_stop_failed", node=self._node)
+        if controller is not None:
+            self._ctx.metrics.controller_active.set(0)
+            log.warning("controller_stepping_down", node=self._node)
+            try:
+                await controller.stop()
+            except Exception:  # whatever failed, this node no longer acts
+                log.exception("controller_stop_failed", node=self._node)
         if not self._stopping:
             self._follow_edge()
 
     def _follow_edge(self) -> None:
-        if self._edge_follower is not None and self._following is None:
-            self._following = asyncio.create_task(self._edge_follower.run(), name="edge-follower")
+        if self._edge_follower is not None:
+            self._edge_follower.start()
 
     async def _stop_following_edge(self) -> None:
-        following, self._following = self._following, None
-        await _cancel(following)
+        if self._edge_follower is not None:
+            await self._edge_follower.stop()
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -28,9 +28,11 @@ from pbx.kamailio import WorkerSlot
 log = structlog.get_logger(__name__)
 
 STATE_KEY = "pbx:cluster:edge"
-CHANGES = "pbx:cluster:edge:changes"  # "state", or "end <worker URI>"
+CHANGES = "pbx:cluster:edge:changes"  # "state", or "end <term> <worker URI>"
 FOLLOW_POLL_S = 1.0
 REDIS_WAIT_S = 2.0
+# A follower told to stop is given this long (a Redis call may swallow a cancellation).
+STOP_WAIT_S = 5.0
 
 # Written only when no newer term wrote it: a node stepping down cannot undo its successor.
 _WRITE_STATE = """
@@ -53,15 +55,18 @@ class EdgeState(BaseModel):
 
 class SharedEdge:
     """The active node's edge (a WorkerEdge for the pool), its state also written for the
-    standbys. Redis being away holds nothing up: the latest state is written once it is back."""
+    standbys. Neither Redis nor this node's Kamailio being away holds the other up: the
+    standbys get the state the pool wants, the latest once Redis is back."""
 
     def __init__(self, local: WorkerEdge, redis: Redis, term: int, metrics: Metrics) -> None:
         self._local = local
         self._redis = redis
         self._term = term
         self._metrics = metrics
+        # Nothing on until the pool says so: the list of an earlier term goes at once.
         self._state = EdgeState(term=term, slots=[], ready=[])
         self._changed = asyncio.Event()
+        self._changed.set()
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -73,25 +78,26 @@ class SharedEdge:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def install(self, slots: list[WorkerSlot], ready: Collection[str]) -> None:
-        await self._local.install(slots, ready)
         self._state = EdgeState(term=self._term, slots=slots, ready=sorted(ready))
         self._changed.set()
+        await self._local.install(slots, ready)
 
     async def set_ready(self, uri: str, ready: bool) -> None:
-        await self._local.set_ready(uri, ready)
         now = set(self._state.ready) - {uri} | ({uri} if ready else set())
         self._state = self._state.model_copy(update={"ready": sorted(now)})
         self._changed.set()
+        await self._local.set_ready(uri, ready)
 
     async def end_calls(self, uri: str) -> int:
-        ended = await self._local.end_calls(uri)
         try:
-            async with asyncio.timeout(REDIS_WAIT_S):
-                await self._redis.publish(CHANGES, f"end {uri}")
-        except _REDIS_DOWN as exc:
-            # The standbys' edges keep those calls until their far ends or media time out.
-            log.warning("shared_edge_end_not_published", worker=uri, error=str(exc))
-        return ended
+            return await self._local.end_calls(uri)
+        finally:
+            try:
+                async with asyncio.timeout(REDIS_WAIT_S):
+                    await self._redis.publish(CHANGES, f"end {self._term} {uri}")
+            except _REDIS_DOWN as exc:
+                # The standbys' edges keep those calls until their far ends or media end them.
+                log.warning("shared_edge_end_not_published", worker=uri, error=str(exc))
 
     async def _write_changes(self) -> None:
         failing = False
@@ -122,38 +128,70 @@ class SharedEdge:
 
 
 class EdgeFollower:
-    """A standby node's edge, kept to the active node's worker list while `run` runs."""
+    """A standby node's edge, kept to the active node's worker list between start and stop."""
 
     def __init__(self, local: WorkerEdge, redis: Redis, metrics: Metrics) -> None:
         self._local = local
         self._redis = redis
         self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # The newest term whose list this edge has (-1: none yet).
+        self._term = -1
+        self._mirror = EdgeMirror()
 
-    async def run(self) -> None:
-        mirror = EdgeMirror()
-        term = -1
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._term = -1  # the pool drove the edge meanwhile: install again
+            self._task = asyncio.create_task(self._run(), name="edge-follower")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=STOP_WAIT_S)
+        if not done:
+            log.error("shared_edge_follower_did_not_stop")
+
+    async def _run(self) -> None:
         failing = False
-        while True:
+        while not self._stopping:
             try:
                 async with self._redis.pubsub() as changes:
                     await changes.subscribe(CHANGES)
-                    while True:
-                        state = await self._read()
-                        if state is not None and state.term >= term:
-                            if state.term != term:
-                                mirror.forget()  # another active node: its own list
-                                term = state.term
-                            await mirror.bring(self._local, state.slots, state.ready)
-                            self._metrics.shared_edge_updates.labels(kind="applied").inc()
-                        if failing:
-                            log.info("shared_edge_follow_done")
-                            failing = False
+                    while not self._stopping:
+                        failing = await self._apply(await self._read(), failing)
                         await self._until_changed(changes)
-            except (*_REDIS_DOWN, EdgeUnavailable) as exc:
+            except _REDIS_DOWN as exc:
                 if not failing:
                     log.warning("shared_edge_follow_failed", error=str(exc))
                 failing = True
-                await asyncio.sleep(FOLLOW_POLL_S)
+            except Exception:  # whatever it was, this edge must go on following
+                log.exception("shared_edge_follow_crashed")
+                failing = True
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+    async def _apply(self, state: EdgeState | None, failing: bool) -> bool:
+        """Bring the edge to `state`; whether it failed (Kamailio refused: the next read
+        tries again, as each second), said once."""
+        if state is None or state.term < self._term:
+            return failing
+        if state.term != self._term:
+            self._mirror.forget()  # another active node: its own list
+            self._term = state.term
+        try:
+            await self._mirror.bring(self._local, state.slots, state.ready)
+        except EdgeUnavailable as exc:
+            if not failing:
+                log.warning("shared_edge_follow_failed", error=str(exc))
+            return True
+        self._metrics.shared_edge_updates.labels(kind="applied").inc()
+        if failing:
+            log.info("shared_edge_follow_done")
+        return False
 
     async def _read(self) -> EdgeState | None:
         async with asyncio.timeout(REDIS_WAIT_S):
@@ -171,15 +209,20 @@ class EdgeFollower:
         message = await changes.get_message(ignore_subscribe_messages=True,
                                             timeout=FOLLOW_POLL_S)  # fmt: skip
         while message is not None:
-            data = message["data"].decode() if isinstance(message["data"], bytes) else ""
-            if data.startswith("end "):
-                uri = data.removeprefix("end ")
-                try:
-                    await self._local.end_calls(uri)
-                except EdgeUnavailable as exc:
-                    log.warning("shared_edge_calls_not_ended", worker=uri, error=str(exc))
-                else:
-                    self._metrics.shared_edge_updates.labels(kind="calls_ended").inc()
-            elif data == "state":
+            data = message["data"]
+            words = data.decode(errors="replace").split() if isinstance(data, bytes) else []
+            if words == ["state"]:
                 return
+            if len(words) == 3 and words[0] == "end" and words[1].isdigit():
+                await self._end_calls(int(words[1]), words[2])
             message = await changes.get_message(ignore_subscribe_messages=True, timeout=0)
+
+    async def _end_calls(self, term: int, uri: str) -> None:
+        if term < self._term:
+            return  # a node stepping down: that URI may be its successor's worker now
+        try:
+            await self._local.end_calls(uri)
+        except EdgeUnavailable as exc:
+            log.warning("shared_edge_calls_not_ended", worker=uri, error=str(exc))
+        else:
+            self._metrics.shared_edge_updates.labels(kind="calls_ended").inc()

@@ -426,6 +426,9 @@ class Settings(_Section):
         if self.cluster.node and (self.redis.managed or not self.database.url):
             raise ValueError("cluster.node needs a Redis and a database the nodes share: "
                              "redis.managed = false and database.url set")  # fmt: skip
+        if self.cluster.edges and self.own_edge not in self.cluster.edges:
+            raise ValueError(f"cluster.edges must list this node's edge ({self.own_edge}, "
+                             "sip.host:sip.port)")  # fmt: skip
         return self
 
     @field_validator("admin_token")

@@ -1,7 +1,7 @@
 """The worker list shared between a cluster's edges (controller.shared_edge) through the real
 Redis: a standby's edge follows what the active node's pool tells its own, a dead worker's
-calls end there too, a node of an older term cannot overwrite its successor's list, and a
-new active node's list replaces the old one at once."""
+calls end there too, a node of an older term can neither overwrite its successor's list nor
+end calls there, and a new active node's list replaces the old one at once."""
 
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ async def redis(settings: Settings, redis_server: ManagedRedis) -> AsyncIterator
 async def standby(redis: Redis) -> AsyncIterator[MemoryEdge]:
     """The standby's edge, followed while the test runs."""
     edge = MemoryEdge()
-    following = asyncio.create_task(EdgeFollower(edge, redis, Metrics()).run())
+    follower = EdgeFollower(edge, redis, Metrics())
+    follower.start()
     yield edge
-    following.cancel()
-    await asyncio.gather(following, return_exceptions=True)
+    await follower.stop()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -81,11 +81,11 @@ async def test_a_newer_term_replaces_the_list_and_an_older_one_cannot_write(
     redis: Redis, standby: MemoryEdge
 ) -> None:
     old, _, old_metrics = await active(redis, term=4)
-    new, _, _ = await active(redis, term=5)
+    await old.install([A, B], ready=[A.uri, B.uri])
+    await until(lambda: standby.ready == {A.uri, B.uri})
+    new, _, _ = await active(redis, term=5)  # a takeover
     try:
-        await old.install([A, B], ready=[A.uri, B.uri])
-        await until(lambda: standby.ready == {A.uri, B.uri})
-        await new.install([A, B, C], ready=[C.uri])  # another node, its own workers
+        await new.install([A, B, C], ready=[C.uri])  # its own workers
         await until(lambda: standby.ready == {C.uri} and len(standby.slots) == 3)
         await old.set_ready(C.uri, True)  # the replaced node still talks
         await until(lambda: updates(old_metrics, "refused") == 1)
@@ -103,11 +103,41 @@ async def test_a_standby_started_later_takes_the_list_as_it_is(redis: Redis) -> 
     try:
         await shared.install([A, B], ready=[B.uri])
         late = MemoryEdge()
-        following = asyncio.create_task(EdgeFollower(late, redis, Metrics()).run())
+        follower = EdgeFollower(late, redis, Metrics())
+        follower.start()
         try:
             await until(lambda: late.slots == [A, B] and late.ready == {B.uri})
         finally:
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
+            await follower.stop()
     finally:
         await shared.stop()
+
+
+async def test_a_new_active_node_clears_the_old_list_before_its_workers_are_up(
+    redis: Redis, standby: MemoryEdge
+) -> None:
+    old, _, _ = await active(redis, term=6)
+    await old.install([A, B], ready=[A.uri, B.uri])
+    await until(lambda: standby.ready == {A.uri, B.uri})
+    await old.stop()  # its node died
+    new, _, _ = await active(redis, term=7)
+    try:
+        await until(lambda: not standby.slots and not standby.ready)
+    finally:
+        await new.stop()
+
+
+async def test_a_replaced_node_cannot_end_calls_on_its_successors_worker(
+    redis: Redis, standby: MemoryEdge
+) -> None:
+    old, _, _ = await active(redis, term=8)
+    new, _, _ = await active(redis, term=9)
+    try:
+        await new.install([A], ready=[A.uri])
+        await until(lambda: standby.ready == {A.uri})
+        await old.end_calls(A.uri)  # its link to the host was replaced: "its" worker died
+        await new.end_calls(B.uri)
+        await until(lambda: standby.calls_ended_for == [B.uri])
+    finally:
+        await old.stop()
+        await new.stop()

@@ -79,6 +79,7 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         ({"PBX_CLUSTER__NODE_INDEX": "8"}, "cluster.node_index"),
         ({"PBX_CLUSTER__API_URL": "ftp://x"}, "cluster.api_url"),
         ({"PBX_CLUSTER__EDGES": '["edge.example:5060"]'}, "cluster.edges"),
+        ({"PBX_CLUSTER__EDGES": '["10.0.0.3:5060"]'}, "must list this node's edge"),
         ({"PBX_CLUSTER__MEDIA_HOSTS": '["10.0.0.4:7070", "10.0.0.4:7071"]'}, "share an address"),
     ],
 )
