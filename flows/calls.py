@@ -778,14 +778,15 @@ class CallFlows:
         try:
             call.add_leg(consulted.id, "consulted", consulted.sip_call_id)
             async with self._occupied(target.user_id, call.id):
-                await phone.play(self._tones.ringback, loop=True, barge_in=False)
+                # The phone may hang up at any moment from here: that hands the caller over.
+                with contextlib.suppress(LegGone):
+                    await phone.play(self._tones.ringback, loop=True, barge_in=False)
                 await _first(consulted.answered, consulted.ended, phone.ended)
                 if phone.ended.done() and not consulted.ended.done() and not caller.ended.done():
                     handed_over = True  # hung up while it rang: the caller rings on there
                     return replace(transfer, kind=TransferKind.ATTENDED, leg=consulted)
                 if consulted.ended.done() or phone.ended.done():
                     return None
-                # The phone may hang up as the target answers: that hands the caller over too.
                 with contextlib.suppress(LegGone):
                     await phone.bridge(consulted)
                     log.info("consult_connected", call_id=call.id, by=transfer.by_extension,

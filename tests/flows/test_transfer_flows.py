@@ -200,6 +200,24 @@ async def test_a_desk_hanging_up_as_the_colleague_answers_still_hands_the_caller
     await events.next("call_ended", caller=calling)
 
 
+async def test_a_desk_hanging_up_as_the_colleague_is_dialled_still_hands_the_caller_over(
+    admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
+) -> None:
+    """The desk hangs up as soon as the colleague's phone is dialled, before the ringback
+    the service plays it: the caller is handed over to the ringing phone."""
+    desk, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    calling, caller, phone = await answered_call(admin, twin, desk)
+    phone.press("*2" + colleague.extension + "#")
+    consulted = await twin.dialled(colleague.extension)
+    phone.hang_up()
+    consulted.answer()
+    await twin.until(lambda: caller.bridged_to is consulted)
+    transferred = await events.next("call_transferred", by=desk.extension)
+    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
+    consulted.hang_up()
+    await events.next("call_ended", caller=calling)
+
+
 async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_caller(
     admin: ApiClient, twin: MemoryWorkers, events: Events, next_extension: Callable[[], str]
 ) -> None:
