@@ -39,6 +39,7 @@ RTP_PORTS_PER_WORKER = 40
 # media hosts' link port, then (from WORKER_PORTS_OFFSET) the workers' SIP ports and their
 # RTP ranges, the same on each media host's address.
 MEDIA_LINK_OFFSET = 2 + len(NODES)
+MEDIA_METRICS_OFFSET = MEDIA_LINK_OFFSET + 1
 WORKER_PORTS_OFFSET = 10
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -86,6 +87,10 @@ class Layout:
     @property
     def link_port(self) -> int:
         return self.base_port + MEDIA_LINK_OFFSET
+
+    @property
+    def media_metrics_port(self) -> int:
+        return self.base_port + MEDIA_METRICS_OFFSET
 
     @property
     def worker_sip_port(self) -> int:
@@ -252,6 +257,8 @@ rtp_ports_per_worker = {RTP_PORTS_PER_WORKER}
 [media]
 name = "{MEDIA_HOSTS[index]}"
 port = {layout.link_port}
+metrics_host = "{layout.media_addresses[index]}"
+metrics_port = {layout.media_metrics_port}
 [cluster]
 secret = "{secret}"
 """)  # fmt: skip

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 import structlog
+from aiohttp import web
 
 from api.cli_settings import command_settings, config_option
 from core.settings import MIN_CLUSTER_SECRET, Settings
 from pbx.media_host import MediaHost
+from pbx.media_metrics import serve_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +31,20 @@ def media_command(config: Path | None) -> None:
 
 async def _serve(settings: Settings) -> None:
     host = MediaHost(settings)
+    media = settings.media
     try:
         await host.start()
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {settings.workers.host}:"
-                                   f"{settings.media.port}: {exc}") from exc  # fmt: skip
+                                   f"{media.port}: {exc}") from exc  # fmt: skip
+    metrics: web.AppRunner | None = None
+    if media.metrics_port:
+        try:
+            metrics = await serve_metrics(host.metrics, media.metrics_host, media.metrics_port)
+        except OSError as exc:
+            await host.stop()
+            raise click.ClickException(f"cannot serve metrics on {media.metrics_host}:"
+                                       f"{media.metrics_port}: {exc}") from exc  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -42,4 +53,6 @@ async def _serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         log.info("stopping")
+        if metrics is not None:
+            await metrics.cleanup()
         await host.stop()

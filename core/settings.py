@@ -384,6 +384,10 @@ class MediaSettings(_Section):
     # How the cluster names this host; empty: its address.
     name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     port: int = Field(7070, ge=1, le=65535)
+    # Its Prometheus /metrics (pbx.media_metrics), unauthenticated: loopback unless the
+    # network is private; port 0: none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(7071, ge=0, le=65535)
 
 
 class ApiSettings(_Section):

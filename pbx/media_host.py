@@ -25,6 +25,7 @@ from core.settings import Settings
 from pbx.capacity import max_workers
 from pbx.channel import WorkerSpec, WorkerStartFailed
 from pbx.forked_workers import ForkedWorkers, SocketChannel
+from pbx.media_metrics import MediaHostMetrics
 from pbx.media_wire import (
     LINE_LIMIT,
     PING_INTERVAL_S,
@@ -61,8 +62,9 @@ MAX_HANDSHAKES = 16
 class MediaHost:
     """The link's listener, the one session it serves, and the detached ones draining."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: MediaHostMetrics | None = None) -> None:
         self._settings = settings
+        self.metrics = metrics or MediaHostMetrics()
         self._refusals = RefusalLog()
         self._server: asyncio.Server | None = None
         self._session: _Session | None = None
@@ -71,6 +73,16 @@ class MediaHost:
         self._links: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._handshakes = 0
         self._stopping = False
+        self.metrics.workers.labels(state="linked").set_function(
+            lambda: len(self._session.channels) if self._session is not None else 0
+        )
+        self.metrics.workers.labels(state="detached").set_function(
+            lambda: sum(len(session.channels) for session in self._draining)
+        )
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     @property
     def name(self) -> str:
@@ -112,6 +124,7 @@ class MediaHost:
         peer = writer.get_extra_info("peername")
         if self._handshakes >= MAX_HANDSHAKES:
             self._refusals.refused(str(peer), f"over {MAX_HANDSHAKES} handshakes at once")
+            self.metrics.refused.labels(reason="busy").inc()
             writer.transport.abort()
             return
         self._handshakes += 1
@@ -123,6 +136,7 @@ class MediaHost:
         ) as exc:  # fmt: skip
             reason = str(exc) or type(exc).__name__
             self._refusals.refused(str(peer), reason)
+            self.metrics.refused.labels(reason=_refusal_kind(exc)).inc()
             if isinstance(exc, LinkError) and not writer.is_closing():
                 writer.write(control_line(Refused(reason=reason)))
                 with contextlib.suppress(ConnectionError, TimeoutError):
@@ -135,7 +149,7 @@ class MediaHost:
         if self._stopping:
             writer.transport.abort()
             return
-        session = _Session(self._settings, proof, reader, writer, self._slot_free)
+        session = _Session(self._settings, proof, reader, writer, self._slot_free, self.metrics)
         previous, self._session = self._session, session
         if previous is not None:
             log.info("media_link_replaced", old=previous.node, new=proof.node)
@@ -144,11 +158,14 @@ class MediaHost:
         for port in sorted(set(told_busy) - set(self._busy_ports())):
             session.send_soon(SlotFree(sip_port=port))
         log.info("media_link_up", node=proof.node, peer=str(peer))
+        self.metrics.links.inc()
+        self.metrics.linked.set(1)
         try:
             await session.run()
         finally:
             if self._session is session:
                 self._session = None
+                self.metrics.linked.set(0)
             log.info("media_link_down", node=proof.node, reason=session.end_reason)
             if self._stopping:
                 await session.end()
@@ -156,9 +173,11 @@ class MediaHost:
                 self._detach(session)
 
     def _detach(self, session: _Session) -> None:
-        if session.detach():
-            self._draining.add(session)
-            session.on_drained = self._draining.discard
+        """Kept until drained, also with no worker left (its fork server is stopping): stop
+        waits for it."""
+        self._draining.add(session)
+        session.on_drained = self._draining.discard
+        session.detach()
 
     def _slot_free(self, sip_port: int) -> None:
         """A detached worker exited: the controller linked now may start one there."""
@@ -188,7 +207,7 @@ class MediaHost:
         # controller is taken, so a term that went back (Redis replaced) locks nobody out.
         live = self._session
         if live is not None and answer.term < live.proof.term:
-            raise LinkError(f"node {answer.node} is a past controller: term {answer.term}, "
+            raise PastController(f"node {answer.node} is a past controller: term {answer.term}, "
                             f"linked now: node {live.node}, term {live.proof.term}")  # fmt: skip
         workers = self._settings.workers
         welcome = Welcome(
@@ -201,6 +220,16 @@ class MediaHost:
         writer.write(control_line(welcome.model_copy(update={"proof": proof})))
         await writer.drain()
         return answer, welcome.busy_ports
+
+
+class PastController(LinkError):
+    """A proved controller older than the one linked now (a node that stepped down)."""
+
+
+def _refusal_kind(exc: Exception) -> str:
+    if isinstance(exc, PastController):
+        return "past_controller"
+    return "proof" if isinstance(exc, LinkError) else "handshake"
 
 
 @dataclass
@@ -229,6 +258,7 @@ class _Session:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     slot_free: Callable[[int], None]
+    metrics: MediaHostMetrics
     channels: dict[int, SocketChannel] = field(default_factory=dict)
     # Each worker's SIP port, by worker id, while it runs.
     ports: dict[int, int] = field(default_factory=dict)
@@ -282,9 +312,9 @@ class _Session:
             elif isinstance(message, Kill) and message.worker_id in self.channels:
                 self.channels[message.worker_id].kill()
 
-    def detach(self) -> bool:
+    def detach(self) -> None:
         """The link is gone: its workers keep their bridged calls, without a controller,
-        and exit once empty (their ports are free again then). Whether any is left."""
+        and exit once empty (their ports are free again then); then on_drained."""
         if not self._detached:
             self._detached = True
             self.writer.transport.abort()  # what was not sent has nobody to go to
@@ -295,12 +325,11 @@ class _Session:
             log.info("media_workers_detached", node=self.node, workers=len(self.channels))
         if not self.channels:
             self._own(self._drained())
-            return False
-        return True
 
     async def end(self) -> None:
         """Every worker hangs up and exits (their sockets close), then the fork server."""
         if self._ended:
+            await asyncio.gather(*self.tasks, return_exceptions=True)  # a drain under way
             return
         self._ended = True
         self.writer.transport.abort()
@@ -344,6 +373,7 @@ class _Session:
             channel = await self._launcher.launch(spec)
         except (WorkerStartFailed, OSError) as exc:
             log.error("media_worker_start_failed", worker=worker_id, error=str(exc))
+            self.metrics.worker_start_failures.inc()
             with contextlib.suppress(ConnectionError):
                 await self._send(control_line(Gone(worker_id=worker_id, error=str(exc))))
             return

@@ -11,12 +11,14 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from core.settings import Settings
 from pbx.channel import WorkerHost, WorkerLauncher
 from pbx.media_host import MAX_HANDSHAKES, MediaHost
 from pbx.media_link import MediaHosts
+from pbx.media_metrics import serve_metrics
 from tests.conftest import make_settings
 from tests.support.ports import free_port
 
@@ -50,28 +52,39 @@ class RecordingPool:
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Settings]:
+async def host(tmp_path: Path) -> AsyncIterator[MediaHost]:
     settings = make_settings(
         tmp_path / "media", workers={"host": ADDRESS}, media={"name": "m1", "port": free_port()},
         cluster={"secret": SECRET},
     )  # fmt: skip
     media = MediaHost(settings)
     await media.start()
-    yield settings
+    yield media
     await media.stop()
 
 
-def controller_settings(tmp_path: Path, host: Settings, name: str, secret: str) -> Settings:
+def controller_settings(tmp_path: Path, host: MediaHost, name: str, secret: str) -> Settings:
+    ours = host.settings
     return make_settings(
         tmp_path / name,
-        workers={"first_sip_port": host.workers.first_sip_port, "max_workers": 2},
+        workers={"first_sip_port": ours.workers.first_sip_port, "max_workers": 2},
         # Through PBX_* variables, as make_settings passes them: a list is JSON there.
-        cluster={"secret": secret, "media_hosts": json.dumps([f"{ADDRESS}:{host.media.port}"])},
+        cluster={"secret": secret, "media_hosts": json.dumps([f"{ADDRESS}:{ours.media.port}"])},
     )  # fmt: skip
 
 
+def refused(host: MediaHost, reason: str) -> float:
+    return host.metrics.refused.labels(reason=reason)._value.get()
+
+
+async def until_refused(host: MediaHost, reason: str, times: int) -> None:
+    async with asyncio.timeout(LINKED_S):
+        while refused(host, reason) < times:
+            await asyncio.sleep(0.05)
+
+
 async def test_a_newer_controller_takes_the_host_and_an_older_one_cannot_take_it_back(
-    tmp_path: Path, host: Settings
+    tmp_path: Path, host: MediaHost
 ) -> None:
     pools = {name: RecordingPool() for name in ("old", "new", "past")}
     links = {
@@ -91,11 +104,9 @@ async def test_a_newer_controller_takes_the_host_and_an_older_one_cannot_take_it
         await pools["new"].until(linked=True)
         await pools["old"].until(linked=False)  # replaced; and its relinks are refused
         links["past"].start()
-        await asyncio.sleep(0)  # let both try
-        for _ in range(3):  # relinks come every 0.2-5 s: wait for a refusal of each
-            await asyncio.sleep(0.5)
-            assert not pools["old"].hosts and not pools["past"].hosts
-            assert "m1" in pools["new"].hosts
+        await until_refused(host, "past_controller", 3)  # each tried, and tried again
+        assert not pools["old"].hosts and not pools["past"].hosts
+        assert "m1" in pools["new"].hosts
 
         # The fence is the live link only: once its controller is gone, a lower term (a
         # Redis counter that went back) is served, not locked out until the host restarts.
@@ -108,23 +119,23 @@ async def test_a_newer_controller_takes_the_host_and_an_older_one_cannot_take_it
 
 
 async def test_a_controller_without_the_secret_is_not_linked(
-    tmp_path: Path, host: Settings
+    tmp_path: Path, host: MediaHost
 ) -> None:
     pool = RecordingPool()
     link = MediaHosts(controller_settings(tmp_path, host, "other", "not-the-secret-0000"), pool,
                       term=5)  # fmt: skip
     link.start()
     try:
-        await asyncio.sleep(1.0)  # a refused link is tried again: still not linked after some
+        await until_refused(host, "proof", 2)  # a refused link is tried again, refused again
         assert not pool.hosts
     finally:
         await link.stop()
 
 
 async def test_connections_beyond_the_handshake_limit_are_cut_at_once(
-    tmp_path: Path, host: Settings
+    tmp_path: Path, host: MediaHost
 ) -> None:
-    port = host.media.port
+    port = host.settings.media.port
     silent = [await asyncio.open_connection(ADDRESS, port) for _ in range(MAX_HANDSHAKES)]
     try:
         for reader, _ in silent:  # each is proving itself: it got its challenge
@@ -133,6 +144,7 @@ async def test_connections_beyond_the_handshake_limit_are_cut_at_once(
         async with asyncio.timeout(LINKED_S):
             assert await reader.read() == b"", "cut without a challenge"
         writer.close()
+        assert refused(host, "busy") == 1
     finally:
         for _, quiet in silent:
             quiet.close()
@@ -144,3 +156,26 @@ async def test_connections_beyond_the_handshake_limit_are_cut_at_once(
         await pool.until(linked=True)
     finally:
         await link.stop()
+
+
+async def test_the_host_serves_its_metrics(tmp_path: Path, host: MediaHost) -> None:
+    """Linked or not, refused links, workers: what only the host knows, on its own /metrics."""
+    port = free_port()
+    runner = await serve_metrics(host.metrics, ADDRESS, port)
+    pool = RecordingPool()
+    link = MediaHosts(controller_settings(tmp_path, host, "scraped", SECRET), pool, term=1)
+    link.start()
+    try:
+        await pool.until(linked=True)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{ADDRESS}:{port}/metrics") as reply,
+        ):
+            assert reply.status == 200
+            text = await reply.text()
+    finally:
+        await link.stop()
+        await runner.cleanup()
+    for line in ("pbx_media_host_linked 1.0", "pbx_media_host_links_total 1.0",
+                 'pbx_media_host_workers{state="linked"} 0.0'):  # fmt: skip
+        assert line in text.splitlines(), text
