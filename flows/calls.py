@@ -159,6 +159,12 @@ class CallFlows:
         self._calls = ctx.settings.calls
         self._sip = ctx.settings.sip
         self._edge = Edge(self._sip.host, self._sip.port, self._sip.domain)
+        # A call's other legs pass the edge it came through (any of the cluster's): its
+        # signalling then stays on that edge, which may outlive this node's.
+        self._edges = {
+            edge: Edge(edge.rpartition(":")[0], int(edge.rpartition(":")[2]), self._sip.domain)
+            for edge in ctx.settings.edges
+        }
         # Read before the caller is answered: from memory after the first call.
         self._numbers: ReadCache[str, InboundNumber | None] = ReadCache(
             lambda dialled: number_for_call(ctx, dialled),
@@ -360,7 +366,8 @@ class CallFlows:
             await leg.hangup()
             return Finish(Disposition.UNAVAILABLE, "system")
         result = await QueueCall(
-            self._ctx, self._dispatcher, self._edge, leg, call, queue, self._tones.hold_music,
+            self._ctx, self._dispatcher, self._edge_of(leg), leg, call, queue,
+            self._tones.hold_music,
             self._registrations, self._recorder, self.transfer_desk, self.talks, self.callbacks,
             priority=priority,
         ).run()  # fmt: skip
@@ -501,7 +508,7 @@ class CallFlows:
         decided_at: float | None,
     ) -> Finish:
         callee = await leg.dial(
-            f"sip:{extension}@{self._sip.host}:{self._sip.port}",
+            self._edge_of(leg).uri_of(extension),
             timeout=self._calls.ring_timeout,
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
         )
@@ -712,7 +719,7 @@ class CallFlows:
             from_uri=f"sip:{leg.caller}@{self._sip.domain}",
             # Through the edge, which then holds the call as it holds those to phones: should
             # this worker die, it ends the call for the provider too (BYE or CANCEL).
-            route=self._edge.route,
+            route=self._edge_of(leg).route,
         )  # fmt: skip
         try:
             call.add_leg(callee.id, "trunk", callee.sip_call_id)
@@ -767,7 +774,7 @@ class CallFlows:
             return transfer  # a queue, a menu, a number: nobody to consult, passed on blind
         try:
             consulted = await caller.dial(
-                f"sip:{target.extension}@{self._sip.host}:{self._sip.port}",
+                self._edge_of(caller).uri_of(target.extension),
                 timeout=self._calls.ring_timeout,
                 from_uri=f"sip:{transfer.by_extension}@{self._sip.domain}",
             )  # fmt: skip
@@ -897,7 +904,7 @@ class CallFlows:
         talk = self.talks.of_call(call_id)
         try:
             leg = await talk.other.dial(
-                f"sip:{supervisor_extension}@{self._sip.host}:{self._sip.port}",
+                self._edge_of(talk.other).uri_of(supervisor_extension),
                 timeout=self._calls.ring_timeout,
                 from_uri=f"sip:{talk.other.caller or 'supervision'}@{self._sip.domain}",
             )  # fmt: skip
@@ -953,6 +960,9 @@ class CallFlows:
             supervised(self._ctx, talk.call_id, caller.user_id, talk.user_id, heard)
         await leg.drop()
         return Finish(Disposition.ANSWERED, "system")
+
+    def _edge_of(self, leg: Leg) -> Edge:
+        return self._edges.get(leg.source, self._edge)
 
     def use_links(self, link: Link) -> None:
         """How calls are joined across two workers (WorkerPool.link)."""

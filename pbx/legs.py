@@ -114,7 +114,9 @@ class Leg:
         sip_call_id: str | None,
         send: SendCommand,
         dial: DialLeg,
+        source: str = "",
     ) -> None:
+        """`source`: HOST:PORT an inbound leg's INVITE came from (the edge it passed)."""
         self.id = leg_id
         self.worker_id = worker_id
         self.direction = direction
@@ -123,6 +125,7 @@ class Leg:
         self.request_uri = request_uri
         self.headers = headers
         self.sip_call_id = sip_call_id
+        self.source = source
         # Set on answer: the Contact of the phone that took the call.
         self.answered_contact: str | None = None
         loop = asyncio.get_running_loop()

@@ -694,7 +694,7 @@ class WorkerPool:
         if isinstance(event, IncomingCall):
             leg = self._new_leg(
                 worker, event.leg, "inbound", event.from_uri, event.to_uri, event.request_uri,
-                event.headers, event.sip_call_id,
+                event.headers, event.sip_call_id, source=event.source,
             )  # fmt: skip
             if LINK_HEADER in event.headers:
                 self._link_arrived(leg, event.headers[LINK_HEADER])
@@ -817,6 +817,8 @@ class WorkerPool:
         request_uri: str,
         headers: dict[str, str],
         sip_call_id: str | None,
+        *,
+        source: str = "",
     ) -> Leg:
         async def send(make: Callable[[int], Command]) -> None:
             await self._command(worker, make)
@@ -825,7 +827,7 @@ class WorkerPool:
             leg_id=leg_id, worker_id=worker.id,
             direction="inbound" if direction == "inbound" else "outbound",
             from_uri=from_uri, to_uri=to_uri, request_uri=request_uri, headers=headers,
-            sip_call_id=sip_call_id, send=send, dial=self._dial,
+            sip_call_id=sip_call_id, send=send, dial=self._dial, source=source,
         )  # fmt: skip
         worker.legs[leg_id] = leg
         self._legs_changed(worker)

@@ -232,6 +232,8 @@ class IncomingCall(_Message):
     request_uri: str
     sip_call_id: str
     headers: dict[str, str] = {}
+    # HOST:PORT the INVITE came from: one of the cluster's edges, or a sibling worker.
+    source: str = ""
 
 
 class CallRefused(_Message):

@@ -462,6 +462,7 @@ class WorkerAgent:
                 request_uri=request_line,
                 sip_call_id=info.callIdString,
                 headers=headers,
+                source=source,
             )
         )
 

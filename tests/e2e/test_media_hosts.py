@@ -232,9 +232,11 @@ def write_cluster_configs(folder: Path, redis_port: int) -> list[Layout]:
     """Two nodes (a, b) on one SQLite file and one Redis, and one media host (on HOSTS[0])
     whose workers hang up a leg after 3 s without RTP."""
     first_sip, first_rtp, link = free_port_block(2), free_port_block(80), free_port()
+    sip_ports = [free_port(), free_port()]
+    edges = ", ".join(f'"127.0.0.1:{port}"' for port in sip_ports)
     layouts = []
     for index, node in enumerate(("a", "b")):
-        sip, api = free_port(), free_port()
+        sip, api = sip_ports[index], free_port()
         (folder / node).mkdir()
         (folder / node / "config.toml").write_text(f"""
 [data]
@@ -259,6 +261,7 @@ node = "{node}"
 node_index = {index}
 secret = "{SECRET}"
 media_hosts = ["{HOSTS[0]}:{link}"]
+edges = [{edges}]
 """)  # fmt: skip
         layouts.append(Layout(sip, f"http://127.0.0.1:{api}/api/v1", first_sip, first_rtp,
                               (link, link)))  # fmt: skip
@@ -346,31 +349,39 @@ async def two_nodes_and_a_host(tmp_path: Path) -> AsyncIterator[TwoNodes]:
         await redis.stop()
 
 
+async def bridged_call(
+    nodes: TwoNodes, edge: Layout, desk: TestPhone, caller: TestPhone, folder: Path
+) -> tuple[TestCall, TestCall]:
+    """The provider's caller dials the desk's extension through `edge`, where the desk is
+    registered too; both send audio: (the caller's call, the desk's)."""
+    http, api = nodes.http, nodes.a.api
+    async with http.post(api + "/users", json={"name": "Agent"}) as reply:
+        user = await reply.json()
+    async with http.put(f"{api}/users/{user['id']}/extension",
+                        json={"extension": EXTENSION}) as reply:  # fmt: skip
+        sip = (await reply.json())["sip"]
+    assert await desk.register(
+        sip["username"], sip["password"], sip["domain"], "127.0.0.1", edge.sip_port
+    ) == 200  # fmt: skip
+    await until_the_edge_takes_calls(folder, edge.sip_port)
+    await caller.open_unregistered("4930111333")
+    talk = await caller.call(f"sip:{NUMBER}@127.0.0.1:{edge.sip_port}")
+    await asyncio.wait_for(talk.answered, 15)
+    await play_tone(talk)
+    await talk.send_dtmf(EXTENSION)
+    ringing = await desk.next_incoming(timeout=15)
+    await ringing.answer()
+    await play_tone(ringing)
+    await until_more_packets(ringing, 50)
+    return talk, ringing
+
+
 async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) -> None:
     desk, caller = TestPhone(), TestPhone()
     try:
         async with two_nodes_and_a_host(tmp_path) as nodes:
             a, b, http = nodes.a, nodes.b, nodes.http
-            async with http.post(a.api + "/users", json={"name": "Agent"}) as reply:
-                user = await reply.json()
-            async with http.put(f"{a.api}/users/{user['id']}/extension",
-                                json={"extension": EXTENSION}) as reply:  # fmt: skip
-                sip = (await reply.json())["sip"]
-            assert await desk.register(
-                sip["username"], sip["password"], sip["domain"], "127.0.0.1", a.sip_port
-            ) == 200  # fmt: skip
-            await until_the_edge_takes_calls(tmp_path, a.sip_port)
-
-            # The provider's caller dials the desk's extension; both send audio.
-            await caller.open_unregistered("4930111333")
-            talk = await caller.call(f"sip:{NUMBER}@127.0.0.1:{a.sip_port}")
-            await asyncio.wait_for(talk.answered, 15)
-            await play_tone(talk)
-            await talk.send_dtmf(EXTENSION)
-            ringing = await desk.next_incoming(timeout=15)
-            await ringing.answer()
-            await play_tone(ringing)
-            await until_more_packets(ringing, 50)
+            talk, ringing = await bridged_call(nodes, a, desk, caller, tmp_path)
 
             os.killpg(nodes.node_a.process.pid, signal.SIGKILL)  # controller, edge and all
             await nodes.node_a.process.wait()
@@ -391,6 +402,28 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
             # The desk never hears the worker's BYE (sent to the dead edge): its user hangs up.
             await ringing.hangup()
             await asyncio.wait_for(asyncio.gather(talk.ended, ringing.ended), 40)
+    finally:
+        desk.close()
+        caller.close()
+
+
+async def test_a_call_through_the_standbys_edge_ends_properly_after_the_takeover(
+    tmp_path: Path,
+) -> None:
+    """Caller and desk reach the cluster through node b's edge, which takes calls for node
+    a's workers; the desk is rung through it too. When node a dies the call goes on, and the
+    caller's hang-up reaches the desk: none of its signalling passed the dead edge."""
+    desk, caller = TestPhone(), TestPhone()
+    try:
+        async with two_nodes_and_a_host(tmp_path) as nodes:
+            talk, ringing = await bridged_call(nodes, nodes.b, desk, caller, tmp_path)
+            os.killpg(nodes.node_a.process.pid, signal.SIGKILL)
+            await nodes.node_a.process.wait()
+            await until_active(nodes.http, nodes.b.api)
+            await until_more_packets(ringing, 50)
+            await talk.hangup()
+            assert await asyncio.wait_for(talk.ended, 10) == 200
+            assert await asyncio.wait_for(ringing.ended, 10) == 200, "the worker's BYE"
     finally:
         desk.close()
         caller.close()
