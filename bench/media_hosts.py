@@ -78,6 +78,8 @@ class MediaHost:
             "PBX_WORKERS__FIRST_RTP_PORT": str(ports["rtp"]),
             "PBX_WORKERS__RTP_PORTS_PER_WORKER": str(RTP_PORTS_PER_WORKER),
             "PBX_MEDIA__PORT": str(ports["link"]), "PBX_CLUSTER__SECRET": SECRET,
+            # Its /metrics on its own address: the default 127.0.0.1:7071 is one per machine.
+            "PBX_MEDIA__METRICS_HOST": address,
         })  # fmt: skip
         with (folder / "media.log").open("wb") as log:
             self.process = subprocess.Popen(

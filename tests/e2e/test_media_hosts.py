@@ -81,6 +81,7 @@ first_rtp_port = {layout.first_rtp_port}
 [media]
 name = "m{index}"
 port = {layout.link_ports[index]}
+metrics_port = {free_port()}
 [cluster]
 secret = "{SECRET}"
 """)  # fmt: skip
@@ -277,6 +278,7 @@ media_timeout = {MEDIA_TIMEOUT_S}
 secret = "{SECRET}"
 [media]
 port = {link}
+metrics_port = {free_port()}
 """)  # fmt: skip
     return layouts
 
