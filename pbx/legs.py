@@ -116,7 +116,8 @@ class Leg:
         dial: DialLeg,
         source: str = "",
     ) -> None:
-        """`source`: HOST:PORT an inbound leg's INVITE came from (the edge it passed)."""
+        """`source`: HOST:PORT of the edge an inbound leg's INVITE came from; an outbound
+        leg's is its parent's (the flows dial a call's parties through that edge)."""
         self.id = leg_id
         self.worker_id = worker_id
         self.direction = direction

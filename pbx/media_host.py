@@ -229,7 +229,9 @@ class PastController(LinkError):
 def _refusal_kind(exc: Exception) -> str:
     if isinstance(exc, PastController):
         return "past_controller"
-    return "proof" if isinstance(exc, LinkError) else "handshake"
+    if isinstance(exc, LinkError | asyncio.LimitOverrunError):  # not the link's protocol
+        return "proof"
+    return "handshake"
 
 
 @dataclass
@@ -268,6 +270,7 @@ class _Session:
     _launcher: ForkedWorkers | None = None
     _pinger: asyncio.Task[None] | None = None
     _detached: bool = False
+    _draining_begun: bool = False
     _ended: bool = False
 
     @property
@@ -324,7 +327,7 @@ class _Session:
                 self._own(_send_detach(channel))
             log.info("media_workers_detached", node=self.node, workers=len(self.channels))
         if not self.channels:
-            self._own(self._drained())
+            self._drain()
 
     async def end(self) -> None:
         """Every worker hangs up and exits (their sockets close), then the fork server."""
@@ -401,10 +404,17 @@ class _Session:
                 if self._detached:
                     self.slot_free(port)
                     if not self.channels:
-                        self._own(self._drained())
+                        self._drain()
                 else:
                     with contextlib.suppress(ConnectionError):
                         await self._send(control_line(Gone(worker_id=worker_id)))
+
+    def _drain(self) -> None:
+        """Once: the link went and its last worker exited (or it had none), whichever of the
+        two comes last calls this, and both may."""
+        if not self._draining_begun:
+            self._draining_begun = True
+            self._own(self._drained())
 
     async def _drained(self) -> None:
         """The last detached worker exited: the fork server goes too."""

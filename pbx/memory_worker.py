@@ -379,8 +379,11 @@ class MemoryWorker:
         """Legs a new caller could still take here (pairs: its own and its agent's)."""
         return self.max_legs - self._legs_reserved()
 
-    def incoming(self, from_uri: str, request_uri: str, headers: dict[str, str]) -> FarEnd | None:
-        """An INVITE from the edge; None when refused as full (the edge tries the next)."""
+    def incoming(
+        self, from_uri: str, request_uri: str, headers: dict[str, str], source: str = ""
+    ) -> FarEnd | None:
+        """An INVITE from the edge (at `source`); None when refused as full (the edge tries
+        the next)."""
         if self.room() < LEGS_PER_INBOUND_CALL:
             self.emit(CallRefused(reason="worker_full"))
             return None
@@ -392,6 +395,7 @@ class MemoryWorker:
             IncomingCall(
                 leg=leg_id, from_uri=from_uri, to_uri=request_uri.split(";", 1)[0],
                 request_uri=request_uri, sip_call_id=caller.sip_call_id, headers=headers,
+                source=source,
             )
         )  # fmt: skip
         return caller
@@ -759,11 +763,13 @@ class MemoryWorkers:
         *,
         source: Literal["trunk", "phone"] = "trunk",
         headers: dict[str, str] | None = None,
+        via: str = "",
     ) -> FarEnd:
         """A call arriving through the edge: from the provider (`source="trunk"`, `caller` a
         number) or from a registered phone (`source="phone"`, `caller` its extension). It
         goes to the ready worker with the most room, as the edge's dispatcher sends it; if
-        that one is full the call is refused and the far end ends with 503."""
+        that one is full the call is refused and the far end ends with 503. `via`: the edge
+        it came through (HOST:PORT; default: none named)."""
         edge_headers: dict[str, str] = {SOURCE_HEADER: source}
         if source == "phone":
             edge_headers[PHONE_USER_HEADER] = caller
@@ -775,7 +781,7 @@ class MemoryWorkers:
         worker = max(candidates, key=lambda w: (w.room(), -w.id))
         request_uri = f"sip:{dialled}@127.0.0.1:{worker.sip_port}"
         far = worker.incoming(
-            f"sip:{caller}@twin", request_uri, {**edge_headers, **(headers or {})}
+            f"sip:{caller}@twin", request_uri, {**edge_headers, **(headers or {})}, via
         )
         if far is None:
             refused = FarEnd(worker, "refused", "inbound", uri=request_uri,

@@ -897,7 +897,9 @@ class WorkerPool:
                 parent.direction == "inbound" or parent.id in worker.holders
             )
             worker.parents[leg_id] = parent_id if holder else None
-        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None)
+        # Its parent's edge: the flows reach a call's parties through the edge it came by.
+        leg = self._new_leg(worker, leg_id, "outbound", from_uri or "", uri, uri, headers, None,
+                            source=parent.source if parent is not None else "")  # fmt: skip
         dial = Dial(
             cid=0, leg=leg_id, parent=parent_id, uri=uri, from_uri=from_uri, timeout_s=timeout,
             headers=headers, route=route, keep_room=keep_room,

@@ -22,16 +22,22 @@ from migrations import upgrade_database
 from pbx.memory_worker import MemoryWorkers
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.support.api_client import ApiClient
+from tests.support.ports import free_port
 
 RECORDING_ANNOUNCEMENT = "This call is recorded."
+# Another node's edge in the cluster the flows run in (controller.shared_edge).
+OTHER_EDGE = "127.0.0.9:5060"
 # Longest a finished call may take to release its legs in the twin (no SIP round trips).
 LEG_RELEASE_S = 2.0
 
 
 @pytest.fixture(scope="session")
 def flow_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    sip_port = free_port()
     return make_settings(
         tmp_path_factory.mktemp("flows"),
+        sip={"port": str(sip_port)},
+        cluster={"edges": json.dumps([f"127.0.0.1:{sip_port}", OTHER_EDGE])},
         # The twin plays the provider too: a Dial to the trunk is one more scripted far end.
         trunk={"uri": "sip:127.0.0.1:5999"},
         calls={"inter_digit_timeout": 0.3, "wait_after_greeting": 0.3},

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from core.settings import Settings
 from pbx.legs import NO_SUCH_LEG
 from pbx.memory_worker import FarEnd, MemoryWorkers
-from pbx.protocol import Bridge
+from pbx.protocol import Bridge, Dial
 from tests.flows.builders import (
     User,
     call_record,
@@ -22,7 +22,7 @@ from tests.flows.builders import (
     queue_log,
     user,
 )
-from tests.flows.conftest import Events
+from tests.flows.conftest import OTHER_EDGE, Events
 from tests.support.api_client import ApiClient
 
 
@@ -260,6 +260,27 @@ async def test_a_phone_that_called_a_customer_transfers_the_customer_to_a_collea
     assert (record["direction"], record["disposition"], record["connected_to"]) == (
         "outbound", "answered", colleague.extension,
     )  # fmt: skip
+
+
+async def test_a_call_that_came_through_another_edge_reaches_its_parties_through_it(
+    admin: ApiClient, twin: MemoryWorkers, flow_settings: Settings,
+    next_extension: Callable[[], str],
+) -> None:  # fmt: skip
+    """A phone registered at another node's edge calls a customer, then transfers them: the
+    trunk and the colleague are reached through that edge too, so the call's signalling
+    stays on one edge (which may outlive the active node's)."""
+    agent, colleague = await user(admin, next_extension), await user(admin, next_extension)
+    agent_phone = twin.call_in(agent.extension, "+4930555124", source="phone", via=OTHER_EDGE)
+    customer = await twin.dialled("+4930555124")
+    assert twin.sent(Dial)[-1].route == f"sip:{OTHER_EDGE};lr"
+    customer.answer()
+    await twin.until(lambda: agent_phone.bridged_to is customer)
+    agent_phone.transfer(refer_to(colleague.extension, flow_settings))
+    target = await twin.dialled(colleague.extension)
+    assert target.uri == f"sip:{colleague.extension}@{OTHER_EDGE}"
+    target.answer()
+    await twin.until(lambda: customer.bridged_to is target)
+    customer.hang_up()
 
 
 async def test_a_phone_that_hangs_up_right_after_asking_still_transfers(
