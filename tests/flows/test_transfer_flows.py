@@ -50,6 +50,20 @@ async def answered_call(
     return calling, caller, phone
 
 
+async def handed_over(
+    twin: MemoryWorkers, events: Events, calling: str, caller: FarEnd, consulted: FarEnd,
+    by: str, to: str,
+) -> dict[str, object]:  # fmt: skip
+    """The caller talks to the consulted colleague, an attended transfer on record; the
+    call's end once the colleague hangs up."""
+    await twin.until(lambda: caller.bridged_to is consulted)
+    transferred = await events.next("call_transferred", by=by)
+    assert (transferred["to"], transferred["kind"]) == (to, "attended")
+    consulted.hang_up()
+    ended: dict[str, object] = await events.next("call_ended", caller=calling)
+    return ended
+
+
 async def test_a_blind_transfer_connects_the_caller_to_the_colleague(
     admin: ApiClient, twin: MemoryWorkers, events: Events, flow_settings: Settings,
     next_extension: Callable[[], str],
@@ -170,11 +184,8 @@ async def test_an_attended_transfer_by_keys_hands_the_caller_over_when_the_desk_
     await twin.until(lambda: phone.bridged_to is consulted)
     assert caller.playing is not None and caller.bridged_to is None, "on hold, not listening"
     phone.hang_up()
-    await twin.until(lambda: caller.bridged_to is consulted)
-    transferred = await events.next("call_transferred", by=desk.extension)
-    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
-    consulted.hang_up()
-    ended = await events.next("call_ended", caller=calling)
+    ended = await handed_over(twin, events, calling, caller, consulted, desk.extension,
+                              colleague.extension)  # fmt: skip
     record = await call_record(admin, ended["call_id"])
     assert (record["disposition"], record["connected_to"]) == ("answered", colleague.extension)
 
@@ -193,11 +204,7 @@ async def test_a_desk_hanging_up_as_the_colleague_answers_still_hands_the_caller
     consulted.answer()
     await twin.until(lambda: len(twin.sent(Bridge)) > bridges)
     phone.hang_up()
-    await twin.until(lambda: caller.bridged_to is consulted)
-    transferred = await events.next("call_transferred", by=desk.extension)
-    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
-    consulted.hang_up()
-    await events.next("call_ended", caller=calling)
+    await handed_over(twin, events, calling, caller, consulted, desk.extension, colleague.extension)
 
 
 async def test_a_desk_hanging_up_as_the_colleague_is_dialled_still_hands_the_caller_over(
@@ -211,11 +218,7 @@ async def test_a_desk_hanging_up_as_the_colleague_is_dialled_still_hands_the_cal
     consulted = await twin.dialled(colleague.extension)
     phone.hang_up()
     consulted.answer()
-    await twin.until(lambda: caller.bridged_to is consulted)
-    transferred = await events.next("call_transferred", by=desk.extension)
-    assert (transferred["to"], transferred["kind"]) == (colleague.extension, "attended")
-    consulted.hang_up()
-    await events.next("call_ended", caller=calling)
+    await handed_over(twin, events, calling, caller, consulted, desk.extension, colleague.extension)
 
 
 async def test_an_attended_transfer_nobody_takes_brings_the_desk_back_to_the_caller(
