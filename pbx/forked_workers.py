@@ -68,11 +68,6 @@ class SocketChannel:
         self._writer.write(line)
         return self._writer.transport.get_write_buffer_size() <= UNREAD_LIMIT
 
-    @property
-    def pid(self) -> int | None:
-        """The worker's process, once its Hello has been read."""
-        return self._pid
-
     async def lines(self) -> AsyncIterator[bytes]:
         """The worker's event lines as it wrote them (a media host relays them); ends at EOF."""
         async for line in self._reader:
