@@ -34,7 +34,7 @@ from extensions.users import create_user
 from ivr.numbers import NumberSpec, create_number
 from migrations import upgrade_database
 from pbx.kamailio import KamailioProcess, KamailioRpc
-from tests.support.ports import free_port
+from tests.support.ports import free_port, sipp_media_port
 from tests.support.sipp import render_caller_scenario
 
 COMPANY_NUMBER = "4930123000"
@@ -88,7 +88,7 @@ async def run(rate: float, calls: int, talk_s: float, workers: int, greeting_cal
         desk_phone = Path(__file__).with_name("desk_phone_uas.xml")
         uas = await asyncio.create_subprocess_exec(
             "sipp", "-sf", str(desk_phone), "-i", "127.0.0.1", "-p", str(uas_port),
-            "-mi", "127.0.0.1", "-mp", str(free_port()), "-nostdin", "-trace_err",
+            "-mi", "127.0.0.1", "-mp", str(sipp_media_port()), "-nostdin", "-trace_err",
             "-error_file", str(folder / "uas.err"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=folder,
         )  # fmt: skip
@@ -107,7 +107,7 @@ async def run(rate: float, calls: int, talk_s: float, workers: int, greeting_cal
             "sipp", f"127.0.0.1:{settings.sip.port}", "-sf", str(scenario),
             "-r", str(rate), "-m", str(calls), "-l", str(workers * 2),
             "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1",
-            "-mp", str(free_port()), "-nostdin", "-timeout", "300s", "-timeout_error",
+            "-mp", str(sipp_media_port()), "-nostdin", "-timeout", "300s", "-timeout_error",
             "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=folder,
         )  # fmt: skip
@@ -142,7 +142,7 @@ async def greeting_capacity(folder: Path, edge_port: int, callers: int) -> None:
     process = await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario), "-r", str(GREETING_RATE),
         "-m", str(callers), "-l", str(callers), "-i", "127.0.0.1", "-p", str(free_port()),
-        "-mi", "127.0.0.1", "-mp", str(free_port()), "-nostdin", "-timeout", "60s",
+        "-mi", "127.0.0.1", "-mp", str(sipp_media_port()), "-nostdin", "-timeout", "60s",
         "-timeout_error", "-trace_stat", "-fd", "1",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=folder,
     )  # fmt: skip

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.dtmf_pcap import udp_frame
-from tests.support.ports import free_port
+from tests.support.ports import free_port, sipp_media_port
 
 REPO = Path(__file__).resolve().parent.parent
 PBX = REPO / ".venv" / "bin" / "pbx"
@@ -503,7 +503,7 @@ class SippRun:
             "sipp", f"127.0.0.1:{edge_port}", "-sf", str(scenario),
             "-r", f"{rate:g}", "-m", str(calls), "-l", str(limit),
             "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1",
-            "-mp", str(free_port()), "-nostdin", "-timeout", f"{int(timeout_s)}s",
+            "-mp", str(sipp_media_port()), "-nostdin", "-timeout", f"{int(timeout_s)}s",
             "-timeout_error", "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
             "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file", str(folder / "errors.log"),
         ]  # fmt: skip

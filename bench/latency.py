@@ -78,7 +78,7 @@ from bench.wire import (
     sip_messages,
 )
 from tests.support.dtmf_pcap import EVENT_CODES
-from tests.support.ports import free_port
+from tests.support.ports import free_port, sipp_media_port
 from tests.support.sipp import render_caller_scenario
 
 COMPANY_NUMBER = "4930123000"
@@ -458,7 +458,7 @@ def register_phone(
     head = REGISTER_HEAD.format(extension=extension, domain=domain, expires=REGISTER_EXPIRES_S)
     path = folder / f"register-{extension}.xml"
     path.write_text(REGISTER_SCENARIO.format(head=head, extension=extension, password=password))
-    argv = sipp_argv(path, port=port, media_port=free_port(), timeout_s=10, remote=edge_port)
+    argv = sipp_argv(path, port=port, media_port=sipp_media_port(), timeout_s=10, remote=edge_port)
     done = subprocess.run([*argv, "-m", "1"], cwd=folder, capture_output=True, timeout=30)
     if done.returncode != 0:
         raise BenchError(f"registering {extension} failed (SIPp exit {done.returncode}); "
@@ -503,7 +503,7 @@ def _udp_bound(port: int) -> bool:
 
 def start_phone(folder: Path, name: str, scenario: Path, port: int, bound_s: float) -> Sipp:
     """A SIPp UAS on `port`; returns once it listens."""
-    phone = Sipp(folder, name, sipp_argv(scenario, port=port, media_port=free_port(),
+    phone = Sipp(folder, name, sipp_argv(scenario, port=port, media_port=sipp_media_port(),
                                          timeout_s=bound_s))  # fmt: skip
     deadline = time.monotonic() + 5
     while not _udp_bound(port):
@@ -629,7 +629,7 @@ def run_digit(service: Service, folder: Path, runs: int) -> Result:
         "number": COMPANY_NUMBER, "name": "latency", "greeting": {"prompt_id": greeting_id},
         "extension_dialing": True, "default_destination": {"type": "hangup"},
     })  # fmt: skip
-    phone_port, media_port = free_port(), free_port()
+    phone_port, media_port = free_port(), sipp_media_port()
     register_phone(folder, service.sip_port, EXTENSION, password, "127.0.0.1", phone_port)
     # Digits start once the greeting is over (the caller heard it), 0.3 s of it to spare.
     digits_after_s = greeting_s + 0.3
@@ -787,7 +787,7 @@ def start_callers(service: Service, folder: Path, name: str, prefix: str, port: 
         pcap=pcap, bye_timeout_ms=int(bound_s * 1000),
         replace_after_ms=int(REPLACE_AFTER_S * 1000),
     ))  # fmt: skip
-    argv = sipp_argv(scenario, port=port, media_port=free_port(), timeout_s=bound_s,
+    argv = sipp_argv(scenario, port=port, media_port=sipp_media_port(), timeout_s=bound_s,
                      remote=service.sip_port)  # fmt: skip
     return Sipp(folder, name, [*argv, "-r", "10", "-l", str(concurrent), "-m", str(calls)])
 

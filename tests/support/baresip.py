@@ -22,7 +22,7 @@ class Baresip:
         self._process: asyncio.subprocess.Process | None = None
         self._output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
-        self._console = free_port(socket.SOCK_DGRAM)
+        self._console = free_port()
 
     @property
     def output(self) -> str:
@@ -34,7 +34,7 @@ class Baresip:
         """Register `extension` at the edge (returns once the registrar said 200)."""
         self._folder.mkdir(parents=True, exist_ok=True)
         (self._folder / "config").write_text(
-            f"sip_listen 127.0.0.1:{free_port(socket.SOCK_DGRAM)}\n"
+            f"sip_listen 127.0.0.1:{free_port()}\n"
             f"module_path {MODULES}\n"
             "module g711.so\nmodule cons.so\nmodule ausine.so\nmodule aufile.so\n"
             # What each call carried, decoded, as WAV files (heard_files).

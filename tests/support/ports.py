@@ -8,22 +8,18 @@ import socket
 _handed_out: set[int] = set()
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+# Single ports come from 20000 to 10000 below the blocks: below the kernel's ephemeral range
+# (32768-60999 on Linux) and below `pbx run`'s default RTP ports (20000 on). A port that bind(0)
+# picked lies where every socket opened without a port lands: once one of those took a SIPp
+# desk phone's port between its registration and its start.
+def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1, never the same one twice per test run."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port in _handed_out:
-            continue
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, other) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
+    return free_port_block(1, *_single_ports())
+
+
+def sipp_media_port() -> int:
+    """A port for SIPp's `-mp`: SIPp binds it for audio and the port two above for video."""
+    return free_port_block(3, *_single_ports())
 
 
 # Where the scan for port blocks starts; two suites run side by side on one machine (a helper's
@@ -35,7 +31,7 @@ PORT_BASE_ENV = "PBX_TEST_PORT_BASE"
 # only a dozen blocks of 80, fewer than one suite asks for.
 def free_port_block(count: int, start: int | None = None, stop: int = 65536) -> int:
     """The first of `count` consecutive ports free for TCP and UDP (media workers, RTP)."""
-    candidate = start if start is not None else int(os.environ.get(PORT_BASE_ENV, "30000"))
+    candidate = start if start is not None else _blocks_start()
     while candidate + count <= stop:
         block = range(candidate, candidate + count)
         if not _handed_out.intersection(block) and all(_free_both(p) for p in block):
@@ -53,3 +49,12 @@ def _free_both(port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+def _blocks_start() -> int:
+    return int(os.environ.get(PORT_BASE_ENV, "30000"))
+
+
+def _single_ports() -> tuple[int, int]:
+    blocks_start = _blocks_start()
+    return max(1024, blocks_start - 20000), max(1024, blocks_start - 10000)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.dtmf_pcap import write_dtmf_pcap
-from tests.support.ports import free_port
+from tests.support.ports import free_port, sipp_media_port
 
 _INVITE = """
   <send retrans="500">
@@ -215,7 +215,7 @@ async def call_number(
     process = await asyncio.create_subprocess_exec(
         "sipp", f"{edge_host}:{edge_port}", "-sf", str(scenario), "-m", "1", "-l", "1",
         "-i", "127.0.0.1", "-p", str(local_port or free_port()), "-mi", "127.0.0.1",
-        "-mp", str(free_port()), "-timeout", f"{int(timeout_s)}s", "-timeout_error",
+        "-mp", str(sipp_media_port()), "-timeout", f"{int(timeout_s)}s", "-timeout_error",
         "-nostdin", "-trace_err", "-error_file", str(scenario) + ".err",
         "-trace_msg", "-message_file", str(scenario) + ".msg",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=folder,
@@ -404,7 +404,7 @@ class SippServer:
         path.write_text(scenario)
         process = await asyncio.create_subprocess_exec(
             "sipp", "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-            "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", f"{int(timeout_s)}s",
+            "-mi", "127.0.0.1", "-mp", str(sipp_media_port()), "-timeout", f"{int(timeout_s)}s",
             "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(path) + ".err",
             "-trace_logs", "-log_file", str(path) + ".log",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=folder,
