@@ -39,6 +39,8 @@ from pbx.protocol import (
     RING_HEADER,
     SOURCE_HEADER,
     Answer,
+    Attach,
+    Attached,
     Bridge,
     CallRefused,
     Command,
@@ -48,6 +50,7 @@ from pbx.protocol import (
     DtmfReceived,
     Event,
     Hangup,
+    HeldLeg,
     Hello,
     IncomingCall,
     LegAnswered,
@@ -448,9 +451,15 @@ class MemoryWorker:
         elif isinstance(command, Detach):
             self.detached = True
             for leg in list(self.legs.values()):
-                peer = leg._peer
-                if peer is None or not leg.answered.done() or not peer.answered.done():
+                if not _kept_when_detached(leg):
                     self._hangup(leg)
+        elif isinstance(command, Attach):
+            if not self.detached:
+                raise CommandFailed("not detached")
+            self.detached = False
+            held = [_held(leg) for leg in self.legs.values() if not leg._hangup_sent]
+            self.emit(Attached(worker_id=self.id, max_legs=self.max_legs, pid=os.getpid(),
+                               legs=held))  # fmt: skip
 
     def hangup_all(self) -> None:
         for leg in list(self.legs.values()):
@@ -879,3 +888,22 @@ if TYPE_CHECKING:
     ) -> tuple[WorkerLauncher, WorkerChannel, WorkerEdge, PhoneContacts, PhoneRegistrations]:
         """mypy checks here that the twin's parts fit the interfaces they stand in for."""
         return twin, worker, twin.edge, twin.phones, twin.phones
+
+
+def _held(leg: FarEnd) -> HeldLeg:
+    inbound = leg.direction == "inbound"
+    return HeldLeg(
+        leg=leg.leg_id, direction=leg.direction,
+        from_uri=leg.from_uri if inbound else "", to_uri=leg.uri.split(";", 1)[0],
+        sip_call_id=leg.sip_call_id,
+        peer=leg._peer.leg_id if leg._peer is not None else None,
+    )  # fmt: skip
+
+
+def _kept_when_detached(leg: FarEnd) -> bool:
+    """As pbx.worker's: a bridged pair, or an answered caller on no bridge."""
+    if leg._hangup_sent or not leg.answered.done():
+        return False
+    if leg._peer is not None:
+        return leg._peer.answered.done()
+    return leg.direction == "inbound"

@@ -183,10 +183,19 @@ class Shutdown(_Command):
 
 class Detach(_Command):
     """The controller is gone (its media host lost the link, pbx.media_host): each bridged
-    pair stays up until one side hangs up, and then the other is hung up; every other leg
-    is hung up now; no new call is taken; the worker exits once it holds no leg."""
+    pair stays up until one side hangs up, and then the other is hung up; an answered caller
+    on no bridge (in a greeting, a menu, a queue) stays too, hearing what it heard; every
+    other leg is hung up now; no new call is taken; the worker exits once it holds no leg,
+    or at Attach takes a controller again."""
 
     type: Literal["detach"] = "detach"
+
+
+class Attach(_Command):
+    """A new controller takes a detached worker over (after a takeover): the worker answers
+    with Attached, the legs it holds, then takes commands and calls as before."""
+
+    type: Literal["attach"] = "attach"
 
 
 Command = Annotated[
@@ -204,7 +213,8 @@ Command = Annotated[
     | ReportTransfer
     | Monitor
     | Shutdown
-    | Detach,
+    | Detach
+    | Attach,
     Field(discriminator="type"),
 ]
 
@@ -215,6 +225,29 @@ class Hello(_Message):
     max_legs: int
     sip_port: int
     pid: int
+
+
+class HeldLeg(BaseModel):
+    """One leg a detached worker kept (Attached)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    leg: str
+    direction: Literal["inbound", "outbound"]
+    from_uri: str
+    to_uri: str
+    sip_call_id: str
+    # The leg it is bridged to, if any (held legs are all answered).
+    peer: str | None = None
+
+
+class Attached(_Message):
+    """Before Attach's result: what the worker holds, for its new controller."""
+
+    type: Literal["attached"] = "attached"
+    worker_id: int
+    max_legs: int
+    pid: int
+    legs: list[HeldLeg] = []
 
 
 class CommandResult(_Message):
@@ -296,6 +329,7 @@ class TransferRequested(_Message):
 
 Event = Annotated[
     Hello
+    | Attached
     | CommandResult
     | IncomingCall
     | CallRefused

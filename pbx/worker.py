@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +33,8 @@ from pbx.protocol import (
     SOURCE_HEADER,
     TRUNK_SOURCE,
     Answer,
+    Attach,
+    Attached,
     Bridge,
     CallRefused,
     Command,
@@ -41,6 +43,7 @@ from pbx.protocol import (
     Dial,
     DtmfReceived,
     Hangup,
+    HeldLeg,
     Hello,
     IncomingCall,
     LegAnswered,
@@ -97,6 +100,10 @@ CLOCK_STOP = ("*", "clock")
 DETACHED_LIMIT = ("*", "detached")
 # The longest a call goes on in a worker whose controller is gone (Detach).
 DETACHED_CALL_LIMIT_S = 4 * 3600.0
+UNADOPTED = ("*", "unadopted")
+# A caller on no bridge waits this long, detached, for a new controller (Attach): a takeover
+# takes seconds. Then nobody is coming, and the caller is hung up.
+ADOPTION_WAIT_S = 30.0
 # A leg nobody hears has its speech filtered after this long: by then pjmedia has latched
 # onto the address the caller really sends from (10 packets), and a leg bridged at once is
 # never filtered.
@@ -309,8 +316,8 @@ class WorkerAgent:
         self.legs: dict[str, WorkerLeg] = {}
         self.max_legs = 0
         self.deadlines = Deadlines(ua)
-        # Set once Detach came and no leg is left (read by the command loop's thread).
-        self.drained = threading.Event()
+        # Called once Detach came and no leg is left: the command loop ends (main).
+        self.on_drained: Callable[[], None] = lambda: None
         self._detached = False
         self._probing = False
         self._retired: list[tuple[float, object]] = []
@@ -491,7 +498,7 @@ class WorkerAgent:
             code, reason = MEDIA_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
         if self._detached and not self.legs:
-            self.drained.set()
+            self.on_drained()
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -614,21 +621,39 @@ class WorkerAgent:
             self.hangup_all()
         elif isinstance(command, Detach):
             self._detach()
+        elif isinstance(command, Attach):
+            self._attach()
 
     def _detach(self) -> None:
         self._detached = True
-        kept = 0
         for leg in list(self.legs.values()):
-            if leg.peer is not None and leg.answered and leg.peer.answered:
-                kept += 1
-            else:
+            if not _kept_when_detached(leg):
                 self._hang_up_quietly(leg)
-        log.info("detached", bridged_legs_kept=kept)
+        log.info("detached", legs_kept=len(self.legs))
         if not self.legs:
-            self.drained.set()
+            self.on_drained()
         # Without media timeouts (or with both sides on hold) nothing would end a call whose
         # BYEs went to a dead edge: a detached call lasts at most this long.
         self.deadlines.start(DETACHED_LIMIT, DETACHED_CALL_LIMIT_S, self._end_detached_calls)
+        self.deadlines.start(UNADOPTED, ADOPTION_WAIT_S, self._end_unbridged_calls)
+
+    def _end_unbridged_calls(self) -> None:
+        waiting = [leg for leg in self.legs.values() if leg.peer is None]
+        log.warning("unadopted_callers_hung_up", legs=len(waiting))
+        for leg in waiting:
+            self._hang_up_quietly(leg)
+
+    def _attach(self) -> None:
+        """A new controller: it hears what we hold, then drives it as the last one did."""
+        if not self._detached:
+            raise CommandFailed("not detached")
+        self._detached = False
+        self.deadlines.cancel(DETACHED_LIMIT)
+        self.deadlines.cancel(UNADOPTED)
+        held = [_held(leg) for leg in self.legs.values() if not leg.hangup_sent]
+        log.info("attached", legs=len(held))
+        self.emit(Attached(worker_id=self.worker_id, max_legs=self.max_legs, pid=os.getpid(),
+                           legs=held))  # fmt: skip
 
     def _end_detached_calls(self) -> None:
         log.warning("detached_calls_ended", legs=len(self.legs))
@@ -1186,6 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             max_legs = ua.run(agent.probe_capacity)
         log.info("worker_ready", worker_id=args.worker_id, sip_port=ua.sip_port, max_legs=max_legs)
+        agent.on_drained = lambda: _stop_reading(args.channel_fd)
         hello = Hello(
             worker_id=args.worker_id, max_legs=max_legs, sip_port=ua.sip_port, pid=os.getpid()
         )
@@ -1207,10 +1233,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# How often a detached worker looks whether its calls are over.
-DRAIN_POLL_S = 0.5
-
-
 def _serve_commands(
     ua: UserAgentThread, agent: WorkerAgent, emit: EventWriter, commands: BinaryIO
 ) -> None:
@@ -1230,18 +1252,35 @@ def _serve_commands(
             emit(CommandResult(cid=command.cid, ok=True))
         if isinstance(command, Shutdown):
             return
-        if isinstance(command, Detach):
-            _drain(agent, commands)
-            return
 
 
-def _drain(agent: WorkerAgent, commands: BinaryIO) -> None:
-    """Detached: wait until the calls left are over, or until the media host closes our
-    socket (it stops; the caller then hangs up what is left). Nothing else comes on it."""
-    while not agent.drained.is_set():
-        readable, _, _ = select.select([commands], [], [], DRAIN_POLL_S)
-        if readable and not os.read(commands.fileno(), 4096):
-            return
+def _held(leg: WorkerLeg) -> HeldLeg:
+    info = leg.getInfo()
+    inbound = leg.direction == "inbound"
+    return HeldLeg(
+        leg=leg.leg_id, direction="inbound" if inbound else "outbound",
+        from_uri=info.remoteUri if inbound else info.localUri,
+        to_uri=info.localUri if inbound else info.remoteUri,
+        sip_call_id=info.callIdString,
+        peer=leg.peer.leg_id if leg.peer is not None else None,
+    )  # fmt: skip
+
+
+def _kept_when_detached(leg: WorkerLeg) -> bool:
+    """A bridged pair, or an answered caller on no bridge (in a greeting, a menu, a queue):
+    a new controller may take them over (Attach)."""
+    if leg.hangup_sent or not leg.answered:
+        return False
+    if leg.peer is not None:
+        return leg.peer.answered
+    return leg.direction == "inbound"
+
+
+def _stop_reading(fd: int) -> None:
+    """The command loop reads EOF: a detached worker with no call left exits. Events may
+    still be written; the media host's lines to us fail from now on (an Attach too late)."""
+    with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        channel.shutdown(socket.SHUT_RD)
 
 
 if __name__ == "__main__":
