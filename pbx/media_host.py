@@ -5,9 +5,11 @@ The host decides nothing: the controller asks for each worker (Launch), their pr
 are relayed both ways unread, and a worker's end is reported (Gone). One controller at a
 time: a new one that proves itself (the active controller after a takeover) replaces the
 link. When a link is lost or replaced its workers are detached (protocol.Detach): calls
-bridged there go on without a controller until a party hangs up, the rest are hung up, and
-each worker exits once empty. Until then its SIP port is busy: the next controller is told
-(Welcome.busy_ports, then SlotFree).
+bridged there and answered callers go on without a controller, the rest are hung up, and
+each worker exits once empty. The next controller to link (the new active one after a
+takeover) takes the detached workers over (Welcome.adopted, then protocol.Attach), with the
+same fork server, if it sees the cluster as the last one did. Workers it does not take keep
+their SIP ports busy until they exit (Welcome.busy_ports, then SlotFree).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class MediaHost:
             return
         self._handshakes += 1
         try:
-            proof, told_busy = await self._proof(reader, writer)
+            proof, welcome, adoptable = await self._proof(reader, writer)
         except (
             LinkError, TimeoutError, ConnectionError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError,
@@ -149,14 +151,25 @@ class MediaHost:
         if self._stopping:
             writer.transport.abort()
             return
-        session = _Session(self._settings, proof, reader, writer, self._slot_free, self.metrics)
+        adopted = [worker_id for worker_id, _ in welcome.adopted]
+        if adoptable is not None and adoptable in self._draining and not adoptable.draining:
+            self._draining.discard(adoptable)
+            session = adoptable
+            session.reattach(proof, reader, writer)
+            log.info("media_workers_adopted", node=proof.node, workers=len(session.channels))
+        else:
+            session = _Session(self._settings, proof, reader, writer, self._slot_free,
+                               self.metrics)  # fmt: skip
         previous, self._session = self._session, session
         if previous is not None:
             log.info("media_link_replaced", old=previous.node, new=proof.node)
             self._detach(previous)
         # A worker that exited during the handshake had nobody to tell: tell the new link.
-        for port in sorted(set(told_busy) - set(self._busy_ports())):
+        for port in sorted(set(welcome.busy_ports) - set(self._busy_ports())):
             session.send_soon(SlotFree(sip_port=port))
+        for worker_id in adopted:
+            if worker_id not in session.channels:
+                session.send_soon(Gone(worker_id=worker_id))
         log.info("media_link_up", node=proof.node, peer=str(peer))
         self.metrics.links.inc()
         self.metrics.linked.set(1)
@@ -184,16 +197,28 @@ class MediaHost:
         if self._session is not None:
             self._session.send_soon(SlotFree(sip_port=sip_port))
 
-    def _busy_ports(self) -> list[int]:
-        """Ports the next controller may not launch on: those of detached workers, and those
-        of the session it replaces (detached as soon as it is proved)."""
+    def _busy_ports(self, adopted: _Session | None = None) -> list[int]:
+        """Ports the next controller may not launch on: those of detached workers it does
+        not adopt, and those of the session it replaces (detached as soon as it is proved)."""
         sessions = [*self._draining, *([self._session] if self._session else [])]
-        return sorted(port for session in sessions for port in session.ports.values())
+        return sorted(
+            port for session in sessions if session is not adopted
+            for port in session.ports.values()
+        )  # fmt: skip
+
+    def _adoptable(self, proof: ControllerProof) -> _Session | None:
+        """The newest detached session with workers left, if `proof` sees the cluster as
+        its controller did (the workers trust its edges and siblings)."""
+        candidates = [
+            session for session in self._draining
+            if session.channels and not session.draining and session.same_cluster(proof)
+        ]  # fmt: skip
+        return max(candidates, key=lambda session: session.proof.term, default=None)
 
     async def _proof(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[ControllerProof, list[int]]:
-        """The controller's proof, and the ports the welcome said were busy."""
+    ) -> tuple[ControllerProof, Welcome, _Session | None]:
+        """The controller's proof, the welcome it was sent, and the session it adopts."""
         secret = self._settings.cluster.secret
         nonce = new_nonce()
         writer.write(control_line(Challenge(nonce=nonce)))
@@ -210,16 +235,18 @@ class MediaHost:
             raise PastController(f"node {answer.node} is a past controller: term {answer.term}, "
                             f"linked now: node {live.node}, term {live.proof.term}")  # fmt: skip
         workers = self._settings.workers
+        adoptable = self._adoptable(answer)
         welcome = Welcome(
             proof="", name=self.name, address=workers.host,
             first_sip_port=workers.first_sip_port, first_rtp_port=workers.first_rtp_port,
             rtp_ports_per_worker=workers.rtp_ports_per_worker, max_workers=max_workers(workers),
-            busy_ports=self._busy_ports(),
+            busy_ports=self._busy_ports(adoptable),
+            adopted=sorted(adoptable.ports.items()) if adoptable is not None else [],
         )  # fmt: skip
         proof = prove(secret, answer.nonce, "media", welcome)
         writer.write(control_line(welcome.model_copy(update={"proof": proof})))
         await writer.drain()
-        return answer, welcome.busy_ports
+        return answer, welcome, adoptable
 
 
 class PastController(LinkError):
@@ -277,16 +304,39 @@ class _Session:
     def node(self) -> str:
         return self.proof.node
 
+    @property
+    def draining(self) -> bool:
+        """Its last worker has exited: its fork server is going."""
+        return self._draining_begun
+
+    def same_cluster(self, proof: ControllerProof) -> bool:
+        """Whether a controller of `proof` could have launched these workers."""
+        mine = self.proof  # each node names its own edge first
+        return (set(mine.edges), set(mine.sibling_hosts), mine.sibling_ports) == (
+            set(proof.edges), set(proof.sibling_hosts), proof.sibling_ports,
+        )  # fmt: skip
+
+    def reattach(
+        self, proof: ControllerProof, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A new controller's link takes this detached session over, workers and fork server;
+        run serves it. Each worker hears Attach from the controller itself."""
+        self.proof, self.reader, self.writer = proof, reader, writer
+        self._detached = False
+        self.end_reason = "ended"
+        self.on_drained = lambda session: None
+
     async def run(self) -> None:
         """Serve the link until it closes or goes quiet."""
         settings = self.settings
-        self._launcher = ForkedWorkers(
-            settings.workers, trusted=self.proof.edges,
-            trunk_username=settings.trunk.username, trunk_password=settings.trunk.password,
-            sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
-            sibling_ports=self.proof.sibling_ports,
-        )  # fmt: skip
-        await self._launcher.start(on_available=lambda: None)
+        if self._launcher is None:  # not a session taken over (reattach)
+            self._launcher = ForkedWorkers(
+                settings.workers, trusted=self.proof.edges,
+                trunk_username=settings.trunk.username, trunk_password=settings.trunk.password,
+                sibling_hosts=[h for h in self.proof.sibling_hosts if h != settings.workers.host],
+                sibling_ports=self.proof.sibling_ports,
+            )  # fmt: skip
+            await self._launcher.start(on_available=lambda: None)
         self._pinger = asyncio.create_task(self._ping())
         while not self._detached:
             try:
@@ -344,7 +394,7 @@ class _Session:
         if self._launcher is not None:
             await self._launcher.stop()
 
-    def send_soon(self, message: SlotFree) -> None:
+    def send_soon(self, message: SlotFree | Gone) -> None:
         if not self.writer.is_closing():
             self.writer.write(control_line(message))
 

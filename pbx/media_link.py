@@ -4,14 +4,15 @@ Each host is linked while this controller runs, and again after a loss. While a 
 the host is one more place for the pool's workers (WorkerPool.add_host): the link launches
 them and carries their protocol lines (pbx.media_wire). When it closes or goes quiet the
 host leaves the pool and its workers' channels end, so their legs end as a dead worker's do
-and the edge ends their calls; the other hosts' calls go on.
+and the edge ends their calls; the other hosts' calls go on. Workers a lost controller left
+on a host with calls come with its welcome, and the pool takes them over (Welcome.adopted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -43,6 +44,7 @@ from pbx.media_wire import (
     split_line,
     worker_line,
 )
+from pbx.pool import AdoptedWorker
 from pbx.protocol import Command, Event, ProtocolError, decode_event, encode
 
 log = structlog.get_logger(__name__)
@@ -53,7 +55,9 @@ RELINK_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 class HostRegistry(Protocol):
     """Where linked hosts go (pbx.pool.WorkerPool)."""
 
-    def add_host(self, place: WorkerHost, launcher: WorkerLauncher) -> None: ...
+    def add_host(
+        self, place: WorkerHost, launcher: WorkerLauncher, adopted: Sequence[AdoptedWorker] = ()
+    ) -> None: ...
 
     def remove_host(self, name: str) -> None: ...
 
@@ -125,6 +129,11 @@ class HostLink:
             self._channels.pop(spec.worker_id, None)
             raise WorkerStartFailed(f"media host {self.name}: {exc}") from None
         return channel
+
+    def adopt(self, worker_id: int, sip_port: int) -> AdoptedWorker:
+        """A detached worker there that this link carries now (Welcome.adopted)."""
+        channel = self._channels[worker_id] = RemoteChannel(self, worker_id)
+        return AdoptedWorker(worker_id, sip_port, channel)
 
     async def stop(self) -> None:
         """The link is MediaHosts' to close."""
@@ -234,8 +243,9 @@ class MediaHosts:
             link = HostLink(place.name, writer, welcome.busy_ports)
             if welcome.busy_ports:
                 log.info("media_host_ports_busy", host=place.name, ports=welcome.busy_ports)
+            adopted = [link.adopt(worker_id, port) for worker_id, port in welcome.adopted]
             try:
-                self._pool.add_host(place, link)
+                self._pool.add_host(place, link, adopted)
             except ValueError as exc:
                 raise LinkError(str(exc)) from None
             self._linked.add(address)

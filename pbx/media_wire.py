@@ -91,6 +91,9 @@ class Welcome(_LinkMessage):
     # SIP ports of workers a lost link left with calls (media_host): not to be launched on
     # until a SlotFree names them.
     busy_ports: list[int] = []
+    # (worker id, SIP port) of the detached workers this controller takes over: the link
+    # carries their lines from now on; each is to hear protocol.Attach (Gone if it exited).
+    adopted: list[tuple[int, int]] = []
 
 
 class SlotFree(_LinkMessage):

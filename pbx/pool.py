@@ -52,6 +52,8 @@ from pbx.legs import (
 from pbx.protocol import (
     LINK_HEADER,
     MEDIA_TIMEOUT_REASON,
+    Attach,
+    Attached,
     CallRefused,
     Command,
     CommandResult,
@@ -94,6 +96,18 @@ LOCAL_HOST = "local"
 
 
 InboundHandler = Callable[[Leg], Awaitable[None]]
+# A call a detached worker kept, now this pool's: a caller alone (peer None), or a bridged
+# pair (caller first when there is one).
+AdoptedHandler = Callable[[Leg, Leg | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AdoptedWorker:
+    """A worker a lost controller left on a media host, with its calls (pbx.media_link)."""
+
+    worker_id: int
+    sip_port: int
+    channel: WorkerChannel
 
 
 @dataclass(frozen=True)
@@ -171,9 +185,11 @@ class WorkerPool:
         python: str = sys.executable,
         launcher: WorkerLauncher | None = None,
         media_hosts: Sequence[str] = (),
+        on_adopted: AdoptedHandler | None = None,
     ) -> None:
         self._settings = settings
         self._on_inbound = on_inbound
+        self._on_adopted = on_adopted
         self._edge = edge
         self._metrics = metrics
         self._hosts: dict[str, _Host] = {}
@@ -347,10 +363,13 @@ class WorkerPool:
         if self._local is not None:
             await self._local.launcher.stop()  # a media host's link is its own (pbx.media_link)
 
-    def add_host(self, place: WorkerHost, launcher: WorkerLauncher) -> None:
-        """A media host joined: its workers start as demand needs. ValueError if it is not
-        one of `media_hosts`, holds more workers or other ports than the edge lists, or one
-        of its name or address is in the pool already."""
+    def add_host(
+        self, place: WorkerHost, launcher: WorkerLauncher, adopted: Sequence[AdoptedWorker] = ()
+    ) -> None:
+        """A media host joined: its workers start as demand needs; those a lost controller
+        left there with calls (`adopted`) are taken over. ValueError if it is not one of
+        `media_hosts`, holds more workers or other ports than the edge lists, or one of its
+        name or address is in the pool already."""
         first_id = self._first_ids.get(place.address)
         if first_id is None or first_id == 0:
             raise ValueError(f"{place.address} is not a media host of this node")
@@ -362,7 +381,9 @@ class WorkerPool:
             host.place.address == place.address for host in self._hosts.values()
         ):
             raise ValueError(f"media host {place.name} ({place.address}) is in the pool already")
-        self._hosts[place.name] = _Host(place, launcher, first_id)
+        host = self._hosts[place.name] = _Host(place, launcher, first_id)
+        for worker in adopted:
+            self._own(self._adopt(host, worker))
         self._own(launcher.start(on_available=self._resize_wanted.set))
         log.info("media_host_joined", host=place.name, address=place.address,
                  max_workers=place.max_workers)  # fmt: skip
@@ -582,6 +603,86 @@ class WorkerPool:
                  start_ms=round(seconds * 1000, 1))  # fmt: skip
         self._resize_wanted.set()
 
+    async def _adopt(self, host: _Host, adopted: AdoptedWorker) -> None:
+        """Take a detached worker over: Attach, then its legs arrive (Attached) and their
+        calls go to on_adopted. One that does not answer is gone, as a dead worker."""
+        place = host.place
+        slot = adopted.sip_port - place.first_sip_port
+        if (
+            not 0 <= slot < place.max_workers
+            or adopted.worker_id != host.first_id + slot
+            or adopted.worker_id in self._workers
+        ):
+            log.error("worker_not_adopted", worker=adopted.worker_id, sip_port=adopted.sip_port)
+            adopted.channel.close()
+            return
+        worker = _Worker(
+            id=adopted.worker_id, host=host, sip_port=adopted.sip_port,
+            rtp_port=place.first_rtp_port + slot * place.rtp_ports_per_worker,
+            channel=adopted.channel,
+        )  # fmt: skip
+        self._workers[worker.id] = worker
+        worker.reader = asyncio.create_task(self._read_events(worker, adopted.channel))
+        try:
+            await self._command(worker, lambda cid: Attach(cid=cid))
+        except WorkerCommandFailed as exc:
+            log.error("worker_not_adopted", worker=worker.id, error=str(exc))
+            adopted.channel.close()
+            return
+        await self._publish()
+
+    def _attached(self, worker: _Worker, attached: Attached) -> None:
+        """The legs an adopted worker holds: this pool's from now on."""
+        worker.pid, worker.max_legs = attached.pid, attached.max_legs
+        self._legs_per_worker = self._legs_per_worker or attached.max_legs
+        hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+        hello.set_result(Hello(worker_id=worker.id, max_legs=attached.max_legs,
+                               sip_port=worker.sip_port, pid=attached.pid))  # fmt: skip
+        worker.hello = hello
+        held = {leg.leg: leg for leg in attached.legs}
+        legs: dict[str, Leg] = {}
+        for each in attached.legs:
+            # No source edge: the one a call came through may be the lost controller's node's,
+            # so whoever it rings is reached through this node's edge (flows.calls._edge_of).
+            leg = self._new_leg(
+                worker, each.leg, each.direction, each.from_uri, each.to_uri, each.to_uri, {},
+                each.sip_call_id,
+            )  # fmt: skip
+            leg.on_answered(each.sip_call_id, None)
+            legs[each.leg] = leg
+            if each.direction == "outbound":
+                worker.parents[each.leg] = each.peer
+        worker.state = WorkerState.READY
+        self._legs_changed(worker)
+        log.info("worker_adopted", worker=worker.id, pid=attached.pid, legs=len(legs))
+        for each in attached.legs:
+            peer_id = each.peer if each.peer in legs else None
+            if peer_id is not None and (each.direction, each.leg) > (
+                held[peer_id].direction,
+                held[peer_id].leg,
+            ):
+                continue  # a pair once, its inbound (or first) leg first
+            self._adopted_call(legs[each.leg], legs[peer_id] if peer_id else None)
+
+    def _adopted_call(self, leg: Leg, peer: Leg | None) -> None:
+        flow = asyncio.create_task(self._run_adopted(leg, peer))
+        self._flows.add(flow)
+        flow.add_done_callback(self._flows.discard)
+
+    async def _run_adopted(self, leg: Leg, peer: Leg | None) -> None:
+        try:
+            if self._on_adopted is not None:
+                await self._on_adopted(leg, peer)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("adopted_call_failed", leg=leg.id)
+        for each in (leg, peer):  # nobody to take the call on: it ends
+            if each is not None:
+                with contextlib.suppress(LegGone, WorkerCommandFailed):
+                    await each.hangup()
+
     def _worker_gone(self, worker: _Worker) -> None:
         """Its socket closed: a planned stop, or a death the pool did not ask for."""
         if self._workers.get(worker.id) is not worker:
@@ -707,6 +808,9 @@ class WorkerPool:
             self._count_refused(event.reason)
             return
         if isinstance(event, Hello):
+            return
+        if isinstance(event, Attached):
+            self._attached(worker, event)
             return
         found = worker.legs.get(event.leg)
         if found is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +19,7 @@ from pbx.channel import WorkerHost, WorkerLauncher
 from pbx.media_host import MAX_HANDSHAKES, MediaHost
 from pbx.media_link import MediaHosts
 from pbx.media_metrics import serve_metrics
+from pbx.pool import AdoptedWorker
 from tests.conftest import make_settings
 from tests.support.ports import free_port
 
@@ -36,7 +37,9 @@ class RecordingPool:
         self.hosts: dict[str, WorkerHost] = {}
         self.changed = asyncio.Event()
 
-    def add_host(self, place: WorkerHost, launcher: WorkerLauncher) -> None:
+    def add_host(
+        self, place: WorkerHost, launcher: WorkerLauncher, adopted: Sequence[AdoptedWorker] = ()
+    ) -> None:
         self.hosts[place.name] = place
         self.changed.set()
 
