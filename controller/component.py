@@ -108,6 +108,7 @@ class Controller:
         self.media_hosts: MediaHosts | None = None
         self._flows: CallFlows | None = None
         self._shared_edge: SharedEdge | None = None
+        self._unclaimed_places: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Calls do not outlive the controller: whatever "ringing" or "in call" Redis
@@ -122,6 +123,9 @@ class Controller:
         log.info("controller_started", media_workers=bool(self._media_workers))
 
     async def stop(self) -> None:
+        if self._unclaimed_places is not None:
+            self._unclaimed_places.cancel()
+            await asyncio.gather(self._unclaimed_places, return_exceptions=True)
         if self.media_hosts is not None:
             self.media_hosts.closing()  # no new link while the pool hangs up through them
         if self._flows is not None:
@@ -226,6 +230,7 @@ class Controller:
             # Kamailio sends every INVITE from its SIP socket; nothing else may reach a worker.
             trusted=settings.edges,
             on_inbound=flows.handle,
+            on_adopted=flows.adopted,
             edge=other.edge if other else self._worker_edge(remote),
             launcher=other.launcher if other else None,
             media_hosts=settings.cluster.media_host_addresses if remote else (),
@@ -242,5 +247,6 @@ class Controller:
             self.media_hosts = MediaHosts(settings, pool, term=self._term,
                                           metrics=self._ctx.metrics)  # fmt: skip
             self.media_hosts.start()
+            self._unclaimed_places = asyncio.create_task(flows.close_unclaimed_places())
         await flows.callbacks.start()
         return pool

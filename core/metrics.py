@@ -190,6 +190,14 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.calls_taken_over = Counter(
+            "pbx_calls_taken_over_total",
+            "Calls a lost controller left on a media host, taken over with their worker: "
+            "'waiting' (back in their queue, in their place), 'talk' (a queue's talk, recorded "
+            "to its end), 'bridged' (another talk, goes on), 'hung_up' (in a greeting or menu)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.dead_worker_calls_ended = Counter(
             "pbx_dead_worker_calls_ended_total",
             "Calls of media workers that died, ended by the edge for their far ends (BYE, or"

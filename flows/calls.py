@@ -22,6 +22,7 @@ from acd.agents import apply_feature_code, change_presence
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
+from acd.queue_places import ADOPTION_WINDOW_S, QueuePlaces
 from acd.queues import Queue, find_queue, queue_of_extension
 from chat.blocklist import Action as BlocklistAction
 from chat.blocklist import all_actions, calling_number_refused
@@ -32,6 +33,7 @@ from core.metrics import Metrics
 from core.read_cache import ReadCache
 from destinations.destination import Destination
 from extensions.phones import Reachable, dialable_extensions, reachable_user
+from flows.call_recovery import close_interrupted_calls
 from flows.callback import Callbacks
 from flows.edge import Edge, number_uri
 from flows.menu import discard_pending_keys, walk_menus
@@ -45,6 +47,7 @@ from flows.supervision import (
     Talk,
     supervise,
 )
+from flows.taken_over import agents_still_talking, talk_taken_over, talks_lost
 from flows.transfer import (
     Refusal,
     Transfer,
@@ -213,6 +216,8 @@ class CallFlows:
             ctx, dispatcher, self._edge, registrations, self._recorder, self.talks,
             tones.ringback,
         )  # fmt: skip
+        # Waiting callers' places, for a controller taking over (pbx media hosts only).
+        self.places = QueuePlaces(ctx.redis, enabled=bool(ctx.settings.cluster.media_hosts))
         self._supervisions: set[asyncio.Task[None]] = set()
         self._link: Link | None = None
         self.transfer_codes = transfer_codes(ctx.settings.feature_codes)
@@ -230,6 +235,48 @@ class CallFlows:
         may dial and the blocklist (the per-number caches fill on their first call)."""
         await self._dialable.get(None)
         await self._blocklist.get(None)
+        # Before any worker is taken over: its callers may be offered to agents at once.
+        await agents_still_talking(self._ctx, await self.places.take_left())
+
+    async def close_unclaimed_places(self) -> None:
+        """The records of callers a lost controller left waiting whom no worker taken over
+        holds (their media host is gone too) are closed as interrupted."""
+        await asyncio.sleep(ADOPTION_WINDOW_S)
+        unclaimed = self.places.unclaimed()
+        if unclaimed:
+            await talks_lost(self._ctx, unclaimed)
+            closed = await close_interrupted_calls(
+                self._ctx, only={place.call_id for place in unclaimed}
+            )
+            log.warning("queue_places_lost", calls=closed)
+
+    async def adopted(self, leg: Leg, peer: Leg | None) -> None:
+        """A call a lost controller left on a media host (pbx.pool took its worker over): a
+        bridged pair talks on until one side hangs up (a queue's talk then ends as the lost
+        controller would have ended it, flows.taken_over); a caller who waited in a queue
+        waits on there with the place they had; anyone else is hung up (their record was
+        closed as interrupted at the takeover, flows.call_recovery)."""
+        place = self.places.claim(leg.id)
+        taken_over = self._ctx.metrics.calls_taken_over
+        if peer is not None:
+            if place is not None and place.agent_user_id is not None:
+                taken_over.labels(kind="talk").inc()
+                await talk_taken_over(self._ctx, place, leg, peer)
+            else:  # not a queue's talk: its record was closed at the takeover
+                taken_over.labels(kind="bridged").inc()
+                await _end_together(leg, peer)
+            return
+        if place is None:
+            taken_over.labels(kind="hung_up").inc()
+            with contextlib.suppress(LegGone, WorkerCommandFailed):
+                await leg.hangup()
+            return
+        taken_over.labels(kind="waiting").inc()
+        call = CallLog.taken_over(self._ctx, place.call_id, Direction.INBOUND)
+        call.number_records = place.number_records
+        await self._run(call, leg, lambda: self._to_queue(
+            leg, call, place.queue_id, priority=place.priority, entered_at=place.entered_at,
+        ))  # fmt: skip
 
     async def handle(self, leg: Leg) -> None:
         source = leg.headers.get(SOURCE_HEADER)
@@ -355,10 +402,12 @@ class CallFlows:
         return Finish(Disposition.ENDED_IN_IVR, "system")
 
     async def _to_queue(
-        self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0, priority: int = 0
-    ) -> Finish:
-        """The caller (answered) waits in the queue with `priority` (higher is served first);
-        an overflow goes on to its destination."""
+        self, leg: Leg, call: CallLog, queue_id: int, *, hops: int = 0, priority: int = 0,
+        entered_at: float | None = None,
+    ) -> Finish:  # fmt: skip
+        """The caller (answered) waits in the queue with `priority` (higher is served first)
+        from now on, or since `entered_at` (taken over); an overflow goes on to its
+        destination."""
         queue = await self._queues.get(queue_id)
         if queue is None:
             log.warning("queue_gone", queue_id=queue_id, call_id=call.id)
@@ -369,7 +418,7 @@ class CallFlows:
             self._ctx, self._dispatcher, self._edge_of(leg), leg, call, queue,
             self._tones.hold_music,
             self._registrations, self._recorder, self.transfer_desk, self.talks, self.callbacks,
-            priority=priority,
+            self.places, priority=priority, entered_at=entered_at,
         ).run()  # fmt: skip
         if result.outcome is QueueOutcome.ANSWERED:
             return Finish(Disposition.ANSWERED, result.hangup_by, transfer=result.transfer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +21,7 @@ from acd.decisions import AgentTarget
 from acd.dispatcher import Dispatcher, Entry, Offer
 from acd.presence import Presence, Status, answered, call_ended, offer_missed, wrap_up_length
 from acd.queue_log import QueueEvent, record
+from acd.queue_places import QueuePlace, QueuePlaces
 from acd.queues import Queue
 from core.context import PhoneContacts, ServiceContext
 from flows.callback import Callbacks, ask_callback_number
@@ -63,9 +65,11 @@ class QueueCall:
     def __init__(
         self, ctx: ServiceContext, dispatcher: Dispatcher, edge: Edge, leg: Leg, call: CallLog,
         queue: Queue, default_hold: Path, registrations: PhoneContacts, recorder: CallRecorder,
-        transfer_desks: TransferDesks, talks: LiveTalks, callbacks: Callbacks, *,
-        priority: int = 0,
+        transfer_desks: TransferDesks, talks: LiveTalks, callbacks: Callbacks,
+        places: QueuePlaces, *, priority: int = 0, entered_at: float | None = None,
     ) -> None:  # fmt: skip
+        """`entered_at`: a caller taken over from a lost controller (flows.calls.adopted)
+        waits on with the place they had since then (epoch)."""
         self._ctx = ctx
         self._registrations = registrations
         self._dispatcher = dispatcher
@@ -80,24 +84,41 @@ class QueueCall:
         self._transfer_desks = transfer_desks
         self._talks = talks
         self._callbacks = callbacks
+        self._places = places
+        self._place: QueuePlace | None = None
+        self._entered_at = entered_at
         self._transfer_codes = transfer_codes(ctx.settings.feature_codes)
 
     async def run(self) -> QueueResult:
         """The caller is answered already. Returns once the call ended or must overflow."""
-        refusal = await self._refusal()
+        resumed = self._entered_at is not None
+        refusal = None if resumed else await self._refusal()
         if refusal is not None:
             self._log(refusal, wait_seconds=0.0)
             return QueueResult(QueueOutcome.OVERFLOW)
-        entry = self._dispatcher.join(self._queue.id, self._call.id, self._priority)
-        self._log(
-            QueueEvent.ENTER, position=self._dispatcher.position(entry), priority=self._priority
+        entry = self._dispatcher.join(
+            self._queue.id, self._call.id, self._priority, entered_at=self._entered_at
         )
-        if self._priority:
-            self._ctx.metrics.queue_priority_entries.labels(queue=str(self._queue.id)).inc()
+        if resumed:
+            log.info("queue_place_taken_over", call_id=self._call.id, queue_id=self._queue.id,
+                     position=self._dispatcher.position(entry))  # fmt: skip
+        else:
+            self._log(
+                QueueEvent.ENTER, position=self._dispatcher.position(entry),
+                priority=self._priority,
+            )  # fmt: skip
+            if self._priority:
+                self._ctx.metrics.queue_priority_entries.labels(queue=str(self._queue.id)).inc()
+        self._place = QueuePlace(
+            call_id=self._call.id, queue_id=self._queue.id, priority=self._priority,
+            entered_at=entry.entered_at, number_records=self._call.number_records,
+        )  # fmt: skip
         try:
+            await self._places.keep(self._leg.id, self._place)
             result = await self._wait(entry)
         finally:
             await self._dispatcher.leave(entry)
+            await self._places.forget(self._leg.id)
         if result.callback is not None:
             self._callbacks.serve(result.callback)  # the caller's place, kept for them
         return result
@@ -115,7 +136,8 @@ class QueueCall:
     async def _wait(self, entry: Entry) -> QueueResult:
         loop = asyncio.get_running_loop()
         spec = self._spec
-        deadline = loop.time() + spec.max_wait if spec.max_wait else math.inf
+        # A caller taken over has waited already.
+        deadline = loop.time() + spec.max_wait - entry.waited() if spec.max_wait else math.inf
         interval = spec.announce_interval or math.inf
         next_announcement = loop.time() + interval
         await self._hold_music()
@@ -315,6 +337,7 @@ class QueueCall:
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
+            await self._keep_talk(agent)
             desk = self._transfer_desks(self._call, agent.extension, agent.user_id)
             with self._talks.talking(Talk(self._call.id, self._leg, agent_leg, agent.user_id)):
                 transfer = await talk_until_transfer(
@@ -349,6 +372,16 @@ class QueueCall:
             finally:
                 if transfer is None:  # else the caller goes on to the transfer's target
                     await self._leg.drop()
+
+    async def _keep_talk(self, agent: AgentTarget) -> None:
+        """For a controller taking over: the talk ends as this one would have ended it."""
+        if self._place is not None:
+            wrap_up = wrap_up_length(agent.wrap_up_time, self._spec.wrap_up_time)
+            self._place = self._place.model_copy(update={
+                "agent_user_id": agent.user_id, "wrap_up_seconds": wrap_up,
+                "talk_started_at": time.time(),
+            })  # fmt: skip
+            await self._places.keep(self._leg.id, self._place)
 
     def _not_connected(self, entry: Entry, agent: AgentTarget, agent_leg: Leg) -> QueueResult:
         """A leg ended between the agent's answer and the bridge: the caller hung up just then

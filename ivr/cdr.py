@@ -133,6 +133,15 @@ class CallLog:
         call.caller_user_id = user_id
         return call
 
+    @classmethod
+    def taken_over(cls, ctx: ServiceContext, record_id: int, direction: Direction) -> CallLog:
+        """The record of a call a lost controller opened, which this one carries on."""
+        node = ctx.settings.cluster.node or "single"
+        ctx.writes.submit(_TAKEN_OVER, {"id": record_id, "at": _now(), "node": node})
+        ctx.metrics.active_calls.labels(direction=direction.value).inc()
+        log.info("call_taken_over", call_id=record_id, node=node)
+        return cls(ctx, record_id, direction)
+
     def add_leg(self, leg_id: str, role: str, sip_call_id: str | None) -> None:
         self._ctx.writes.submit(_LEG, {
             "id": self.id, "leg": leg_id, "role": role, "sip_call_id": sip_call_id,
@@ -203,6 +212,7 @@ _ENDED = "call_ended"
 _RECORDED = "call_recorded"
 _TRANSFERRED = "call_transferred"
 _SUPERVISED = "call_supervised"
+_TAKEN_OVER = "call_taken_over"
 
 
 def register_writes(writer: WriteBehind) -> None:
@@ -216,6 +226,7 @@ def register_writes(writer: WriteBehind) -> None:
     writer.register(_RECORDED, _apply_recorded)
     writer.register(_TRANSFERRED, _apply_transferred)
     writer.register(_SUPERVISED, _apply_supervised)
+    writer.register(_TAKEN_OVER, _apply_taken_over)
 
 
 async def _apply_open(session: AsyncSession, data: dict[str, Any]) -> Staged:
@@ -298,6 +309,10 @@ async def _apply_transferred(session: AsyncSession, data: dict[str, Any]) -> Sta
 
 async def _apply_supervised(session: AsyncSession, data: dict[str, Any]) -> Staged:
     return [("call_supervised", dict(data))]
+
+
+async def _apply_taken_over(session: AsyncSession, data: dict[str, Any]) -> Staged:
+    return [("call_taken_over", {"call_id": data["id"], "at": data["at"], "node": data["node"]})]
 
 
 async def _row(session: AsyncSession, data: dict[str, Any]) -> CallRecord | None:

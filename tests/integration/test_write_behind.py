@@ -1,12 +1,14 @@
 """Call records and queue-log rows written behind the call, against the real SQLite: they
 appear with their events after the call, and a process that dies before committing them
-loses none (the next start replays its journal and closes its open calls as failed)."""
+loses none (the next start replays its journal and closes its open calls as failed), except
+the calls of callers a media host keeps waiting for the controller that takes over."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,14 @@ import pytest
 from sqlalchemy import select
 
 from acd.models import QueueLogRow
+from acd.queue_places import PLACES_KEY, QueuePlace, QueuePlaces, kept_calls
+from core.context import ServiceContext
 from core.events import EventRow
 from core.redis_server import ManagedRedis
 from core.settings import Settings
 from core.write_behind import Change, Journal
 from flows.call_recovery import close_interrupted_calls
-from ivr.cdr import CallRecord
+from ivr.cdr import CallLog, CallRecord, Direction
 from migrations import upgrade_database
 from tests.conftest import ADMIN_TOKEN, MakePhone
 from tests.support.api_client import ApiClient
@@ -147,3 +151,43 @@ async def test_a_crash_loses_no_row_and_its_open_calls_end_as_failed(
         await again.writes.stop()
     finally:
         await ctx.writes.stop()
+
+
+async def test_a_kept_callers_call_stays_open_until_no_worker_taken_over_holds_them(
+    settings: Settings, redis_server: ManagedRedis, fresh_database: str, tmp_path: Path
+) -> None:
+    cluster = settings.cluster.model_copy(update={"media_hosts": ["127.0.0.4:7000"]})
+    ctx = service_context(settings.model_copy(update={"cluster": cluster}), fresh_database,
+                          tmp_path / "write-behind")  # fmt: skip
+    await ctx.redis.delete(PLACES_KEY)
+    await ctx.writes.start()
+    try:
+        kept, unclaimed, gone = calls = [open_call(ctx).id for _ in range(3)]
+        places = QueuePlaces(ctx.redis, enabled=True)  # the controller that died
+        for leg, call_id in (("w10000-1", kept), ("w10000-2", unclaimed)):
+            place = QueuePlace(call_id=call_id, queue_id=QUEUE_ID, priority=0,
+                               entered_at=time.time() - 30, number_records=False)  # fmt: skip
+            await places.keep(leg, place)
+        await ctx.writes.flush()
+
+        assert await close_interrupted_calls(ctx) == 1  # the takeover: only the call not kept
+        taker = QueuePlaces(ctx.redis, enabled=True)
+        await taker.take_left()
+        assert await kept_calls(ctx.redis) == set()  # its own places from now on
+        claimed = taker.claim("w10000-1")
+        assert claimed is not None and claimed.call_id == kept
+        assert taker.claim("w10000-1") is None
+        assert [place.call_id for place in taker.unclaimed()] == [unclaimed]
+        assert await close_interrupted_calls(ctx, only={unclaimed}) == 1
+        async with ctx.sessions() as session:
+            rows = {call_id: await session.get(CallRecord, call_id) for call_id in calls}
+        assert rows[gone] is not None and rows[gone].disposition == "failed"
+        assert rows[unclaimed] is not None and rows[unclaimed].disposition == "failed"
+        assert rows[kept] is not None and rows[kept].disposition is None  # taken over
+    finally:
+        await ctx.writes.stop()
+
+
+def open_call(ctx: ServiceContext) -> CallLog:
+    return CallLog.open(ctx, direction=Direction.INBOUND, caller="4930111", called="4930999",
+                        worker_id=10_000)  # fmt: skip

@@ -137,6 +137,8 @@ NOT_FOR_OPERATORS: dict[str, dict[str, Any]] = {
     "call_recorded": {"call_id": 1, "user_id": ME, "seconds": 12.5},
     # Agents are not told who listens to them (as with ChanSpy).
     "call_supervised": {"call_id": 1, "supervisor_user_id": 9, "user_id": ME, "mode": "listen"},
+    # Which node carried a call on after a takeover: operations, not the agent's business.
+    "call_taken_over": {"call_id": 1, "at": "2026-12-02T10:00:00+00:00", "node": "b"},
     **{
         f"queue_{step.value}": queue_step(None)
         for step in (
