@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -301,6 +302,12 @@ async def until_active(http: aiohttp.ClientSession, api: str) -> None:
             await asyncio.sleep(0.1)
 
 
+async def legs_in_use(http: aiohttp.ClientSession, api: str) -> float:
+    async with http.get(api.removesuffix("/api/v1") + "/metrics") as reply:
+        text = await reply.text()
+    return float(text.split("\npbx_worker_legs_in_use ", 1)[1].split()[0])
+
+
 async def until_more_packets(phone_call: TestCall, more: int) -> None:
     start = await phone_call.rx_packets()
     async with asyncio.timeout(15):
@@ -392,12 +399,11 @@ async def test_a_bridged_call_goes_on_when_the_active_node_dies(tmp_path: Path) 
             await until_more_packets(ringing, 50)
             assert not ringing.ended.done() and not talk.ended.done()
 
-            # The caller hangs up (its BYE went to the dead edge): its audio stops, the
-            # worker ends the call after media_timeout and exits; its port is free again.
+            # The caller hangs up (its BYE went to the dead edge): its audio stops, and the
+            # worker (node b's now) ends the call after media_timeout.
             await talk.hangup()
-            host_log = tmp_path / "media" / "media.log"
             async with asyncio.timeout(MEDIA_TIMEOUT_S + 30):
-                while b"media_workers_drained" not in host_log.read_bytes():
+                while await legs_in_use(http, b.api) > 0:
                     await asyncio.sleep(0.2)
             result = await call_number(tmp_path, b.sip_port, NUMBER, stay_s=0.5)
             assert result.succeeded, result.output
@@ -470,3 +476,164 @@ async def test_kill_9_of_the_active_edge_stops_its_node_and_the_standby_takes_ov
     finally:
         if stranded is not None:
             stranded.cancel()
+
+
+QUEUE_NUMBER = "4930999200"
+
+
+async def waiting_in(http: aiohttp.ClientSession, api: str, queue_id: int) -> list[dict[str, Any]]:
+    """Callers in line, in order (not those whose agent answered: they talk)."""
+    async with http.get(f"{api}/queues/{queue_id}/waiting") as reply:
+        assert reply.status == 200, await reply.text()
+        items: list[dict[str, Any]] = (await reply.json())["items"]
+    return [item for item in items if not item["ringing"]]
+
+
+async def until_waiting(
+    http: aiohttp.ClientSession, api: str, queue_id: int, callers: int
+) -> list[dict[str, Any]]:
+    async with asyncio.timeout(READY_S):
+        while len(items := await waiting_in(http, api, queue_id)) != callers:
+            await asyncio.sleep(0.1)
+    return items
+
+
+async def queue_with_an_agent(nodes: TwoNodes, desk: TestPhone) -> tuple[int, int]:
+    """An agent (not ready) whose desk is registered at node b's edge, and a queue whose
+    number takes callers straight in: (the agent's user id, the queue id)."""
+    http, api = nodes.http, nodes.a.api
+    async with http.post(api + "/users", json={"name": "Agent"}) as reply:
+        user = await reply.json()
+    async with http.put(f"{api}/users/{user['id']}/extension",
+                        json={"extension": EXTENSION}) as reply:  # fmt: skip
+        sip = (await reply.json())["sip"]
+    assert await desk.register(
+        sip["username"], sip["password"], sip["domain"], "127.0.0.1", nodes.b.sip_port
+    ) == 200  # fmt: skip
+    queue = {"name": "Support", "members": [user["id"]], "when_no_agents": "wait",
+             "wrap_up_time": 0, "announce_interval": 0}  # fmt: skip
+    async with http.post(api + "/queues", json=queue) as reply:
+        assert reply.status == 201, await reply.text()
+        queue_id: int = (await reply.json())["id"]
+    line = {"number": QUEUE_NUMBER, "greeting": {"text": "Hello."}, "extension_dialing": False,
+            "default_destination": {"type": "queue", "id": queue_id}}  # fmt: skip
+    async with http.post(api + "/numbers", json=line) as reply:
+        assert reply.status == 201, await reply.text()
+    return user["id"], queue_id
+
+
+def sipp_into_the_queue(folder: Path, caller: str, edge: Layout) -> asyncio.Task[SippResult]:
+    """A caller who speaks (the media host hangs up silent legs) until hung up; SIPp, since
+    the test's one PJSUA2 endpoint holds 4 calls at most."""
+    return asyncio.create_task(call_number(
+        folder, edge.sip_port, QUEUE_NUMBER, caller=caller, hang_up="remote", tone_hz=440,
+        timeout_s=120,
+    ))  # fmt: skip
+
+
+async def test_queue_callers_keep_their_places_and_talks_when_the_active_node_dies(
+    tmp_path: Path,
+) -> None:
+    """Through node b's edge, one caller talks to the queue's agent and two wait when node a
+    dies. Node b takes their worker over: the talk goes on and its record ends at its real
+    end; the two wait on in the same order, for as long as before; a caller who calls after
+    the takeover waits behind them, and the agent gets the first of them next."""
+    desk, caller = TestPhone(), TestPhone()
+    waiting: list[asyncio.Task[SippResult]] = []
+    try:
+        async with two_nodes_and_a_host(tmp_path) as nodes:
+            http, a, b = nodes.http, nodes.a, nodes.b
+            user_id, queue_id = await queue_with_an_agent(nodes, desk)
+            await until_the_edge_takes_calls(tmp_path, b.sip_port)
+            async with http.put(f"{a.api}/users/{user_id}/presence",
+                                json={"status": "ready"}) as reply:  # fmt: skip
+                assert reply.status == 200, await reply.text()
+            await caller.open_unregistered("4930111200")
+            talk = await caller.call(f"sip:{QUEUE_NUMBER}@127.0.0.1:{b.sip_port}")
+            await asyncio.wait_for(talk.answered, 15)
+            await play_tone(talk)
+            agent_talk = await desk.next_incoming(timeout=15)
+            await agent_talk.answer()
+            await play_tone(agent_talk)
+            for index in (1, 2):
+                waiting.append(sipp_into_the_queue(tmp_path, f"493011120{index}", b))
+                await until_waiting(http, a.api, queue_id, index)
+            before = await waiting_in(http, a.api, queue_id)
+            async with asyncio.timeout(10):  # its record is written behind the call
+                while not (talked := [c for c in await open_calls(http, a.api)
+                                      if c["connected_to"] == EXTENSION]):  # fmt: skip
+                    await asyncio.sleep(0.1)
+
+            os.killpg(nodes.node_a.process.pid, signal.SIGKILL)
+            await nodes.node_a.process.wait()
+            await until_active(http, b.api)
+            after = await until_waiting(http, b.api, queue_id, 2)
+            assert [w["call_id"] for w in after] == [w["call_id"] for w in before]
+            assert all(
+                later["wait_seconds"] > earlier["wait_seconds"]
+                for earlier, later in zip(before, after, strict=True)
+            ), (before, after)
+            await until_more_packets(agent_talk, 50)  # the talk goes on
+            assert not talk.ended.done() and not any(task.done() for task in waiting)
+
+            waiting.append(sipp_into_the_queue(tmp_path, "4930111203", b))
+            latest = await until_waiting(http, b.api, queue_id, 3)
+            assert [w["call_id"] for w in latest[:2]] == [w["call_id"] for w in before]
+
+            # The talk ends: its record says so now, as any other call's would.
+            await talk.hangup()
+            assert await asyncio.wait_for(agent_talk.ended, 10) == 200
+            record = await until_closed(http, b.api, talked[0]["id"])
+            assert (record["disposition"], record["hangup_by"]) == ("answered", "caller"), record
+            # The agent is free again, and gets the first caller in line.
+            ringing = await desk.next_incoming(timeout=15)
+            await ringing.answer()
+            first, later = before[0]["call_id"], before[1]["call_id"]
+            async with asyncio.timeout(10):
+                while (await call_record(http, b.api, first))["connected_to"] != EXTENSION:
+                    await asyncio.sleep(0.1)
+            assert [w["call_id"] for w in await waiting_in(http, b.api, queue_id)] == [
+                before[1]["call_id"], latest[2]["call_id"]
+            ]  # fmt: skip
+            await ringing.hangup()
+            result = await asyncio.wait_for(waiting[0], 10)
+            assert result.succeeded, result.output
+            record = await until_closed(http, b.api, first)
+            assert (record["disposition"], record["hangup_by"]) == ("answered", "agent"), record
+            taken_over = await events_of(http, b.api, "call_taken_over", 3)
+            assert {e["call_id"] for e in taken_over} == {talked[0]["id"], first, later}
+            assert {e["node"] for e in taken_over} == {"b"}
+        # Node b's stop hangs the others up.
+        for result in await asyncio.wait_for(asyncio.gather(*waiting[1:]), 30):
+            assert result.succeeded, result.output
+    finally:
+        desk.close()
+        caller.close()
+        for task in waiting:
+            task.cancel()
+
+
+async def events_of(
+    http: aiohttp.ClientSession, api: str, type_: str, count: int
+) -> list[dict[str, Any]]:
+    """The first `count` events of `type_` in the stream's history."""
+    url = api.replace("http://", "ws://") + f"/events?since=0&types={type_}"
+    found: list[dict[str, Any]] = []
+    async with http.ws_connect(url) as ws, asyncio.timeout(10):
+        while len(found) < count:
+            found.append(json.loads((await ws.receive()).data)["data"])
+    return found
+
+
+async def call_record(http: aiohttp.ClientSession, api: str, call_id: int) -> dict[str, Any]:
+    async with http.get(f"{api}/calls/{call_id}") as reply:
+        assert reply.status == 200, await reply.text()
+        found: dict[str, Any] = await reply.json()
+    return found
+
+
+async def until_closed(http: aiohttp.ClientSession, api: str, call_id: int) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while (record := await call_record(http, api, call_id))["disposition"] is None:
+            await asyncio.sleep(0.1)
+    return record
