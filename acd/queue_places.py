@@ -16,6 +16,7 @@ from __future__ import annotations
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -50,22 +51,28 @@ class QueuePlaces:
         self._left: dict[str, QueuePlace] = {}
 
     async def keep(self, leg_id: str, place: QueuePlace) -> None:
+        """Best effort: Redis failing costs the caller their place after a takeover, never
+        their call."""
         if self.enabled:
-            await self._redis.hset(PLACES_KEY, leg_id, place.model_dump_json())
+            try:
+                await self._redis.hset(PLACES_KEY, leg_id, place.model_dump_json())
+            except RedisError as exc:
+                log.warning("queue_place_not_kept", leg=leg_id, error=str(exc))
 
-    async def forget(self, leg_id: str) -> None:
-        if self.enabled:
-            await self._redis.hdel(PLACES_KEY, leg_id)
+    async def forget(self, *leg_ids: str) -> None:
+        if self.enabled and leg_ids:
+            try:
+                await self._redis.hdel(PLACES_KEY, *leg_ids)
+            except RedisError as exc:
+                log.warning("queue_place_not_forgotten", legs=list(leg_ids), error=str(exc))
 
     async def take_left(self) -> list[QueuePlace]:
-        """Read and remove the places the last controller left; this one keeps its own."""
+        """The places the last controller left. They stay in Redis until their caller's call
+        ends or they are given up (unclaimed): a takeover that fails leaves them to the
+        next."""
         if not self.enabled:
             return []
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(PLACES_KEY)
-            pipe.delete(PLACES_KEY)
-            found, _ = await pipe.execute()
-        self._left = _parse(found)
+        self._left = _parse(await self._redis.hgetall(PLACES_KEY))
         if self._left:
             log.info("queue_places_left", callers=len(self._left))
         return list(self._left.values())
@@ -74,10 +81,11 @@ class QueuePlaces:
         """The place of a caller whose worker was taken over, once."""
         return self._left.pop(leg_id, None)
 
-    def unclaimed(self) -> list[QueuePlace]:
+    async def unclaimed(self) -> list[QueuePlace]:
         """The places of callers not taken over; forgotten from now on."""
-        places = list(self._left.values())
+        places, left = list(self._left.values()), list(self._left)
         self._left.clear()
+        await self.forget(*left)
         return places
 
 

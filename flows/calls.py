@@ -242,7 +242,7 @@ class CallFlows:
         """The records of callers a lost controller left waiting whom no worker taken over
         holds (their media host is gone too) are closed as interrupted."""
         await asyncio.sleep(ADOPTION_WINDOW_S)
-        unclaimed = self.places.unclaimed()
+        unclaimed = await self.places.unclaimed()
         if unclaimed:
             await talks_lost(self._ctx, unclaimed)
             closed = await close_interrupted_calls(
@@ -261,10 +261,16 @@ class CallFlows:
         if peer is not None:
             if place is not None and place.agent_user_id is not None:
                 taken_over.labels(kind="talk").inc()
-                await talk_taken_over(self._ctx, place, leg, peer)
-            else:  # not a queue's talk: its record was closed at the takeover
-                taken_over.labels(kind="bridged").inc()
-                await _end_together(leg, peer)
+                try:
+                    await talk_taken_over(self._ctx, place, leg, peer)
+                finally:
+                    await self.places.forget(leg.id)
+                return
+            taken_over.labels(kind="bridged").inc()
+            if place is not None:  # not a queue's talk: its record ends as the others did
+                await self.places.forget(leg.id)
+                await close_interrupted_calls(self._ctx, only={place.call_id})
+            await _end_together(leg, peer)
             return
         if place is None:
             taken_over.labels(kind="hung_up").inc()
@@ -272,6 +278,11 @@ class CallFlows:
                 await leg.hangup()
             return
         taken_over.labels(kind="waiting").inc()
+        if place.agent_user_id is not None:
+            # The agent's leg went before the bridge (or as the controller died): the agent
+            # is free, and the caller waits on in their place.
+            await talks_lost(self._ctx, [place])
+            place = place.model_copy(update={"agent_user_id": None, "talk_started_at": None})
         call = CallLog.taken_over(self._ctx, place.call_id, Direction.INBOUND)
         call.number_records = place.number_records
         await self._run(call, leg, lambda: self._to_queue(

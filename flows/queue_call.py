@@ -328,6 +328,8 @@ class QueueCall:
             try:
                 if record:
                     await self._recorder.announce(self._leg)
+                # Before the bridge: a controller taking over finds a bridged caller's agent.
+                await self._keep_talk(agent)
                 await self._leg.bridge(agent_leg)
             except (LegGone, WorkerCommandFailed):
                 return self._not_connected(entry, agent, agent_leg)
@@ -337,7 +339,6 @@ class QueueCall:
             await self._dispatcher.answered(entry, agent.user_id)
             self._log(QueueEvent.CONNECT, user_id=agent.user_id, wait_seconds=entry.waited())
             talk_started = loop.time()
-            await self._keep_talk(agent)
             desk = self._transfer_desks(self._call, agent.extension, agent.user_id)
             with self._talks.talking(Talk(self._call.id, self._leg, agent_leg, agent.user_id)):
                 transfer = await talk_until_transfer(

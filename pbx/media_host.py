@@ -207,11 +207,11 @@ class MediaHost:
         )  # fmt: skip
 
     def _adoptable(self, proof: ControllerProof) -> _Session | None:
-        """The newest detached session with workers left, if `proof` sees the cluster as
-        its controller did (the workers trust its edges and siblings)."""
+        """The newest detached session with workers left that `proof`'s controller may
+        take over (_Session.adoptable_by)."""
         candidates = [
             session for session in self._draining
-            if session.channels and not session.draining and session.same_cluster(proof)
+            if session.channels and not session.draining and session.adoptable_by(proof)
         ]  # fmt: skip
         return max(candidates, key=lambda session: session.proof.term, default=None)
 
@@ -309,12 +309,15 @@ class _Session:
         """Its last worker has exited: its fork server is going."""
         return self._draining_begun
 
-    def same_cluster(self, proof: ControllerProof) -> bool:
-        """Whether a controller of `proof` could have launched these workers."""
-        mine = self.proof  # each node names its own edge first
-        return (set(mine.edges), set(mine.sibling_hosts), mine.sibling_ports) == (
-            set(proof.edges), set(proof.sibling_hosts), proof.sibling_ports,
-        )  # fmt: skip
+    def adoptable_by(self, proof: ControllerProof) -> bool:
+        """Whether a controller of `proof` may take these workers over: a newer one than
+        the last that held them (a past controller relinking cannot take them back), that
+        could have launched them (the same edges, each node naming its own first, and the
+        same hosts in the same order: worker ids follow it)."""
+        mine = self.proof
+        return proof.term > mine.term and (
+            set(mine.edges), mine.sibling_hosts, mine.sibling_ports,
+        ) == (set(proof.edges), proof.sibling_hosts, proof.sibling_ports)  # fmt: skip
 
     def reattach(
         self, proof: ControllerProof, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -518,6 +518,8 @@ class MemoryWorker:
         self.emit(PlaybackEnded(leg=leg.leg_id, interrupted=interrupted))
 
     def _dial(self, command: Dial) -> None:
+        if command.leg in self.legs:
+            raise CommandFailed(f"leg {command.leg} exists already")
         parent = self.legs.get(command.parent) if command.parent else None
         has_reserved_leg = (
             parent is not None

@@ -217,6 +217,9 @@ class WorkerPool:
         self._legs_per_worker = 0  # measured by the first worker
         self._command_ids = itertools.count(1)
         self._leg_ids = itertools.count(1)
+        # In outbound leg ids: a worker taken over from a lost controller still holds legs
+        # that controller named, from the same counter.
+        self._leg_prefix = uuid.uuid4().hex[:6]
         self._flows: set[asyncio.Task[None]] = set()
         # Links being made (link), by their token: the far worker's leg, once it arrives.
         self._links: dict[str, asyncio.Future[Leg]] = {}
@@ -383,7 +386,7 @@ class WorkerPool:
             raise ValueError(f"media host {place.name} ({place.address}) is in the pool already")
         host = self._hosts[place.name] = _Host(place, launcher, first_id)
         for worker in adopted:
-            self._own(self._adopt(host, worker))
+            self._adopt(host, worker)
         self._own(launcher.start(on_available=self._resize_wanted.set))
         log.info("media_host_joined", host=place.name, address=place.address,
                  max_workers=place.max_workers)  # fmt: skip
@@ -603,9 +606,10 @@ class WorkerPool:
                  start_ms=round(seconds * 1000, 1))  # fmt: skip
         self._resize_wanted.set()
 
-    async def _adopt(self, host: _Host, adopted: AdoptedWorker) -> None:
-        """Take a detached worker over: Attach, then its legs arrive (Attached) and their
-        calls go to on_adopted. One that does not answer is gone, as a dead worker."""
+    def _adopt(self, host: _Host, adopted: AdoptedWorker) -> None:
+        """Take a detached worker over, its slot at once (no new worker starts there): Attach,
+        then its legs arrive (Attached) and their calls go to on_adopted. One that does not
+        answer is gone, as a dead worker."""
         place = host.place
         slot = adopted.sip_port - place.first_sip_port
         if (
@@ -623,11 +627,15 @@ class WorkerPool:
         )  # fmt: skip
         self._workers[worker.id] = worker
         worker.reader = asyncio.create_task(self._read_events(worker, adopted.channel))
+        self._own(self._attach(worker))
+
+    async def _attach(self, worker: _Worker) -> None:
         try:
             await self._command(worker, lambda cid: Attach(cid=cid))
         except WorkerCommandFailed as exc:
             log.error("worker_not_adopted", worker=worker.id, error=str(exc))
-            adopted.channel.close()
+            if worker.channel is not None:
+                worker.channel.close()
             return
         await self._publish()
 
@@ -991,7 +999,7 @@ class WorkerPool:
         *,
         keep_room: bool = False,
     ) -> Leg:
-        leg_id = f"w{worker.id}-o{next(self._leg_ids)}"
+        leg_id = f"w{worker.id}-o{self._leg_prefix}.{next(self._leg_ids)}"
         # Known before the Dial goes out: its first events may come before its result.
         parent_id = parent.id if parent is not None else None
         if keep_room:

@@ -102,8 +102,9 @@ DETACHED_LIMIT = ("*", "detached")
 DETACHED_CALL_LIMIT_S = 4 * 3600.0
 UNADOPTED = ("*", "unadopted")
 # A caller on no bridge waits this long, detached, for a new controller (Attach): a takeover
-# takes seconds. Then nobody is coming, and the caller is hung up.
-ADOPTION_WAIT_S = 30.0
+# takes a few seconds with the default lease, at most twice its longest (30 s). Then nobody
+# is coming, and the caller is hung up.
+ADOPTION_WAIT_S = 60.0
 # A leg nobody hears has its speech filtered after this long: by then pjmedia has latched
 # onto the address the caller really sends from (10 packets), and a leg bridged at once is
 # never filtered.
@@ -319,6 +320,7 @@ class WorkerAgent:
         # Called once Detach came and no leg is left: the command loop ends (main).
         self.on_drained: Callable[[], None] = lambda: None
         self._detached = False
+        self._drained = False
         self._probing = False
         self._retired: list[tuple[float, object]] = []
         self._leg_numbers = 0
@@ -498,7 +500,7 @@ class WorkerAgent:
             code, reason = MEDIA_TIMEOUT
         self.emit(LegEnded(leg=leg.leg_id, code=code, reason=reason))
         if self._detached and not self.legs:
-            self.on_drained()
+            self._drain()
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -631,11 +633,15 @@ class WorkerAgent:
                 self._hang_up_quietly(leg)
         log.info("detached", legs_kept=len(self.legs))
         if not self.legs:
-            self.on_drained()
+            self._drain()
         # Without media timeouts (or with both sides on hold) nothing would end a call whose
         # BYEs went to a dead edge: a detached call lasts at most this long.
         self.deadlines.start(DETACHED_LIMIT, DETACHED_CALL_LIMIT_S, self._end_detached_calls)
         self.deadlines.start(UNADOPTED, ADOPTION_WAIT_S, self._end_unbridged_calls)
+
+    def _drain(self) -> None:
+        self._drained = True
+        self.on_drained()
 
     def _end_unbridged_calls(self) -> None:
         waiting = [leg for leg in self.legs.values() if leg.peer is None]
@@ -645,12 +651,18 @@ class WorkerAgent:
 
     def _attach(self) -> None:
         """A new controller: it hears what we hold, then drives it as the last one did."""
-        if not self._detached:
-            raise CommandFailed("not detached")
+        if not self._detached or self._drained:
+            raise CommandFailed("not detached" if not self._detached else "exiting: no call left")
+        held = []
+        for leg in self.legs.values():
+            if not leg.hangup_sent:
+                try:
+                    held.append(_held(leg))
+                except pj.Error:  # going as we speak: its LegEnded is for nobody
+                    continue
         self._detached = False
         self.deadlines.cancel(DETACHED_LIMIT)
         self.deadlines.cancel(UNADOPTED)
-        held = [_held(leg) for leg in self.legs.values() if not leg.hangup_sent]
         log.info("attached", legs=len(held))
         self.emit(Attached(worker_id=self.worker_id, max_legs=self.max_legs, pid=os.getpid(),
                            legs=held))  # fmt: skip
@@ -752,6 +764,8 @@ class WorkerAgent:
             self.watch_media()
 
     def _dial(self, command: Dial) -> None:
+        if command.leg in self.legs:
+            raise CommandFailed(f"leg {command.leg} exists already")
         parent = self.legs.get(command.parent) if command.parent else None
         has_reserved_leg = (
             parent is not None

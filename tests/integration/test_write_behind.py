@@ -173,11 +173,12 @@ async def test_a_kept_callers_call_stays_open_until_no_worker_taken_over_holds_t
         assert await close_interrupted_calls(ctx) == 1  # the takeover: only the call not kept
         taker = QueuePlaces(ctx.redis, enabled=True)
         await taker.take_left()
-        assert await kept_calls(ctx.redis) == set()  # its own places from now on
+        assert await kept_calls(ctx.redis) == {kept, unclaimed}  # till claimed or given up
         claimed = taker.claim("w10000-1")
         assert claimed is not None and claimed.call_id == kept
         assert taker.claim("w10000-1") is None
-        assert [place.call_id for place in taker.unclaimed()] == [unclaimed]
+        assert [place.call_id for place in await taker.unclaimed()] == [unclaimed]
+        assert await kept_calls(ctx.redis) == {kept}  # its caller's flow keeps it
         assert await close_interrupted_calls(ctx, only={unclaimed}) == 1
         async with ctx.sessions() as session:
             rows = {call_id: await session.get(CallRecord, call_id) for call_id in calls}

@@ -5,16 +5,18 @@ the edge lists every slot once and only switches them; hosts it cannot take are 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
 
 from core.settings import WorkerSettings
 from pbx.capacity import WorkerState
-from pbx.channel import WorkerHost
+from pbx.channel import WorkerHost, WorkerSpec
 from pbx.legs import WORKER_LOST, Leg
 from pbx.memory_worker import MemoryWorkers
-from pbx.pool import WorkerPool
+from pbx.pool import AdoptedWorker, WorkerPool
+from pbx.protocol import Answer, Bridge, Command, Detach, Dial
 
 SETTINGS = WorkerSettings(max_workers=2, spare_legs=8, first_sip_port=5080)
 HOSTS = ["10.0.0.4", "10.0.0.5"]
@@ -125,5 +127,70 @@ async def test_no_worker_starts_on_a_port_a_detached_worker_holds_until_it_is_fr
         assert [w.sip_port for w in pool.workers] == [5081]  # 8 spare legs want two
         host.free(5080)
         await host.until(lambda: sorted(w.sip_port for w in pool.workers) == [5080, 5081])
+    finally:
+        await pool.stop()
+
+
+async def test_a_new_pool_takes_over_a_detached_worker_with_its_calls() -> None:
+    """A worker a lost controller left detached on a host: its bridged pair and its waiting
+    caller are handed to the new pool's on_adopted (one call each), the phone that still
+    rang was hung up at Detach, and the worker is the pool's, on its old slot."""
+    twin = MemoryWorkers(prompt_seconds=None)
+    worker = await twin.launch(WorkerSpec(10_000, 5080, 20000, 8))
+    cids = itertools.count(1)
+
+    async def send(make: Callable[[int], Command]) -> None:
+        """As the lost controller did; what follows a result (an ACK) happens too."""
+        await worker.send(make(next(cids)))
+        await asyncio.sleep(0.01)
+
+    talking, waiting, ringing = (
+        worker.incoming(f"sip:49301{n}@edge", "sip:4930700@10.0.0.4", {}) for n in range(3)
+    )
+    assert talking is not None and waiting is not None and ringing is not None
+    for caller in (talking, waiting):
+        await send(lambda cid, leg=caller.leg_id: Answer(cid=cid, leg=leg))
+    await send(lambda cid: Dial(cid=cid, leg="w10000-oold.1", parent=talking.leg_id,
+                                uri="sip:1001@edge"))  # fmt: skip
+    agent = await twin.dialled()
+    agent.answer()
+    await send(lambda cid: Bridge(cid=cid, a=talking.leg_id, b=agent.leg_id))
+    await send(lambda cid: Detach(cid=cid))
+    assert ringing.ended.done() and not waiting.ended.done() and not agent.ended.done()
+
+    calls: list[tuple[Leg, Leg | None]] = []
+
+    async def adopted(leg: Leg, peer: Leg | None) -> None:
+        calls.append((leg, peer))
+
+    pool = WorkerPool(SETTINGS, trusted=[], on_inbound=lambda leg: asyncio.sleep(0),
+                      on_adopted=adopted, edge=twin.edge, media_hosts=HOSTS)  # fmt: skip
+    await pool.start()
+    try:
+        pool.add_host(place("m1", HOSTS[0]), twin, [AdoptedWorker(10_000, 5080, worker)])
+        await twin.until(lambda: len(calls) == 2)
+        pair, alone = sorted(calls, key=lambda call: call[1] is None)
+        assert (pair[0].id, pair[1] and pair[1].id) == (talking.leg_id, agent.leg_id)
+        assert (alone[0].id, alone[1]) == (waiting.leg_id, None)
+        assert all(leg.answered.done() for leg in (pair[0], alone[0]))
+        adopted_worker = next(w for w in pool.workers if w.id == 10_000)
+        assert (adopted_worker.state, adopted_worker.sip_port) == (WorkerState.READY, 5080)
+        assert adopted_worker.legs_in_use == 3
+        # The new controller drives the worker as its own: the waiting caller hangs up.
+        waiting.hang_up()
+        await twin.until(lambda: alone[0].ended.done())
+    finally:
+        await pool.stop()
+
+
+async def test_a_worker_that_is_not_the_slots_is_not_taken_over() -> None:
+    twin = MemoryWorkers()
+    worker = await twin.launch(WorkerSpec(10_001, 5080, 20000, 8))  # slot 0 is id 10000
+    pool = WorkerPool(SETTINGS, trusted=[], on_inbound=lambda leg: asyncio.sleep(0),
+                      edge=twin.edge, media_hosts=HOSTS)  # fmt: skip
+    await pool.start()
+    try:
+        pool.add_host(place("m1", HOSTS[0]), twin, [AdoptedWorker(10_001, 5080, worker)])
+        await twin.until(lambda: worker.closed)  # its channel closed: it hangs up and exits
     finally:
         await pool.stop()

@@ -10,11 +10,15 @@ from pydantic import ValidationError
 from pbx.protocol import (
     PROTOCOL_VERSION,
     Answer,
+    Attach,
+    Attached,
     Bridge,
     CommandResult,
+    Detach,
     Dial,
     DtmfReceived,
     Hangup,
+    HeldLeg,
     Hello,
     IncomingCall,
     LegAnswered,
@@ -59,10 +63,35 @@ COMMANDS = [
     Record(cid=12, leg="w0-1", path="/voicemail/1.wav", max_seconds=120),
     StopRecord(cid=13, leg="w0-1"),
     Shutdown(cid=14),
+    Detach(cid=15),
+    Attach(cid=16),
 ]
 
 EVENTS = [
     Hello(worker_id=3, max_legs=4, sip_port=5083, pid=4242),
+    Attached(
+        worker_id=3,
+        max_legs=4,
+        pid=4242,
+        legs=[
+            HeldLeg(
+                leg="w3-1",
+                direction="inbound",
+                from_uri="<sip:4930@x>",
+                to_uri="<sip:1@x>",
+                sip_call_id="abc@host",
+                peer="w3-oa1b2c3.7",
+            ),
+            HeldLeg(
+                leg="w3-oa1b2c3.7",
+                direction="outbound",
+                from_uri="",
+                to_uri="sip:1001@x",
+                sip_call_id="def@host",
+                peer="w3-1",
+            ),
+        ],
+    ),
     CommandResult(cid=1, ok=True),
     CommandResult(cid=2, ok=False, error="no leg w0-9"),
     IncomingCall(
