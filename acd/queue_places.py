@@ -22,8 +22,9 @@ log = structlog.get_logger(__name__)
 
 PLACES_KEY = "pbx:acd:places"
 # How long after a takeover a caller's place waits for their worker to be taken over: media
-# hosts link within a second or two of the new controller's start.
-ADOPTION_WINDOW_S = 15.0
+# hosts link within a second or two of the new controller's start, or after a few relink
+# tries (up to 5 s apart) when the network hiccups.
+ADOPTION_WINDOW_S = 30.0
 
 
 class QueuePlace(BaseModel):
