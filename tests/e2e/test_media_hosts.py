@@ -358,11 +358,8 @@ async def two_nodes_and_a_host(tmp_path: Path) -> AsyncIterator[TwoNodes]:
         await redis.stop()
 
 
-async def bridged_call(
-    nodes: TwoNodes, edge: Layout, desk: TestPhone, caller: TestPhone, folder: Path
-) -> tuple[TestCall, TestCall]:
-    """The provider's caller dials the desk's extension through `edge`, where the desk is
-    registered too; both send audio: (the caller's call, the desk's)."""
+async def agent_at(nodes: TwoNodes, desk: TestPhone, edge: Layout) -> int:
+    """A user with extension EXTENSION whose desk is registered at `edge`: their id."""
     http, api = nodes.http, nodes.a.api
     async with http.post(api + "/users", json={"name": "Agent"}) as reply:
         user = await reply.json()
@@ -372,6 +369,16 @@ async def bridged_call(
     assert await desk.register(
         sip["username"], sip["password"], sip["domain"], "127.0.0.1", edge.sip_port
     ) == 200  # fmt: skip
+    user_id: int = user["id"]
+    return user_id
+
+
+async def bridged_call(
+    nodes: TwoNodes, edge: Layout, desk: TestPhone, caller: TestPhone, folder: Path
+) -> tuple[TestCall, TestCall]:
+    """The provider's caller dials the desk's extension through `edge`, where the desk is
+    registered too; both send audio: (the caller's call, the desk's)."""
+    await agent_at(nodes, desk, edge)
     await until_the_edge_takes_calls(folder, edge.sip_port)
     await caller.open_unregistered("4930111333")
     talk = await caller.call(f"sip:{NUMBER}@127.0.0.1:{edge.sip_port}")
@@ -501,16 +508,9 @@ async def until_waiting(
 async def queue_with_an_agent(nodes: TwoNodes, desk: TestPhone) -> tuple[int, int]:
     """An agent (not ready) whose desk is registered at node b's edge, and a queue whose
     number takes callers straight in: (the agent's user id, the queue id)."""
+    user_id = await agent_at(nodes, desk, nodes.b)
     http, api = nodes.http, nodes.a.api
-    async with http.post(api + "/users", json={"name": "Agent"}) as reply:
-        user = await reply.json()
-    async with http.put(f"{api}/users/{user['id']}/extension",
-                        json={"extension": EXTENSION}) as reply:  # fmt: skip
-        sip = (await reply.json())["sip"]
-    assert await desk.register(
-        sip["username"], sip["password"], sip["domain"], "127.0.0.1", nodes.b.sip_port
-    ) == 200  # fmt: skip
-    queue = {"name": "Support", "members": [user["id"]], "when_no_agents": "wait",
+    queue = {"name": "Support", "members": [user_id], "when_no_agents": "wait",
              "wrap_up_time": 0, "announce_interval": 0}  # fmt: skip
     async with http.post(api + "/queues", json=queue) as reply:
         assert reply.status == 201, await reply.text()
@@ -519,7 +519,7 @@ async def queue_with_an_agent(nodes: TwoNodes, desk: TestPhone) -> tuple[int, in
             "default_destination": {"type": "queue", "id": queue_id}}  # fmt: skip
     async with http.post(api + "/numbers", json=line) as reply:
         assert reply.status == 201, await reply.text()
-    return user["id"], queue_id
+    return user_id, queue_id
 
 
 def sipp_into_the_queue(folder: Path, caller: str, edge: Layout) -> asyncio.Task[SippResult]:
