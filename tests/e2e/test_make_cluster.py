@@ -28,6 +28,7 @@ PBX = Path(sys.executable).parent / "pbx"
 TAKEOVER_BOUND_S = 30.0  # generous for a loaded machine; the time is printed
 WORKERS_PER_HOST = 2
 NUMBER = "4930999200"
+QUEUE_NUMBER = "4930999300"
 
 
 async def health(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
@@ -62,6 +63,31 @@ async def until_a_call_succeeds(folder: Path, edge: str) -> None:
             await call_number(folder, int(port), NUMBER, stay_s=0.5, edge_host=host)
         ).succeeded:
             await asyncio.sleep(0.2)
+
+
+async def queue_line(http: aiohttp.ClientSession, api: str) -> int:
+    """A queue nobody answers and QUEUE_NUMBER straight into it: the queue's id."""
+    queue = {"name": "Waiting", "when_no_agents": "wait", "announce_interval": 0}
+    async with http.post(api + "/api/v1/queues", json=queue) as reply:
+        assert reply.status == 201, await reply.text()
+        queue_id: int = (await reply.json())["id"]
+    line = {"number": QUEUE_NUMBER, "greeting": {"text": "Hello."}, "extension_dialing": False,
+            "default_destination": {"type": "queue", "id": queue_id}}  # fmt: skip
+    async with http.post(api + "/api/v1/numbers", json=line) as reply:
+        assert reply.status == 201, await reply.text()
+    return queue_id
+
+
+async def until_waiting(http: aiohttp.ClientSession, api: str, queue_id: int) -> dict[str, Any]:
+    """The one caller in the queue, once there."""
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(f"{api}/api/v1/queues/{queue_id}/waiting") as reply:
+                items = (await reply.json())["items"]
+            if items:
+                found: dict[str, Any] = items[0]
+                return found
+            await asyncio.sleep(0.1)
 
 
 async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: Path) -> None:
@@ -115,6 +141,14 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
             # The standby's edge takes calls too, for the active node's workers.
             other_address = other_api.removeprefix("http://").rsplit(":", 1)[0]
             await until_a_call_succeeds(tmp_path, edges[other_address])
+            # A caller waiting in a queue (nobody to answer) through the standby's edge.
+            queue_id = await queue_line(http, other_api)
+            host, port = edges[other_address].rsplit(":", 1)
+            waiting = asyncio.create_task(call_number(
+                tmp_path, int(port), QUEUE_NUMBER, edge_host=host, hang_up="remote",
+                tone_hz=440, timeout_s=120,
+            ))  # fmt: skip
+            place = await until_waiting(http, active_api, queue_id)
 
             os.kill(controllers[address], signal.SIGKILL)
             killed_at = time.monotonic()
@@ -130,6 +164,10 @@ async def test_make_cluster_runs_two_nodes_and_the_standby_takes_over(tmp_path: 
                   "of the active controller")  # fmt: skip
             assert set((await health(http, other_api))["checks"]["media_hosts"].values()) == {"ok"}
             await until_a_call_succeeds(tmp_path, edges[other_address])
+            # The waiting caller is in line on the new active node, with the same call.
+            assert (await until_waiting(http, other_api, queue_id))["call_id"] == place["call_id"]
+            assert not waiting.done()
+            waiting.cancel()
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
