@@ -50,6 +50,9 @@ class QueuePlaces:
         self._redis = redis
         self.enabled = enabled
         self._left: dict[str, QueuePlace] = {}
+        # Legs whose places were given up (unclaimed): their calls were closed, their agents
+        # freed; a worker holding them that is taken over later must not carry them on.
+        self._given_up: set[str] = set()
 
     async def keep(self, leg_id: str, place: QueuePlace) -> None:
         """Best effort: Redis failing costs the caller their place after a takeover, never
@@ -82,12 +85,15 @@ class QueuePlaces:
         """The place of a caller whose worker was taken over, once."""
         return self._left.pop(leg_id, None)
 
-    async def unclaimed(self) -> list[QueuePlace]:
-        """The places of callers not taken over; forgotten from now on."""
-        places, left = list(self._left.values()), list(self._left)
-        self._left.clear()
-        await self.forget(*left)
-        return places
+    def given_up(self, leg_id: str) -> bool:
+        return leg_id in self._given_up
+
+    def unclaimed(self) -> dict[str, QueuePlace]:
+        """The places of callers not taken over, by leg: given up from now on (forget them
+        once their calls are closed)."""
+        left, self._left = self._left, {}
+        self._given_up.update(left)
+        return left
 
 
 async def kept_calls(redis: Redis) -> set[int]:

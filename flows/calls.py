@@ -22,7 +22,7 @@ from acd.agents import apply_feature_code, change_presence
 from acd.dispatcher import Dispatcher
 from acd.forwarding import Action, Decision, Rules, after_no_answer, decide, rules_for_call
 from acd.presence import direct_call_ended, direct_call_started
-from acd.queue_places import ADOPTION_WINDOW_S, QueuePlaces
+from acd.queue_places import ADOPTION_WINDOW_S, QueuePlace, QueuePlaces
 from acd.queues import Queue, find_queue, queue_of_extension
 from chat.blocklist import Action as BlocklistAction
 from chat.blocklist import all_actions, calling_number_refused
@@ -242,13 +242,19 @@ class CallFlows:
         """The records of callers a lost controller left waiting whom no worker taken over
         holds (their media host is gone too) are closed as interrupted."""
         await asyncio.sleep(ADOPTION_WINDOW_S)
-        unclaimed = await self.places.unclaimed()
-        if unclaimed:
-            await talks_lost(self._ctx, unclaimed)
+        unclaimed = self.places.unclaimed()
+        if not unclaimed:
+            return
+        try:
+            await talks_lost(self._ctx, list(unclaimed.values()))
             closed = await close_interrupted_calls(
-                self._ctx, only={place.call_id for place in unclaimed}
+                self._ctx, only={place.call_id for place in unclaimed.values()}
             )
-            log.warning("queue_places_lost", calls=closed)
+        except Exception:  # a task nobody awaits: said here, and the next takeover retries
+            log.exception("queue_places_not_closed", calls=len(unclaimed))
+            return
+        await self.places.forget(*unclaimed)
+        log.warning("queue_places_lost", calls=closed)
 
     async def adopted(self, leg: Leg, peer: Leg | None) -> None:
         """A call a lost controller left on a media host (pbx.pool took its worker over): a
@@ -258,6 +264,10 @@ class CallFlows:
         closed as interrupted at the takeover, flows.call_recovery)."""
         place = self.places.claim(leg.id)
         taken_over = self._ctx.metrics.calls_taken_over
+        if self.places.given_up(leg.id):  # taken over too late: closed, its agent freed
+            taken_over.labels(kind="hung_up").inc()
+            await _hang_up(leg, peer)
+            return
         if peer is not None:
             if place is not None and place.agent_user_id is not None:
                 taken_over.labels(kind="talk").inc()
@@ -274,10 +284,16 @@ class CallFlows:
             return
         if place is None:
             taken_over.labels(kind="hung_up").inc()
-            with contextlib.suppress(LegGone, WorkerCommandFailed):
-                await leg.hangup()
+            await _hang_up(leg, None)
             return
         taken_over.labels(kind="waiting").inc()
+        try:
+            await self._wait_on(leg, place)
+        finally:
+            await self.places.forget(leg.id)  # also if the queue is gone meanwhile
+
+    async def _wait_on(self, leg: Leg, place: QueuePlace) -> None:
+        """A caller taken over goes back into their queue, in their place."""
         if place.agent_user_id is not None:
             # The agent's leg went before the bridge (or as the controller died): the agent
             # is free, and the caller waits on in their place.
@@ -1105,6 +1121,13 @@ class CallFlows:
     async def _play_through(self, leg: Leg, prompt: Path) -> None:
         playback = await leg.play(prompt, barge_in=False)
         await _until(playback.finished, leg)
+
+
+async def _hang_up(*legs: Leg | None) -> None:
+    for leg in legs:
+        if leg is not None:
+            with contextlib.suppress(LegGone, WorkerCommandFailed):
+                await leg.hangup()
 
 
 async def _end_together(a: Leg, b: Leg) -> None:
