@@ -349,27 +349,18 @@ class QueueCall:
                           kind=transfer.kind.value,
                           talk_seconds=round(loop.time() - talk_started, 3))  # fmt: skip
                 return QueueResult(QueueOutcome.ANSWERED, "agent", transfer)
-            end = self._leg.ended.result() if self._leg.ended.done() else agent_leg.ended.result()
-            hangup_by = end.ended_by("caller" if self._leg.ended.done() else "agent")
-            talk = round(loop.time() - talk_started, 3)
-            if end.lost:
-                self._log(QueueEvent.FAILED, user_id=agent.user_id, talk_seconds=talk,
-                          reason=end.reason)  # fmt: skip
-                return QueueResult(QueueOutcome.FAILED, hangup_by)
-            self._log(QueueEvent.COMPLETE, user_id=agent.user_id, hangup_by=hangup_by,
-                            talk_seconds=talk)  # fmt: skip
-            return QueueResult(QueueOutcome.ANSWERED, hangup_by)
+            lost, hangup_by = log_talk_end(
+                self._ctx, self._queue.id, self._call.id, agent.user_id, self._leg, agent_leg,
+                round(loop.time() - talk_started, 3),
+            )  # fmt: skip
+            return QueueResult(QueueOutcome.FAILED if lost else QueueOutcome.ANSWERED, hangup_by)
         finally:
             # The agent is free the moment their leg is gone: their presence changes before
             # the caller's leg is hung up, so the next caller's INVITE waits for no worker.
             await agent_leg.drop()
             wrap_up = wrap_up_length(agent.wrap_up_time, self._spec.wrap_up_time)
-            now = store(self._ctx).now()
             try:
-                await change_presence(
-                    self._ctx, agent.user_id,
-                    lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up, now=now), cause,
-                )  # fmt: skip
+                await agent_call_over(self._ctx, agent.user_id, wrap_up, cause)
             finally:
                 if transfer is None:  # else the caller goes on to the transfer's target
                     await self._leg.drop()
@@ -444,3 +435,31 @@ class QueueCall:
 
     def _log(self, event: QueueEvent, **details: Any) -> None:
         record(self._ctx, self._queue.id, self._call.id, event, **details)
+
+
+def log_talk_end(
+    ctx: ServiceContext, queue_id: int, call_id: int, user_id: int, caller: Leg, agent: Leg,
+    talk_seconds: float,
+) -> tuple[bool, str]:  # fmt: skip
+    """A queue talk one side ended, in the queue log (`complete`, or `failed` when a worker
+    died): whether it was lost, and who hung up."""
+    end = caller.ended.result() if caller.ended.done() else agent.ended.result()
+    hangup_by = end.ended_by("caller" if caller.ended.done() else "agent")
+    if end.lost:
+        record(ctx, queue_id, call_id, QueueEvent.FAILED, user_id=user_id,
+               talk_seconds=talk_seconds, reason=end.reason)  # fmt: skip
+    else:
+        record(ctx, queue_id, call_id, QueueEvent.COMPLETE, user_id=user_id,
+               hangup_by=hangup_by, talk_seconds=talk_seconds)  # fmt: skip
+    return end.lost, hangup_by
+
+
+async def agent_call_over(
+    ctx: ServiceContext, user_id: int, wrap_up_seconds: float, cause: str
+) -> None:
+    """The agent's queue call is over: wrap-up, or what they asked for meanwhile."""
+    now = store(ctx).now()
+    await change_presence(
+        ctx, user_id,
+        lambda p: call_ended(p, acd=True, wrap_up_seconds=wrap_up_seconds, now=now), cause,
+    )  # fmt: skip

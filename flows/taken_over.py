@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import time
 
-from acd.agents import change_presence, store
-from acd.presence import answered, call_ended
-from acd.queue_log import QueueEvent, record
+from acd.agents import change_presence
+from acd.presence import answered
 from acd.queue_places import QueuePlace
 from core.context import ServiceContext
+from flows.queue_call import agent_call_over, log_talk_end
 from ivr.cdr import CallLog, Direction, Disposition
 from pbx.legs import Leg, LegGone, WorkerCommandFailed
 
@@ -41,17 +41,11 @@ async def talk_taken_over(ctx: ServiceContext, place: QueuePlace, caller: Leg, a
     user_id = place.agent_user_id
     try:
         await asyncio.wait([caller.ended, agent.ended], return_when=asyncio.FIRST_COMPLETED)
-        end = caller.ended.result() if caller.ended.done() else agent.ended.result()
-        hangup_by = end.ended_by("caller" if caller.ended.done() else "agent")
-        talk = round(time.time() - place.talk_started_at, 3)
-        if end.lost:
-            record(ctx, place.queue_id, call.id, QueueEvent.FAILED, user_id=user_id,
-                   talk_seconds=talk, reason=end.reason)  # fmt: skip
-            call.ended(Disposition.FAILED, hangup_by)
-        else:
-            record(ctx, place.queue_id, call.id, QueueEvent.COMPLETE, user_id=user_id,
-                   hangup_by=hangup_by, talk_seconds=talk)  # fmt: skip
-            call.ended(Disposition.ANSWERED, hangup_by)
+        lost, hangup_by = log_talk_end(
+            ctx, place.queue_id, call.id, user_id, caller, agent,
+            round(time.time() - place.talk_started_at, 3),
+        )  # fmt: skip
+        call.ended(Disposition.FAILED if lost else Disposition.ANSWERED, hangup_by)
     finally:
         for leg in (agent, caller):
             if not leg.ended.done():
@@ -61,9 +55,4 @@ async def talk_taken_over(ctx: ServiceContext, place: QueuePlace, caller: Leg, a
 
 
 async def _agent_free(ctx: ServiceContext, place: QueuePlace, user_id: int) -> None:
-    now = store(ctx).now()
-    await change_presence(
-        ctx, user_id,
-        lambda p: call_ended(p, acd=True, wrap_up_seconds=place.wrap_up_seconds, now=now),
-        f"call:{place.call_id}",
-    )  # fmt: skip
+    await agent_call_over(ctx, user_id, place.wrap_up_seconds, f"call:{place.call_id}")
